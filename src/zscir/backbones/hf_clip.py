@@ -1,0 +1,250 @@
+"""HF transformers `CLIPModel` behind the zscir `Backbone` interface.
+
+Real checkpoints (``openai/clip-vit-large-patch14`` ...), the shipped world CLIP and the tiny random test
+models all go through this one class, so whatever works on the world works on real CLIP.
+
+Two mechanisms keep the encoder's own code untouched:
+
+* pseudo-word substitution is a forward hook on the token-embedding layer that overwrites the outputs at
+  placeholder positions (position embeddings are added afterwards by the embedding module, as for any
+  word);
+* text-layer modules (VSI, bottleneck adapters) are forward hooks on the encoder layers, which receive
+  the layer's output hidden states plus a `TextHookContext` for the current call.
+
+transformers 5.x returns output objects from ``get_text_features``; we call the towers and projections
+directly in one place (`_text_features` / `_image_outputs`) so that the version difference never leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
+
+logger = logging.getLogger(__name__)
+
+
+def load_image_processor(path_or_id: str | os.PathLike, **kw):
+    """Load the checkpoint's image processor, preferring the PIL backend when torchvision is unusable.
+
+    transformers 5 defaults CLIP to a torchvision backend; the PyPI torchvision wheel does not import with
+    the CPU torch build, in which case transformers falls back to the PIL processor (with a warning we
+    silence here, since the fallback is the intended path).
+    """
+    from transformers import AutoImageProcessor
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoImageProcessor.from_pretrained(path_or_id, **kw)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+class HFCLIPBackbone(Backbone):
+    """A transformers `CLIPModel` with its tokenizer and image processor."""
+
+    def __init__(self, model, tokenizer, image_processor, name: str = "", placeholder: str = "$"):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.name = name
+        self.placeholder = placeholder
+        ids = tokenizer(placeholder, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"placeholder {placeholder!r} tokenizes into {len(ids)} tokens; need exactly one")
+        self._placeholder_id = int(ids[0])
+        self.max_text_len = int(model.config.text_config.max_position_embeddings)
+        self.text_modules = nn.ModuleDict()
+        self._attached: list[tuple[int, str, Any]] = []
+        self._ctx: TextHookContext | None = None
+        self._pseudo: torch.Tensor | None = None
+        self._lock = threading.RLock()
+        self.model.text_model.embeddings.token_embedding.register_forward_hook(self._substitute_pseudo)
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    @property
+    def token_embed_dim(self) -> int:
+        return int(self.model.config.text_config.hidden_size)
+
+    @property
+    def vision_width(self) -> int:
+        return int(self.model.config.vision_config.hidden_size)
+
+    @property
+    def num_text_layers(self) -> int:
+        return len(self.model.text_model.encoder.layers)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def placeholder_token_id(self) -> int:
+        return self._placeholder_id
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.model.text_model
+
+    def model_parameters(self):
+        return self.model.parameters()
+
+    def model_named_parameters(self):
+        return self.model.named_parameters()
+
+    # --- preprocessing -----------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    # --- encoders ----------------------------------------------------------------------------------
+    def _vision(self, pixel_values: torch.Tensor):
+        dtype = self.model.visual_projection.weight.dtype
+        return self.model.vision_model(pixel_values=pixel_values.to(self.device, dtype))
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        feats = self.model.visual_projection(self._vision(pixel_values).pooler_output)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self._vision(pixel_values)
+        glob = F.normalize(self.model.visual_projection(out.pooler_output), dim=-1)
+        # The patch tokens get the same final LayerNorm as the CLS token so that their scale matches what
+        # the projection was trained on; they stay in the vision width (no projection).
+        patches = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        return glob, patches
+
+    def encode_text(
+        self,
+        texts: Sequence[str] | dict[str, torch.Tensor],
+        normalize: bool = True,
+        pseudo_tokens: torch.Tensor | None = None,
+        extras: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        tok = texts if isinstance(texts, dict) else self.tokenize(texts)
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device)
+        pmask = ids == self._placeholder_id
+        if pseudo_tokens is not None:
+            if pseudo_tokens.dim() == 2:
+                pseudo_tokens = pseudo_tokens[:, None, :]
+            n = pseudo_tokens.shape[1]
+            counts = pmask.sum(1)
+            if pseudo_tokens.shape[0] != ids.shape[0] or bool((counts != n).any()):
+                raise ValueError(
+                    f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)} but the texts contain "
+                    f"{counts.tolist()} placeholder {self.placeholder!r} tokens (need {n} in each of "
+                    f"{pseudo_tokens.shape[0]} texts)"
+                )
+        with self._lock:
+            self._ctx = TextHookContext(ids, mask, pmask, dict(extras or {}))
+            self._pseudo = pseudo_tokens
+            try:
+                out = self.model.text_model(input_ids=ids, attention_mask=mask)
+            finally:
+                self._ctx, self._pseudo = None, None
+        feats = self.model.text_projection(out.pooler_output)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def _substitute_pseudo(self, module, inputs, output):
+        if self._pseudo is None:
+            return output
+        pmask = self._ctx.placeholder_mask
+        out = output.clone()
+        out[pmask] = self._pseudo.reshape(-1, self._pseudo.shape[-1]).to(out.dtype)
+        return out
+
+    # --- text-layer modules -----------------------------------------------------------------------
+    def attach_text_module(self, layer: int, module: TextLayerModule) -> None:
+        n = self.num_text_layers
+        if not -n <= layer < n:
+            raise IndexError(f"text layer {layer} out of range for a {n}-layer text encoder")
+        idx = layer % n
+        key = f"layer{idx}_{len(self._attached)}"
+        self.text_modules[key] = module
+        handle = self.model.text_model.encoder.layers[idx].register_forward_hook(partial(self._run_module, module))
+        self._attached.append((idx, key, handle))
+
+    def detach_text_modules(self) -> list[tuple[int, TextLayerModule]]:
+        removed = []
+        for idx, key, handle in self._attached:
+            handle.remove()
+            removed.append((idx, self.text_modules[key]))
+            del self.text_modules[key]
+        self._attached.clear()
+        return removed
+
+    def _run_module(self, module, layer, inputs, output):
+        if self._ctx is None:
+            raise RuntimeError("text layers with attached modules must be run through Backbone.encode_text")
+        hidden = output[0] if isinstance(output, tuple) else output
+        new = module(hidden, self._ctx)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """Write a normal HF model folder: config.json, model.safetensors, tokenizer and preprocessor."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        self.image_processor.save_pretrained(out)
+        return out
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        name: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        placeholder: str = "$",
+        local_files_only: bool | None = None,
+    ) -> "HFCLIPBackbone":
+        """Load model, tokenizer and image processor with transformers' ``from_pretrained``.
+
+        Works offline when the files are local (a directory, or the HF cache with ``HF_HUB_OFFLINE=1``).
+        """
+        from transformers import AutoTokenizer, CLIPModel
+
+        kw: dict[str, Any] = {}
+        if local_files_only is not None:
+            kw["local_files_only"] = local_files_only
+        try:
+            model = CLIPModel.from_pretrained(path_or_id, dtype=dtype, **kw) if dtype else CLIPModel.from_pretrained(
+                path_or_id, **kw
+            )
+            tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kw)
+            processor = load_image_processor(path_or_id, **kw)
+        except OSError as e:
+            raise OSError(
+                f"could not load a CLIP checkpoint from {str(path_or_id)!r}: {e}. Give a local folder with "
+                "config.json, model weights, tokenizer and preprocessor_config.json, or a hub id that is "
+                "already in the local HF cache (no model hub is reachable offline)."
+            ) from e
+        model.eval()
+        bb = cls(model, tokenizer, processor, name=name or str(path_or_id), placeholder=placeholder)
+        return bb.to(device)

@@ -1,0 +1,182 @@
+"""Model names → backbones: source prefixes, built-in names, and tiny random configs for tests.
+
+Names follow open_clip/timm conventions:
+
+* ``hf-hub:openai/clip-vit-large-patch14`` — a transformers checkpoint by hub id (offline: from the local
+  HF cache; set ``HF_HUB_OFFLINE=1`` to forbid any network attempt);
+* ``local-dir:/path/to/folder`` — a transformers CLIP folder on disk (a bare existing path works too);
+* ``open_clip:ViT-B-32/laion2b_s34b_b79k`` — the optional open_clip backend (``[openclip]`` extra);
+* built-in names from `list_models()`: ``world-clip`` (the shipped default, trained on the CIR world) and
+  tiny random models such as ``tiny-clip-test`` for unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from zscir.backbones.base import Backbone
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "world-clip"
+
+
+@dataclass(frozen=True)
+class TinyCLIPConfig:
+    """Sizes of a small HF `CLIPModel`; used for the world CLIP and for random test models."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    max_text_len: int = 64
+    projection_dim: int = 128
+    vocab_size: int = 1024
+
+    def to_clip_config(self, tokenizer):
+        from transformers import CLIPConfig
+
+        text = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=self.text_width,
+            intermediate_size=4 * self.text_width,
+            num_hidden_layers=self.text_layers,
+            num_attention_heads=self.text_heads,
+            max_position_embeddings=self.max_text_len,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        vision = dict(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            hidden_size=self.vision_width,
+            intermediate_size=4 * self.vision_width,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+        )
+        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.projection_dim)
+
+
+#: tiny random configurations, for tests and smoke runs
+TINY_CONFIGS: dict[str, TinyCLIPConfig] = {
+    "tiny-clip-test": TinyCLIPConfig(
+        image_size=32, patch_size=8, vision_width=32, vision_layers=2, vision_heads=2,
+        text_width=32, text_layers=2, text_heads=2, max_text_len=32, projection_dim=24, vocab_size=300,
+    ),
+    "tiny-clip-test-4l": TinyCLIPConfig(
+        image_size=32, patch_size=8, vision_width=48, vision_layers=2, vision_heads=2,
+        text_width=48, text_layers=4, text_heads=2, max_text_len=32, projection_dim=32, vocab_size=300,
+    ),
+}
+
+#: the architecture of the shipped world CLIP (see `zscir train clip`)
+WORLD_CLIP_CONFIG = TinyCLIPConfig()
+
+_TINY_CORPUS = (
+    "a photo of a small red circle to the left of a large blue square on a grey background",
+    "make the green triangle yellow and add a purple star in the top right",
+    "remove the orange hexagon, the pink diamond should be bigger instead",
+    "two white crosses below a black heart on a beige background striped dotted plain",
+)
+
+
+def build_image_processor(image_size: int):
+    """A CLIP image processor for square images of ``image_size`` (OpenAI CLIP mean/std)."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
+def build_random_clip(cfg: TinyCLIPConfig, tokenizer, seed: int = 0, name: str = "random"):
+    """A randomly initialised `HFCLIPBackbone` with the given sizes (deterministic for a seed)."""
+    from transformers import CLIPModel
+
+    from zscir.backbones.hf_clip import HFCLIPBackbone
+
+    torch.manual_seed(seed)
+    model = CLIPModel(cfg.to_clip_config(tokenizer)).eval()
+    return HFCLIPBackbone(model, tokenizer, build_image_processor(cfg.image_size), name=name)
+
+
+def _tiny(name: str) -> Callable[..., Backbone]:
+    def factory(seed: int = 0, **_: object) -> Backbone:
+        from zscir.backbones.tokenizer import train_bpe_tokenizer
+
+        cfg = TINY_CONFIGS[name]
+        tok = train_bpe_tokenizer(_TINY_CORPUS, vocab_size=cfg.vocab_size, max_length=cfg.max_text_len)
+        return build_random_clip(cfg, tok, seed=seed, name=name)
+
+    return factory
+
+
+def shipped_model_dir(name: str = "world-clip") -> Path:
+    """Folder of a model shipped inside the package (``zscir/assets/<name>``)."""
+    return Path(str(resources.files("zscir") / "assets" / name))
+
+
+def _world_clip(**kw: object) -> Backbone:
+    from zscir.backbones.hf_clip import HFCLIPBackbone
+
+    path = shipped_model_dir("world-clip")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"the shipped world CLIP is missing at {path}; reproduce it with `zscir train clip --out {path}`"
+        )
+    return HFCLIPBackbone.from_pretrained(path, name="world-clip", local_files_only=True)
+
+
+_BUILTIN: dict[str, Callable[..., Backbone]] = {"world-clip": _world_clip}
+_BUILTIN.update({n: _tiny(n) for n in TINY_CONFIGS})
+PREFIXES = ("hf-hub:", "local-dir:", "open_clip:")
+
+
+def register_model(name: str, factory: Callable[..., Backbone]) -> None:
+    """Register a built-in model name (a factory taking keyword options)."""
+    _BUILTIN[name] = factory
+
+
+def list_models() -> list[str]:
+    """Built-in model names, followed by the accepted source prefixes."""
+    return sorted(_BUILTIN) + [p + "<...>" for p in PREFIXES]
+
+
+def create_backbone(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", **kw) -> Backbone:
+    """Create a backbone from a model name (see module docstring for the accepted forms)."""
+    from zscir.backbones.hf_clip import HFCLIPBackbone
+
+    if name in _BUILTIN:
+        bb = _BUILTIN[name](**kw)
+    elif name.startswith("hf-hub:"):
+        bb = HFCLIPBackbone.from_pretrained(name[len("hf-hub:"):], name=name, **kw)
+    elif name.startswith("local-dir:"):
+        bb = HFCLIPBackbone.from_pretrained(Path(name[len("local-dir:"):]).expanduser(), name=name,
+                                            local_files_only=True, **kw)
+    elif name.startswith("open_clip:"):
+        from zscir.backbones.open_clip_backend import OpenCLIPBackbone
+
+        bb = OpenCLIPBackbone.create(name[len("open_clip:"):], **kw)
+    elif Path(name).expanduser().is_dir():
+        bb = HFCLIPBackbone.from_pretrained(Path(name).expanduser(), name=name, local_files_only=True, **kw)
+    else:
+        raise ValueError(
+            f"unknown model {name!r}: use a built-in name ({', '.join(sorted(_BUILTIN))}), "
+            "hf-hub:<org/name>, local-dir:<path> or open_clip:<arch>/<pretrained>"
+        )
+    return bb.to(device).eval()
+
+
+def tiny_config_dict(name: str) -> dict:
+    return asdict(TINY_CONFIGS[name])

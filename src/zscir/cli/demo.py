@@ -1,0 +1,35 @@
+"""`zscir demo`: the main job on the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        out: Path = typer.Option(Path("zscir-demo"), help="Folder for results.png and results.html."),
+        method: str = typer.Option("auto", help="Method name, or 'auto' for the best available one."),
+        model: str = typer.Option(None, help="Backbone (default: the shipped world-clip)."),
+        queries: int = typer.Option(8, help="Number of composed queries to run."),
+        k: int = typer.Option(5, "-k", help="Results shown per query."),
+        world_seed: int = typer.Option(0, help="Seed of the world benchmark used as gallery."),
+    ) -> None:
+        """Build the world gallery, run composed queries, print results and write a result grid."""
+        from zscir.demo import run_demo
+
+        typer.echo("zscir demo: preparing the world gallery and the model (first run writes the world "
+                   "benchmark to the cache) ...")
+        r = run_demo(out, method=method, model=model, n_queries=queries, k=k, world_seed=world_seed)
+        typer.echo(f"method: {r['method']}   gallery: {r['gallery_size']} images\n")
+        for i, q in enumerate(r["queries"], 1):
+            found = f"target found at rank {q.target_rank}" if q.target_rank and q.target_rank <= k else (
+                f"target NOT in top {k} (rank {q.target_rank})")
+            typer.echo(f"[{i}] ({q.kind}) reference {q.reference} + \"{q.text}\"  ->  {found}")
+            for j, (name, score) in enumerate(q.results, 1):
+                mark = "  <- target" if name == q.target else ""
+                typer.echo(f"      {j}. {name}  {score:.4f}{mark}")
+        typer.echo(f"\n{r['hits']}/{len(r['queries'])} targets in the top {k}.")
+        typer.echo(f"wrote {r['png']}\nwrote {r['html']}")

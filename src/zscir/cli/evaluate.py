@@ -1,0 +1,70 @@
+"""`zscir eval`: the world benchmark and the real benchmarks (CIRR, FashionIQ, CIRCO)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from zscir.cli.common import fail, make_composer, parse_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        benchmark: str = typer.Option("world", help="world | cirr | fashioniq | circo"),
+        method: list[str] = typer.Option(["sum"], "--method", "-m", help="Method(s) to evaluate (repeatable)."),
+        model: str = typer.Option(None, help="Backbone name (default: world-clip)."),
+        checkpoint: str = typer.Option(None, help="Checkpoint folder of a trained method."),
+        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
+        data_root: Path = typer.Option(None, help="Dataset root (real benchmarks)."),
+        split: str = typer.Option("val", help="Split (real benchmarks)."),
+        world_seed: int = typer.Option(0, help="Seed of the world benchmark."),
+        output: Path = typer.Option(None, help="Write the results (metrics + configuration) as JSON."),
+        batch_size: int = typer.Option(128, help="Encoding batch size."),
+        limit: int = typer.Option(None, help="Evaluate only the first N queries (quick runs)."),
+        cache_dir: Path = typer.Option(None, help="Feature cache folder."),
+        device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+        flag: list[str] = typer.Option(None, "--flag", help="Protocol flag KEY=VALUE (real benchmarks)."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Evaluate one or more methods and print the standard table."""
+        options = parse_options(option)
+        results = []
+        for m in method:
+            composer = make_composer(m, model, checkpoint, device, options)
+            if benchmark == "world":
+                from zscir.eval.world import evaluate_world
+
+                r = evaluate_world(composer, world_seed=world_seed, batch_size=batch_size,
+                                   cache_dir=cache_dir, progress=progress, limit=limit)
+            elif benchmark in ("cirr", "fashioniq", "circo"):
+                if data_root is None:
+                    fail(f"--data-root is required for --benchmark {benchmark} (see docs/BENCHMARKS.md)")
+                from zscir.eval.benchmarks import BenchmarkDataError, evaluate_benchmark
+
+                try:
+                    r = evaluate_benchmark(benchmark, data_root, split, composer, batch_size=batch_size,
+                                           limit=limit, cache_dir=cache_dir, device=device,
+                                           progress=progress, **parse_options(flag))
+                except BenchmarkDataError as e:
+                    fail(str(e))
+            else:
+                fail(f"unknown benchmark {benchmark!r}: expected world, cirr, fashioniq or circo")
+            r["label"] = m
+            results.append(r)
+        if benchmark == "world":
+            from zscir.eval.world import format_world_table
+
+            typer.echo(format_world_table(results))
+        else:
+            from zscir.eval.benchmarks import format_table
+
+            for r in results:
+                typer.echo(format_table(r))
+        if output:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            payload = results[0] if len(results) == 1 else {"results": results}
+            output.write_text(json.dumps(payload, indent=2, default=str))
+            typer.echo(f"wrote {output}")

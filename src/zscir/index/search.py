@@ -1,0 +1,479 @@
+"""Exact (and optionally approximate) top-k inner-product search over a gallery.
+
+Why chunked top-k
+-----------------
+The naive way to rank a gallery is ``scores = Q @ G.T`` followed by a full
+``argsort`` of every row.  For Q=1000 queries and N=1M gallery items that is a
+4 GB fp32 score matrix and a Q * N log N sort, although a retrieval metric
+only ever needs the best ``k`` (<= 100) items.  :func:`exact_topk` instead
+walks the gallery in chunks of ``chunk_size`` rows (and the queries in blocks),
+computes one ``(Qb, chunk)`` score block at a time, keeps the ``k`` best of that
+block with :func:`torch.topk` and merges them into a running ``(Qb, k)``
+candidate list.  Memory is ``O(Qb * chunk + Q * k)`` whatever ``N`` is, and the
+run time is dominated by the matrix product, which is unavoidable for exact
+search.  Half-precision galleries (``float16`` on disk, memory-mapped) are
+upcast to fp32 one chunk at a time, never as a whole.
+
+Results are *exactly* those of a stable descending argsort of the full score
+matrix, including tie-breaking: equal scores are ordered by lower gallery index
+first.  This makes evaluation numbers reproducible across chunk sizes, devices
+and backends.
+
+Exclusion
+---------
+CIRR requires the reference image to be removed from the ranking of its own
+query.  ``exclude`` gives, per query, gallery indices that must never appear in
+the result.  Their scores are set to ``-inf`` before selection, and the search
+over-fetches by the number of excluded items so that exactly the top
+``k' = min(k, N)`` *remaining* items are returned.  When a query has fewer than
+``k'`` non-excluded items left (i.e. ``k > N - n_excluded``), its trailing
+result slots are padded with index ``-1`` and score ``-inf`` (the convention
+FAISS uses for "no result"), so the output always has shape ``(Q, min(k, N))``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import warnings
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+ExcludeLike = Union[None, np.ndarray, torch.Tensor, Sequence[Any]]
+
+__all__ = [
+    "exact_topk",
+    "Searcher",
+    "ExactSearcher",
+    "FaissSearcher",
+    "make_searcher",
+    "list_search_backends",
+    "register_search_backend",
+]
+
+#: Upper bound (bytes) for one fp32 ``(query_block, chunk)`` score block; the
+#: query block size is derived from it so ``Q x chunk`` never blows memory.
+SCORE_BLOCK_BYTES = 256 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    """View ``x`` as a torch tensor without copying or changing dtype."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, np.ndarray):
+        if x.dtype not in (np.float32, np.float16, np.float64):
+            raise TypeError(f"{name}: expected a float array, got dtype {x.dtype}")
+        with warnings.catch_warnings():
+            # read-only memmaps: we never write through this view
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(x)
+    else:
+        raise TypeError(f"{name}: expected numpy.ndarray or torch.Tensor, got {type(x).__name__}")
+    if t.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (rows, dim), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a floating point tensor, got {t.dtype}")
+    return t
+
+
+def _normalize_exclude(exclude: ExcludeLike, n_queries: int, n_gallery: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn ``exclude`` into sorted, de-duplicated ``(rows, cols)`` int64 pair arrays.
+
+    Accepts a length-Q integer array (one index per query, ``-1`` = none) or a
+    length-Q sequence whose elements are ``None``, an int, or a collection of
+    ints.  ``-1`` entries are ignored; other out-of-range indices raise.
+    """
+    if isinstance(exclude, torch.Tensor):
+        exclude = exclude.detach().cpu().numpy()
+    if isinstance(exclude, np.ndarray) and exclude.dtype != object:
+        if exclude.ndim != 1 or not np.issubdtype(exclude.dtype, np.integer):
+            raise ValueError(
+                f"exclude: expected a 1-D integer array of length {n_queries}, "
+                f"got shape {exclude.shape} dtype {exclude.dtype}")
+        if len(exclude) != n_queries:
+            raise ValueError(f"exclude: expected length {n_queries} (one entry per query), got {len(exclude)}")
+        rows = np.arange(n_queries, dtype=np.int64)
+        cols = exclude.astype(np.int64)
+    else:
+        if len(exclude) != n_queries:  # type: ignore[arg-type]
+            raise ValueError(f"exclude: expected length {n_queries} (one entry per query), got {len(exclude)}")  # type: ignore[arg-type]
+        r_list: list[np.ndarray] = []
+        c_list: list[np.ndarray] = []
+        for q, item in enumerate(exclude):  # type: ignore[arg-type]
+            if item is None:
+                continue
+            if isinstance(item, torch.Tensor):
+                item = item.detach().cpu().numpy()
+            arr = np.asarray(item if not np.isscalar(item) else [item]).reshape(-1)
+            if arr.size == 0:
+                continue
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"exclude[{q}]: expected integer gallery indices, got dtype {arr.dtype}")
+            c_list.append(arr.astype(np.int64))
+            r_list.append(np.full(arr.size, q, dtype=np.int64))
+        rows = np.concatenate(r_list) if r_list else np.zeros(0, np.int64)
+        cols = np.concatenate(c_list) if c_list else np.zeros(0, np.int64)
+    keep = cols != -1
+    rows, cols = rows[keep], cols[keep]
+    bad = (cols < 0) | (cols >= n_gallery)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"exclude: gallery index {int(cols[i])} for query {int(rows[i])} is out of range "
+            f"[0, {n_gallery}) (use -1 for 'nothing to exclude')")
+    keys = np.unique(rows * max(n_gallery, 1) + cols)  # sorted by (row, col), deduplicated
+    return keys // max(n_gallery, 1), keys % max(n_gallery, 1)
+
+
+def _drop_excluded(scores: np.ndarray, indices: np.ndarray, ex_rows: np.ndarray, ex_cols: np.ndarray,
+                   row_offset: int, n_gallery: int, k_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove excluded (row, index) pairs from over-fetched results, compact, pad with -1/-inf.
+
+    ``scores``/``indices`` are sorted best-first per row; removal keeps the
+    relative order of the remaining entries, so the result is still exact.
+    """
+    qb, width = indices.shape
+    if ex_rows.size:
+        rows = np.arange(row_offset, row_offset + qb, dtype=np.int64)[:, None]
+        keys = rows * max(n_gallery, 1) + np.where(indices < 0, 0, indices)
+        is_ex = np.isin(keys, ex_rows * max(n_gallery, 1) + ex_cols) & (indices >= 0)
+        if is_ex.any():
+            order = np.argsort(is_ex, axis=1, kind="stable")  # kept entries first, order preserved
+            scores = np.take_along_axis(scores, order, axis=1)
+            indices = np.take_along_axis(indices, order, axis=1)
+            n_keep = width - is_ex.sum(axis=1)
+            pad = np.arange(width)[None, :] >= n_keep[:, None]
+            scores = np.where(pad, np.float32(-np.inf), scores)
+            indices = np.where(pad, np.int64(-1), indices)
+    if width < k_out:  # not enough candidates at all (only when N is tiny)
+        scores = np.concatenate([scores, np.full((qb, k_out - width), -np.inf, np.float32)], axis=1)
+        indices = np.concatenate([indices, np.full((qb, k_out - width), -1, np.int64)], axis=1)
+    return np.ascontiguousarray(scores[:, :k_out], dtype=np.float32), np.ascontiguousarray(indices[:, :k_out], dtype=np.int64)
+
+
+def _chunk_topk(s: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``m`` of each row of ``s`` with ties at the cut broken by lower column.
+
+    Returned columns are sorted by *position* (ascending), not by score, which
+    is what the stable merge in :func:`exact_topk` needs.  NaN scores count as
+    ``-inf`` (``s`` may be modified in place).
+
+    ``torch.topk`` does not specify which of several equal values it keeps at
+    the cut, so we fetch ``m + 1`` values: if the ``m``-th and ``(m+1)``-th are
+    equal the row has a tie at the cut and is redone with a stable full sort
+    (rare on real data, but correct on degenerate data such as constant
+    embeddings).  This avoids any extra full pass over the score block.
+    """
+    n_cols = s.shape[1]
+    m1 = min(m + 1, n_cols)
+    vals, pos = torch.topk(s, m1, dim=1, largest=True, sorted=True)
+    if vals.isnan().any():  # topk ranks NaN above everything, so any NaN shows up here
+        torch.nan_to_num_(s, nan=float("-inf"))
+        vals, pos = torch.topk(s, m1, dim=1, largest=True, sorted=True)
+    if m1 > m:
+        bad = torch.nonzero(vals[:, m - 1] == vals[:, m]).flatten()
+        vals, pos = vals[:, :m], pos[:, :m]
+        if bad.numel():
+            sub_vals, sub_pos = torch.sort(s[bad], dim=1, descending=True, stable=True)
+            vals[bad] = sub_vals[:, :m]
+            pos[bad] = sub_pos[:, :m]
+    pos, order = torch.sort(pos, dim=1)
+    vals = torch.gather(vals, 1, order)
+    return vals, pos
+
+
+# --------------------------------------------------------------------------- #
+# exact top-k
+# --------------------------------------------------------------------------- #
+def exact_topk(
+    queries: ArrayLike,
+    gallery: ArrayLike,
+    k: int,
+    *,
+    chunk_size: int = 65536,
+    exclude: ExcludeLike = None,
+    device: Union[str, torch.device, None] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product, chunked over gallery and queries.
+
+    Args:
+        queries: ``(Q, D)`` numpy array or torch tensor (fp32/fp16/fp64).
+        gallery: ``(N, D)`` numpy array (may be a memmap) or torch tensor.
+            Each chunk is upcast to fp32 on the compute device separately.
+        k: number of results per query (``k >= 1``); ``k' = min(k, N)``.
+        chunk_size: gallery rows scored at once.  Any positive value gives the
+            same result; larger is faster up to cache/memory limits.
+        exclude: ``None``; a length-Q int array/tensor (one gallery index per
+            query, ``-1`` = none); or a length-Q sequence of index collections
+            (``None``/empty = none).  Excluded items never appear in the output.
+        device: compute device; default: the gallery tensor's device (CPU for
+            numpy input).
+
+    Returns:
+        ``(scores, indices)``: float32 and int64 numpy arrays of shape
+        ``(Q, min(k, N))``, each row sorted by descending score, ties by lower
+        index (identical to a stable argsort of ``-(queries @ gallery.T)``).
+        Rows with fewer than ``k'`` non-excluded items are padded with
+        index ``-1`` / score ``-inf``.  NaN scores are treated as ``-inf``.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    q_t = _as_tensor(queries, "queries")
+    g_t = _as_tensor(gallery, "gallery")
+    n_q, dim = q_t.shape
+    n_g = g_t.shape[0]
+    if g_t.shape[1] != dim:
+        raise ValueError(f"dimension mismatch: queries have dim {dim}, gallery has dim {g_t.shape[1]}")
+    k = int(k)
+    k_out = min(k, n_g)
+    if n_q == 0 or n_g == 0:
+        return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
+
+    dev = torch.device(device) if device is not None else g_t.device
+    if exclude is not None:
+        ex_rows, ex_cols = _normalize_exclude(exclude, n_q, n_g)
+    else:
+        ex_rows = ex_cols = np.zeros(0, np.int64)
+    n_ex_max = int(np.bincount(ex_rows, minlength=1).max()) if ex_rows.size else 0
+    k_fetch = min(n_g, k + n_ex_max)  # over-fetch so removal of excluded items stays exact
+
+    chunk = int(min(chunk_size, n_g))
+    q_block = int(max(1, min(n_q, SCORE_BLOCK_BYTES // (4 * chunk))))
+    logger.debug("exact_topk: Q=%d N=%d D=%d k=%d chunk=%d q_block=%d device=%s",
+                 n_q, n_g, dim, k, chunk, q_block, dev)
+
+    out_s = np.empty((n_q, k_out), np.float32)
+    out_i = np.empty((n_q, k_out), np.int64)
+    neg_inf = float("-inf")
+    with torch.no_grad():
+        for q0 in range(0, n_q, q_block):
+            q1 = min(n_q, q0 + q_block)
+            qb = q_t[q0:q1].to(device=dev, dtype=torch.float32)
+            if ex_rows.size:
+                lo_r, hi_r = np.searchsorted(ex_rows, [q0, q1])
+                b_rows, b_cols = ex_rows[lo_r:hi_r] - q0, ex_cols[lo_r:hi_r]
+                by_col = np.argsort(b_cols, kind="stable")
+                b_rows, b_cols = b_rows[by_col], b_cols[by_col]
+            run_s = torch.empty((q1 - q0, 0), dtype=torch.float32, device=dev)
+            run_i = torch.empty((q1 - q0, 0), dtype=torch.int64, device=dev)
+            for g0 in range(0, n_g, chunk):
+                g1 = min(n_g, g0 + chunk)
+                gc = g_t[g0:g1].to(device=dev, dtype=torch.float32)
+                s = qb @ gc.T
+                if ex_rows.size:
+                    c0, c1 = np.searchsorted(b_cols, [g0, g1])
+                    if c1 > c0:
+                        r = torch.from_numpy(b_rows[c0:c1]).to(dev)
+                        c = torch.from_numpy(b_cols[c0:c1] - g0).to(dev)
+                        s[r, c] = neg_inf
+                m = min(k_fetch, g1 - g0)
+                vals, pos = _chunk_topk(s, m)
+                # Running candidates come from earlier chunks (lower indices) and are
+                # ordered by (score desc, index asc); new ones are ordered by index.
+                # A stable descending sort of the concatenation therefore orders
+                # ties by lower index, exactly like a global stable argsort.
+                cat_s = torch.cat([run_s, vals], dim=1)
+                cat_i = torch.cat([run_i, pos + g0], dim=1)
+                srt_s, order = torch.sort(cat_s, dim=1, descending=True, stable=True)
+                run_s = srt_s[:, :k_fetch]
+                run_i = torch.gather(cat_i, 1, order[:, :k_fetch])
+            bs, bi = _drop_excluded(run_s.cpu().numpy(), run_i.cpu().numpy(), ex_rows, ex_cols, q0, n_g, k_out)
+            out_s[q0:q1] = bs
+            out_i[q0:q1] = bi
+    return out_s, out_i
+
+
+# --------------------------------------------------------------------------- #
+# searcher interface
+# --------------------------------------------------------------------------- #
+class Searcher(abc.ABC):
+    """Common interface of gallery search backends.
+
+    A searcher owns (a view of) the gallery embeddings and answers
+    ``search(queries, k, exclude)`` with ``(scores, indices)`` numpy arrays with
+    the same conventions as :func:`exact_topk` (shape ``(Q, min(k, N))``,
+    best first, ``-1``/``-inf`` padding).  Evaluation and serving code depend
+    only on this interface, so an approximate backend can be swapped in for
+    very large galleries without touching them.
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores float32 (Q, k'), indices int64 (Q, k'))``."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of gallery items."""
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Embedding dimension."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={len(self)}, dim={self.dim})"
+
+
+class ExactSearcher(Searcher):
+    """Brute-force exact search: a thin wrapper around :func:`exact_topk`.
+
+    Keeps the embeddings as given (e.g. an fp16 memmap) so memory stays at the
+    on-disk size; chunks are upcast on the fly.
+    """
+
+    name = "exact"
+
+    def __init__(self, embeddings: ArrayLike, chunk_size: int = 65536,
+                 device: Union[str, torch.device, None] = None) -> None:
+        self._emb = embeddings
+        t = _as_tensor(embeddings, "embeddings")
+        self._n, self._dim = int(t.shape[0]), int(t.shape[1])
+        self.chunk_size = int(chunk_size)
+        self.device = device
+
+    def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
+        return exact_topk(queries, self._emb, k, chunk_size=self.chunk_size, exclude=exclude, device=self.device)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss  # type: ignore[import-not-found]
+    except ImportError as e:  # pragma: no cover - depends on environment
+        raise ImportError(
+            "The 'faiss' search backend needs the faiss library. "
+            "Install it with: pip install 'zscir[faiss]' (or pip install faiss-cpu)") from e
+    return faiss
+
+
+def _to_numpy_f32(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class FaissSearcher(Searcher):
+    """FAISS-backed inner-product search behind the :class:`Searcher` interface.
+
+    ``index="flat"`` builds an exact ``IndexFlatIP`` (same results as
+    :class:`ExactSearcher` up to float rounding, usually faster on CPU thanks
+    to FAISS' BLAS kernels).  Any other string is passed to
+    ``faiss.index_factory`` with the inner-product metric (e.g. ``"IVF1024,Flat"``
+    for approximate search on very large galleries); trainable indexes are
+    trained on the gallery itself.  FAISS needs an fp32 copy of the gallery.
+    """
+
+    name = "faiss"
+
+    def __init__(self, embeddings: ArrayLike, index: str = "flat", nprobe: int | None = None) -> None:
+        faiss = _import_faiss()
+        emb = _to_numpy_f32(embeddings)
+        if emb.ndim != 2:
+            raise ValueError(f"embeddings: expected a 2-D array, got shape {emb.shape}")
+        self._n, self._dim = int(emb.shape[0]), int(emb.shape[1])
+        self.index_spec = index
+        if index.lower() == "flat":
+            self._index = faiss.IndexFlatIP(self._dim)
+        else:
+            self._index = faiss.index_factory(self._dim, index, faiss.METRIC_INNER_PRODUCT)
+            if not self._index.is_trained:
+                logger.info("training faiss index %r on %d vectors", index, self._n)
+                self._index.train(emb)
+            if nprobe is not None:
+                faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", int(nprobe))
+        if self._n:
+            self._index.add(emb)
+
+    def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = _to_numpy_f32(queries)
+        if q.ndim != 2 or q.shape[1] != self._dim:
+            raise ValueError(f"queries: expected shape (Q, {self._dim}), got {q.shape}")
+        n_q = q.shape[0]
+        k_out = min(int(k), self._n)
+        if exclude is not None:
+            ex_rows, ex_cols = _normalize_exclude(exclude, n_q, self._n)
+        else:
+            ex_rows = ex_cols = np.zeros(0, np.int64)
+        n_ex_max = int(np.bincount(ex_rows, minlength=1).max()) if ex_rows.size else 0
+        k_fetch = min(self._n, int(k) + n_ex_max)
+        if n_q == 0 or k_out == 0:
+            return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
+        dist, idx = self._index.search(q, k_fetch)
+        idx = idx.astype(np.int64)
+        dist = np.where(idx < 0, np.float32(-np.inf), dist).astype(np.float32)
+        # deterministic order among equal scores: lower index first (-1 padding last)
+        tie_key = np.where(idx < 0, np.iinfo(np.int64).max, idx)
+        order = np.lexsort((tie_key, -dist), axis=-1)
+        dist = np.take_along_axis(dist, order, axis=1)
+        idx = np.take_along_axis(idx, order, axis=1)
+        return _drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
+# --------------------------------------------------------------------------- #
+# registry
+# --------------------------------------------------------------------------- #
+_BACKENDS: dict[str, Callable[..., Searcher]] = {
+    "exact": ExactSearcher,
+    "faiss": FaissSearcher,
+}
+
+
+def register_search_backend(name: str, factory: Callable[..., Searcher]) -> None:
+    """Register a new backend ``factory(embeddings, **kw) -> Searcher`` under ``name``."""
+    _BACKENDS[name] = factory
+
+
+def list_search_backends(available_only: bool = False) -> list[str]:
+    """Names accepted by :func:`make_searcher` (sorted).
+
+    With ``available_only=True`` backends whose optional dependency is not
+    installed (currently only ``"faiss"``) are left out.
+    """
+    names = sorted(_BACKENDS)
+    if available_only:
+        def ok(n: str) -> bool:
+            if n != "faiss":
+                return True
+            try:
+                _import_faiss()
+                return True
+            except ImportError:
+                return False
+        names = [n for n in names if ok(n)]
+    return names
+
+
+def make_searcher(embeddings: ArrayLike, backend: str = "exact", **kw: Any) -> Searcher:
+    """Build a :class:`Searcher` for ``embeddings`` with the named backend."""
+    try:
+        factory = _BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown search backend {backend!r}; available: {', '.join(sorted(_BACKENDS))}") from None
+    return factory(embeddings, **kw)

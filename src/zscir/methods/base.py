@@ -1,0 +1,47 @@
+"""The `Composer` interface shared by every composed-retrieval method.
+
+A composer turns (reference image, modification text) pairs into query embeddings and gallery images into
+gallery embeddings, both L2-normalised, so that ranking is a cosine similarity. Methods are free to embed
+the gallery differently (Fusion-Diff embeds gallery images *with* a caption in a fused space), which is why
+the gallery side is part of the interface rather than fixed to the image encoder.
+
+Callers batch: each call receives one batch of PIL images / strings and must not rely on state from an
+earlier call. `gallery_cache_key()` tells evaluation code when two composers embed a gallery identically,
+so gallery features can be computed once and shared (image-only, sum fusion, Pic2Word and TSCIR all embed
+the gallery with the plain image encoder of the same backbone).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+
+class Composer(ABC):
+    """Base class of query/gallery encoders for composed image retrieval."""
+
+    #: registry name of the method ("image", "text", "sum", "pic2word", "tscir", "fusiondiff", ...)
+    name: str = "base"
+
+    @abstractmethod
+    def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """Return an (N, D) float tensor of L2-normalised query embeddings, one per (image, text) pair."""
+
+    @abstractmethod
+    def encode_gallery(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Return an (N, D) float tensor of L2-normalised gallery embeddings."""
+
+    def gallery_cache_key(self) -> str:
+        """A string identifying how `encode_gallery` embeds images (model + preprocessing + space).
+
+        Two composers returning the same key produce identical gallery embeddings, so cached gallery
+        features may be shared between them.
+        """
+        return f"{type(self).__module__}.{type(self).__qualname__}:{id(self)}"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description of the method's configuration, written into result files."""
+        return {"method": self.name}

@@ -1,0 +1,76 @@
+"""Method registry: name → factory building a `Composer` on a backbone.
+
+``create_composer("sum", model="world-clip", weight=0.3)`` builds the backbone from the model registry and
+the composer on top. Trained methods register a factory that also accepts ``checkpoint=DIR`` (a folder with
+config.json + safetensors) and, when none is given, use the checkpoint shipped for the default model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from zscir.backbones import DEFAULT_MODEL, Backbone, create_backbone
+from zscir.methods.base import Composer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    factory: Callable[..., Composer]
+    description: str
+    trained: bool = False
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, description: str, trained: bool = False):
+    """Decorator registering ``factory(backbone, checkpoint=None, **options) -> Composer``."""
+
+    def deco(factory: Callable[..., Composer]) -> Callable[..., Composer]:
+        _METHODS[name] = MethodSpec(name, factory, description, trained)
+        return factory
+
+    return deco
+
+
+def list_methods() -> list[MethodSpec]:
+    _load_builtin_methods()
+    return [_METHODS[k] for k in sorted(_METHODS)]
+
+
+def create_composer(
+    method: str,
+    model: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    backbone: Backbone | None = None,
+    **options: Any,
+) -> Composer:
+    """Build the composer ``method`` on ``backbone`` (or on a new backbone created from ``model``)."""
+    _load_builtin_methods()
+    if method not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(_METHODS))}")
+    if backbone is None:
+        backbone = create_backbone(model or DEFAULT_MODEL, device=device)
+    spec = _METHODS[method]
+    return spec.factory(backbone, checkpoint=checkpoint, **options)
+
+
+_loaded = False
+
+
+def _load_builtin_methods() -> None:
+    """Import the modules that register the built-in methods (lazily, to keep start-up fast)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for mod in ("zscir.methods.builtin",):
+        importlib.import_module(mod)
