@@ -6,7 +6,8 @@ in the official layouts with one 8x8 solid-colour image per image name. The colo
 index in the root (5 bits per channel, so it survives JPEG), which lets test composers recover which image
 they were given: an oracle can then return the ground truth's embedding for every query.
 
-Import the fixtures explicitly: ``from conftest_benchmarks import *``.
+Test modules import the fixtures they use by name (``from conftest_benchmarks import cirr_root, ...``):
+pytest only auto-loads files named conftest.py, and tests/conftest.py is shared with other test suites.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "RandomComposer",
     "cirr_root",
     "fiq_root",
+    "fiq_full_root",
     "circo_root",
     "decode_code",
     "make_table",
@@ -82,6 +84,7 @@ class PlaceholderRoot:
     root: Path
     names: list[Hashable] = field(default_factory=list)
     codes: dict[Hashable, int] = field(default_factory=dict)
+    _dirs: set[Path] = field(default_factory=set, repr=False)
 
     def add(self, name: Hashable, path: Path) -> None:
         if name in self.codes:
@@ -89,8 +92,11 @@ class PlaceholderRoot:
         code = len(self.names)
         self.names.append(name)
         self.codes[name] = code
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_encoded(code, "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"))
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        with open(path, "wb") as f:
+            f.write(_encoded(code, "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"))
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -121,7 +127,7 @@ class _PlaceholderComposer(Composer):
         self.dim = len(root.names) if dim is None else dim
         if not self.onehot:
             g = torch.Generator().manual_seed(1234)
-            self.table = torch.nn.functional.normalize(torch.randn(len(root.names), self.dim, generator=g), dim=-1)
+            self.vectors = torch.nn.functional.normalize(torch.randn(len(root.names), self.dim, generator=g), dim=-1)
         self.gallery_calls = 0
 
     def embed(self, weighted_codes: Sequence[Sequence[tuple[int, float]]]) -> torch.Tensor:
@@ -131,7 +137,7 @@ class _PlaceholderComposer(Composer):
                 if self.onehot:
                     out[i, code] += w
                 else:
-                    out[i] += w * self.table[code]
+                    out[i] += w * self.vectors[code]
         return torch.nn.functional.normalize(out, dim=-1)
 
     def encode_gallery(self, images):
@@ -198,7 +204,7 @@ class RandomComposer(_PlaceholderComposer):
         out = []
         for im, t in zip(reference_images, texts):
             g = torch.Generator().manual_seed(sum(ord(c) * (i + 1) for i, c in enumerate(t)) % (2 ** 31))
-            out.append(self.table[decode_code(im)] + torch.randn(self.dim, generator=g))
+            out.append(self.vectors[decode_code(im)] + torch.randn(self.dim, generator=g))
         return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
 
@@ -235,37 +241,43 @@ def cirr_root(tmp_path_factory) -> PlaceholderRoot:
     return _once("cirr", build)
 
 
-#: FashionIQ categories whose whole val gallery gets images; the others only get the first queries' images
-FIQ_FULL_CATEGORY = "dress"
+#: queries per FashionIQ category whose images the default root has
 FIQ_PARTIAL_QUERIES = 30
+
+
+def _build_fiq(tmp_path_factory, full_categories: Sequence[str]) -> PlaceholderRoot:
+    shared = shared_benchmarks("fashioniq")
+    root = PlaceholderRoot(tmp_path_factory.mktemp("fashioniq"))
+    for sub in ("captions", "image_splits"):
+        _link(shared / sub, root.root / sub)
+    images = root.root / "images"
+
+    def add(name: str) -> None:
+        ext = ".jpg" if len(root.names) % 7 == 3 else ".png"  # both extensions occur in the wild
+        root.add(name, images / f"{name}{ext}")
+
+    for cat in ("dress", "shirt", "toptee"):
+        if cat in full_categories:
+            for name in _read(shared / "image_splits" / f"split.{cat}.val.json"):
+                add(name)
+        for q in _read(shared / "captions" / f"cap.{cat}.val.json")[:FIQ_PARTIAL_QUERIES]:
+            add(q["candidate"])
+            add(q["target"])
+    return root
 
 
 @pytest.fixture(scope="session")
 def fiq_root(tmp_path_factory) -> PlaceholderRoot:
-    """FashionIQ val: full dress gallery, first 30 queries' images of shirt/toptee; every 7th image a JPEG."""
-    shared = shared_benchmarks("fashioniq")
+    """FashionIQ val with the images of the first 30 queries of each category (use ``limit=30``)."""
+    shared_benchmarks("fashioniq")
+    return _once("fashioniq", lambda: _build_fiq(tmp_path_factory, ()))
 
-    def build() -> PlaceholderRoot:
-        root = PlaceholderRoot(tmp_path_factory.mktemp("fashioniq"))
-        for sub in ("captions", "image_splits"):
-            _link(shared / sub, root.root / sub)
-        images = root.root / "images"
 
-        def add(name: str) -> None:
-            ext = ".jpg" if len(root.names) % 7 == 3 else ".png"
-            root.add(name, images / f"{name}{ext}")
-
-        for cat in ("dress", "shirt", "toptee"):
-            caps = _read(shared / "captions" / f"cap.{cat}.val.json")
-            if cat == FIQ_FULL_CATEGORY:
-                for name in _read(shared / "image_splits" / f"split.{cat}.val.json"):
-                    add(name)
-            for q in caps[:FIQ_PARTIAL_QUERIES]:
-                add(q["candidate"])
-                add(q["target"])
-        return root
-
-    return _once("fashioniq", build)
+@pytest.fixture(scope="session")
+def fiq_full_root(tmp_path_factory) -> PlaceholderRoot:
+    """FashionIQ val with the whole dress gallery (3,817 images; for slow tests)."""
+    shared_benchmarks("fashioniq")
+    return _once("fashioniq-full-dress", lambda: _build_fiq(tmp_path_factory, ("dress",)))
 
 
 #: ids that appear in no CIRCO annotation, used as gallery distractors

@@ -16,6 +16,7 @@ from conftest_benchmarks import (  # noqa: F401  (fixtures)
     ReferenceComposer,
     circo_root,
     cirr_root,
+    fiq_full_root,
     fiq_root,
     make_table,
 )
@@ -34,12 +35,17 @@ from zscir.eval.benchmarks.circo import SEMANTIC_ASPECTS
 pytestmark = pytest.mark.benchmarks
 
 FAST = {"progress": False, "batch_size": 512}
+#: embedding sizes of the test composers: random vectors for the large CIRR / FashionIQ roots (fast to rank),
+#: one-hot (exactly orthogonal) for CIRCO, whose oracle mixes up to 14 ground truths per query
+CIRR_DIM = 64
+FIQ_DIM = 256
 
 
 # ------------------------------------------------------------------------------------------------ CIRR
 def test_cirr_oracle_scores_100(cirr_root, tmp_path):
     data = load_cirr(cirr_root.root, "val")
-    oracle = OracleComposer(cirr_root, make_table([(q.reference, q.caption, [q.target]) for q in data.queries]))
+    oracle = OracleComposer(cirr_root, make_table([(q.reference, q.caption, [q.target]) for q in data.queries]),
+                            dim=CIRR_DIM)
     res = evaluate_benchmark("cirr", cirr_root.root, "val", oracle, cache_dir=tmp_path, **FAST)
     m = res["metrics"]
     for key in ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg"):
@@ -57,7 +63,7 @@ def test_cirr_oracle_scores_100(cirr_root, tmp_path):
 
 def test_cirr_reference_never_returned(cirr_root, tmp_path):
     data = load_cirr(cirr_root.root, "val")
-    run = run_benchmark("cirr", cirr_root.root, "val", ReferenceComposer(cirr_root), cache_dir=tmp_path, **FAST)
+    run = run_benchmark("cirr", cirr_root.root, "val", ReferenceComposer(cirr_root, CIRR_DIM), cache_dir=tmp_path, **FAST)
     refs = {str(q.pairid): q for q in data.queries}
     for key, ranked in run.rankings["recall"].items():
         assert len(ranked) == 50
@@ -67,7 +73,7 @@ def test_cirr_reference_never_returned(cirr_root, tmp_path):
         assert q.reference not in sub
         assert sorted(sub) == sorted(set(q.members) - {q.reference})  # the 5 candidates
     # with removal switched off (analysis only) the reference comes first: removal really matters
-    run_off = run_benchmark("cirr", cirr_root.root, "val", ReferenceComposer(cirr_root), cache_dir=tmp_path,
+    run_off = run_benchmark("cirr", cirr_root.root, "val", ReferenceComposer(cirr_root, CIRR_DIM), cache_dir=tmp_path,
                             limit=50, remove_reference=False, **FAST)
     assert run_off.result["protocol"]["remove_reference"] is False
     for key, ranked in run_off.rankings["recall"].items():
@@ -76,7 +82,8 @@ def test_cirr_reference_never_returned(cirr_root, tmp_path):
 
 def test_cirr_limit_is_flagged(cirr_root, tmp_path):
     data = load_cirr(cirr_root.root, "val")
-    oracle = OracleComposer(cirr_root, make_table([(q.reference, q.caption, [q.target]) for q in data.queries]))
+    oracle = OracleComposer(cirr_root, make_table([(q.reference, q.caption, [q.target]) for q in data.queries]),
+                            dim=CIRR_DIM)
     res = evaluate_benchmark("cirr", cirr_root.root, "val", oracle, limit=25, cache_dir=tmp_path, **FAST)
     assert res["n_queries"] == 25 and res["n_gallery"] < 2297
     assert res["protocol"]["limit"] == 25 and "LIMITED" in res["protocol"]["gallery"]
@@ -110,10 +117,12 @@ def _fiq_oracle(fiq_root, mode: str, categories=("dress", "shirt", "toptee")) ->
             for text in compose_fashioniq_texts(q.captions, mode):
                 items.append((q.candidate, text, [q.target]))
     # FashionIQ has a few (candidate, captions) pairs with two targets: merge them (both rank top-2)
-    return OracleComposer(fiq_root, make_table(items), sequential=False)
+    return OracleComposer(fiq_root, make_table(items), sequential=False, dim=FIQ_DIM)
 
 
-def test_fashioniq_oracle_full_dress_gallery(fiq_root, tmp_path):
+@pytest.mark.slow
+def test_fashioniq_oracle_full_dress_gallery(fiq_full_root, tmp_path):
+    fiq_root = fiq_full_root
     res = evaluate_benchmark("fashioniq", fiq_root.root, "val", _fiq_oracle(fiq_root, "searle", ("dress",)),
                              categories=("dress",), cache_dir=tmp_path, **FAST)
     m = res["metrics"]
@@ -137,7 +146,7 @@ def test_fashioniq_modes_all_categories(fiq_root, tmp_path, mode):
 
 def test_fashioniq_reference_is_not_removed(fiq_root, tmp_path):
     data = load_fashioniq(fiq_root.root, "val", ("dress",))
-    run = run_benchmark("fashioniq", fiq_root.root, "val", ReferenceComposer(fiq_root), categories="dress",
+    run = run_benchmark("fashioniq", fiq_root.root, "val", ReferenceComposer(fiq_root, FIQ_DIM), categories="dress",
                         limit=30, cache_dir=tmp_path, **FAST)
     for i, q in enumerate(data.categories["dress"].queries[:30]):
         assert run.rankings["dress"][str(i)][0] == q.candidate
@@ -145,9 +154,10 @@ def test_fashioniq_reference_is_not_removed(fiq_root, tmp_path):
 
 def test_fashioniq_reads_jpg_and_png(fiq_root):
     data = load_fashioniq(fiq_root.root, "val", ("dress",))
-    suffixes = {im.path.suffix for im in data.categories["dress"].gallery}
-    assert suffixes == {".png", ".jpg"}
-    assert all(im.path.is_file() for im in data.categories["dress"].gallery)
+    cat = data.categories["dress"]
+    used = [cat.image(n) for q in cat.queries[:30] for n in (q.candidate, q.target)]
+    assert {im.path.suffix for im in used} == {".png", ".jpg"}
+    assert all(im.path.is_file() for im in used)
 
 
 # ------------------------------------------------------------------------------------------------ CIRCO
@@ -193,7 +203,7 @@ def test_circo_partial_credit_matches_formula(circo_root, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ flags
-def test_protocol_flags_are_validated(cirr_root):
+def test_protocol_flags_are_validated():
     with pytest.raises(ValueError, match="unknown protocol flag"):
         make_protocol("cirr", caption_mode="join")
     with pytest.raises(ValueError, match="caption_mode"):
@@ -201,7 +211,16 @@ def test_protocol_flags_are_validated(cirr_root):
     with pytest.raises(ValueError, match="preprocessing"):
         make_protocol("circo", preprocessing="squash")
     assert make_protocol("cirr", preprocessing=None).preprocessing == "default"  # None = default
+    # CLI spellings are coerced to the flag's type
+    assert make_protocol("circo", use_shared_concept="false").use_shared_concept is False
+    assert make_protocol("circo", targetpad_ratio="1.5").targetpad_ratio == 1.5
+    assert make_protocol("fashioniq", categories="dress, toptee").categories == ("dress", "toptee")
+    with pytest.raises(ValueError, match="true/false"):
+        make_protocol("cirr", remove_reference="maybe")
+
+
+def test_test_splits_and_unknown_benchmarks_are_rejected(cirr_root):
     with pytest.raises(ValueError, match="no public ground truth"):
-        evaluate_benchmark("cirr", cirr_root.root, "test1", ReferenceComposer(cirr_root))
+        evaluate_benchmark("cirr", cirr_root.root, "test1", ReferenceComposer(cirr_root, CIRR_DIM))
     with pytest.raises(ValueError, match="unknown benchmark"):
-        evaluate_benchmark("cifar", cirr_root.root, "val", ReferenceComposer(cirr_root))
+        evaluate_benchmark("cifar", cirr_root.root, "val", ReferenceComposer(cirr_root, CIRR_DIM))

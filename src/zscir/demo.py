@@ -73,6 +73,7 @@ def run_demo(
     k: int = 5,
     world_seed: int = 0,
     device: str = "cpu",
+    world_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo; returns the queries with their results and the paths written."""
     import json
@@ -87,7 +88,7 @@ def run_demo(
         method, composer = pick_method(model, device)
     else:
         composer = create_composer(method, model=model, device=device)
-    root = ensure_world_benchmark(world_seed)
+    root = ensure_world_benchmark(world_seed, **(world_overrides or {}))
     data = load_cirr(root / "cirr", "val")
     info = json.loads((root / "world.json").read_text())
     kinds = {int(k): v.get("kind", "?") for k, v in info.get("cirr", {}).items()}

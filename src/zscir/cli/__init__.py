@@ -31,16 +31,24 @@ def _configure(
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _register_all() -> None:
-    from zscir.cli import demo, evaluate, indexing, listing, train
+#: modules with a ``register(app)`` function adding their commands; optional ones may be absent
+COMMAND_MODULES = (
+    "zscir.cli.listing", "zscir.cli.demo", "zscir.cli.evaluate", "zscir.cli.indexing", "zscir.cli.train",
+    "zscir.cli.benchmarks", "zscir.cli.serve", "zscir.cli.viz", "zscir.cli.bench",
+)
 
-    for mod in (listing, demo, evaluate, indexing, train):
+
+def _register_all() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
         mod.register(app)
-    try:
-        from zscir.cli import benchmarks
-    except ImportError:  # pragma: no cover - only while the module is absent
-        return
-    benchmarks.register(app)
 
 
 _register_all()

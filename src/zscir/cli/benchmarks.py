@@ -24,33 +24,27 @@ def _submit(
     split: Optional[str] = typer.Option(None, "--split", help="default: test1 for cirr, test for circo"),
     model: Optional[str] = typer.Option(None, "--model", help="backbone model name"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="method checkpoint"),
-    out_dir: Path = typer.Option(Path("submissions"), "--out-dir", "-o", help="folder for the submission files"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="method option KEY=VALUE (repeatable)"),
+    flag: Optional[list[str]] = typer.Option(
+        None, "--flag", help="protocol flag KEY=VALUE, e.g. preprocessing=targetpad, use_shared_concept=true"),
+    out_dir: Path = typer.Option(Path("submissions"), "--out-dir", help="folder for the submission files"),
     name: Optional[str] = typer.Option(None, "--name", help="file name stem (default <benchmark>_<split>_<method>)"),
     batch_size: int = typer.Option(64, "--batch-size"),
     num_workers: int = typer.Option(0, "--num-workers", help="image decoding worker processes"),
     device: str = typer.Option("cpu", "--device"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="gallery feature cache (default ~/.cache/zscir/features)"),
-    preprocessing: str = typer.Option("default", "--preprocessing", help="default or targetpad (SEARLE)"),
-    use_shared_concept: bool = typer.Option(False, "--shared-concept/--no-shared-concept",
-                                            help="CIRCO: put shared_concept into the query text (MagicLens)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Rank a test split and write the evaluation-server submission file(s)."""
     from ..eval.benchmarks import BenchmarkDataError, write_submission
-    from ..methods import create_composer  # type: ignore[attr-defined]
+    from .common import make_composer, parse_options
 
-    flags = {"preprocessing": preprocessing}
-    if benchmark.lower() == "circo":
-        flags["use_shared_concept"] = use_shared_concept
+    composer = make_composer(method, model, checkpoint, device, parse_options(option))
     try:
-        composer = create_composer(method, model=model, checkpoint=checkpoint, device=device)
         paths = write_submission(benchmark, data_root, split, composer, out_dir, batch_size=batch_size,
                                  cache_dir=cache_dir, device=device, progress=progress, num_workers=num_workers,
-                                 stem=name, **flags)
-    except BenchmarkDataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    except ValueError as e:
+                                 stem=name, **parse_options(flag))
+    except (BenchmarkDataError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     for p in paths:

@@ -35,5 +35,19 @@ def train_clip_cmd(
     typer.echo(f"saved {r['out']}; held-out retrieval: {r['metrics']}")
 
 
+#: method packages whose ``cli`` module has ``register_train(train_app)`` adding `zscir train <stage>` commands
+TRAIN_COMMAND_MODULES = ("zscir.methods.tscir.cli", "zscir.methods.fusiondiff.cli")
+
+
 def register(app: typer.Typer) -> None:
+    import importlib
+
+    for name in TRAIN_COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+            continue
+        mod.register_train(train_app)
     app.add_typer(train_app, name="train")

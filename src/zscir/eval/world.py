@@ -30,15 +30,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ZSCIR_CACHE", Path.home() / ".cache" / "zscir"))
 
 
-def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None) -> Path:
+def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, **overrides: Any) -> Path:
     """Write (once) the world benchmark for ``world_seed`` and return its root folder.
 
-    The writer is idempotent: when ``root/world.json`` matches the configuration nothing is regenerated.
+    ``overrides`` change `WorldConfig` fields (e.g. a smaller benchmark for tests); such benchmarks are
+    cached in a folder of their own. The writer is idempotent: when ``root/world.json`` matches the
+    configuration nothing is regenerated.
     """
+    import hashlib
+
     from zscir.data import world
 
-    cfg = world.WorldConfig(seed=world_seed)
-    root = Path(root) if root else default_cache_dir() / "world" / f"{world.WORLD_VERSION}-seed{world_seed}"
+    cfg = world.WorldConfig(seed=world_seed, **overrides)
+    tag = "" if not overrides else "-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+    root = Path(root) if root else default_cache_dir() / "world" / f"{world.WORLD_VERSION}-seed{world_seed}{tag}"
     if world.is_cached(cfg, root):
         return root
     logger.info("writing the world benchmark (seed %d) to %s", world_seed, root)
@@ -54,11 +59,12 @@ def evaluate_world(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     limit: int | None = None,
+    world_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``composer`` on the world benchmark; returns metrics, per-part results and configuration."""
     from zscir.eval.benchmarks import evaluate_benchmark
 
-    root = ensure_world_benchmark(world_seed, root)
+    root = ensure_world_benchmark(world_seed, root, **(world_overrides or {}))
     common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit)
     cirr = evaluate_benchmark("cirr", root / "cirr", "val", composer, **common)
     circo = evaluate_benchmark("circo", root / "circo", "val", composer, **common)

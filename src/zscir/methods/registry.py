@@ -63,6 +63,14 @@ def create_composer(
 
 _loaded = False
 
+#: modules whose import registers methods; each method package owns a ``register`` module
+BUILTIN_METHOD_MODULES = (
+    "zscir.methods.builtin",
+    "zscir.methods.pic2word.register",
+    "zscir.methods.tscir.register",
+    "zscir.methods.fusiondiff.register",
+)
+
 
 def _load_builtin_methods() -> None:
     """Import the modules that register the built-in methods (lazily, to keep start-up fast)."""
@@ -72,5 +80,10 @@ def _load_builtin_methods() -> None:
     _loaded = True
     import importlib
 
-    for mod in ("zscir.methods.builtin",):
-        importlib.import_module(mod)
+    for mod in BUILTIN_METHOD_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # a method package not present in this build
+            if e.name is None or not mod.startswith(e.name):
+                raise
+            logger.debug("method module %s not available", mod)

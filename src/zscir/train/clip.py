@@ -48,15 +48,15 @@ class CLIPTrainConfig:
     world_seed: int = 0
     n_pairs: int = 30000
     n_val: int = 1000
-    steps: int = 3000
-    batch_size: int = 256
+    steps: int = 2000
+    batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: int = 200
-    eval_every: int = 500
+    eval_every: int = 250
     vocab_size: int = 1024
-    threads: int | None = None
-    bf16: bool = True
+    threads: int | None = 1  # one intra-op thread: robust on a shared 2-core machine (OpenMP spin-waits)
+    bf16: bool = False  # bf16 autocast is faster on an idle AVX512-BF16 CPU, slower on a busy one
     arch: TinyCLIPConfig = field(default_factory=lambda: WORLD_CLIP_CONFIG)
 
 

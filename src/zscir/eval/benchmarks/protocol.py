@@ -122,6 +122,33 @@ def make_protocol(benchmark: str, **flags: Any) -> Protocol:
     if unknown:
         raise ValueError(f"unknown protocol flag(s) for {benchmark}: {', '.join(unknown)}; "
                          f"accepted: {', '.join(sorted(accepted))}")
-    if "categories" in given and isinstance(given["categories"], str):
-        given["categories"] = tuple(c.strip() for c in given["categories"].split(",") if c.strip())
-    return cls(**given)
+    types = {f.name: str(f.type) for f in fields(cls)}
+    return cls(**{k: _coerce(k, v, types[k]) for k, v in given.items()})
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value: Any, type_name: str) -> Any:
+    """Accept CLI spellings ("false", "1.25", "dress,shirt") for typed flags; reject the wrong type."""
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError(f"protocol flag {name} expects true/false, got {value!r}")
+    if type_name == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"protocol flag {name} expects a number, got {value!r}") from None
+    if type_name.startswith("tuple"):
+        if isinstance(value, str):
+            return tuple(c.strip() for c in value.split(",") if c.strip())
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise ValueError(f"protocol flag {name} expects a comma-separated list, got {value!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"protocol flag {name} expects a string, got {value!r}")
+    return value
