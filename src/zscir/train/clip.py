@@ -162,7 +162,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
             metrics = evaluate_clip(backbone, val_imgs, val_caps)
-            history.append({"step": step + 1, "loss": float(loss), **metrics, "elapsed_s": time.time() - t0})
+            history.append({"step": step + 1, "loss": float(loss.detach()), **metrics, "elapsed_s": time.time() - t0})
             logger.info("step %d loss %.3f %s", step + 1, loss.item(), metrics)
             backbone.save_pretrained(out)
             save_training_state(out, step + 1, opt)

@@ -1,0 +1,163 @@
+"""open_clip models behind the zscir `Backbone` interface (optional ``[openclip]`` extra).
+
+open_clip imports torchvision; where that fails (e.g. a CUDA torchvision wheel next to a CPU torch) this
+backend is unavailable and its tests skip. The same two mechanisms as the HF backend are used: a forward
+hook on ``token_embedding`` substitutes pseudo-words, forward hooks on the text transformer's resblocks run
+attached modules. Only the standard open_clip ``CLIP`` class (its own text tower) is supported; models
+with an HF text tower (``CustomTextCLIP``) should be loaded through transformers instead.
+
+Name format: ``open_clip:<arch>/<pretrained>`` where ``<pretrained>`` is an open_clip pretrained tag, a
+local checkpoint file, or ``none`` for random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import partial
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
+
+logger = logging.getLogger(__name__)
+
+
+class OpenCLIPBackbone(Backbone):
+    def __init__(self, model, preprocess_fn, tokenizer, name: str, placeholder: str = "$"):
+        super().__init__()
+        if not hasattr(model, "token_embedding") or not hasattr(model, "transformer"):
+            raise ValueError(f"{name}: only open_clip models with their own text tower are supported")
+        self.model = model
+        self.preprocess_fn = preprocess_fn
+        self.tokenizer = tokenizer
+        self.name = name
+        self.placeholder = placeholder
+        ids = tokenizer([placeholder])[0]
+        inner = ids[ids != 0][1:-1]  # strip start/end-of-text and padding
+        if inner.numel() != 1:
+            raise ValueError(f"placeholder {placeholder!r} tokenizes into {inner.numel()} tokens; need one")
+        self._placeholder_id = int(inner[0])
+        self._batch_first = bool(getattr(model.transformer, "batch_first", True))
+        self.text_modules = nn.ModuleDict()
+        self._attached: list[tuple[int, str, Any]] = []
+        self._ctx: TextHookContext | None = None
+        self._pseudo: torch.Tensor | None = None
+        self._lock = threading.RLock()
+        model.token_embedding.register_forward_hook(self._substitute_pseudo)
+        model.visual.output_tokens = True
+
+    @classmethod
+    def create(cls, spec: str, device: str | torch.device = "cpu", **kw: Any) -> "OpenCLIPBackbone":
+        try:
+            import open_clip
+        except Exception as e:  # noqa: BLE001 - open_clip fails with several error types when torchvision is broken
+            raise ImportError(f"open_clip is not usable here ({e}); install the [openclip] extra") from e
+        arch, _, pretrained = spec.partition("/")
+        pretrained = None if pretrained in ("", "none") else pretrained
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+        return cls(model.eval(), preprocess, open_clip.get_tokenizer(arch), name=f"open_clip:{spec}", **kw)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1])
+
+    @property
+    def token_embed_dim(self) -> int:
+        return int(self.model.token_embedding.weight.shape[1])
+
+    @property
+    def vision_width(self) -> int:
+        return int(getattr(self.model.visual, "width", self.model.visual.conv1.out_channels))
+
+    @property
+    def num_text_layers(self) -> int:
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def placeholder_token_id(self) -> int:
+        return self._placeholder_id
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.model.transformer
+
+    def model_parameters(self):
+        return self.model.parameters()
+
+    def model_named_parameters(self):
+        return self.model.named_parameters()
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.preprocess_fn(im.convert("RGB")) for im in images])
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        ids = self.tokenizer(list(texts))
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    def _visual(self, pixel_values: torch.Tensor):
+        dtype = next(self.model.visual.parameters()).dtype
+        return self.model.visual(pixel_values.to(self.device, dtype))
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        pooled, _ = self._visual(pixel_values)
+        return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    def encode_image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, tokens = self._visual(pixel_values)
+        return F.normalize(pooled, dim=-1), tokens
+
+    def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None) -> torch.Tensor:
+        tok = texts if isinstance(texts, dict) else self.tokenize(texts)
+        ids = tok["input_ids"].to(self.device)
+        pmask = ids == self._placeholder_id
+        if pseudo_tokens is not None:
+            if pseudo_tokens.dim() == 2:
+                pseudo_tokens = pseudo_tokens[:, None, :]
+            if bool((pmask.sum(1) != pseudo_tokens.shape[1]).any()):
+                raise ValueError(f"each text must contain {pseudo_tokens.shape[1]} placeholder tokens")
+        with self._lock:
+            self._ctx = TextHookContext(ids, tok["attention_mask"].to(self.device), pmask, dict(extras or {}))
+            self._pseudo = pseudo_tokens
+            try:
+                feats = self.model.encode_text(ids)
+            finally:
+                self._ctx, self._pseudo = None, None
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def _substitute_pseudo(self, module, inputs, output):
+        if self._pseudo is None:
+            return output
+        out = output.clone()
+        out[self._ctx.placeholder_mask] = self._pseudo.reshape(-1, self._pseudo.shape[-1]).to(out.dtype)
+        return out
+
+    def attach_text_module(self, layer: int, module: TextLayerModule) -> None:
+        n = self.num_text_layers
+        if not -n <= layer < n:
+            raise IndexError(f"text layer {layer} out of range for a {n}-layer text encoder")
+        idx = layer % n
+        key = f"layer{idx}_{len(self._attached)}"
+        self.text_modules[key] = module
+        handle = self.model.transformer.resblocks[idx].register_forward_hook(partial(self._run_module, module))
+        self._attached.append((idx, key, handle))
+
+    def detach_text_modules(self) -> list[tuple[int, TextLayerModule]]:
+        removed = []
+        for idx, key, handle in self._attached:
+            handle.remove()
+            removed.append((idx, self.text_modules[key]))
+            del self.text_modules[key]
+        self._attached.clear()
+        return removed
+
+    def _run_module(self, module, layer, inputs, output):
+        if self._ctx is None:
+            raise RuntimeError("text layers with attached modules must be run through Backbone.encode_text")
+        hidden = output if self._batch_first else output.transpose(0, 1)  # modules always see (B, L, D)
+        new = module(hidden, self._ctx)
+        return new if self._batch_first else new.transpose(0, 1)
