@@ -246,14 +246,22 @@ def test_circo_ground_truths_complete(small_bench):
     assert multi > len(small_bench.circo_queries) // 3
 
 
-def test_lq_correct_rate_between_zero_and_one():
-    cfg = WorldConfig()  # default config; a 1,000-triplet sample of the default LQ set
-    lq = generate_triplets(cfg, "lq", n=1000)
+def _check_lq(cfg, n):
+    lq = generate_triplets(cfg, "lq", n=n)
     rate = sum(t.correct for t in lq) / len(lq)
     assert 0.0 < rate < 1.0
     assert all(t.target_id.startswith("world-train-") and t.target_id != t.reference.id for t in lq)
     hq = generate_triplets(cfg, "hq", n=50, pairs=generate_pairs(cfg, n=cfg.n_pairs))
     assert [t.text for t in hq] == [t.text for t in lq[:50]]  # same edits, different targets
+
+
+def test_lq_correct_rate_between_zero_and_one_small_pool():
+    _check_lq(WorldConfig(n_pairs=5000), n=1000)  # a smaller mining pool keeps the default suite fast
+
+
+@pytest.mark.slow
+def test_lq_correct_rate_between_zero_and_one():
+    _check_lq(WorldConfig(), n=1000)  # default config; a 1,000-triplet sample of the default LQ set
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ def test_world_eval_runs_the_real_protocols(tiny_backbone, small_world_root):
     assert m["R@1"] <= m["R@5"] <= m["R@10"] <= m["R@50"]
     assert m["Rsubset@1"] <= m["Rsubset@2"] <= m["Rsubset@3"]
     assert m["mAP@5"] >= 0 and r["world_version"] == "world-v1"
+    kinds = {k for k in r["breakdown"] if k.startswith("kind:")}
+    assert len(kinds) >= 3 and sum(r["breakdown"][k]["n"] for k in kinds) == 40
+    assert r["breakdown"]["heldout"]["n"] + r["breakdown"]["seen-combos"]["n"] == 40
 
 
 def test_demo_writes_grid_and_page(tmp_path, small_world_root):
@@ -61,9 +64,9 @@ def test_cli_eval_world_writes_json(tmp_path, monkeypatch, small_world_root):
     monkeypatch.setattr(w, "ensure_world_benchmark", lambda seed=0, root=None, **kw: original(seed, root, **SMALL_WORLD))
     out = tmp_path / "r.json"
     res = CliRunner().invoke(app, ["eval", "--benchmark", "world", "-m", "image", "-m", "sum", "--model",
-                                   "tiny-clip-test", "--output", str(out), "--no-progress"])
+                                   "tiny-clip-test", "--output", str(out), "--no-progress", "--breakdown"])
     assert res.exit_code == 0, res.output
-    assert "Rsubset@1" in res.output and "mAP@10" in res.output
+    assert "Rsubset@1" in res.output and "mAP@10" in res.output and "kind:color" in res.output
     data = json.loads(out.read_text())
     assert [r["label"] for r in data["results"]] == ["image", "sum"]
     assert data["results"][1]["method"]["weight"] == 0.5

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
         flag: list[str] = typer.Option(None, "--flag", help="Protocol flag KEY=VALUE (real benchmarks)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        breakdown: bool = typer.Option(False, help="World: also print R@1/R@5 per edit kind and held-out combos."),
     ) -> None:
         """Evaluate one or more methods and print the standard table."""
         options = parse_options(option)
@@ -55,9 +56,12 @@ def register(app: typer.Typer) -> None:
             r["label"] = m
             results.append(r)
         if benchmark == "world":
-            from zscir.eval.world import format_world_table
+            from zscir.eval.world import format_breakdown, format_world_table
 
             typer.echo(format_world_table(results))
+            if breakdown:
+                for r in results:
+                    typer.echo(format_breakdown(r))
         else:
             from zscir.eval.benchmarks import format_table
 

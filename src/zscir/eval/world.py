@@ -62,16 +62,18 @@ def evaluate_world(
     world_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``composer`` on the world benchmark; returns metrics, per-part results and configuration."""
-    from zscir.eval.benchmarks import evaluate_benchmark
+    from zscir.eval.benchmarks import run_benchmark
 
     root = ensure_world_benchmark(world_seed, root, **(world_overrides or {}))
-    common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit)
-    cirr = evaluate_benchmark("cirr", root / "cirr", "val", composer, **common)
-    circo = evaluate_benchmark("circo", root / "circo", "val", composer, **common)
+    common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit, label="world")
+    cirr_run = run_benchmark("cirr", root / "cirr", "val", composer, **common)
+    cirr = cirr_run.result
+    circo = run_benchmark("circo", root / "circo", "val", composer, **common).result
     parts = {"cirr": cirr, "circo": circo}
     metrics = {name: parts[part]["metrics"][name] for part, name in WORLD_METRICS if name in parts[part]["metrics"]}
     info = json.loads((root / "world.json").read_text())
     return {
+        "breakdown": _breakdown(root, info, cirr_run.rankings.get("recall", {})),
         "benchmark": "world",
         "world_version": info.get("world_version"),
         "world_seed": world_seed,
@@ -80,6 +82,29 @@ def evaluate_world(
         "method": composer.describe(),
         "n_queries": {"cirr": cirr.get("n_queries"), "circo": circo.get("n_queries")},
     }
+
+
+def _breakdown(root: Path, info: dict[str, Any], rankings: dict[Any, list[Any]]) -> dict[str, dict[str, float]]:
+    """CIRR-part R@1 / R@5 per edit kind and for held-out vs seen attribute combinations.
+
+    This is where a method's strengths and failures show: e.g. text-only retrieval can solve "background"
+    edits but not "move" edits, which need the reference.
+    """
+    caps = json.loads((root / "cirr" / "captions" / "cap.rc2.val.json").read_text())
+    target = {str(c["pairid"]): c["target_hard"] for c in caps}
+    groups: dict[str, list[int]] = {}
+    for pid, ranked in rankings.items():
+        meta = info.get("cirr", {}).get(str(pid), {})
+        rank = list(ranked).index(target[str(pid)]) if target[str(pid)] in ranked else 10**6
+        for g in (f"kind:{meta.get('kind', '?')}", "heldout" if meta.get("heldout") else "seen-combos"):
+            groups.setdefault(g, []).append(rank)
+    return {g: {"n": len(r), "R@1": 100.0 * sum(x < 1 for x in r) / len(r), "R@5": 100.0 * sum(x < 5 for x in r) / len(r)}
+            for g, r in sorted(groups.items())}
+
+
+def format_breakdown(result: dict[str, Any]) -> str:
+    rows = [f"  {g:<22} n={v['n']:<4} R@1 {v['R@1']:6.2f}  R@5 {v['R@5']:6.2f}" for g, v in result["breakdown"].items()]
+    return "\n".join([f"breakdown ({result.get('label') or result['method'].get('method')}, CIRR part):", *rows])
 
 
 def format_world_table(results: list[dict[str, Any]]) -> str:
