@@ -63,13 +63,13 @@ def test_cli_eval_world_writes_json(tmp_path, monkeypatch, small_world_root):
     original = w.ensure_world_benchmark
     monkeypatch.setattr(w, "ensure_world_benchmark", lambda seed=0, root=None, **kw: original(seed, root, **SMALL_WORLD))
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(app, ["eval", "--benchmark", "world", "-m", "image", "-m", "sum", "--model",
+    res = CliRunner().invoke(app, ["eval", "--benchmark", "world", "-m", "image", "-m", "sum:weight=0.25", "--model",
                                    "tiny-clip-test", "--output", str(out), "--no-progress", "--breakdown"])
     assert res.exit_code == 0, res.output
     assert "Rsubset@1" in res.output and "mAP@10" in res.output and "kind:color" in res.output
     data = json.loads(out.read_text())
-    assert [r["label"] for r in data["results"]] == ["image", "sum"]
-    assert data["results"][1]["method"]["weight"] == 0.5
+    assert [r["label"] for r in data["results"]] == ["image", "sum:weight=0.25"]
+    assert data["results"][1]["method"]["weight"] == 0.25
 
 
 def test_index_and_search_cli(tmp_path, small_world_root):

@@ -14,7 +14,11 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         benchmark: str = typer.Option("world", help="world | cirr | fashioniq | circo"),
-        method: list[str] = typer.Option(["sum"], "--method", "-m", help="Method(s) to evaluate (repeatable)."),
+        method: list[str] = typer.Option(
+            ["sum"], "--method", "-m",
+            help="Method(s) to evaluate (repeatable); per-method options as NAME:KEY=VALUE,KEY=VALUE "
+                 "(e.g. -m sum:weight=0.3).",
+        ),
         model: str = typer.Option(None, help="Backbone name (default: world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of a trained method."),
         option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
@@ -34,7 +38,9 @@ def register(app: typer.Typer) -> None:
         options = parse_options(option)
         results = []
         for m in method:
-            composer = make_composer(m, model, checkpoint, device, options)
+            name, _, spec = m.partition(":")
+            per_method = {**options, **parse_options([kv for kv in spec.split(",") if kv])}
+            composer = make_composer(name, model, checkpoint, device, per_method)
             if benchmark == "world":
                 from zscir.eval.world import evaluate_world
 
