@@ -1,8 +1,13 @@
-"""`zscir index` and `zscir search` over a folder of the user's own images."""
+"""`zscir index` and `zscir search`: composed search over a folder of the user's own images.
+
+Both are thin shells over `zscir.index.build.build_index` and `zscir.index.retriever.Retriever`, so the CLI,
+the Python API and `zscir serve` behave identically.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -14,53 +19,123 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def index(
         folder: Path = typer.Argument(..., help="Folder of images (scanned recursively)."),
-        out: Path = typer.Option(..., "--out", help="Index folder to write."),
-        method: str = typer.Option("sum", help="Method whose gallery encoder embeds the images."),
+        out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (created, updated or resumed)."),
+        method: list[str] = typer.Option(
+            None, "--method", "-m",
+            help="Method whose gallery encoder embeds the images (default: sum). Repeat to also store the "
+                 "gallery of methods that embed it differently, e.g. -m sum -m fusiondiff."),
         model: str = typer.Option(None, help="Backbone (default: world-clip)."),
-        checkpoint: str = typer.Option(None, help="Checkpoint folder of a trained method."),
-        batch_size: int = typer.Option(64),
+        checkpoint: str = typer.Option(None, help="Checkpoint folder of the (first) trained method."),
+        batch_size: int = typer.Option(64, min=1, max=4096),
         fp16: bool = typer.Option(False, help="Store embeddings as float16 (half the size)."),
+        hash_content: bool = typer.Option(False, "--hash", help="Detect changes by SHA-256 instead of size+mtime."),
+        max_pixels: int = typer.Option(64_000_000, help="Skip images with more pixels (decompression bombs)."),
+        max_file_mb: float = typer.Option(100.0, help="Skip files larger than this."),
+        workers: int = typer.Option(2, min=0, max=64, help="Threads decoding images."),
+        throttle: float = typer.Option(0.0, hidden=True, help="Sleep after each batch (seconds)."),
+        report: Path = typer.Option(None, help="Write the run report (incl. skipped files) as JSON here."),
         device: str = typer.Option("cpu"),
     ) -> None:
-        """Embed a folder of images into an index for `zscir search`."""
-        from zscir.backbones import DEFAULT_MODEL
-        from zscir.index.build import build_index
+        """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
-        composer = make_composer(method, model, checkpoint, device, {})
+        Re-running is cheap and safe: it resumes an interrupted run and encodes only new or changed files.
+        """
+        from zscir.backbones import DEFAULT_MODEL
+        from zscir.index.build import ImageLimits, IndexConfig, IndexLockedError, build_index
+        from zscir.index.store import StoreError
+
+        methods = list(method or ["sum"])
+        model_name = model or DEFAULT_MODEL
+        first = make_composer(methods[0], model_name, checkpoint, device, {})
+        composers = [first]
+        for m in methods[1:]:
+            try:
+                from zscir.methods import create_composer
+
+                composers.append(create_composer(m, model=model_name, backbone=first.backbone, device=device))
+            except (ValueError, FileNotFoundError, OSError, TypeError) as e:
+                fail(f"method {m!r}: {e}")
+        cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
+                          throttle_s=throttle,
+                          limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
         try:
-            store, report = build_index(folder, out, composer, model=model or DEFAULT_MODEL, method=method,
-                                        batch_size=batch_size, fp16=fp16)
-        except (NotADirectoryError, ValueError) as e:
+            rep = build_index(folder, out, composers, model=model_name, config=cfg)
+        except (NotADirectoryError, StoreError, IndexLockedError) as e:
             fail(str(e))
-        typer.echo(f"indexed {report.indexed} images into {out} ({len(report.skipped)} skipped)")
-        for path, reason in report.skipped:
-            typer.echo(f"  skipped {path}: {reason}")
+        if report:
+            report.write_text(json.dumps(asdict(rep), indent=2) + "\n")
+        state = "up to date" if rep.up_to_date else f"generation {rep.generation}"
+        typer.echo(f"{out}: {rep.indexed} images ({state}; encoded {rep.encoded}, reused {rep.reused}, "
+                   f"resumed {rep.resumed}, removed {rep.removed}, skipped {len(rep.skipped)})")
+        for s in rep.skipped[:50]:
+            typer.echo(f"  skipped {s['id']}: {s['reason']}")
+        if len(rep.skipped) > 50:
+            typer.echo(f"  ... and {len(rep.skipped) - 50} more (see --report or manifest.json)")
+        if rep.indexed == 0:
+            typer.secho("warning: the index is empty (no readable images)", fg="yellow", err=True)
 
     @app.command()
     def search(
         index_dir: Path = typer.Argument(..., help="Index folder written by `zscir index`."),
-        image: str = typer.Option(..., help="Reference image: a file path or an indexed item id."),
-        text: str = typer.Option(..., help="Modification text."),
+        image: str = typer.Option(..., "--image", "-i", help="Reference image: a file path or an indexed item id."),
+        text: str = typer.Option(..., "--text", "-t", help="Modification text."),
         k: int = typer.Option(10, "-k", min=1, max=1000),
-        method: str = typer.Option(None, help="Method (default: the one the index was built with)."),
+        method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
         checkpoint: str = typer.Option(None),
         option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
+        backend: str = typer.Option("exact", help="Search backend: exact or faiss."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),
         device: str = typer.Option("cpu"),
     ) -> None:
         """Composed search: reference image + modification text → ranked images of the index."""
-        from zscir.index.retriever import Retriever
+        from zscir.index.imageio import ImageRejected
+        from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
         from zscir.index.store import StoreError
 
         try:
             r = Retriever.load(index_dir, method=method, checkpoint=checkpoint, device=device,
-                               **parse_options(option))
-            hits = r.search(image, text, k=k)
-        except (StoreError, FileNotFoundError, ValueError) as e:
+                               config=RetrieverConfig(backend=backend, progress=True), **parse_options(option))
+            ref, row = r.resolve_image(image)
+            hits = r.search_image(ref, text, k=k, exclude=row)  # an indexed reference is left out
+        except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable) as e:
             fail(str(e))
         if as_json:
-            typer.echo(json.dumps([{"rank": h.rank + 1, "id": h.id, "path": h.path, "score": h.score}
-                                   for h in hits], indent=2))
+            typer.echo(hits_to_json(hits))
         else:
             for h in hits:
                 typer.echo(f"{h.rank + 1:>3}. {h.score:.4f}  {h.path}")
+        if grid:
+            save_grid(ref, text, hits, grid, limits=r.config.limits)
+            if not as_json:
+                typer.echo(f"grid saved to {grid}")
+
+
+def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 160) -> None:
+    """Reference + results side by side with rank and score under each image (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+
+    limits = limits or ImageLimits()
+    tiles = [(reference, "reference")]
+    for h in hits:
+        try:
+            tiles.append((load_image(h.path, limits), f"#{h.rank + 1} {h.score:.3f}"))
+        except ImageRejected:
+            tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank + 1} (missing)"))
+    cols = min(len(tiles), 6)
+    rows = (len(tiles) + cols - 1) // cols
+    pad, label = 4, 18
+    canvas = Image.new("RGB", (cols * (cell + pad) + pad, 24 + rows * (cell + label + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 4), f"modification: {text[:120]}", fill="black")
+    for i, (img, caption) in enumerate(tiles):
+        t = img.copy()
+        t.thumbnail((cell, cell))
+        x = pad + (i % cols) * (cell + pad)
+        y = 24 + (i // cols) * (cell + label + pad)
+        canvas.paste(t, (x + (cell - t.width) // 2, y + (cell - t.height) // 2))
+        draw.text((x, y + cell + 2), caption, fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)

@@ -1,72 +1,259 @@
 """`Retriever`: load an index and answer composed queries — the Python API behind CLI and server.
 
+    from zscir.index import Retriever
     r = Retriever.load("my-index")
     for hit in r.search("photo.jpg", "the same but at night", k=5):
         print(hit.path, hit.score)
 
-The composer is re-created from the index manifest (method and model), and a different method may be
-used at query time only when it embeds the gallery identically (same `gallery_cache_key`).
+Why one object serves several methods: an index is expensive to build, the backbone is the biggest thing
+in memory, and a web page wants a method selector. The retriever keeps one backbone (the index's model) and
+creates composers for any registered method on it lazily. Each method embeds the gallery under its
+``gallery_cache_key()``; image/text/sum/Pic2Word/TSCIR share the plain image embedding, Fusion-Diff has its
+own fused one. Gallery matrices found in the index (``zscir index --method sum --method fusiondiff``) are
+memory-mapped; a missing one is computed on demand from the indexed files, kept in memory only (a
+retriever never writes to the index), and refused above ``max_ondemand_items`` so that a web request
+cannot trigger an hour of encoding.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
-from zscir.index.store import EmbeddingStore, SearchHit
+from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.index.search import make_searcher
+from zscir.index.store import EmbeddingStore, SearchHit, StoreError
 from zscir.methods.base import Composer
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Retriever", "RetrieverConfig", "MethodUnavailable", "SearchHit"]
+
+
+class MethodUnavailable(ValueError):
+    """The method cannot be used with this index (unknown, no checkpoint for the model, gallery too big)."""
+
+
+@dataclass
+class RetrieverConfig:
+    """Query-time settings; ``backend`` "exact" (default) or "faiss" for large collections."""
+
+    backend: str = "exact"
+    max_ondemand_items: int = 20_000
+    batch_size: int = 64
+    limits: ImageLimits = ImageLimits()
+    progress: bool = False
+
 
 class Retriever:
-    def __init__(self, store: EmbeddingStore, composer: Composer):
-        self.store = store
-        self.composer = composer
-        key = store.manifest.get("gallery_key")
-        if key and key != composer.gallery_cache_key():
-            raise ValueError(
-                f"the index at {store.path} was embedded with gallery key {key!r}, but method "
-                f"{composer.name!r} embeds galleries as {composer.gallery_cache_key()!r}: re-index with "
-                f"--method {composer.name}"
-            )
+    """An index plus the composers that query it. Thread-safe: model calls are serialised by a lock."""
 
+    def __init__(self, store: EmbeddingStore, composer: Composer, config: RetrieverConfig | None = None,
+                 checkpoints: dict[str, str] | None = None, options: dict[str, dict[str, Any]] | None = None):
+        self.store = store
+        self.config = config or RetrieverConfig()
+        self.default_method = composer.name
+        self.backbone = getattr(composer, "backbone", None)
+        self._composers: dict[str, Composer] = {composer.name: composer}
+        self._failed: dict[str, str] = {}
+        self._checkpoints = dict(checkpoints or {})
+        self._options = dict(options or {})
+        self._galleries: dict[str, Any] = {}  # gallery key -> Searcher
+        self._model_lock = threading.RLock()
+        self._gallery_lock = threading.Lock()
+        if store.manifest.get("build") and int(store.manifest.get("generation", 1)) == 0:
+            raise StoreError(f"{store.path}: the first `zscir index` run into this folder did not finish; "
+                             f"re-run it to resume")
+
+    # ----------------------------------------------------------------------------------- construction
     @classmethod
     def load(cls, index_dir: str | Path, method: str | None = None, model: str | None = None,
-             checkpoint: str | None = None, device: str = "cpu", **options: Any) -> "Retriever":
+             checkpoint: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None,
+             checkpoints: dict[str, str] | None = None, **options: Any) -> "Retriever":
+        """Open ``index_dir`` with the index's model; ``method`` defaults to the one the index was built with.
+
+        ``checkpoint``/``options`` configure ``method``; ``checkpoints`` maps other method names to the
+        checkpoint folders they should load when selected later (e.g. ``{"tscir": "runs/tscir"}``).
+        """
         from zscir.methods import create_composer
 
         store = EmbeddingStore.load(index_dir)
-        composer = create_composer(method or store.manifest.get("method") or "sum",
-                                   model=model or store.manifest.get("model"), checkpoint=checkpoint,
-                                   device=device, **options)
-        return cls(store, composer)
+        method = method or store.manifest.get("method") or "sum"
+        checkpoints = dict(checkpoints or {})
+        if checkpoint:
+            checkpoints[method] = checkpoint
+        composer = create_composer(method, model=model or store.manifest.get("model"),
+                                   checkpoint=checkpoints.get(method), device=device, **options)
+        return cls(store, composer, config, checkpoints=checkpoints, options={method: options})
 
-    def resolve_image(self, image: Image.Image | str | Path) -> tuple[Image.Image, int | None]:
-        """A PIL image, an id of an indexed item, or a file path → (RGB image, index of the item or None)."""
+    @property
+    def model(self) -> str | None:
+        return self.store.manifest.get("model")
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # --------------------------------------------------------------------------------------- methods
+    def composer(self, method: str | None = None) -> Composer:
+        """The composer for ``method`` on this index's backbone (created once; failures are remembered)."""
+        from zscir.methods import create_composer
+
+        method = method or self.default_method
+        if method in self._composers:
+            return self._composers[method]
+        if method in self._failed:
+            raise MethodUnavailable(self._failed[method])
+        with self._model_lock:
+            if method in self._composers:
+                return self._composers[method]
+            try:
+                c = create_composer(method, model=self.model, backbone=self.backbone,
+                                    checkpoint=self._checkpoints.get(method), **self._options.get(method, {}))
+            except Exception as e:  # noqa: BLE001 - unknown method, no checkpoint for this model, ...
+                self._failed[method] = f"method {method!r} is not available for this index: {e}"
+                raise MethodUnavailable(self._failed[method]) from None
+            self._composers[method] = c
+            return c
+
+    def methods(self) -> list[dict[str, Any]]:
+        """Every registered method with whether it can query this index now (for selectors and /methods)."""
+        from zscir.methods import list_methods
+
+        out = []
+        for spec in list_methods():
+            info = {"name": spec.name, "description": spec.description, "default": spec.name == self.default_method}
+            try:
+                key = self.composer(spec.name).gallery_cache_key()
+                info["available"] = True
+                info["gallery"] = "indexed" if key in self._indexed_keys() else "on-demand"
+                if info["gallery"] == "on-demand" and len(self.store) > self.config.max_ondemand_items:
+                    info.update(available=False, reason="gallery not in the index; re-index with --method")
+            except MethodUnavailable as e:
+                info.update(available=False, reason=str(e))
+            out.append(info)
+        return out
+
+    def _indexed_keys(self) -> dict[str, str]:
+        m = self.store.manifest
+        gal = {k: v["file"] for k, v in (m.get("galleries") or {}).items()}
+        if not gal and m.get("gallery_key"):
+            gal = {m["gallery_key"]: m.get("embeddings_file", "embeddings.npy")}
+        return gal
+
+    def searcher_for(self, composer: Composer):
+        """The gallery searcher matching ``composer``'s gallery embedding (indexed, or computed on demand)."""
+        key = composer.gallery_cache_key()
+        if key in self._galleries:
+            return self._galleries[key]
+        with self._gallery_lock:
+            if key in self._galleries:
+                return self._galleries[key]
+            files = self._indexed_keys()
+            if key in files and files[key] == self.store.manifest.get("embeddings_file", "embeddings.npy"):
+                emb = self.store.embeddings
+            elif key in files:
+                emb = np.load(self.store.path / files[key], mmap_mode="r", allow_pickle=False)
+                if emb.shape[0] != len(self.store):
+                    raise StoreError(f"{self.store.path / files[key]}: {emb.shape[0]} rows for {len(self.store)} items")
+            else:
+                emb = self._encode_gallery(composer)
+            self._galleries[key] = make_searcher(emb, self.config.backend)
+            return self._galleries[key]
+
+    def _encode_gallery(self, composer: Composer) -> np.ndarray:
+        n = len(self.store)
+        if n > self.config.max_ondemand_items:
+            raise MethodUnavailable(
+                f"method {composer.name!r} embeds the gallery differently from this index and the index has {n} "
+                f"items (> {self.config.max_ondemand_items} computed on demand); run `zscir index ... --method "
+                f"{self.default_method} --method {composer.name}`")
+        logger.info("computing the %s gallery of %d items on demand (in memory)", composer.name, n)
+        rows: list[np.ndarray] = []
+        bs = self.config.batch_size
+        for s in tqdm(range(0, n, bs), desc=f"gallery:{composer.name}", disable=not self.config.progress):
+            imgs, ok = [], []
+            for i, item in enumerate(self.store.items[s:s + bs]):
+                try:
+                    imgs.append(load_image(item["path"], self.config.limits))
+                    ok.append(i)
+                except ImageRejected as e:  # vanished or changed since indexing: the row can never match
+                    logger.warning("item %s: %s; it gets a zero gallery row", item["id"], e)
+            block = None
+            if imgs:
+                with self._model_lock, torch.no_grad():
+                    enc = composer.encode_gallery(imgs).float().cpu().numpy()
+                block = np.zeros((min(bs, n - s), enc.shape[1]), np.float32)
+                block[ok] = enc
+            rows.append(block if block is not None else None)
+        dim = next((r.shape[1] for r in rows if r is not None), int(self.store.dim))
+        return np.concatenate([r if r is not None else np.zeros((min(bs, n - i * bs), dim), np.float32)
+                               for i, r in enumerate(rows)]) if rows else np.zeros((0, dim), np.float32)
+
+    # ---------------------------------------------------------------------------------------- search
+    def resolve_image(self, image: Image.Image | str | Path | bytes) -> tuple[Image.Image, int | None]:
+        """A PIL image, raw bytes, an indexed item id or a file path → (RGB image, row of the item or None)."""
         if isinstance(image, Image.Image):
             return image.convert("RGB"), None
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return load_image(bytes(image), self.config.limits), None
         key = str(image)
         try:
-            idx = self.store.index_of(key)
+            idx: int | None = self.store.index_of(key)
         except KeyError:
             idx = None
         path = Path(self.store.items[idx]["path"]) if idx is not None else Path(key)
-        if not path.is_file():
+        if idx is None and not path.exists():
             raise FileNotFoundError(f"{key}: neither an indexed item id nor an image file")
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB"), idx
+        return load_image(path, self.config.limits), idx
 
-    @torch.no_grad()
-    def search(self, image: Image.Image | str | Path, text: str, k: int = 10,
+    def search(self, image: Image.Image | str | Path | bytes, text: str, k: int = 10, method: str | None = None,
                exclude_reference: bool = True) -> list[SearchHit]:
-        """Top-``k`` gallery items for (reference image, modification text)."""
+        """Top-``k`` gallery items for (reference image, modification text), best first.
+
+        ``image`` may be a PIL image, encoded bytes, a file path or the id of an indexed item (which is then
+        left out of the results unless ``exclude_reference=False``). Each hit has ``path``, ``score``,
+        ``id``, ``rank`` and the item record; ``[(h.path, h.score) for h in hits]`` gives plain pairs.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         img, idx = self.resolve_image(image)
-        q = self.composer.encode_queries([img], [text]).float().numpy()
-        exclude = [idx if (idx is not None and exclude_reference) else -1]
-        return self.store.search(q, k, exclude=exclude)[0]
+        return self.search_image(img, text, k, method=method,
+                                 exclude=idx if (idx is not None and exclude_reference) else None)
+
+    def search_image(self, image: Image.Image, text: str, k: int = 10, method: str | None = None,
+                     exclude: int | None = None) -> list[SearchHit]:
+        """Like :meth:`search` for an already decoded image; ``exclude`` is a row to leave out."""
+        composer = self.composer(method)
+        if len(self.store) == 0:
+            return []
+        searcher = self.searcher_for(composer)
+        with self._model_lock, torch.no_grad():
+            q = composer.encode_queries([image], [text]).float().cpu().numpy()
+        if q.shape[1] != searcher.dim:
+            raise StoreError(f"method {composer.name!r} gives {q.shape[1]}-d queries but the gallery is "
+                             f"{searcher.dim}-d: the index was built with another model")
+        scores, indices = searcher.search(q, min(k, max(len(self.store), 1)),
+                                          exclude=[exclude if exclude is not None else -1])
+        return [SearchHit(rank=r, index=int(i), score=float(s), item=self.store.items[int(i)])
+                for r, (s, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist())) if i >= 0]
+
+    def describe(self) -> dict[str, Any]:
+        m = self.store.manifest
+        return {"index": str(self.store.path), "items": len(self.store), "model": m.get("model"),
+                "method": self.default_method, "generation": m.get("generation"), "dtype": m.get("dtype"),
+                "skipped": len(m.get("skipped") or []), "backend": self.config.backend}
+
+
+def hits_to_json(hits: list[SearchHit]) -> str:
+    """The `zscir search --json` output: rank (1-based), id, path and score per hit."""
+    return json.dumps([{"rank": h.rank + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
+                       for h in hits], indent=2)

@@ -1,0 +1,82 @@
+"""`zscir serve [INDEX_DIR]`: the HTTP API and web page (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from zscir.cli.common import fail, parse_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        index_dir: Path = typer.Argument(None, help="Index folder (default: the built-in world gallery)."),
+        host: str = typer.Option("127.0.0.1", help="Interface to bind; keep loopback unless you mean it."),
+        port: int = typer.Option(8000, min=0, max=65535),
+        method: str = typer.Option(None, "--method", "-m", help="Default method (default: the index's)."),
+        model: str = typer.Option(None, help="Backbone (default: the index's, or world-clip)."),
+        checkpoint: str = typer.Option(None, help="Checkpoint folder of the default method."),
+        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
+        method_checkpoint: list[str] = typer.Option(
+            None, "--method-checkpoint", help="METHOD=DIR: checkpoint a selectable trained method loads."),
+        backend: str = typer.Option("exact", help="Search backend: exact or faiss."),
+        max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload."),
+        max_pixels: int = typer.Option(40_000_000, help="Largest accepted decoded upload (pixels)."),
+        max_text: int = typer.Option(500, help="Longest accepted modification text (characters)."),
+        max_k: int = typer.Option(100, help="Largest accepted k."),
+        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        device: str = typer.Option("cpu"),
+    ) -> None:
+        """Serve composed search over an index: POST /search, GET /items/{id}/thumbnail, a web page at /."""
+        try:
+            import uvicorn
+
+            from zscir.serve import ServeConfig, ServeLimits, create_app
+        except ImportError as e:
+            fail(f"{e}; install the server extra: pip install 'zscir[serve]'")
+        import torch
+
+        from zscir.backbones import DEFAULT_MODEL
+        from zscir.index.retriever import Retriever, RetrieverConfig
+        from zscir.index.store import EmbeddingStore, StoreError
+        from zscir.methods import create_composer
+        from zscir.serve.world import ensure_world_gallery
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        rcfg = RetrieverConfig(backend=backend)
+        opts = parse_options(option)
+        ckpts = {}
+        for spec in method_checkpoint or []:
+            name, sep, folder = spec.partition("=")
+            if not sep or not name or not folder:
+                fail(f"--method-checkpoint expects METHOD=DIR, got {spec!r}")
+            ckpts[name.strip()] = folder
+        if checkpoint and method:
+            ckpts[method] = checkpoint
+        try:
+            if index_dir is None:
+                name = model or DEFAULT_MODEL
+                default = method or "sum"
+                if checkpoint:
+                    ckpts[default] = checkpoint
+                composer = create_composer(default, model=name, checkpoint=ckpts.get(default), device=device, **opts)
+                typer.echo("no index given: serving the built-in world gallery (indexed once, then cached)")
+                index_dir = ensure_world_gallery(composer, name)
+                retriever = Retriever(EmbeddingStore.load(index_dir), composer, rcfg, checkpoints=ckpts,
+                                      options={composer.name: opts})
+            else:
+                retriever = Retriever.load(index_dir, method=method, model=model, checkpoint=checkpoint,
+                                           device=device, config=rcfg, checkpoints=ckpts, **opts)
+        except (StoreError, ValueError, FileNotFoundError, OSError) as e:
+            fail(str(e))
+        limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
+                             max_text_chars=max_text, max_k=max_k)
+        api = create_app(retriever, ServeConfig(limits=limits))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.secho(f"warning: listening on {host}: anyone who can reach it can query the index and see "
+                        f"its images", fg="yellow", err=True)
+        typer.echo(f"serving {len(retriever)} images from {index_dir} on http://{host}:{port}/ (API docs: /docs)")
+        uvicorn.run(api, host=host, port=port, log_level="warning")

@@ -1,0 +1,115 @@
+"""One hardened image loader for everything that reads user images: indexer, retriever, server.
+
+Checks happen *before* pixels are decoded — regular file, size, supported decoder, pixel count
+(decompression bombs) — and large photos are downsized at once, so a hostile or merely huge file can
+neither crash a run nor exhaust memory. Refusals raise `ImageRejected` with a reason code that the indexer
+reports and the server maps to a 4xx answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+#: decoders PIL may use; anything else (EPS via Ghostscript, exotic plugins) is refused
+PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "MPO")
+
+class ImageRejected(ValueError):
+    """A file or upload that is not accepted as an image; ``code`` says why (for reports and HTTP)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds applied before any pixel is decoded; defaults suit camera photos, not bombs."""
+
+    max_bytes: int = 100 * 2**20
+    max_pixels: int = 64_000_000  # below PIL's own bomb warning (89 MP), so ours fires first
+    max_side: int = 512  # decoded images are downsized to this at once (the models need <= 336 px)
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [f for f in PIL_FORMATS if f in Image.OPEN]
+
+
+def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
+    try:
+        im = Image.open(io.BytesIO(data), formats=_formats())
+    except Image.DecompressionBombError as e:
+        raise ImageRejected("too_many_pixels", str(e)) from None
+    except Image.UnidentifiedImageError:
+        raise ImageRejected("not_an_image", f"not a supported image format (accepted: {', '.join(PIL_FORMATS)})") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for garbage
+        raise ImageRejected("not_an_image", f"not a supported image ({type(e).__name__}: {e})") from None
+    w, h = im.size
+    if w < 1 or h < 1 or w * h > limits.max_pixels:
+        raise ImageRejected("too_many_pixels", f"{w}x{h} pixels exceeds the limit of {limits.max_pixels}")
+    try:
+        if im.format == "JPEG":
+            im.draft("RGB", (limits.max_side, limits.max_side))  # decode at reduced scale: fast, small
+        im.load()
+        with contextlib.suppress(Exception):
+            im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            im = Image.new("RGB", rgba.size, (255, 255, 255))
+            im.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            im = im.convert("RGB")
+        im.thumbnail((limits.max_side, limits.max_side))
+        return im
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt data, odd modes, decoder bugs
+        raise ImageRejected("corrupt", f"cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def read_file_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """Read a regular file of at most ``max_bytes``; FIFOs, devices, loops and dangling links are refused."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ImageRejected("unreadable", f"cannot open ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageRejected("not_a_file", "not a regular file")
+        if st.st_size == 0:
+            raise ImageRejected("empty", "empty file")
+        if st.st_size > max_bytes:
+            raise ImageRejected("file_too_large", f"{st.st_size} bytes exceeds the limit of {max_bytes}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageRejected("file_too_large", f"file exceeds the limit of {max_bytes} bytes")
+    if not data:
+        raise ImageRejected("empty", "empty file")
+    return data
+
+
+def load_image(source: str | Path | bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode a file path or raw bytes into a bounded RGB image, or raise :class:`ImageRejected`.
+
+    Used by the indexer, the retriever (reference images) and the server (uploads), so every image the
+    models see went through the same checks and the same downsizing.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageRejected("empty", "empty upload")
+        if len(data) > limits.max_bytes:
+            raise ImageRejected("file_too_large", f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
+    else:
+        data = read_file_bytes(source, limits.max_bytes)
+    return _decode(data, limits)

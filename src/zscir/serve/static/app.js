@@ -1,0 +1,114 @@
+// zscir web page: pick a reference (upload or gallery click), type a modification, see ranked results.
+// Plain JS against the JSON API of zscir.serve.app; no build step, no external resources.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { itemId: null, file: null, offset: 0, total: 0, pageSize: 60 };
+
+function figure(src, caption, title) {
+  const fig = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = src; img.alt = title || caption; img.loading = "lazy";
+  const cap = document.createElement("figcaption");
+  cap.textContent = caption; cap.title = title || caption;
+  fig.append(img, cap);
+  return fig;
+}
+
+function showError(msg) { $("error").textContent = msg || ""; }
+
+async function api(path, options) {
+  const resp = await fetch(path, options);
+  let body = null;
+  try { body = await resp.json(); } catch (e) { /* non-JSON */ }
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error.message : `HTTP ${resp.status}`;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+function setReferenceItem(id, src, fig) {
+  state.itemId = id; state.file = null; $("file").value = "";
+  document.querySelectorAll("#gallery figure.selected").forEach((f) => f.classList.remove("selected"));
+  if (fig) fig.classList.add("selected");
+  $("reference-preview").src = src; $("reference-preview").hidden = false;
+  $("reference-label").textContent = `indexed item: ${id}`;
+}
+
+async function loadGallery() {
+  const page = await api(`/items?offset=${state.offset}&limit=${state.pageSize}`);
+  state.total = page.total;
+  for (const it of page.items) {
+    const fig = figure(it.thumbnail, it.id, it.id);
+    fig.dataset.id = it.id;
+    fig.className = "thumb";
+    fig.addEventListener("click", () => setReferenceItem(it.id, it.thumbnail, fig));
+    $("gallery").append(fig);
+  }
+  state.offset += page.items.length;
+  $("gallery-count").textContent = `(${state.offset} of ${state.total})`;
+  $("more").hidden = state.offset >= state.total;
+}
+
+async function loadMethods() {
+  const data = await api("/methods");
+  const sel = $("method");
+  for (const m of data.methods) {
+    const opt = document.createElement("option");
+    opt.value = m.name;
+    opt.textContent = m.available ? m.name : `${m.name} (unavailable)`;
+    opt.title = m.available ? m.description : (m.reason || "");
+    opt.disabled = !m.available;
+    opt.selected = m.name === data.default;
+    sel.append(opt);
+  }
+}
+
+async function search(ev) {
+  ev.preventDefault();
+  showError("");
+  if (!state.itemId && !state.file) { showError("Choose a reference image first."); return; }
+  const form = new FormData();
+  form.append("text", $("text").value);
+  form.append("k", $("k").value);
+  if ($("method").value) form.append("method", $("method").value);
+  if (state.file) form.append("image", state.file); else form.append("item_id", state.itemId);
+  $("status").textContent = "searching…";
+  $("search").disabled = true;
+  try {
+    const res = await api("/search", { method: "POST", body: form });
+    const grid = $("results");
+    grid.replaceChildren();
+    for (const r of res.results) {
+      const fig = figure(r.thumbnail, `#${r.rank} ${r.score.toFixed(3)}`, r.id);
+      fig.className = "result";
+      fig.dataset.id = r.id;
+      grid.append(fig);
+    }
+    $("status").textContent = `${res.results.length} results with ${res.method} in ${res.took_ms} ms`;
+  } catch (e) {
+    $("status").textContent = "";
+    showError(e.message);
+  } finally {
+    $("search").disabled = false;
+  }
+}
+
+$("file").addEventListener("change", () => {
+  const f = $("file").files[0];
+  if (!f) return;
+  state.file = f; state.itemId = null;
+  document.querySelectorAll("#gallery figure.selected").forEach((x) => x.classList.remove("selected"));
+  $("reference-preview").src = URL.createObjectURL(f); $("reference-preview").hidden = false;
+  $("reference-label").textContent = `upload: ${f.name}`;
+});
+$("search-form").addEventListener("submit", search);
+$("more").addEventListener("click", () => loadGallery().catch((e) => showError(e.message)));
+
+(async () => {
+  try {
+    const h = await api("/health");
+    $("summary").textContent = `${h.items} images · model ${h.model} · default method ${h.method}`;
+    await Promise.all([loadMethods(), loadGallery()]);
+  } catch (e) { showError(e.message); }
+})();
