@@ -138,6 +138,17 @@ def test_offline_hub_id_fails_with_clear_message(monkeypatch):
         create_backbone("hf-hub:nobody/not-a-cached-model")
 
 
+def test_tokenizer_training_is_deterministic():
+    from zscir.backbones.tokenizer import train_bpe_tokenizer
+
+    corpus = ["a red circle left of a blue square", "two green stars above a purple hexagon"] * 3
+    a, b = (train_bpe_tokenizer(corpus, vocab_size=120) for _ in range(2))
+    assert a.get_vocab() == b.get_vocab()
+    assert a("purple squares")["input_ids"] == b("purple squares")["input_ids"]
+    # every letter exists bare and word-final, so no unseen word ever becomes [UNK]
+    assert a.unk_token_id not in a("zebra quux jolt vex")["input_ids"]
+
+
 def test_tokenizer_shape():
     from zscir.backbones.tokenizer import PLACEHOLDER, train_bpe_tokenizer
 

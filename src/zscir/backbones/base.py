@@ -173,7 +173,7 @@ class Backbone(nn.Module, ABC):
         large checkpoints, yet any retraining changes it.
         """
         if getattr(self, "_fingerprint", None) is None:
-            h = hashlib.sha1()
+            h = hashlib.sha1(self.tokenizer_signature().encode())
             with torch.no_grad():
                 for name, p in self.model_named_parameters():
                     flat = p.detach().reshape(-1)
@@ -181,6 +181,10 @@ class Backbone(nn.Module, ABC):
                     h.update(name.encode() + str(tuple(p.shape)).encode() + sample)
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    def tokenizer_signature(self) -> str:
+        """A string that changes whenever the tokenizer maps text to different ids (part of the fingerprint)."""
+        return ""
 
     def model_named_parameters(self):
         """Named parameters of the encoders themselves, excluding attached modules."""

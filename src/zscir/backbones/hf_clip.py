@@ -17,6 +17,7 @@ directly in one place (`_text_features` / `_image_outputs`) so that the version 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -109,6 +110,10 @@ class HFCLIPBackbone(Backbone):
 
     def model_named_parameters(self):
         return self.model.named_parameters()
+
+    def tokenizer_signature(self) -> str:
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        return hashlib.sha1(repr(vocab).encode()).hexdigest()
 
     # --- preprocessing -----------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -13,14 +13,20 @@ tokenizer — lower-casing, word/punctuation pre-tokenisation, BPE with an end-o
 Special ids are fixed: ``[PAD]``=0, ``[UNK]``=1, ``<|startoftext|>``=2, ``<|endoftext|>``=3. The eos id is
 deliberately not 2: transformers' CLIP text model treats ``eos_token_id == 2`` as the legacy "eos is the
 largest id" convention.
+
+The merges are learned by `learn_bpe` below rather than by ``tokenizers.trainers.BpeTrainer``: the latter
+is not deterministic (ids and tie-breaking depend on hash-map order, so two runs on the same corpus gave
+different vocabularies, even single-threaded), which made seeded models irreproducible. `learn_bpe` breaks
+ties lexicographically; normalisation, pre-tokenisation and the tokenizer itself are the HF library's.
 """
 
 from __future__ import annotations
 
 import string
+from collections import Counter
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"
@@ -28,35 +34,73 @@ SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
 PLACEHOLDER = "$"
 
 
+def learn_bpe(word_counts: Counter, vocab_size: int, alphabet: Iterable[str], suffix: str = "</w>",
+              min_frequency: int = 1) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Deterministic BPE: greedy merges of the most frequent adjacent pair, ties broken lexicographically.
+
+    Returns the vocabulary (special tokens first, then the alphabet in sorted order, then merged symbols in
+    merge order) and the merge list. Every alphabet character exists both bare and with the end-of-word
+    suffix, so any word over the alphabet can be tokenized without ``[UNK]``.
+    """
+    words = {tuple(w[:-1]) + (w[-1] + suffix,): c for w, c in word_counts.items() if w}
+    base = set(alphabet) | {ch for w in word_counts for ch in w}
+    symbols = sorted(base | {ch + suffix for ch in base} | {s for w in words for s in w})
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for sym in symbols:
+        vocab.setdefault(sym, len(vocab))
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size:
+        pairs: Counter = Counter()
+        for w, c in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += c
+        if not pairs:
+            break
+        best, count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count < min_frequency:
+            break
+        merged = best[0] + best[1]
+        merges.append(best)
+        vocab.setdefault(merged, len(vocab))
+        new_words = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new_words[tuple(out)] = new_words.get(tuple(out), 0) + c
+        words = new_words
+    return vocab, merges
+
+
 def train_bpe_tokenizer(
     corpus: Iterable[str], vocab_size: int = 1024, max_length: int = 64
 ) -> PreTrainedTokenizerFast:
     """Train a CLIP-style BPE tokenizer on ``corpus`` and wrap it as a transformers fast tokenizer.
 
-    The placeholder ``$`` is always added to the corpus so that it becomes one token.
+    Deterministic: the same corpus always gives the same vocabulary and ids. The placeholder ``$`` is
+    always added to the corpus so that it becomes one token.
     """
-    tok = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix="</w>"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase(), normalizers.Strip()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase(), normalizers.Strip()])
+    pre = pre_tokenizers.Whitespace()
+    counts: Counter = Counter()
+    for line in list(corpus) + [f"a photo of {PLACEHOLDER}"] * 10:
+        counts.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(line)))
+    alphabet = string.ascii_lowercase + string.digits + string.punctuation
+    vocab, merges = learn_bpe(counts, vocab_size, alphabet)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=UNK, end_of_word_suffix="</w>"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.BPEDecoder(suffix="</w>")
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        end_of_word_suffix="</w>",
-        initial_alphabet=list(string.ascii_lowercase + string.digits + string.punctuation),
-        show_progress=False,
-    )
-
-    def lines():
-        yield from corpus
-        for _ in range(10):  # make "$</w>" frequent enough to always be a merged symbol
-            yield f"a photo of {PLACEHOLDER}"
-
-    tok.train_from_iterator(lines(), trainer=trainer)
-    bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
+    bos, eos = vocab[BOS], vocab[EOS]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B {EOS}", special_tokens=[(BOS, bos), (EOS, eos)]
     )
+    tok.add_special_tokens(SPECIAL_TOKENS)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
