@@ -1,0 +1,112 @@
+"""Checkpoint folders of both stages: config.json + safetensors, self-contained.
+
+Layout::
+
+    stage1/                      stage2/
+      config.json  (stage=1)       config.json  (stage=2, adapter config, template)
+      model.safetensors (φ, VSI)   adapters.safetensors
+                                   stage1/  (a copy of the Stage I folder it was trained on)
+
+A Stage II folder embeds its Stage I (a few hundred kB), so ``--checkpoint DIR`` alone rebuilds the full
+model and cannot silently pair adapters with a different φ. config.json records the backbone name and
+fingerprint; loading on another backbone is allowed (same sizes) but logged as a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from zscir.backbones.base import Backbone
+from zscir.methods.tscir.adapters import ComposingAdapters
+from zscir.methods.tscir.config import AdapterConfig, MappingConfig
+from zscir.methods.tscir.mapping import Mapping
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "zscir-tscir-v1"
+
+
+def _backbone_info(backbone: Backbone) -> dict[str, Any]:
+    return {"name": backbone.name, "fingerprint": backbone.fingerprint(), "embed_dim": backbone.embed_dim,
+            "token_embed_dim": backbone.token_embed_dim, "vision_width": backbone.vision_width}
+
+
+def save_stage1(out: Path, mapping: Mapping, backbone: Backbone, method: str, train: dict[str, Any],
+                metrics: dict[str, Any] | None = None, template: str = "a photo of $ that {}") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in mapping.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    cfg = {"format": FORMAT, "method": method, "stage": 1, "mapping": mapping.cfg.to_dict(), "template": template,
+           "backbone": _backbone_info(backbone), "train": train, "metrics": metrics or {}}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+
+
+def save_stage2(out: Path, adapters: ComposingAdapters, stage1_dir: Path, backbone: Backbone, template: str,
+                train: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    sub = out / "stage1"
+    if Path(stage1_dir).resolve() != sub.resolve():
+        sub.mkdir(exist_ok=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(Path(stage1_dir) / name, sub / name)
+    state = {k: v.contiguous().cpu() for k, v in adapters.adapter_state_dict().items()}
+    save_file(state, str(out / "adapters.safetensors"))
+    cfg = {"format": FORMAT, "method": "tscir", "stage": 2, "adapter": adapters.cfg.to_dict(),
+           "template": template, "stage1": "stage1", "backbone": _backbone_info(backbone), "train": train,
+           "metrics": metrics or {}}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / "config.json"
+    if not p.exists():
+        raise FileNotFoundError(f"no TSCIR/Pic2Word checkpoint at {path} (config.json missing)")
+    cfg = json.loads(p.read_text())
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+    return cfg
+
+
+def _check_backbone(cfg: dict[str, Any], backbone: Backbone, path: Path) -> None:
+    info = cfg.get("backbone", {})
+    for key in ("embed_dim", "token_embed_dim", "vision_width"):
+        if key in info and info[key] != getattr(backbone, key):
+            raise ValueError(f"checkpoint {path} was trained for {key}={info[key]}, but backbone "
+                             f"{backbone.name!r} has {getattr(backbone, key)}")
+    if info.get("fingerprint") and info["fingerprint"] != backbone.fingerprint():
+        logger.warning("checkpoint %s was trained on backbone %s (fingerprint %s), loading it on %s (%s)",
+                       path, info.get("name"), info["fingerprint"], backbone.name, backbone.fingerprint())
+
+
+def load_mapping(path: str | Path, backbone: Backbone) -> tuple[Mapping, dict[str, Any]]:
+    """Load a Stage I folder (or the Stage I embedded in a Stage II folder) onto ``backbone``."""
+    path = Path(path)
+    cfg = read_config(path)
+    if cfg["stage"] == 2:
+        return load_mapping(path / cfg.get("stage1", "stage1"), backbone)
+    _check_backbone(cfg, backbone, path)
+    mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"]))
+    mapping.load_state_dict(load_file(str(path / "model.safetensors")))
+    return mapping.eval(), cfg
+
+
+def load_checkpoint(path: str | Path, backbone: Backbone
+                    ) -> tuple[Mapping, ComposingAdapters | None, dict[str, Any]]:
+    """Load a Stage I or Stage II folder: (mapping, adapters or None, config). Adapters come attached."""
+    path = Path(path)
+    cfg = read_config(path)
+    mapping, _ = load_mapping(path, backbone)
+    if cfg["stage"] == 1:
+        return mapping, None, cfg
+    _check_backbone(cfg, backbone, path)
+    mapping.attach(backbone)  # VSI hooks first, adapters after: the order they were trained in
+    adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"]))
+    adapters.attach(backbone)
+    adapters.load_adapter_state_dict(load_file(str(path / "adapters.safetensors")))
+    return mapping, adapters.eval(), cfg

@@ -1,0 +1,93 @@
+"""`zscir train tscir-stage1` and `zscir train tscir-stage2` (registered by `zscir.cli.train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _layers(text: str | None) -> list[int] | None:
+    """"0,1" → [0, 1]; "" → []; None → None (use the default)."""
+    if text is None:
+        return None
+    return [int(x) for x in text.replace(" ", "").split(",") if x]
+
+
+def register_train(train_app: typer.Typer) -> None:
+    @train_app.command("tscir-stage1")
+    def stage1_cmd(
+        out: Path = typer.Option(Path("runs/tscir-stage1"), help="Output checkpoint folder."),
+        model: str = typer.Option("world-clip", help="Backbone (any name of the backbone layer)."),
+        pic2word: bool = typer.Option(False, "--pic2word", help="Pic2Word: φ only, no VSI, no soft alignment."),
+        vsi: bool = typer.Option(True, help="Visual Semantic Injection (--no-vsi for the ablation)."),
+        vsi_layers: str = typer.Option(None, help="Comma-separated text layers with VSI (default 0,1)."),
+        soft: bool = typer.Option(True, help="Soft text alignment (--no-soft for the ablation)."),
+        soft_weight: float = typer.Option(None, help="Weight of the soft alignment loss."),
+        steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
+        n_pairs: int = typer.Option(None, help="World training pairs."),
+        eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
+        threads: int = typer.Option(None, help="torch intra-op threads."),
+        device: str = typer.Option("cpu"),
+        resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Stage I (mapping): train φ (+ VSI, + soft text alignment) on world image–caption pairs."""
+        from zscir.methods.tscir.config import MappingConfig, Stage1Config
+        from zscir.methods.tscir.stage1 import train_stage1
+
+        mapping = MappingConfig()
+        if vsi_layers is not None:
+            mapping.vsi_layers = _layers(vsi_layers)
+        if pic2word or not vsi:
+            mapping.vsi_layers = []
+        cfg = Stage1Config(model=model, method="pic2word" if pic2word else "tscir", mapping=mapping, seed=seed,
+                           world_seed=world_seed, threads=threads, device=device)
+        if soft_weight is not None:
+            cfg.soft_weight = soft_weight
+        if pic2word or not soft:
+            cfg.soft_weight = 0.0
+        for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, n_pairs=n_pairs, eval_every=eval_every).items():
+            if v is not None:
+                setattr(cfg, k, v)
+        r = train_stage1(cfg, out, resume=resume, progress=progress)
+        typer.echo(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
+
+    @train_app.command("tscir-stage2")
+    def stage2_cmd(
+        stage1: Path = typer.Option(..., help="Stage I checkpoint folder (from tscir-stage1)."),
+        out: Path = typer.Option(Path("runs/tscir"), help="Output checkpoint folder (includes Stage I)."),
+        quality: str = typer.Option("hq", help="hq (rendered targets) | lq (caption-mined targets)."),
+        max_triplets: int = typer.Option(None, help="Training triplets (first N of the world's sequence)."),
+        adapter: str = typer.Option("bottleneck", help="bottleneck | lora (peft)."),
+        adapter_layers: str = typer.Option(None, help="Comma-separated text layers (default: all)."),
+        bottleneck: int = typer.Option(None), lora_rank: int = typer.Option(None),
+        template: str = typer.Option(None, help="Query prompt with one $ and one {}."),
+        hard_negatives: int = typer.Option(None, help="Mined negatives per query (0 = off, default)."),
+        hn_refresh: int = typer.Option(None, help="Re-rank the negatives every N steps."),
+        steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
+        eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
+        model: str = typer.Option("", help="Backbone (default: the Stage I checkpoint's)."),
+        threads: int = typer.Option(None), device: str = typer.Option("cpu"),
+        resume: bool = typer.Option(False), progress: bool = typer.Option(True),
+    ) -> None:
+        """Stage II (composing): train composing adapters on world triplets, Stage I frozen."""
+        from zscir.methods.tscir.config import AdapterConfig, Stage2Config
+        from zscir.methods.tscir.stage2 import train_stage2
+
+        if quality not in ("hq", "lq"):
+            raise typer.BadParameter("--quality must be hq or lq")
+        acfg = AdapterConfig(kind=adapter, layers=_layers(adapter_layers))
+        if bottleneck is not None:
+            acfg.bottleneck = bottleneck
+        if lora_rank is not None:
+            acfg.lora_rank = lora_rank
+        cfg = Stage2Config(stage1=str(stage1), model=model, adapter=acfg, quality=quality, seed=seed,
+                           world_seed=world_seed, threads=threads, device=device)
+        for k, v in dict(max_triplets=max_triplets, template=template, hard_negatives=hard_negatives,
+                         hn_refresh=hn_refresh, steps=steps, batch_size=batch_size, lr=lr,
+                         eval_every=eval_every).items():
+            if v is not None:
+                setattr(cfg, k, v)
+        r = train_stage2(cfg, out, resume=resume, progress=progress)
+        typer.echo(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")

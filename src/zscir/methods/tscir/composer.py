@@ -1,0 +1,62 @@
+"""`PseudoTokenComposer`: the query side of Pic2Word and TSCIR (Stage I alone or Stage I + II).
+
+Query = text encoder (+ VSI, + composing adapters when Stage II is loaded) on the template with ``$``
+replaced by φ(reference image) and the modification text filled in. The gallery side is the plain image
+embedding (`ImageGalleryComposer`), so gallery features are shared with the image/sum baselines and with
+every other pseudo-token checkpoint on the same backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from zscir.backbones.base import Backbone
+from zscir.methods.baselines import ImageGalleryComposer
+from zscir.methods.tscir.adapters import ComposingAdapters
+from zscir.methods.tscir.mapping import Mapping
+
+
+def fill_template(template: str, text: str) -> str:
+    """Put ``text`` into ``template`` ("a photo of $ that {}"); a literal ``$`` in the text is dropped,
+    since every placeholder must be the pseudo-token."""
+    return template.replace("{}", text.replace("$", " ").strip())
+
+
+class PseudoTokenComposer(ImageGalleryComposer):
+    """Composed query = text encoder on a pseudo-word prompt; gallery = plain image embeddings."""
+
+    def __init__(self, backbone: Backbone, mapping: Mapping, adapters: ComposingAdapters | None = None,
+                 template: str = "a photo of $ that {}", name: str = "tscir", info: dict[str, Any] | None = None,
+                 batch_size: int = 128):
+        super().__init__(backbone)
+        if template.count("$") != 1 or "{}" not in template:
+            raise ValueError(f"template must contain one '$' and one '{{}}', got {template!r}")
+        backbone.fingerprint()  # fix the gallery cache key before any adapter touches the text encoder
+        self.name = name
+        self.mapping = mapping.eval()
+        self.adapters = adapters
+        self.template = template
+        self.info = dict(info or {})
+        self.batch_size = batch_size
+        mapping.attach(backbone)
+        if adapters is not None:
+            adapters.attach(backbone)
+            adapters.eval()
+
+    @torch.no_grad()
+    def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        if len(reference_images) != len(texts):
+            raise ValueError(f"{len(reference_images)} reference images but {len(texts)} texts")
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            pix = self.backbone.preprocess(list(reference_images[i : i + self.batch_size])).to(self.backbone.device)
+            glob, patches = self.mapping.image_inputs(self.backbone, pix)
+            prompts = [fill_template(self.template, t) for t in texts[i : i + self.batch_size]]
+            out.append(self.mapping.encode(self.backbone, prompts, glob, patches).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "template": self.template, **self.info}

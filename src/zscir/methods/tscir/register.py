@@ -1,0 +1,51 @@
+"""Registration of ``pic2word`` and ``tscir`` (one implementation, two shipped checkpoints).
+
+Both factories accept ``checkpoint=DIR`` (any Stage I or Stage II folder) and otherwise load the
+checkpoint shipped for the default model from ``zscir/assets/<method>/``. ``template=...`` overrides the
+query prompt stored in the checkpoint (it must contain one ``$`` and one ``{}``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zscir.backbones.base import Backbone
+from zscir.methods.registry import register_method
+from zscir.methods.tscir.checkpoint import load_checkpoint
+from zscir.methods.tscir.composer import PseudoTokenComposer
+
+
+def shipped_checkpoint(method: str) -> Path:
+    """Folder of the checkpoint shipped inside the package for ``method`` (trained on world-clip)."""
+    from importlib import resources
+
+    return Path(str(resources.files("zscir") / "assets" / method))
+
+
+def build_composer(method: str, backbone: Backbone, checkpoint: str | None = None, template: str | None = None,
+                   batch_size: int = 128, **_: object) -> PseudoTokenComposer:
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint(method)
+    if not checkpoint and not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"no shipped {method} checkpoint at {path}; train one with `zscir train tscir-stage1"
+            f"{' --pic2word' if method == 'pic2word' else ''} ...` and pass --checkpoint DIR"
+        )
+    mapping, adapters, cfg = load_checkpoint(path, backbone)
+    info = {"checkpoint": str(path), "stage": cfg["stage"], "checkpoint_method": cfg.get("method"),
+            "vsi_layers": list(mapping.vsi_layers)}
+    if adapters is not None:
+        info["adapter"] = adapters.cfg.kind
+    return PseudoTokenComposer(backbone, mapping, adapters, template=template or cfg.get("template") or
+                               "a photo of $ that {}", name=method, info=info, batch_size=batch_size)
+
+
+@register_method("pic2word", "Pic2Word: one pseudo-word token φ(image) in 'a photo of $ that {text}'",
+                 trained=True)
+def _pic2word(backbone, checkpoint=None, **options):
+    return build_composer("pic2word", backbone, checkpoint, **options)
+
+
+@register_method("tscir", "TSCIR: Stage I token + VSI + soft alignment, Stage II composing adapters",
+                 trained=True)
+def _tscir(backbone, checkpoint=None, **options):
+    return build_composer("tscir", backbone, checkpoint, **options)

@@ -1,0 +1,141 @@
+"""Stage I (mapping): train φ (+ VSI) on world image–caption pairs, the backbone frozen.
+
+Loss = image alignment + ``soft_weight`` × soft text alignment:
+
+* image alignment: symmetric InfoNCE between "a photo of $" (``$`` = φ(image), VSI reading the patch
+  tokens) and the frozen image embeddings of the batch — the Pic2Word objective;
+* soft text alignment (`training.soft_alignment_loss`): the same prompt against the batch's real caption
+  embeddings, with the caption–caption similarity structure as soft targets.
+
+``Stage1Config(method="pic2word", mapping=MappingConfig(vsi_layers=[]), soft_weight=0)`` is Pic2Word.
+Validation (every ``eval_every`` steps, on held-out world pairs): R@K of retrieving the image and the
+caption from the pseudo-prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from zscir.methods.tscir.checkpoint import save_stage1
+from zscir.methods.tscir.config import Stage1Config
+from zscir.methods.tscir.mapping import Mapping
+from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
+                                          info_nce, prepare_backbone, recall_at, soft_alignment_loss)
+from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
+                                set_threads, write_json)
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def validate_stage1(backbone, mapping: Mapping, bank: FeatureBank, caps: torch.Tensor, prompt: str,
+                    batch_size: int = 256, bf16: bool = True) -> dict[str, float]:
+    """Pseudo-prompt → image and → caption retrieval R@K on held-out pairs."""
+    mapping.eval()
+    q = []
+    for s in range(0, len(bank.glob), batch_size):
+        idx = list(range(s, min(s + batch_size, len(bank.glob))))
+        glob, patches = bank.get(idx, backbone.device)
+        with autocast(backbone, bf16):
+            q.append(torch.nn.functional.normalize(
+                mapping.encode(backbone, [prompt] * len(idx), glob, patches).float(), dim=-1).cpu())
+    q, imgs = torch.cat(q), bank.glob
+    target = torch.arange(len(q))
+    out = {f"img_{k}": v for k, v in recall_at(q, imgs, target).items()}
+    out.update({f"cap_{k}": v for k, v in recall_at(q, caps, target).items()})
+    return out
+
+
+def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) Stage I and save it as a checkpoint folder in ``out_dir``."""
+    from zscir.data import world
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if cfg.mapping.prompt.count("$") != 1:
+        raise ValueError(f"the Stage I prompt must contain exactly one '$': {cfg.mapping.prompt!r}")
+    backbone = prepare_backbone(cfg.model, cfg.device)
+    size = image_size(backbone)
+
+    t0 = time.time()
+    wcfg = world.WorldConfig(seed=cfg.world_seed, image_size=size)
+    pairs = world.generate_pairs(wcfg, n=cfg.n_pairs, split="train")
+    val = world.generate_pairs(wcfg, n=cfg.n_val, split="val")
+    table = ImageTable.build([(p.id, p.scene) for p in pairs], size)
+    val_table = ImageTable.build([(p.id, p.scene) for p in val], size)
+    vsi = len(cfg.mapping.vsi_layers) > 0
+    bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
+    val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)
+    n_var = min(len(p.captions) for p in pairs)
+    caption_bank = None
+    if cfg.soft_weight > 0:  # every caption variant, encoded once by the frozen text encoder
+        caption_bank = encode_texts_bf16(backbone, [p.captions[v] for p in pairs for v in range(n_var)], cfg.bf16,
+                                         progress=progress, desc="encode captions").view(len(pairs), n_var, -1)
+    val_caps = encode_texts_bf16(backbone, [p.caption for p in val], cfg.bf16)
+    logger.info("stage I data: %d pairs, %d val, rendered and encoded in %.1fs", len(pairs), len(val),
+                time.time() - t0)
+
+    torch.manual_seed(cfg.seed)
+    mapping = Mapping(backbone, cfg.mapping).to(backbone.device)
+    mapping.attach(backbone)
+    if resume and (out / "model.safetensors").exists():
+        mapping.load_state_dict(load_file(str(out / "model.safetensors")))
+    opt = torch.optim.AdamW(mapping.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    history: list[dict] = []
+    if resume:
+        state = load_training_state(out, opt)
+        start = state["step"] if state else 0
+        if start and (out / "train_log.json").exists():
+            history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
+
+    rng = np.random.default_rng(cfg.seed + start)
+    prompt_tok = backbone.tokenize([cfg.mapping.prompt] * cfg.batch_size)
+    metrics: dict = {}
+    bar = tqdm(range(start, cfg.steps), desc=f"{cfg.method} stage I", disable=not progress, initial=start,
+               total=cfg.steps)
+    t_train = time.time()
+    for step in bar:
+        mapping.train()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
+        idx = rng.choice(len(pairs), size=cfg.batch_size, replace=False)
+        glob, patches = bank.get(idx, backbone.device)
+        with autocast(backbone, cfg.bf16):
+            q = mapping.encode(backbone, prompt_tok, glob, patches)
+        q = torch.nn.functional.normalize(q.float(), dim=-1)
+        loss_img = info_nce(q @ glob.T / cfg.temperature)
+        loss = loss_img
+        logs = {"img": f"{loss_img.item():.3f}"}
+        if caption_bank is not None:
+            cap_emb = caption_bank[torch.as_tensor(idx), torch.as_tensor(rng.integers(n_var, size=len(idx)))]
+            cap_emb = cap_emb.to(backbone.device)
+            loss_soft = soft_alignment_loss(q, cap_emb, cfg.temperature, cfg.soft_temperature)
+            loss = loss + cfg.soft_weight * loss_soft
+            logs["soft"] = f"{loss_soft.item():.3f}"
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(mapping.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix(**logs)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            metrics = validate_stage1(backbone, mapping, val_bank, val_caps, cfg.mapping.prompt, bf16=cfg.bf16)
+            history.append({"step": step + 1, "loss": loss.item(), **metrics, "elapsed_s": time.time() - t_train})
+            logger.info("stage I step %d loss %.3f %s", step + 1, loss.item(), metrics)
+            save_stage1(out, mapping, backbone, cfg.method, cfg.to_dict(), metrics)
+            save_training_state(out, step + 1, opt)
+            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history})
+    if start >= cfg.steps and not (out / "config.json").exists():
+        save_stage1(out, mapping, backbone, cfg.method, cfg.to_dict(), metrics)
+    mapping.eval()
+    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train}

@@ -1,0 +1,175 @@
+"""Stage II (composing): train composing adapters on world triplets, Stage I and the backbone frozen.
+
+Query = text encoder + VSI + CA on ``template`` ("a photo of $ that {}") with ``$`` = φ(reference);
+target = the frozen image embedding of the target image. Loss = InfoNCE over the batch's targets plus
+mined hard negatives (`hard_negatives.py`). Identical target images inside a batch are masked out as
+negatives (the world draws many edits that produce the same scene only rarely, but they exist).
+
+Validation: R@K of the next ``n_val`` triplets (after the training ones) against their targets plus the
+whole training gallery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from zscir.methods.tscir.adapters import ComposingAdapters
+from zscir.methods.tscir.checkpoint import load_mapping, save_stage2
+from zscir.methods.tscir.composer import fill_template
+from zscir.methods.tscir.config import Stage2Config
+from zscir.methods.tscir.hard_negatives import HardNegativeMiner
+from zscir.methods.tscir.training import FeatureBank, ImageTable, autocast, image_size, prepare_backbone, recall_at
+from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
+                                set_threads, write_json)
+
+logger = logging.getLogger(__name__)
+
+
+class TripletData:
+    """Triplets with their images rendered and encoded once (references with patch tokens)."""
+
+    def __init__(self, cfg: Stage2Config, backbone, vsi: bool, progress: bool):
+        from zscir.data import world
+
+        t0 = time.time()
+        size = image_size(backbone)
+        wcfg = world.WorldConfig(seed=cfg.world_seed, image_size=size)
+        pairs = world.generate_pairs(wcfg)
+        trips = world.generate_triplets(wcfg, cfg.quality, n=cfg.max_triplets + cfg.n_val, pairs=pairs)
+        self.train, self.val = trips[: cfg.max_triplets], trips[cfg.max_triplets:]
+        refs = ImageTable.build([(t.reference.id, t.reference.scene) for t in trips], size)
+        # mining gallery: every target, every reference and the first `gallery_pairs` pair images
+        gallery_items = [(t.target_id, t.target_scene) for t in trips]
+        gallery_items += [(t.reference.id, t.reference.scene) for t in trips]
+        gallery_items += [(p.id, p.scene) for p in pairs[: cfg.gallery_pairs]]
+        self.gallery = ImageTable.build(gallery_items, size)
+        self.ref_bank = FeatureBank.build(backbone, refs, vsi, cfg.bf16, progress=progress, desc="encode references")
+        self.gallery_bank = FeatureBank.build(backbone, self.gallery, False, cfg.bf16, progress=progress,
+                                              desc="encode gallery")
+        self.ref_idx = {t.id: refs.index[t.reference.id] for t in trips}
+        self.tgt_idx = {t.id: self.gallery.index[t.target_id] for t in trips}
+        self.texts = {t.id: fill_template(cfg.template, t.text) for t in trips}
+        logger.info("stage II data: %d train / %d val %s triplets, gallery %d images, ready in %.1fs",
+                    len(self.train), len(self.val), cfg.quality, len(self.gallery), time.time() - t0)
+
+    def batch(self, trips, device):
+        glob, patches = self.ref_bank.get([self.ref_idx[t.id] for t in trips], device)
+        tgt = torch.as_tensor([self.tgt_idx[t.id] for t in trips])
+        return [self.texts[t.id] for t in trips], glob, patches, tgt
+
+
+def encode_queries(backbone, mapping, data: TripletData, trips, bf16: bool, batch_size: int = 256) -> torch.Tensor:
+    """Normalised queries of ``trips`` with the current model (no grad)."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(trips), batch_size):
+            texts, glob, patches, _ = data.batch(trips[s : s + batch_size], backbone.device)
+            with autocast(backbone, bf16):
+                q = mapping.encode(backbone, texts, glob, patches)
+            out.append(F.normalize(q.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def validate_stage2(backbone, mapping, adapters, data: TripletData, bf16: bool) -> dict[str, float]:
+    adapters.eval()
+    q = encode_queries(backbone, mapping, data, data.val, bf16)
+    tgt = torch.as_tensor([data.tgt_idx[t.id] for t in data.val])
+    return recall_at(q, data.gallery_bank.glob, tgt, ks=(1, 5, 10, 50))
+
+
+def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) Stage II on top of the Stage I folder ``cfg.stage1``; saves a self-contained folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if not cfg.stage1:
+        raise ValueError("Stage II needs a Stage I checkpoint (--stage1 DIR)")
+    stage1_dir = Path(cfg.stage1)
+    if (stage1_dir / "config.json").exists() and json.loads((stage1_dir / "config.json").read_text()).get("stage") == 2:
+        stage1_dir = stage1_dir / "stage1"
+    backbone = prepare_backbone(cfg.model or _stage1_model(stage1_dir), cfg.device)
+    mapping, _ = load_mapping(stage1_dir, backbone)
+    mapping.to(backbone.device).eval().requires_grad_(False)
+    mapping.attach(backbone)
+    adapters = ComposingAdapters(backbone, cfg.adapter).to(backbone.device)
+    adapters.attach(backbone)
+    if resume and (out / "adapters.safetensors").exists():
+        adapters.load_adapter_state_dict(load_file(str(out / "adapters.safetensors")))
+    params = adapters.trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
+
+    data = TripletData(cfg, backbone, mapping.uses_vsi, progress)
+    miner = HardNegativeMiner(data, cfg) if cfg.hard_negatives > 0 else None
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    if resume:
+        state = load_training_state(out, opt)
+        start = state["step"] if state else 0
+        if start and (out / "train_log.json").exists():
+            history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
+    rng = np.random.default_rng(cfg.seed + start)
+    from zscir.methods.tscir.hard_negatives import _key_ids
+
+    key_ids = _key_ids(data.gallery.keys)
+    metrics: dict = {}
+    bs = min(cfg.batch_size, len(data.train))
+    bar = tqdm(range(start, cfg.steps), desc="tscir stage II", disable=not progress, initial=start, total=cfg.steps)
+    t_train = time.time()
+    if start == 0:  # the Stage I model alone (adapters start as the identity)
+        history.append({"step": 0, **validate_stage2(backbone, mapping, adapters, data, cfg.bf16)})
+        logger.info("stage II before training: val %s", history[-1])
+    for step in bar:
+        if miner is not None and (step == start or (step - start) % cfg.hn_refresh == 0):
+            adapters.eval()
+            miner.refresh(lambda _: encode_queries(backbone, mapping, data, data.train, cfg.bf16))
+        adapters.train()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
+        bidx = rng.choice(len(data.train), size=bs, replace=False)
+        trips = [data.train[i] for i in bidx]
+        texts, glob, patches, tgt = data.batch(trips, backbone.device)
+        with autocast(backbone, cfg.bf16):
+            q = mapping.encode(backbone, texts, glob, patches)
+        q = F.normalize(q.float(), dim=-1)
+        t_emb = data.gallery_bank.glob[tgt].to(q.device)
+        logits = q @ t_emb.T / cfg.temperature
+        tk = key_ids[tgt]
+        same = (tk[:, None] == tk[None, :]) & ~torch.eye(len(tk), dtype=torch.bool)
+        logits = logits.masked_fill(same.to(q.device), float("-inf"))
+        if miner is not None:
+            neg = miner.negatives(bidx)  # (B, K) gallery indices, never identical to the target
+            n_emb = data.gallery_bank.glob[neg].to(q.device)
+            logits = torch.cat([logits, torch.einsum("bd,bkd->bk", q, n_emb) / cfg.temperature], dim=1)
+        loss = F.cross_entropy(logits, torch.arange(len(tgt), device=q.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            metrics = validate_stage2(backbone, mapping, adapters, data, cfg.bf16)
+            history.append({"step": step + 1, "loss": loss.item(), **metrics, "elapsed_s": time.time() - t_train})
+            logger.info("stage II step %d loss %.3f val %s", step + 1, loss.item(), metrics)
+            save_stage2(out, adapters, stage1_dir, backbone, cfg.template, cfg.to_dict(), metrics)
+            save_training_state(out, step + 1, opt)
+            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history})
+    adapters.eval()
+    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train}
+
+
+def _stage1_model(stage1_dir: Path) -> str:
+    """The backbone a Stage I checkpoint was trained on (Stage II must use the same one)."""
+    cfg = json.loads((stage1_dir / "config.json").read_text())
+    return cfg.get("train", {}).get("model") or cfg["backbone"]["name"]
