@@ -5,11 +5,8 @@ models all go through this one class, so whatever works on the world works on re
 
 Two mechanisms keep the encoder's own code untouched:
 
-* pseudo-word substitution is a forward hook on the token-embedding layer that overwrites the outputs at
-  placeholder positions (position embeddings are added afterwards by the embedding module, as for any
-  word);
-* text-layer modules (VSI, bottleneck adapters) are forward hooks on the encoder layers, which receive
-  the layer's output hidden states plus a `TextHookContext` for the current call.
+pseudo-word substitution and text-layer modules (VSI, bottleneck adapters) are forward hooks, see
+`zscir.backbones.hooks`.
 
 transformers 5.x returns output objects from ``get_text_features``; we call the towers and projections
 directly in one place (`_text_features` / `_image_outputs`) so that the version difference never leaks.
@@ -20,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
+from zscir.backbones.base import Backbone, TextHookContext
+from zscir.backbones.hooks import TextHookMixin
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +50,7 @@ def load_image_processor(path_or_id: str | os.PathLike, **kw):
         hf_logging.set_verbosity(verbosity)
 
 
-class HFCLIPBackbone(Backbone):
+class HFCLIPBackbone(TextHookMixin, Backbone):
     """A transformers `CLIPModel` with its tokenizer and image processor."""
 
     def __init__(self, model, tokenizer, image_processor, name: str = "", placeholder: str = "$"):
@@ -69,12 +65,7 @@ class HFCLIPBackbone(Backbone):
             raise ValueError(f"placeholder {placeholder!r} tokenizes into {len(ids)} tokens; need exactly one")
         self._placeholder_id = int(ids[0])
         self.max_text_len = int(model.config.text_config.max_position_embeddings)
-        self.text_modules = nn.ModuleDict()
-        self._attached: list[tuple[int, str, Any]] = []
-        self._ctx: TextHookContext | None = None
-        self._pseudo: torch.Tensor | None = None
-        self._lock = threading.RLock()
-        self.model.text_model.embeddings.token_embedding.register_forward_hook(self._substitute_pseudo)
+        self._init_text_hooks(self.model.text_model.embeddings.token_embedding)
 
     # --- sizes -------------------------------------------------------------------------------------
     @property
@@ -100,6 +91,9 @@ class HFCLIPBackbone(Backbone):
     @property
     def placeholder_token_id(self) -> int:
         return self._placeholder_id
+
+    def _text_layers(self):
+        return self.model.text_model.encoder.layers
 
     @property
     def text_encoder(self) -> nn.Module:
@@ -182,61 +176,11 @@ class HFCLIPBackbone(Backbone):
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
         pmask = ids == self._placeholder_id
-        if pseudo_tokens is not None:
-            if pseudo_tokens.dim() == 2:
-                pseudo_tokens = pseudo_tokens[:, None, :]
-            n = pseudo_tokens.shape[1]
-            counts = pmask.sum(1)
-            if pseudo_tokens.shape[0] != ids.shape[0] or bool((counts != n).any()):
-                raise ValueError(
-                    f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)} but the texts contain "
-                    f"{counts.tolist()} placeholder {self.placeholder!r} tokens (need {n} in each of "
-                    f"{pseudo_tokens.shape[0]} texts)"
-                )
-        with self._lock:
-            self._ctx = TextHookContext(ids, mask, pmask, dict(extras or {}))
-            self._pseudo = pseudo_tokens
-            try:
-                out = self.model.text_model(input_ids=ids, attention_mask=mask)
-            finally:
-                self._ctx, self._pseudo = None, None
+        pseudo = self._check_pseudo(pseudo_tokens, pmask, self.placeholder)
+        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo):
+            out = self.model.text_model(input_ids=ids, attention_mask=mask)
         feats = self.model.text_projection(out.pooler_output)
         return F.normalize(feats, dim=-1) if normalize else feats
-
-    def _substitute_pseudo(self, module, inputs, output):
-        if self._pseudo is None:
-            return output
-        pmask = self._ctx.placeholder_mask
-        out = output.clone()
-        out[pmask] = self._pseudo.reshape(-1, self._pseudo.shape[-1]).to(out.dtype)
-        return out
-
-    # --- text-layer modules -----------------------------------------------------------------------
-    def attach_text_module(self, layer: int, module: TextLayerModule) -> None:
-        n = self.num_text_layers
-        if not -n <= layer < n:
-            raise IndexError(f"text layer {layer} out of range for a {n}-layer text encoder")
-        idx = layer % n
-        key = f"layer{idx}_{len(self._attached)}"
-        self.text_modules[key] = module
-        handle = self.model.text_model.encoder.layers[idx].register_forward_hook(partial(self._run_module, module))
-        self._attached.append((idx, key, handle))
-
-    def detach_text_modules(self) -> list[tuple[int, TextLayerModule]]:
-        removed = []
-        for idx, key, handle in self._attached:
-            handle.remove()
-            removed.append((idx, self.text_modules[key]))
-            del self.text_modules[key]
-        self._attached.clear()
-        return removed
-
-    def _run_module(self, module, layer, inputs, output):
-        if self._ctx is None:
-            raise RuntimeError("text layers with attached modules must be run through Backbone.encode_text")
-        hidden = output[0] if isinstance(output, tuple) else output
-        new = module(hidden, self._ctx)
-        return (new, *output[1:]) if isinstance(output, tuple) else new
 
     # --- persistence -------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:

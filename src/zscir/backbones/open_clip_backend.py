@@ -13,8 +13,6 @@ local checkpoint file, or ``none`` for random weights.
 from __future__ import annotations
 
 import logging
-import threading
-from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -22,12 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
+from zscir.backbones.base import Backbone, TextHookContext
+from zscir.backbones.hooks import TextHookMixin
 
 logger = logging.getLogger(__name__)
 
 
-class OpenCLIPBackbone(Backbone):
+class OpenCLIPBackbone(TextHookMixin, Backbone):
     def __init__(self, model, preprocess_fn, tokenizer, name: str, placeholder: str = "$"):
         super().__init__()
         if not hasattr(model, "token_embedding") or not hasattr(model, "transformer"):
@@ -43,12 +42,7 @@ class OpenCLIPBackbone(Backbone):
             raise ValueError(f"placeholder {placeholder!r} tokenizes into {inner.numel()} tokens; need one")
         self._placeholder_id = int(inner[0])
         self._batch_first = bool(getattr(model.transformer, "batch_first", True))
-        self.text_modules = nn.ModuleDict()
-        self._attached: list[tuple[int, str, Any]] = []
-        self._ctx: TextHookContext | None = None
-        self._pseudo: torch.Tensor | None = None
-        self._lock = threading.RLock()
-        model.token_embedding.register_forward_hook(self._substitute_pseudo)
+        self._init_text_hooks(model.token_embedding)
         model.visual.output_tokens = True
 
     @classmethod
@@ -115,49 +109,17 @@ class OpenCLIPBackbone(Backbone):
         tok = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = tok["input_ids"].to(self.device)
         pmask = ids == self._placeholder_id
-        if pseudo_tokens is not None:
-            if pseudo_tokens.dim() == 2:
-                pseudo_tokens = pseudo_tokens[:, None, :]
-            if bool((pmask.sum(1) != pseudo_tokens.shape[1]).any()):
-                raise ValueError(f"each text must contain {pseudo_tokens.shape[1]} placeholder tokens")
-        with self._lock:
-            self._ctx = TextHookContext(ids, tok["attention_mask"].to(self.device), pmask, dict(extras or {}))
-            self._pseudo = pseudo_tokens
-            try:
-                feats = self.model.encode_text(ids)
-            finally:
-                self._ctx, self._pseudo = None, None
+        pseudo = self._check_pseudo(pseudo_tokens, pmask, self.placeholder)
+        ctx = TextHookContext(ids, tok["attention_mask"].to(self.device), pmask, dict(extras or {}))
+        with self._text_call(ctx, pseudo):
+            feats = self.model.encode_text(ids)
         return F.normalize(feats, dim=-1) if normalize else feats
 
-    def _substitute_pseudo(self, module, inputs, output):
-        if self._pseudo is None:
-            return output
-        out = output.clone()
-        out[self._ctx.placeholder_mask] = self._pseudo.reshape(-1, self._pseudo.shape[-1]).to(out.dtype)
-        return out
+    def _text_layers(self):
+        return self.model.transformer.resblocks
 
-    def attach_text_module(self, layer: int, module: TextLayerModule) -> None:
-        n = self.num_text_layers
-        if not -n <= layer < n:
-            raise IndexError(f"text layer {layer} out of range for a {n}-layer text encoder")
-        idx = layer % n
-        key = f"layer{idx}_{len(self._attached)}"
-        self.text_modules[key] = module
-        handle = self.model.transformer.resblocks[idx].register_forward_hook(partial(self._run_module, module))
-        self._attached.append((idx, key, handle))
+    def _to_bld(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self._batch_first else hidden.transpose(0, 1)  # modules always see (B, L, D)
 
-    def detach_text_modules(self) -> list[tuple[int, TextLayerModule]]:
-        removed = []
-        for idx, key, handle in self._attached:
-            handle.remove()
-            removed.append((idx, self.text_modules[key]))
-            del self.text_modules[key]
-        self._attached.clear()
-        return removed
-
-    def _run_module(self, module, layer, inputs, output):
-        if self._ctx is None:
-            raise RuntimeError("text layers with attached modules must be run through Backbone.encode_text")
-        hidden = output if self._batch_first else output.transpose(0, 1)  # modules always see (B, L, D)
-        new = module(hidden, self._ctx)
-        return new if self._batch_first else new.transpose(0, 1)
+    def _from_bld(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self._batch_first else hidden.transpose(0, 1)
