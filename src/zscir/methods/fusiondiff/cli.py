@@ -1,0 +1,69 @@
+"""`zscir train fusiondiff-prior` and `zscir train fusiondiff-adapter` (registered by zscir.cli.train)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+
+
+def _overrides(**kw):
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def register_train(train_app: typer.Typer) -> None:
+    @train_app.command("fusiondiff-prior")
+    def prior_cmd(
+        out: Path = typer.Option(Path("runs/fusiondiff-prior"), help="Output checkpoint folder."),
+        model: str = typer.Option("world-clip", help="Backbone."),
+        space: str = typer.Option("joint", help="joint (fused image+caption) | image (CompoDiff-like ablation)."),
+        fusion_weight: float = typer.Option(None, help="Text share of the fused embedding (default 0.5)."),
+        steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
+        bank_pairs: int = typer.Option(None, help="World training pairs (also the caption bank)."),
+        width: int = typer.Option(None), layers: int = typer.Option(None),
+        prediction_type: str = typer.Option(None, help="sample (x0) | epsilon"),
+        eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
+        threads: int = typer.Option(1, help="torch intra-op threads."),
+        resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+        progress: bool = typer.Option(True),
+    ) -> None:
+        """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
+        from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
+
+        cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads)
+        cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
+        cfg.joint = replace(cfg.joint, space=space, **_overrides(fusion_weight=fusion_weight, bank_pairs=bank_pairs,
+                                                                 bank_world_seed=world_seed))
+        cfg.prior = replace(cfg.prior, **_overrides(width=width, layers=layers, prediction_type=prediction_type))
+        r = train_prior(cfg, out, resume=resume, progress=progress)
+        last = r["history"][-1] if r["history"] else {}
+        typer.echo(f"saved {r['out']}: {r['trainable_params']} parameters, {r['train_seconds']:.0f}s, {last}")
+
+    @train_app.command("fusiondiff-adapter")
+    def adapter_cmd(
+        prior: Path = typer.Option(Path("runs/fusiondiff-prior"), help="Stage-1 checkpoint folder."),
+        out: Path = typer.Option(Path("runs/fusiondiff"), help="Output checkpoint folder."),
+        max_triplets: int = typer.Option(None, help="Use only the first N training triplets."),
+        n_triplets: int = typer.Option(None, help="World HQ triplets generated (training pool + validation)."),
+        mode: str = typer.Option("adapter", help="adapter (prior frozen) | full (fine-tune prior + adapter)."),
+        blocks: int = typer.Option(None, help="Prior blocks the adapter copies / steers."),
+        control: str = typer.Option(None, help="Comma-separated control parts: fused,image,text."),
+        steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
+        eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
+        threads: int = typer.Option(1, help="torch intra-op threads."),
+        resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+        progress: bool = typer.Option(True),
+    ) -> None:
+        """Stage 2: train the Control-Adapter (prior frozen) on the world's synthetic triplets."""
+        from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
+
+        cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads)
+        cfg = replace(cfg, **_overrides(max_triplets=max_triplets, n_triplets=n_triplets, steps=steps,
+                                        batch_size=batch_size, lr=lr, eval_every=eval_every))
+        parts = tuple(p.strip() for p in control.split(",")) if control else None
+        cfg.adapter = replace(cfg.adapter, mode=mode, **_overrides(blocks=blocks, control_parts=parts))
+        r = train_adapter(cfg, out, resume=resume, progress=progress)
+        last = r["history"][-1] if r["history"] else {}
+        typer.echo(f"saved {r['out']}: {r['trainable_params']} trainable parameters, {r['n_train_triplets']} "
+                   f"triplets, {r['train_seconds']:.0f}s, {last}")

@@ -1,0 +1,65 @@
+"""Registers ``fusiondiff`` (joint fused space) and ``fusiondiff-image`` (image-space ablation).
+
+Both load ``checkpoint=DIR`` when given, otherwise the checkpoint shipped in zscir/assets/fusiondiff for
+the default backbone. Retrieval-time options: steps, guidance_scale, n_samples, eta, seed (DDIM);
+use_adapter=false (prior with the text condition only); captioner=oracle|retrieval and caption_k
+(gallery captions); fusion_weight (overrides the checkpoint's, for the sensitivity sweep); world_seed
+(which world benchmark the oracle captioner reads).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from zscir.methods.registry import register_method
+
+logger = logging.getLogger(__name__)
+
+
+def load_composer(backbone, checkpoint: str | Path | None = None, variant: str = "joint", steps: int | None = None,
+                  guidance_scale: float | None = None, n_samples: int | None = None, eta: float | None = None,
+                  seed: int | None = None, strength: float | None = None, use_adapter: bool = True, captioner: str | None = None,
+                  caption_k: int | None = None, fusion_weight: float | None = None, world_seed: int = 0,
+                  cache_dir: str | None = None):
+    """Build a `FusionDiffComposer` from a checkpoint folder (or the shipped one) on ``backbone``."""
+    from zscir.methods.fusiondiff.captioner import build_captioner
+    from zscir.methods.fusiondiff.checkpoint import load_checkpoint, shipped_checkpoint_dir
+    from zscir.methods.fusiondiff.composer import FusionDiffComposer, sampling_with
+    from zscir.methods.fusiondiff.features import default_cache_dir
+
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint_dir(variant)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no Fusion-Diff checkpoint at {path}; train one with `zscir train "
+                                "fusiondiff-prior` + `zscir train fusiondiff-adapter` and pass --checkpoint")
+    cfg, prior, adapter = load_checkpoint(path)
+    if cfg.backbone_fingerprint and cfg.backbone_fingerprint != backbone.fingerprint():
+        logger.warning("checkpoint %s was trained on backbone %s (%s), running on %s (%s)", path, cfg.backbone,
+                       cfg.backbone_fingerprint, backbone.name, backbone.fingerprint())
+    joint = cfg.joint
+    overrides = {k: v for k, v in dict(captioner=captioner, caption_k=caption_k,
+                                        fusion_weight=fusion_weight).items() if v is not None}
+    joint = replace(joint, **overrides)
+    cfg = replace(cfg, joint=joint)
+    cap = None
+    if joint.space == "joint":
+        cap = build_captioner(backbone, joint, Path(cache_dir) if cache_dir else default_cache_dir(), world_seed)
+    sampling = sampling_with(cfg.sampling, steps=steps, guidance_scale=guidance_scale, n_samples=n_samples,
+                             eta=eta, seed=seed, strength=strength)
+    if isinstance(use_adapter, str):
+        use_adapter = use_adapter.lower() not in ("0", "false", "no")
+    return FusionDiffComposer(backbone, cfg, prior, adapter, cap, sampling, use_adapter=use_adapter,
+                              checkpoint=str(path))
+
+
+@register_method("fusiondiff", "Fusion-Diff: diffusion prior + Control-Adapter in the fused image+caption space",
+                 trained=True)
+def _fusiondiff(backbone, checkpoint=None, **options):
+    return load_composer(backbone, checkpoint, variant="joint", **options)
+
+
+@register_method("fusiondiff-image", "Fusion-Diff ablation: the same prior + adapter in the image-only space",
+                 trained=True)
+def _fusiondiff_image(backbone, checkpoint=None, **options):
+    return load_composer(backbone, checkpoint, variant="image", **options)
