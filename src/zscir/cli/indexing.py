@@ -35,14 +35,38 @@ def register(app: typer.Typer) -> None:
         throttle: float = typer.Option(0.0, hidden=True, help="Sleep after each batch (seconds)."),
         report: Path = typer.Option(None, help="Write the run report (incl. skipped files) as JSON here."),
         device: str = typer.Option("cpu"),
+        shard: str = typer.Option(None, "--shard", help="I/N: index only shard I (0-based) of N; each shard "
+                                  "is an independent index, combined by `zscir index merge`."),
+        merge_from: list[Path] = typer.Option(None, "--from", help="With FOLDER=merge: shard indexes to merge."),
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
         Re-running is cheap and safe: it resumes an interrupted run and encodes only new or changed files.
+        `zscir index merge -o OUT --from SHARD0 --from SHARD1 ...` concatenates finished shard indexes.
         """
         from zscir.backbones import DEFAULT_MODEL
-        from zscir.index.build import ImageLimits, IndexConfig, IndexLockedError, build_index
+        from zscir.index.build import ImageLimits, IndexConfig, IndexLockedError, build_index, merge_indexes
         from zscir.index.store import StoreError
+
+        if str(folder) == "merge" and not folder.is_dir():
+            if not merge_from:
+                fail("zscir index merge: give the shard indexes with --from DIR (repeat it)")
+            try:
+                rep = merge_indexes(merge_from, out)
+            except (StoreError, ValueError, IndexLockedError) as e:
+                fail(str(e))
+            typer.echo(f"{out}: {rep.indexed} images merged from {len(merge_from)} shards "
+                       f"(generation {rep.generation}, skipped {len(rep.skipped)})")
+            return
+        shard_spec = None
+        if shard:
+            try:
+                i, n = (int(x) for x in shard.split("/"))
+                if not 0 <= i < n:
+                    raise ValueError
+            except ValueError:
+                fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+            shard_spec = (i, n)
 
         methods = list(method or ["sum"])
         model_name = model or DEFAULT_MODEL
@@ -56,7 +80,7 @@ def register(app: typer.Typer) -> None:
             except (ValueError, FileNotFoundError, OSError, TypeError) as e:
                 fail(f"method {m!r}: {e}")
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
-                          throttle_s=throttle,
+                          throttle_s=throttle, shard=shard_spec,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
         try:
             rep = build_index(folder, out, composers, model=model_name, config=cfg)

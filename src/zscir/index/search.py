@@ -60,6 +60,9 @@ __all__ = [
 #: query block size is derived from it so ``Q x chunk`` never blows memory.
 SCORE_BLOCK_BYTES = 256 * 1024 * 1024
 
+#: Largest fp32 upcast of a half-precision gallery chunk on CPU (see :func:`exact_topk`).
+COPY_CHUNK_BYTES = 8 * 1024 * 1024
+
 
 # --------------------------------------------------------------------------- #
 # helpers
@@ -159,6 +162,34 @@ def _drop_excluded(scores: np.ndarray, indices: np.ndarray, ex_rows: np.ndarray,
     return np.ascontiguousarray(scores[:, :k_out], dtype=np.float32), np.ascontiguousarray(indices[:, :k_out], dtype=np.int64)
 
 
+def _release_pages(gallery: Any, g0: int, g1: int) -> None:
+    """Drop rows ``[g0, g1)`` of a memory-mapped gallery from this process's resident set.
+
+    Why: a read-only ``np.memmap`` keeps every page it touched mapped, so one pass of exact search over a
+    1M x 512 fp16 index leaves the whole 1 GB file resident (counted in RSS, though it is reclaimable page
+    cache). ``MADV_DONTNEED`` on a shared read-only file mapping only unmaps the pages - the data stays in
+    the page cache, so the next search is not slower - and keeps the peak RSS at one chunk. Only used on
+    the copy path (fp16 / other device), where the chunk was already copied into the fp32 buffer.
+    """
+    mm = getattr(gallery, "_mmap", None)
+    if (mm is None or not isinstance(gallery, np.memmap) or getattr(gallery, "mode", None) != "r"
+            or not hasattr(mm, "madvise")):
+        return  # only shared read-only maps: DONTNEED on a private (mode "c") map would drop edits
+    import mmap
+
+    try:
+        # the view's byte offset in the mapping (``gallery.offset`` is stale for sliced memmaps)
+        offset = gallery.ctypes.data - np.frombuffer(mm, np.uint8, count=1).ctypes.data
+        base = offset + g0 * int(gallery.strides[0])
+        end = offset + g1 * int(gallery.strides[0])
+        start = base - base % mmap.PAGESIZE  # madvise needs a page-aligned start
+        end -= end % mmap.PAGESIZE  # keep the partial last page (the next chunk uses it)
+        if end > start and gallery.flags.c_contiguous:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError, AttributeError):  # advisory only
+        pass
+
+
 def _chunk_topk(s: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``m`` of each row of ``s`` with ties at the cut broken by lower column.
 
@@ -248,6 +279,12 @@ def exact_topk(
     k_fetch = min(n_g, k + n_ex_max)  # over-fetch so removal of excluded items stays exact
 
     chunk = int(min(chunk_size, n_g))
+    needs_copy = g_t.dtype != torch.float32 or g_t.device != dev
+    if needs_copy and dev.type == "cpu":
+        # Upcast chunks stay below glibc's largest mmap threshold (32 MB): bigger temporaries are
+        # mmap-ed and page-faulted afresh on every chunk, which made fp16 search ~2x slower than fp32.
+        # Results do not depend on the chunk size.
+        chunk = max(1, min(chunk, COPY_CHUNK_BYTES // (4 * dim)))
     q_block = int(max(1, min(n_q, SCORE_BLOCK_BYTES // (4 * chunk))))
     logger.debug("exact_topk: Q=%d N=%d D=%d k=%d chunk=%d q_block=%d device=%s",
                  n_q, n_g, dim, k, chunk, q_block, dev)
@@ -255,6 +292,7 @@ def exact_topk(
     out_s = np.empty((n_q, k_out), np.float32)
     out_i = np.empty((n_q, k_out), np.int64)
     neg_inf = float("-inf")
+    s_buf: torch.Tensor | None = None
     with torch.no_grad():
         for q0 in range(0, n_q, q_block):
             q1 = min(n_q, q0 + q_block)
@@ -266,10 +304,17 @@ def exact_topk(
                 b_rows, b_cols = b_rows[by_col], b_cols[by_col]
             run_s = torch.empty((q1 - q0, 0), dtype=torch.float32, device=dev)
             run_i = torch.empty((q1 - q0, 0), dtype=torch.int64, device=dev)
+            if s_buf is None or s_buf.shape[0] < q1 - q0:
+                s_buf = torch.empty((q1 - q0, chunk), dtype=torch.float32, device=dev)
             for g0 in range(0, n_g, chunk):
                 g1 = min(n_g, g0 + chunk)
-                gc = g_t[g0:g1].to(device=dev, dtype=torch.float32)
-                s = qb @ gc.T
+                gc = g_t[g0:g1]
+                if needs_copy:
+                    gc = gc.to(device=dev, dtype=torch.float32)
+                    _release_pages(gallery, g0, g1)
+                # the score block goes into one reused buffer: a fresh (Qb, chunk) tensor per chunk is
+                # a fresh mmap + page faults for every chunk on CPU (see docs/PERFORMANCE.md)
+                s = torch.mm(qb, gc.T, out=s_buf[:q1 - q0, :g1 - g0])
                 if ex_rows.size:
                     c0, c1 = np.searchsorted(b_cols, [g0, g1])
                     if c1 > c0:

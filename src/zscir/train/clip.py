@@ -36,8 +36,32 @@ from zscir.train.common import (
     uint8_to_pixels,
     write_json,
 )
+from zscir.train.distributed import (
+    barrier,
+    broadcast_object,
+    gather_with_grad,
+    init_distributed,
+    local_slice,
+    wrap_ddp,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class _DualEncoder(torch.nn.Module):
+    """Both towers behind one ``forward`` so DistributedDataParallel sees, and syncs, every parameter."""
+
+    def __init__(self, backbone, bf16: bool):
+        super().__init__()
+        self.model = backbone.model
+        object.__setattr__(self, "_backbone", backbone)  # not a submodule: its params are self.model's
+        self.bf16 = bf16
+
+    def forward(self, pix, tok):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            ie = self._backbone.encode_image(pix)
+            te = self._backbone.encode_text(tok)
+        return ie.float(), te.float(), self.model.logit_scale.exp().clamp(max=100)
 
 
 @dataclass
@@ -57,6 +81,8 @@ class CLIPTrainConfig:
     vocab_size: int = 1024
     threads: int | None = 1  # one intra-op thread: robust on a shared 2-core machine (OpenMP spin-waits)
     bf16: bool = False  # bf16 autocast is faster on an idle AVX512-BF16 CPU, slower on a busy one
+    tokenizer: str | None = None  # a saved tokenizer folder to use instead of training one, e.g. the shipped
+    # model's (trained before BPE learning was made deterministic); under DDP rank 0 builds it and broadcasts
     arch: TinyCLIPConfig = field(default_factory=lambda: WORLD_CLIP_CONFIG)
 
 
@@ -108,6 +134,8 @@ def evaluate_clip(backbone, val_imgs: np.ndarray, val_captions: list[str], batch
 def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) the world CLIP and save it as an HF model folder in ``out_dir``."""
     out = Path(out_dir)
+    ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+    progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -119,7 +147,14 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
 
         backbone = HFCLIPBackbone.from_pretrained(out, name="world-clip", local_files_only=True)
     else:
-        tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len)
+        if cfg.tokenizer:
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(cfg.tokenizer)
+        else:
+            tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len) \
+                if ctx.is_main else None
+            tok = broadcast_object(tok, ctx)
         backbone = build_random_clip(cfg.arch, tok, seed=cfg.seed, name="world-clip")
     model = backbone.model
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -133,7 +168,9 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
         state = load_training_state(out, opt)
         start = state["step"] if state else 0
 
-    rng = np.random.default_rng(cfg.seed + start)
+    net = wrap_ddp(_DualEncoder(backbone, cfg.bf16), ctx)
+    losses: list[float] = []
+    rng = np.random.default_rng(cfg.seed + start)  # same stream on every rank: same global batches
     history: list[dict] = []
     if start and (out / "train_log.json").exists():
         history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
@@ -146,26 +183,28 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         idx = rng.choice(len(train), size=cfg.batch_size, replace=False)
         caps = [train[i].captions[rng.integers(len(train[i].captions))] for i in idx]
-        pix = uint8_to_pixels(imgs[idx])
-        tok = backbone.tokenize(caps)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            ie = backbone.encode_image(pix)
-            te = backbone.encode_text(tok)
-        logits = model.logit_scale.exp().clamp(max=100) * ie.float() @ te.float().T
+        # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
+        ie, te, scale = net(uint8_to_pixels(imgs[local_slice(idx, ctx)]), backbone.tokenize(local_slice(caps, ctx)))
+        ie, te = gather_with_grad(ie, ctx), gather_with_grad(te, ctx)
+        logits = scale * ie @ te.T
         target = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{model.logit_scale.exp().item():.1f}")
         last = step + 1 == cfg.steps
-        if (step + 1) % cfg.eval_every == 0 or last:
+        if ((step + 1) % cfg.eval_every == 0 or last) and ctx.is_main:  # one writer
             metrics = evaluate_clip(backbone, val_imgs, val_caps)
             history.append({"step": step + 1, "loss": float(loss.detach()), **metrics, "elapsed_s": time.time() - t0})
             logger.info("step %d loss %.3f %s", step + 1, loss.item(), metrics)
             backbone.save_pretrained(out)
             save_training_state(out, step + 1, opt)
-            write_json(out / "train_log.json", {"config": asdict(cfg), "history": history})
+            write_json(out / "train_log.json", {"config": asdict(cfg), "history": history,
+                                                "world_size": ctx.world_size})
+    barrier(ctx)
     model.eval()
-    return {"metrics": metrics, "history": history, "out": str(out)}
+    return {"metrics": metrics, "history": history, "out": str(out), "losses": losses,
+            "world_size": ctx.world_size}

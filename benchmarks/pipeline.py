@@ -1,0 +1,111 @@
+"""Item 4: image-embedding pipeline throughput vs the raw model forward on pre-made tensors.
+
+The pipeline is what indexing a folder does per image: read the file, decode and bound it
+(:func:`zscir.index.imageio.load_image`), preprocess (``Backbone.preprocess``) and run the image encoder.
+The raw forward feeds already-preprocessed pixel tensors to ``Backbone.encode_image``; the ratio
+``raw time / pipeline time`` is the share of the model's speed the pipeline keeps (target >= 0.9).
+Decoding can overlap the forward in DataLoader worker processes, which is measured as a separate row
+for each worker count.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.common import time_it
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineBenchConfig:
+    """``n_images`` world renders written as ``fmt`` files at ``size`` px (64 = the model's own size)."""
+
+    model: str = "world-clip"
+    n_images: int = 512
+    batch_size: int = 64
+    size: int = 64
+    fmt: str = "png"
+    workers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    repeats: int = 3
+    seed: int = 0
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> str:
+        return self.paths[i]
+
+
+class _LoadAndPreprocess:
+    """Collate function: decode a batch of files and preprocess it (runs inside the worker)."""
+
+    def __init__(self, backbone: Any):
+        self.backbone = backbone
+
+    def __call__(self, paths: list[str]) -> torch.Tensor:
+        from zscir.index.imageio import load_image
+
+        torch.set_num_threads(1)
+        return self.backbone.preprocess([load_image(p) for p in paths])
+
+
+def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
+    """Rows: raw forward, then the file pipeline with 0..W DataLoader workers, with images/s and ratio."""
+    from PIL import Image
+
+    from zscir.backbones import create_backbone
+    from zscir.data.world import WorldConfig, generate_pairs, render_batch
+
+    backbone = create_backbone(cfg.model, device="cpu")
+    pairs = generate_pairs(WorldConfig(seed=cfg.seed), cfg.n_images)
+    pix = render_batch([p.scene for p in pairs], cfg.size)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="zscir-bench-pipe-") as tmp:
+        paths = []
+        for i, p in enumerate(pix):
+            path = str(Path(tmp) / f"{i:06d}.{cfg.fmt}")
+            Image.fromarray(p).save(path)
+            paths.append(path)
+        loader_fn = _LoadAndPreprocess(backbone)
+        batches = [loader_fn(paths[i:i + cfg.batch_size]) for i in range(0, len(paths), cfg.batch_size)]
+
+        def raw() -> None:
+            with torch.no_grad():
+                for b in batches:
+                    backbone.encode_image(b)
+
+        t_raw = time_it(raw, cfg.repeats)
+        rows.append({"variant": "raw forward (pre-made tensors)", "workers": None,
+                     "images_per_s": cfg.n_images / t_raw.median, "ratio_vs_raw": 1.0, **t_raw.as_dict()})
+        for w in tqdm(cfg.workers, desc="pipeline", unit="cfg"):
+            dl = torch.utils.data.DataLoader(_Files(paths), batch_size=cfg.batch_size, num_workers=w,
+                                             collate_fn=loader_fn, persistent_workers=w > 0,
+                                             prefetch_factor=4 if w > 0 else None)
+
+            def pipe() -> None:
+                with torch.no_grad():
+                    for b in dl:
+                        backbone.encode_image(b)
+
+            t = time_it(pipe, cfg.repeats)
+            rows.append({"variant": "files -> decode -> preprocess -> forward", "workers": w,
+                         "images_per_s": cfg.n_images / t.median, "ratio_vs_raw": t_raw.median / t.median,
+                         **t.as_dict()})
+            del dl
+    return rows
+
+
+PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "median_s", "min_s", "max_s"]

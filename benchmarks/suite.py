@@ -1,0 +1,125 @@
+"""Run the items of the suite, write ``<out>/<item>.json`` + ``.md`` and a combined ``report.md``.
+
+Default sizes finish in well under ten minutes on two shared cores; ``large=True`` adds the 1M-row
+galleries of the issue (exact search at N=1M, FAISS at N=1M).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import machine_info, markdown_table, write_results
+
+logger = logging.getLogger(__name__)
+
+ITEMS = ("search", "faiss", "latency", "pipeline", "memory")
+
+
+@dataclass
+class SuiteConfig:
+    """Which items to run and at which scale; ``tiny`` shrinks everything for tests (seconds)."""
+
+    items: list[str] = field(default_factory=lambda: list(ITEMS))
+    out_dir: Path = Path("runs/bench")
+    large: bool = False
+    tiny: bool = False
+    threads: int = 1
+    repeats: int = 3
+    command: str = ""
+    ann_noise: float = 1.0
+
+
+def _header(title: str, info: dict[str, Any], cfg: SuiteConfig) -> str:
+    return (f"## {title}\n\nCommand: `{cfg.command}`  \nMachine: {info['cpu_model']}, nproc={info['nproc']}, "
+            f"torch threads={info['torch_threads']}, load average at start {info['loadavg_1_5_15']}  \n"
+            f"Medians of {cfg.repeats} repeats (after one warm-up run).\n\n")
+
+
+def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
+    """Run ``cfg.items`` in order and return ``{item: payload}``; each item is also written to disk."""
+    from benchmarks import ann, latency, memory, pipeline, roofline, search
+
+    torch.set_num_threads(cfg.threads)
+    info = machine_info()
+    out: dict[str, Any] = {"machine": info}
+    sections: list[str] = []
+    r = cfg.repeats
+    for item in cfg.items:
+        if item not in ITEMS:
+            raise ValueError(f"unknown item {item!r}; choose from {', '.join(ITEMS)}")
+        t0 = time.perf_counter()
+        if item == "search":
+            rcfg = roofline.RooflineConfig(matmul_n=256 if cfg.tiny else 1024, copy_mb=16 if cfg.tiny else 256,
+                                           repeats=max(r, 3))
+            roof = roofline.measure_roofline(rcfg)
+            scfg = search.SearchBenchConfig(repeats=r)
+            if cfg.tiny:
+                scfg.sizes, scfg.dims, scfg.n_queries = [2000], [64], 32
+            elif cfg.large:
+                scfg.sizes = [10_000, 100_000, 1_000_000]
+            rows = search.run_search_bench(scfg, roof)
+            # the roof again after the grid: on a shared machine it drifts; both are reported
+            roof_after = roofline.measure_roofline(rcfg)
+            payload = {"roofline": roof, "roofline_after": roof_after, "config": scfg.__dict__, "rows": rows}
+            md = _header("Exact search vs peer-style loop vs roofline", info, cfg)
+            md += (f"Roofline: fp32 GEMM {roof['matmul']['gflops_median']:.1f} GFLOP/s "
+                   f"({roof['matmul']['n']}³), copy bandwidth {roof['bandwidth']['gbs_median']:.2f} GB/s "
+                   f"(after the grid: {roof_after['matmul']['gflops_median']:.1f} GFLOP/s, "
+                   f"{roof_after['bandwidth']['gbs_median']:.2f} GB/s; fractions use the first). "
+                   f"Q={scfg.n_queries} batched queries, k={scfg.k}.\n\n")
+            md += markdown_table(rows, search.SEARCH_COLUMNS)
+        elif item == "faiss":
+            acfg = ann.AnnBenchConfig(repeats=r, threads=cfg.threads, noise=cfg.ann_noise)
+            if cfg.tiny:
+                acfg.n, acfg.d, acfg.n_queries, acfg.pq_m, acfg.train_sample = 4000, 32, 50, 8, 4000
+                acfg.nprobes, acfg.ef_searches = [1, 8], [16, 64]
+            elif cfg.large:
+                acfg.n = 1_000_000
+            payload = ann.run_ann_bench(acfg)
+            md = _header(f"FAISS vs exact at N={acfg.n:,}, d={acfg.d}, cluster noise {acfg.noise}", info, cfg)
+            md += (f"Exact (zscir `exact_topk`): {payload['exact_qps']:.1f} queries/s; nlist={payload['nlist']}; "
+                   f"suggested defaults (fastest with recall@10 >= {acfg.target_recall}): {payload['defaults']}.\n\n")
+            md += markdown_table(payload["rows"], ann.ANN_COLUMNS)
+            md += "\nBuild times (s): " + ", ".join(f"{k}: {v['build_s']:.1f}" for k, v in payload["builds"].items()) + "\n"
+        elif item == "latency":
+            lcfg = latency.LatencyBenchConfig(repeats=max(r, 3))
+            if cfg.tiny:
+                lcfg.model, lcfg.methods, lcfg.gallery_n = "tiny-clip-test", ["image", "sum"], 500
+                lcfg.batch_sizes = [1, 4]
+            else:
+                lcfg.batch_sizes = [1, 32]
+            rows = latency.run_latency_bench(lcfg)
+            payload = {"config": lcfg.__dict__, "rows": rows}
+            md = _header(f"Per-query latency on `{lcfg.model}` (gallery N={lcfg.gallery_n:,})", info, cfg)
+            md += markdown_table(rows, latency.LATENCY_COLUMNS)
+        elif item == "pipeline":
+            pcfg = pipeline.PipelineBenchConfig(repeats=r)
+            if cfg.tiny:
+                pcfg.model, pcfg.n_images, pcfg.batch_size, pcfg.workers = "tiny-clip-test", 32, 16, [0]
+            rows = pipeline.run_pipeline_bench(pcfg)
+            payload = {"config": pcfg.__dict__, "rows": rows}
+            md = _header(f"Image-embedding pipeline vs raw forward ({pcfg.n_images} {pcfg.fmt} files)", info, cfg)
+            md += markdown_table(rows, pipeline.PIPELINE_COLUMNS)
+        else:
+            mcfg = memory.MemoryBenchConfig(threads=cfg.threads)
+            if cfg.tiny:
+                mcfg.n, mcfg.d, mcfg.n_queries = 20_000, 64, 4
+            payload = memory.run_memory_bench(mcfg)
+            md = _header(f"Peak RSS: {mcfg.n:,} x {mcfg.d} fp16 index, exact search", info, cfg)
+            cols = ["n", "d", "data_bytes", "search_peak_rss_bytes", "startup_peak_rss_bytes", "RssAnon", "RssFile",
+                    "target_bytes", "target_met", "search_s"]
+            md += markdown_table([payload], cols)
+        payload["elapsed_s"] = time.perf_counter() - t0
+        payload["machine"] = info
+        write_results(cfg.out_dir, item, payload, md)
+        out[item] = payload
+        sections.append(md + f"\n_(item took {payload['elapsed_s']:.0f} s)_\n")
+        logger.info("bench %s done in %.1f s", item, payload["elapsed_s"])
+    (cfg.out_dir / "report.md").write_text("# zscir benchmark report\n\n" + "\n".join(sections), encoding="utf-8")
+    return out

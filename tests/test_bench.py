@@ -1,0 +1,93 @@
+"""The benchmark suite (issue 7) at tiny sizes: it runs, writes JSON + markdown, and its numbers are sane."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import ann, common, search
+from benchmarks.suite import SuiteConfig, run_suite
+from zscir.index.search import exact_topk
+
+
+def test_peer_loop_matches_exact_topk():
+    g = search.random_unit(3000, 32, seed=0)
+    q = search.random_unit(7, 32, seed=1)
+    peer = search.peer_topk(q, g, 10)
+    _, ours = exact_topk(q, g, 10, chunk_size=700)
+    assert peer.shape == (7, 10)
+    np.testing.assert_array_equal(peer, ours)
+
+
+def test_random_unit_is_normalised_and_dtype():
+    x = search.random_unit(100, 16, seed=3, dtype="float16")
+    assert x.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(x.astype(np.float32), axis=1), 1.0, atol=2e-3)
+
+
+def test_recall_at_k_counts_overlap():
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    approx = np.array([[4, 3, 9, 9], [5, 6, 7, 8]])
+    assert ann.recall_at_k(approx, exact) == pytest.approx((2 / 4 + 4 / 4) / 2)
+
+
+def test_clustered_queries_share_the_gallery_centres():
+    g, c = ann.clustered(500, 16, 5, 0.2, seed=0)
+    q, c2 = ann.clustered(20, 16, 5, 0.2, seed=1, centers=c)
+    assert c2 is c
+    # low noise: every query is far closer to some gallery item than random unit vectors are (~0)
+    assert (q @ g.T).max(axis=1).min() > 0.8
+
+
+def test_markdown_table_and_fmt():
+    md = common.markdown_table([{"a": 1234567, "b": 0.123456}, {"a": 2}], ["a", "b"])
+    lines = md.strip().splitlines()
+    assert lines[0] == "| a | b |" and lines[2] == "| 1,234,567 | 0.123 |" and lines[3] == "| 2 | – |"
+    assert common.time_it(lambda: None, repeats=4, warmup=0).as_dict()["repeats"] == 4
+
+
+def test_faiss_tiny_ivf_flat_reaches_full_recall_with_all_lists():
+    pytest.importorskip("faiss")
+    cfg = ann.AnnBenchConfig(n=3000, d=16, n_queries=30, nlist=16, nprobes=[1, 16], indexes=["ivf-flat"],
+                             repeats=1, train_sample=3000)
+    res = ann.run_ann_bench(cfg)
+    by = {r["param"]: r for r in res["rows"]}
+    assert by["nprobe=16"]["recall@10"] == pytest.approx(1.0)  # probing every list is exact
+    assert by["nprobe=1"]["recall@10"] <= by["nprobe=16"]["recall@10"]
+    assert res["defaults"]["ivf-flat"] is not None
+
+
+def test_suite_tiny_writes_results(tmp_path):
+    cfg = SuiteConfig(items=["search", "memory", "pipeline", "latency"], out_dir=tmp_path, tiny=True, repeats=1,
+                      command="pytest")
+    out = run_suite(cfg)
+    rows = out["search"]["rows"]
+    assert {r["storage"] for r in rows} == {"float32", "float16"}
+    assert all(r["same_topk_as_peer"] for r in rows)
+    assert all(r["zscir_qps"] > 0 and r["peer_qps"] > 0 for r in rows)
+    assert out["search"]["roofline"]["matmul"]["gflops_median"] > 0.1
+    mem = out["memory"]
+    assert mem["data_bytes"] == 20_000 * 64 * 2 and mem["search_peak_rss_bytes"] >= mem["RssAnon"] > 0
+    pipe = out["pipeline"]["rows"]
+    assert pipe[0]["ratio_vs_raw"] == 1.0 and 0 < pipe[1]["ratio_vs_raw"] < 5
+    lat = {(r["method"], r.get("batch")) for r in out["latency"]["rows"] if "skipped" not in r}
+    assert ("image", 1) in lat and ("sum", 4) in lat
+    for item in cfg.items:
+        payload = json.loads((tmp_path / f"{item}.json").read_text())
+        assert payload["machine"]["nproc"] >= 1
+        assert "| " in (tmp_path / f"{item}.md").read_text()
+    assert "Exact search" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_bench_rejects_unknown_item_and_runs_memory(tmp_path):
+    from typer.testing import CliRunner
+
+    from zscir.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "nope", "--tiny", "--out", str(tmp_path)])
+    assert r.exit_code != 0
+    r = CliRunner().invoke(app, ["bench", "memory", "--tiny", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "memory.json").read_text())["n"] == 20_000
