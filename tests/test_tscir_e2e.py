@@ -73,12 +73,11 @@ def test_tiny_pipeline_writes_self_contained_checkpoints(tmp_path, tiny_dir):
     assert comp.adapters is not None and _val_recall(comp, _unseen_triplets(32)[:20], 32, k=20) == 100.0
 
 
-@pytest.mark.slow
 def test_world_slice_train_and_eval_beats_untrained_phi(tmp_path):
     """A tiny train on a slice of the world beats an untrained φ on unseen triplets.
 
-    ≈1.5 min on an idle core (5 min measured with 4 other jobs on 2 cores), hence slow; measured on an
-    intermediate world CLIP: R@5 82.0 trained vs 19.0 untrained. The fast variant is the tiny pipeline test.
+    The issue's end-to-end check, kept in the default suite: ≈50 s on this machine (R@5 82.5 trained vs
+    15.0 untrained on the shipped world-clip). The tiny pipeline test above checks the plumbing only.
     """
     import os
 
