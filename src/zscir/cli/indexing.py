@@ -1,7 +1,8 @@
 """`zscir index` and `zscir search`: composed search over a folder of the user's own images.
 
 Both are thin shells over `zscir.index.build.build_index` and `zscir.index.retriever.Retriever`, so the CLI,
-the Python API and `zscir serve` behave identically.
+the Python API and `zscir serve` behave identically. `zscir index merge` and `zscir index ann` are
+maintenance steps on finished indexes (merging shards; building the FAISS IVF-PQ index).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from zscir.cli.common import fail, make_composer, parse_options
 def register(app: typer.Typer) -> None:
     @app.command()
     def index(
-        folder: Path = typer.Argument(..., help="Folder of images (scanned recursively)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (created, updated or resumed)."),
+        folder: Path = typer.Argument(..., help="Folder of images (scanned recursively), or `merge` / `ann`."),
+        targets: list[Path] = typer.Argument(None, help="With FOLDER=ann: the index folders to build it for."),
+        out: Path = typer.Option(None, "--out", "-o", help="Index folder to write (created, updated or resumed)."),
         method: list[str] = typer.Option(
             None, "--method", "-m",
             help="Method whose gallery encoder embeds the images (default: sum). Repeat to also store the "
@@ -38,16 +40,50 @@ def register(app: typer.Typer) -> None:
         shard: str = typer.Option(None, "--shard", help="I/N: index only shard I (0-based) of N; each shard "
                                   "is an independent index, combined by `zscir index merge`."),
         merge_from: list[Path] = typer.Option(None, "--from", help="With FOLDER=merge: shard indexes to merge."),
+        ann: str = typer.Option(None, "--ann", help="`ivfpq`: also build a FAISS IVF-PQ index per gallery (kept "
+                                "up to date by later runs); see `zscir index ann` for its options."),
+        factory: str = typer.Option(None, help="ANN: faiss index factory [default: IVF{2√N},PQ{d/8}x4fs]."),
+        train_sample: int = typer.Option(None, min=64, help="ANN: vectors sampled to train it [default: "
+                                         "max(16384, 40 x nlist), at most all]."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched per query [default: 64]."),
+        k_factor: int = typer.Option(None, min=1, help="ANN: candidates re-ranked = k_factor x k [default: 16]."),
+        rerank: str = typer.Option(None, help="ANN: `store` (exact re-rank from the memory-mapped embeddings, "
+                                   "default) or `none` (PQ scores only)."),
+        min_items: int = typer.Option(None, min=0, help="ANN: smaller galleries keep exact search [default: 1000]."),
+        remove: bool = typer.Option(False, "--remove", help="With FOLDER=ann: delete the ANN indexes."),
+        rebuild: bool = typer.Option(False, "--rebuild", help="With FOLDER=ann: rebuild even if up to date."),
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
         Re-running is cheap and safe: it resumes an interrupted run and encodes only new or changed files.
         `zscir index merge -o OUT --from SHARD0 --from SHARD1 ...` concatenates finished shard indexes.
+        `zscir index ann IDX [IDX ...]` builds (or refreshes) the FAISS IVF-PQ index of finished indexes,
+        e.g. of each shard; `--remove` deletes it.
         """
         from zscir.backbones import DEFAULT_MODEL
+        from zscir.index.ann import AnnConfig
         from zscir.index.build import ImageLimits, IndexConfig, IndexLockedError, build_index, merge_indexes
         from zscir.index.store import StoreError
 
+        # ANN options given on the command line override the index's recorded settings (or the defaults)
+        ann_given = {"factory": factory, "train_sample": train_sample, "nprobe": nprobe, "k_factor": k_factor,
+                     "rerank": rerank, "min_items": min_items}
+        try:
+            AnnConfig.merged(None, ann_given)  # validate before any work
+        except ValueError as e:
+            fail(str(e))
+
+        if str(folder) == "ann" and not folder.is_dir():
+            _index_ann(list(targets or []) + ([out] if out else []), ann_given, remove, rebuild)
+            return
+        if targets:
+            fail(f"unexpected extra arguments {[str(t) for t in targets]} (only `zscir index ann` takes several)")
+        if out is None:
+            fail("missing option --out / -o: the index folder to write")
+        if ann not in (None, "ivfpq"):
+            fail(f"--ann {ann!r}: the only kind is `ivfpq` (choose another faiss factory with --factory)")
+        if ann is None and any(v is not None for v in ann_given.values()):
+            fail("the ANN options (--factory, --nprobe, ...) need --ann ivfpq (or `zscir index ann IDX`)")
         if str(folder) == "merge" and not folder.is_dir():
             if not merge_from:
                 fail("zscir index merge: give the shard indexes with --from DIR (repeat it)")
@@ -57,7 +93,19 @@ def register(app: typer.Typer) -> None:
                 fail(str(e))
             typer.echo(f"{out}: {rep.indexed} images merged from {len(merge_from)} shards "
                        f"(generation {rep.generation}, skipped {len(rep.skipped)})")
+            if ann:
+                _index_ann([out], ann_given, remove=False, rebuild=False)
             return
+        ann_cfg = None
+        if ann:
+            from zscir.index.build import read_manifest
+            from zscir.index.faiss_search import _import_faiss
+
+            try:
+                _import_faiss()  # fail before encoding, not after
+                ann_cfg = AnnConfig.merged((read_manifest(out.resolve()) or {}).get("ann_config"), ann_given)
+            except (StoreError, ImportError) as e:
+                fail(str(e))
         shard_spec = None
         if shard:
             try:
@@ -80,11 +128,11 @@ def register(app: typer.Typer) -> None:
             except (ValueError, FileNotFoundError, OSError, TypeError) as e:
                 fail(f"method {m!r}: {e}")
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
-                          throttle_s=throttle, shard=shard_spec,
+                          throttle_s=throttle, shard=shard_spec, ann=ann_cfg,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
         try:
             rep = build_index(folder, out, composers, model=model_name, config=cfg)
-        except (NotADirectoryError, StoreError, IndexLockedError) as e:
+        except (NotADirectoryError, StoreError, IndexLockedError, ImportError, ValueError) as e:
             fail(str(e))
         if report:
             report.write_text(json.dumps(asdict(rep), indent=2) + "\n")
@@ -95,19 +143,27 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  skipped {s['id']}: {s['reason']}")
         if len(rep.skipped) > 50:
             typer.echo(f"  ... and {len(rep.skipped) - 50} more (see --report or manifest.json)")
+        for key, what in rep.ann.items():
+            typer.echo(f"  ANN {key}: {what}")
         if rep.indexed == 0:
             typer.secho("warning: the index is empty (no readable images)", fg="yellow", err=True)
 
     @app.command()
     def search(
-        index_dir: Path = typer.Argument(..., help="Index folder written by `zscir index`."),
+        index_dirs: list[Path] = typer.Argument(
+            ..., help="Index folder written by `zscir index`. Several folders (shards), a folder of shard "
+                      "indexes or a quoted glob are searched as one gallery without merging."),
         image: str = typer.Option(..., "--image", "-i", help="Reference image: a file path or an indexed item id."),
         text: str = typer.Option(..., "--text", "-t", help="Modification text."),
         k: int = typer.Option(10, "-k", min=1, max=1000),
         method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
         checkpoint: str = typer.Option(None),
         option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
-        backend: str = typer.Option("exact", help="Search backend: exact or faiss."),
+        backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
+        use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
+                                     "exact search. Default: ANN when the index has an up-to-date one."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, 64)."),
+        k_factor: int = typer.Option(None, min=1, help="ANN: candidates re-ranked = k_factor x k (default 16)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),
         device: str = typer.Option("cpu"),
@@ -118,11 +174,12 @@ def register(app: typer.Typer) -> None:
         from zscir.index.store import StoreError
 
         try:
-            r = Retriever.load(index_dir, method=method, checkpoint=checkpoint, device=device,
-                               config=RetrieverConfig(backend=backend, progress=True), **parse_options(option))
+            r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
+                               config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
+                                                      k_factor=k_factor), **parse_options(option))
             ref, row = r.resolve_image(image)
             hits = r.search_image(ref, text, k=k, exclude=row)  # an indexed reference is left out
-        except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable) as e:
+        except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable, ImportError) as e:
             fail(str(e))
         if as_json:
             typer.echo(hits_to_json(hits))
@@ -133,6 +190,26 @@ def register(app: typer.Typer) -> None:
             save_grid(ref, text, hits, grid, limits=r.config.limits)
             if not as_json:
                 typer.echo(f"grid saved to {grid}")
+
+
+def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool) -> None:
+    """`zscir index ann IDX...`: build/refresh (or --remove) the ANN index of each finished index folder."""
+    from zscir.index.ann import build_ann, remove_ann
+    from zscir.index.build import IndexLockedError
+    from zscir.index.shards import resolve_index_paths
+    from zscir.index.store import StoreError
+
+    if not dirs:
+        fail("zscir index ann: give the index folder(s), e.g. `zscir index ann ~/pictures.zscir`")
+    try:
+        for d in resolve_index_paths(dirs):
+            if remove:
+                typer.echo(f"{d}: removed {remove_ann(d)} ANN index(es); searches are exact")
+                continue
+            for key, what in build_ann(d, overrides=overrides, rebuild=rebuild).items():
+                typer.echo(f"{d}: ANN {key}: {what}")
+    except (StoreError, ValueError, IndexLockedError, ImportError) as e:
+        fail(str(e))
 
 
 def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 160) -> None:

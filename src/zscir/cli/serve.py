@@ -12,7 +12,9 @@ from zscir.cli.common import fail, parse_options
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        index_dir: Path = typer.Argument(None, help="Index folder (default: the built-in world gallery)."),
+        index_dir: list[Path] = typer.Argument(
+            None, help="Index folder (default: the built-in world gallery). Several folders (shards), a folder "
+                       "of shard indexes or a quoted glob are served as one gallery."),
         host: str = typer.Option("127.0.0.1", help="Interface to bind; keep loopback unless you mean it."),
         port: int = typer.Option(8000, min=0, max=65535),
         method: str = typer.Option(None, "--method", "-m", help="Default method (default: the index's)."),
@@ -21,7 +23,10 @@ def register(app: typer.Typer) -> None:
         option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
         method_checkpoint: list[str] = typer.Option(
             None, "--method-checkpoint", help="METHOD=DIR: checkpoint a selectable trained method loads."),
-        backend: str = typer.Option("exact", help="Search backend: exact or faiss."),
+        backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
+        use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
+                                     "exact search. Default: ANN when the index has an up-to-date one."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, 64)."),
         max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload."),
         max_pixels: int = typer.Option(40_000_000, help="Largest accepted decoded upload (pixels)."),
         max_text: int = typer.Option(500, help="Longest accepted modification text (characters)."),
@@ -46,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        rcfg = RetrieverConfig(backend=backend)
+        rcfg = RetrieverConfig(backend=backend, ann=use_ann, nprobe=nprobe)
         opts = parse_options(option)
         ckpts = {}
         for spec in method_checkpoint or []:
@@ -57,20 +62,22 @@ def register(app: typer.Typer) -> None:
         if checkpoint and method:
             ckpts[method] = checkpoint
         try:
-            if index_dir is None:
+            if not index_dir:
                 name = model or DEFAULT_MODEL
                 default = method or "sum"
                 if checkpoint:
                     ckpts[default] = checkpoint
                 composer = create_composer(default, model=name, checkpoint=ckpts.get(default), device=device, **opts)
                 typer.echo("no index given: serving the built-in world gallery (indexed once, then cached)")
-                index_dir = ensure_world_gallery(composer, name)
-                retriever = Retriever(EmbeddingStore.load(index_dir), composer, rcfg, checkpoints=ckpts,
+                world = ensure_world_gallery(composer, name)
+                index_dir = [world]
+                retriever = Retriever(EmbeddingStore.load(world), composer, rcfg, checkpoints=ckpts,
                                       options={composer.name: opts})
             else:
                 retriever = Retriever.load(index_dir, method=method, model=model, checkpoint=checkpoint,
                                            device=device, config=rcfg, checkpoints=ckpts, **opts)
-        except (StoreError, ValueError, FileNotFoundError, OSError) as e:
+            retriever.searcher_for(retriever.composer())  # open the ANN index now: stale/missing is reported at start
+        except (StoreError, ValueError, FileNotFoundError, OSError, ImportError) as e:
             fail(str(e))
         limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                              max_text_chars=max_text, max_k=max_k)
@@ -78,5 +85,6 @@ def register(app: typer.Typer) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.secho(f"warning: listening on {host}: anyone who can reach it can query the index and see "
                         f"its images", fg="yellow", err=True)
-        typer.echo(f"serving {len(retriever)} images from {index_dir} on http://{host}:{port}/ (API docs: /docs)")
+        where = ", ".join(str(d) for d in index_dir)
+        typer.echo(f"serving {len(retriever)} images from {where} on http://{host}:{port}/ (API docs: /docs)")
         uvicorn.run(api, host=host, port=port, log_level="warning")

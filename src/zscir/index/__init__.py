@@ -18,6 +18,9 @@ with too few remaining items are padded with index ``-1`` / score ``-inf``.
 against; :class:`ExactSearcher` wraps :func:`exact_topk`, :class:`FaissSearcher`
 uses ``faiss.IndexFlatIP`` (optional ``[faiss]`` extra).  Use
 :func:`make_searcher` / :func:`list_search_backends` to pick one by name.
+:class:`AnnSearcher` serves a persistent IVF-PQ index built by
+:func:`zscir.index.ann.build_ann` (``zscir index ann``), and
+:class:`zscir.index.shards.ShardSet` searches several shard indexes as one.
 
 Store format (``zscir-index`` v1)
 ---------------------------------
@@ -32,9 +35,10 @@ reusable atomic-write helpers.
 """
 
 from zscir.index.atomic import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from zscir.index.ann import AnnConfig
+from zscir.index.faiss_search import AnnSearcher, FaissSearcher
 from zscir.index.search import (
     ExactSearcher,
-    FaissSearcher,
     Searcher,
     exact_topk,
     list_search_backends,
@@ -48,6 +52,8 @@ __all__ = [
     "Searcher",
     "ExactSearcher",
     "FaissSearcher",
+    "AnnSearcher",
+    "AnnConfig",
     "make_searcher",
     "list_search_backends",
     "register_search_backend",

@@ -16,6 +16,10 @@ file. The index folder stays a valid ``zscir-index`` v1 store (`EmbeddingStore.l
   committed generation and the listed segments: unchanged items are copied, new or changed ones encoded,
   vanished ones dropped. Items are assembled by unique id, so none is duplicated or lost.
 
+With ``IndexConfig.ann`` (``zscir index --ann ivfpq``) every gallery key also gets a FAISS IVF-PQ index
+(:mod:`zscir.index.ann`), rebuilt after each new generation so that it never describes old rows; the
+manifest keeps the settings, so later runs keep it up to date without the option.
+
 Files are read through :func:`load_image`, which refuses non-regular files, empty, oversized and
 non-image files, unsupported formats and decompression bombs *before* decoding pixels, and downsizes
 large photos right away so that a batch of camera images cannot exhaust memory. Refused files are listed
@@ -43,7 +47,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.index.atomic import atomic_open, atomic_write_json, fsync_dir
+from zscir.index.ann import AnnConfig, refresh_ann_locked
 from zscir.index.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
+from zscir.index.shards import merge_indexes, shard_of  # noqa: F401 - re-exported (they used to live here)
 from zscir.index.store import FORMAT, FORMAT_VERSION, MANIFEST_FILE, StoreError
 from zscir.methods.base import Composer
 
@@ -52,7 +58,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SEGMENT_DIR = "segments"
 _DATA_FILE = re.compile(r"^(embeddings-g\d+\.npy|items-g\d+\.jsonl|gallery-\d+-g\d+\.npy|"
-                        r"embeddings\.npy|items\.jsonl|\..*\.tmp)$")
+                        r"embeddings\.npy|items\.jsonl|ann-[0-9a-f]+-[0-9a-f]+\.faiss|\..*\.tmp)$")
 
 
 class IndexLockedError(RuntimeError):
@@ -115,6 +121,8 @@ class IndexConfig:
     throttle_s: float = 0.0
     progress: bool = True
     shard: tuple[int, int] | None = None  # (i, n): index only the files of shard i of n (see shard_of)
+    ann: AnnConfig | None = None  # build/refresh an ANN (IVF-PQ) index per gallery key with these settings
+    refresh_ann: bool = True  # keep a previously built ANN index up to date (False: it goes stale, exact is used)
 
 
 @dataclass
@@ -128,6 +136,7 @@ class IndexReport:
     up_to_date: bool = False
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
+    ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
 
 
 @contextlib.contextmanager
@@ -297,8 +306,10 @@ def build_index(
             report.up_to_date, report.indexed, report.generation = True, len(prev_ids), gen
             report.skipped = skipped
             if [s["id"] for s in skipped] != [s["id"] for s in manifest.get("skipped", [])]:
-                atomic_write_json(out / MANIFEST_FILE, {**manifest, "skipped": skipped})
+                manifest = {**manifest, "skipped": skipped}
+                atomic_write_json(out / MANIFEST_FILE, manifest)
             _collect_garbage(out, manifest)  # leftovers of a run killed right after its final commit
+            _refresh_ann(out, manifest, cfg, report)  # e.g. a run killed before its ANN rebuild
             return report
 
         build = build or {"id": uuid.uuid4().hex[:12], "key": build_key, "segments": [], "skipped": [],
@@ -337,84 +348,27 @@ def build_index(
                               "method_config": _describe(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
             "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits)},
+            # carried over: now stale (they name the old generation's files) until _refresh_ann rebuilds them
+            **{k: manifest[k] for k in ("ann", "ann_config") if manifest.get(k)},
         }
         atomic_write_json(out / MANIFEST_FILE, new)
         _collect_garbage(out, new)
         report.indexed, report.generation, report.skipped = len(ids), gen, skipped
+        _refresh_ann(out, new, cfg, report)
         logger.info("index %s generation %d: %d items (%d encoded, %d reused, %d resumed, %d removed, %d skipped)",
                     out, gen, len(ids), report.encoded, report.reused, report.resumed, report.removed, len(skipped))
         return report
 
 
-def shard_of(item_id: str, n: int) -> int:
-    """Shard (0..n-1) of an item: a hash of its relative path, so shards are independent of the file
-    listing (each machine can scan on its own) and adding files never moves existing ones."""
-    return int.from_bytes(hashlib.sha1(item_id.encode("utf-8")).digest()[:8], "big") % n
-
-
-def merge_indexes(shards: Sequence[str | Path], out_dir: str | Path) -> IndexReport:
-    """Concatenate complete shard indexes (``zscir index --shard i/n``) into one index at ``out_dir``.
-
-    Embeddings are streamed block by block (never all in memory); the result is a new generation of
-    ``out_dir`` switched in by one manifest rename, like `build_index`. Shards must agree on model,
-    dtype and gallery keys, must be finished, and may not share item ids.
-    """
-    out = Path(out_dir).resolve()
-    dirs = [Path(d).resolve() for d in shards]
-    if not dirs or out in dirs:
-        raise ValueError("merge needs at least one shard folder, none of them the output folder")
-    ms = []
-    for d in dirs:
-        m = read_manifest(d)
-        if m is None or int(m.get("generation", 0)) < 1 or m.get("build"):
-            raise StoreError(f"{d}: not a finished index (run or resume `zscir index` on it first)")
-        ms.append(m)
-    first = ms[0]
-    keys = list(first.get("galleries") or {})
-    for d, m in zip(dirs, ms):
-        for f in ("model", "dtype", "root"):
-            if m.get(f) != first.get(f):
-                raise StoreError(f"{d}: {f} {m.get(f)!r} differs from {dirs[0]}'s {first.get(f)!r}")
-        if list(m.get("galleries") or {}) != keys:
-            raise StoreError(f"{d}: gallery keys differ from {dirs[0]}'s")
-    specs = [tuple(m["shard"]) for m in ms if m.get("shard")]
-    if len(set(specs)) != len(specs):
-        raise StoreError(f"the same shard is given twice: {sorted(specs)}")
-    with index_lock(out):
-        prev = read_manifest(out)
-        gen = int((prev or {}).get("generation", 0) or 0) + 1
-        items: list[dict] = []
-        for d, m in zip(dirs, ms):
-            with open(d / m["items_file"], encoding="utf-8") as f:
-                items += [json.loads(line) for line in f if line.strip()]
-        if len({r["id"] for r in items}) != len(items):
-            raise StoreError("shards share item ids (overlapping shards or the same folder twice)")
-        files, dims = {}, {}
-        for ki, key in enumerate(keys):
-            name = f"embeddings-g{gen}.npy" if ki == 0 else f"gallery-{ki}-g{gen}.npy"
-            arrs = [np.load(d / m["galleries"][key]["file"], mmap_mode="r", allow_pickle=False)
-                    for d, m in zip(dirs, ms)]
-            dims[key] = int(arrs[0].shape[1])
-            with atomic_open(out / name, "wb") as f:
-                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(arrs[0].dtype),
-                                                         "fortran_order": False,
-                                                         "shape": (len(items), dims[key])})
-                for a in arrs:
-                    for b0 in range(0, a.shape[0], 65536):
-                        f.write(np.ascontiguousarray(a[b0:b0 + 65536]).tobytes())
-            files[key] = name
-        items_name = f"items-g{gen}.jsonl"
-        with atomic_open(out / items_name, "wb") as f:
-            for rec in items:
-                f.write(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
-        skipped = [s for m in ms for s in m.get("skipped", [])]
-        new = {**first, "count": len(items), "embeddings_file": files[keys[0]], "items_file": items_name,
-               "generation": gen, "updated": _now(), "skipped": skipped, "build": None, "shard": None,
-               "normalized": all(m.get("normalized", False) for m in ms), "merged_from": [str(d) for d in dirs],
-               "galleries": {k: {**first["galleries"][k], "file": files[k]} for k in keys}}
-        atomic_write_json(out / MANIFEST_FILE, new)
-        _collect_garbage(out, new)
-    return IndexReport(out_dir=str(out), indexed=len(items), generation=gen, skipped=skipped)
+def _refresh_ann(out: Path, manifest: dict[str, Any], cfg: IndexConfig, report: IndexReport) -> None:
+    """Build or rebuild the ANN indexes after a commit (`IndexConfig.ann`, or the recorded settings)."""
+    if cfg.ann is None and not (cfg.refresh_ann and manifest.get("ann_config")):
+        return
+    try:
+        _, report.ann = refresh_ann_locked(out, manifest, cfg.ann, progress=cfg.progress)
+    except ImportError as e:  # the index itself is committed and fine; only its ANN index stays stale
+        logger.warning("ANN index not rebuilt (%s); searches of %s are exact until it is", e, out)
+        report.ann = {k: f"not rebuilt: {e}" for k in (manifest.get("galleries") or {})}
 
 
 def _now() -> str:
@@ -509,6 +463,7 @@ def _collect_garbage(out: Path, manifest: dict[str, Any]) -> None:
     """Delete data files and segments the manifest does not reference (old generations, kill orphans)."""
     live = {manifest.get("embeddings_file"), manifest.get("items_file"), MANIFEST_FILE}
     live |= {g.get("file") for g in (manifest.get("galleries") or {}).values()}
+    live |= {a.get("file") for a in (manifest.get("ann") or {}).values()}
     segs = set((manifest.get("build") or {}).get("segments", []))
     for p in out.iterdir():
         if p.is_file() and p.name not in live and _DATA_FILE.match(p.name):

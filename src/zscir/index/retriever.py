@@ -13,6 +13,11 @@ own fused one. Gallery matrices found in the index (``zscir index --method sum -
 memory-mapped; a missing one is computed on demand from the indexed files, kept in memory only (a
 retriever never writes to the index), and refused above ``max_ondemand_items`` so that a web request
 cannot trigger an hour of encoding.
+
+An indexed gallery with an up-to-date ANN index (``zscir index ann``) is searched approximately by
+default (``RetrieverConfig.ann``: None = when present, False = always exact, True = required); a stale one
+is ignored with a warning. Several index folders (shards) are searched as one gallery through
+:class:`~zscir.index.shards.ShardSet`: every shard is searched on its own and the top-k lists merged.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from zscir.index.ann import gallery_files, open_ann_searcher
 from zscir.index.imageio import ImageLimits, ImageRejected, load_image
-from zscir.index.search import make_searcher
+from zscir.index.search import Searcher, make_searcher
+from zscir.index.shards import ShardedSearcher, ShardSet, open_index
 from zscir.index.store import EmbeddingStore, SearchHit, StoreError
 from zscir.methods.base import Composer
 
@@ -45,9 +52,18 @@ class MethodUnavailable(ValueError):
 
 @dataclass
 class RetrieverConfig:
-    """Query-time settings; ``backend`` "exact" (default) or "faiss" for large collections."""
+    """Query-time settings.
+
+    ``ann``: None (default) uses a gallery's up-to-date ANN index when the index has one, False always
+    searches exactly, True requires one (error otherwise). ``nprobe`` / ``k_factor`` override the ANN
+    index's recorded search defaults. ``backend`` ("exact" or "faiss" flat) is the exact search used
+    without ANN.
+    """
 
     backend: str = "exact"
+    ann: bool | None = None
+    nprobe: int | None = None
+    k_factor: int | None = None
     max_ondemand_items: int = 20_000
     batch_size: int = 64
     limits: ImageLimits = ImageLimits()
@@ -57,9 +73,10 @@ class RetrieverConfig:
 class Retriever:
     """An index plus the composers that query it. Thread-safe: model calls are serialised by a lock."""
 
-    def __init__(self, store: EmbeddingStore, composer: Composer, config: RetrieverConfig | None = None,
+    def __init__(self, store: EmbeddingStore | ShardSet, composer: Composer, config: RetrieverConfig | None = None,
                  checkpoints: dict[str, str] | None = None, options: dict[str, dict[str, Any]] | None = None):
         self.store = store
+        self.shards: list[EmbeddingStore] = list(store.stores) if isinstance(store, ShardSet) else [store]
         self.config = config or RetrieverConfig()
         self.default_method = composer.name
         self.backbone = getattr(composer, "backbone", None)
@@ -67,26 +84,30 @@ class Retriever:
         self._failed: dict[str, str] = {}
         self._checkpoints = dict(checkpoints or {})
         self._options = dict(options or {})
-        self._galleries: dict[str, Any] = {}  # gallery key -> Searcher
+        self._galleries: dict[str, Searcher] = {}  # gallery key -> Searcher
+        self._search_modes: dict[str, str] = {}  # gallery key -> "ann" / "exact" / "ann+exact" / "exact (on demand)"
         self._model_lock = threading.RLock()
         self._gallery_lock = threading.Lock()
-        if store.manifest.get("build") and int(store.manifest.get("generation", 1)) == 0:
-            raise StoreError(f"{store.path}: the first `zscir index` run into this folder did not finish; "
-                             f"re-run it to resume")
+        for s in self.shards:
+            if s.manifest.get("build") and int(s.manifest.get("generation", 1)) == 0:
+                raise StoreError(f"{s.path}: the first `zscir index` run into this folder did not finish; "
+                                 f"re-run it to resume")
 
     # ----------------------------------------------------------------------------------- construction
     @classmethod
-    def load(cls, index_dir: str | Path, method: str | None = None, model: str | None = None,
+    def load(cls, index_dir: str | Path | Sequence[str | Path], method: str | None = None, model: str | None = None,
              checkpoint: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None,
              checkpoints: dict[str, str] | None = None, **options: Any) -> "Retriever":
         """Open ``index_dir`` with the index's model; ``method`` defaults to the one the index was built with.
 
+        ``index_dir`` may also be several index folders, a quoted glob or a folder of shard indexes
+        (:func:`~zscir.index.shards.resolve_index_paths`): they are searched as one gallery.
         ``checkpoint``/``options`` configure ``method``; ``checkpoints`` maps other method names to the
         checkpoint folders they should load when selected later (e.g. ``{"tscir": "runs/tscir"}``).
         """
         from zscir.methods import create_composer
 
-        store = EmbeddingStore.load(index_dir)
+        store = open_index(index_dir)
         method = method or store.manifest.get("method") or "sum"
         checkpoints = dict(checkpoints or {})
         if checkpoint:
@@ -142,14 +163,11 @@ class Retriever:
             out.append(info)
         return out
 
-    def _indexed_keys(self) -> dict[str, str]:
-        m = self.store.manifest
-        gal = {k: v["file"] for k, v in (m.get("galleries") or {}).items()}
-        if not gal and m.get("gallery_key"):
-            gal = {m["gallery_key"]: m.get("embeddings_file", "embeddings.npy")}
-        return gal
+    def _indexed_keys(self) -> set[str]:
+        """Gallery keys every shard has a stored matrix for."""
+        return set.intersection(*(set(gallery_files(s.manifest)) for s in self.shards))
 
-    def searcher_for(self, composer: Composer):
+    def searcher_for(self, composer: Composer) -> Searcher:
         """The gallery searcher matching ``composer``'s gallery embedding (indexed, or computed on demand)."""
         key = composer.gallery_cache_key()
         if key in self._galleries:
@@ -157,17 +175,35 @@ class Retriever:
         with self._gallery_lock:
             if key in self._galleries:
                 return self._galleries[key]
-            files = self._indexed_keys()
-            if key in files and files[key] == self.store.manifest.get("embeddings_file", "embeddings.npy"):
-                emb = self.store.embeddings
-            elif key in files:
-                emb = np.load(self.store.path / files[key], mmap_mode="r", allow_pickle=False)
-                if emb.shape[0] != len(self.store):
-                    raise StoreError(f"{self.store.path / files[key]}: {emb.shape[0]} rows for {len(self.store)} items")
+            if key in self._indexed_keys():
+                parts = [self._shard_searcher(s, key) for s in self.shards]
+                modes = sorted({"ann" if p.name == "ann" else "exact" for p in parts})
+                self._search_modes[key] = "+".join(modes)
+                searcher = parts[0] if len(parts) == 1 else ShardedSearcher(parts)
             else:
-                emb = self._encode_gallery(composer)
-            self._galleries[key] = make_searcher(emb, self.config.backend)
-            return self._galleries[key]
+                if self.config.ann:
+                    raise StoreError(f"method {composer.name!r}: its gallery is not in the index, so it has no ANN "
+                                     f"index; index it with --method {composer.name}")
+                searcher = make_searcher(self._encode_gallery(composer), self.config.backend)
+                self._search_modes[key] = "exact (on demand)"
+            self._galleries[key] = searcher
+            return searcher
+
+    def _shard_searcher(self, store: EmbeddingStore, key: str) -> Searcher:
+        """ANN search of one index folder's gallery ``key`` when allowed and up to date, else exact."""
+        file = gallery_files(store.manifest)[key]
+        if file == store.manifest.get("embeddings_file", "embeddings.npy"):
+            emb = store.embeddings
+        else:
+            emb = np.load(store.path / file, mmap_mode="r", allow_pickle=False)
+            if emb.shape[0] != len(store):
+                raise StoreError(f"{store.path / file}: {emb.shape[0]} rows for {len(store)} items")
+        if self.config.ann is not False and store.path is not None:
+            ann = open_ann_searcher(store.path, store.manifest, key, emb, nprobe=self.config.nprobe,
+                                    k_factor=self.config.k_factor, required=bool(self.config.ann))
+            if ann is not None:
+                return ann
+        return make_searcher(emb, self.config.backend)
 
     def _encode_gallery(self, composer: Composer) -> np.ndarray:
         n = len(self.store)
@@ -248,9 +284,13 @@ class Retriever:
 
     def describe(self) -> dict[str, Any]:
         m = self.store.manifest
-        return {"index": str(self.store.path), "items": len(self.store), "model": m.get("model"),
-                "method": self.default_method, "generation": m.get("generation"), "dtype": m.get("dtype"),
-                "skipped": len(m.get("skipped") or []), "backend": self.config.backend}
+        out = {"index": str(self.store.path) if self.store.path is not None else [str(s.path) for s in self.shards],
+               "items": len(self.store), "model": m.get("model"), "method": self.default_method,
+               "generation": m.get("generation"), "dtype": m.get("dtype"), "skipped": len(m.get("skipped") or []),
+               "backend": self.config.backend, "search": dict(self._search_modes)}
+        if len(self.shards) > 1:
+            out["shards"] = len(self.shards)
+        return out
 
 
 def hits_to_json(hits: list[SearchHit]) -> str:

@@ -1,4 +1,9 @@
-"""Exact (and optionally approximate) top-k inner-product search over a gallery.
+"""Exact top-k inner-product search over a gallery, and the :class:`Searcher` interface.
+
+FAISS-based searchers (in-memory ``FaissSearcher`` and the persistent IVF-PQ ``AnnSearcher``) live in
+:mod:`zscir.index.faiss_search` (building the IVF-PQ index: :mod:`zscir.index.ann`), the search over
+several shard indexes in :mod:`zscir.index.shards`; all implement :class:`Searcher` with the
+conventions documented here.
 
 Why chunked top-k
 -----------------
@@ -50,7 +55,6 @@ __all__ = [
     "exact_topk",
     "Searcher",
     "ExactSearcher",
-    "FaissSearcher",
     "make_searcher",
     "list_search_backends",
     "register_search_backend",
@@ -399,95 +403,28 @@ class ExactSearcher(Searcher):
         return self._dim
 
 
-def _import_faiss() -> Any:
-    try:
-        import faiss  # type: ignore[import-not-found]
-    except ImportError as e:  # pragma: no cover - depends on environment
-        raise ImportError(
-            "The 'faiss' search backend needs the faiss library. "
-            "Install it with: pip install 'zscir[faiss]' (or pip install faiss-cpu)") from e
-    return faiss
-
-
-def _to_numpy_f32(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().float().numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-class FaissSearcher(Searcher):
-    """FAISS-backed inner-product search behind the :class:`Searcher` interface.
-
-    ``index="flat"`` builds an exact ``IndexFlatIP`` (same results as
-    :class:`ExactSearcher` up to float rounding, usually faster on CPU thanks
-    to FAISS' BLAS kernels).  Any other string is passed to
-    ``faiss.index_factory`` with the inner-product metric (e.g. ``"IVF1024,Flat"``
-    for approximate search on very large galleries); trainable indexes are
-    trained on the gallery itself.  FAISS needs an fp32 copy of the gallery.
-    """
-
-    name = "faiss"
-
-    def __init__(self, embeddings: ArrayLike, index: str = "flat", nprobe: int | None = None) -> None:
-        faiss = _import_faiss()
-        emb = _to_numpy_f32(embeddings)
-        if emb.ndim != 2:
-            raise ValueError(f"embeddings: expected a 2-D array, got shape {emb.shape}")
-        self._n, self._dim = int(emb.shape[0]), int(emb.shape[1])
-        self.index_spec = index
-        if index.lower() == "flat":
-            self._index = faiss.IndexFlatIP(self._dim)
-        else:
-            self._index = faiss.index_factory(self._dim, index, faiss.METRIC_INNER_PRODUCT)
-            if not self._index.is_trained:
-                logger.info("training faiss index %r on %d vectors", index, self._n)
-                self._index.train(emb)
-            if nprobe is not None:
-                faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", int(nprobe))
-        if self._n:
-            self._index.add(emb)
-
-    def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        q = _to_numpy_f32(queries)
-        if q.ndim != 2 or q.shape[1] != self._dim:
-            raise ValueError(f"queries: expected shape (Q, {self._dim}), got {q.shape}")
-        n_q = q.shape[0]
-        k_out = min(int(k), self._n)
-        if exclude is not None:
-            ex_rows, ex_cols = _normalize_exclude(exclude, n_q, self._n)
-        else:
-            ex_rows = ex_cols = np.zeros(0, np.int64)
-        n_ex_max = int(np.bincount(ex_rows, minlength=1).max()) if ex_rows.size else 0
-        k_fetch = min(self._n, int(k) + n_ex_max)
-        if n_q == 0 or k_out == 0:
-            return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
-        dist, idx = self._index.search(q, k_fetch)
-        idx = idx.astype(np.int64)
-        dist = np.where(idx < 0, np.float32(-np.inf), dist).astype(np.float32)
-        # deterministic order among equal scores: lower index first (-1 padding last)
-        tie_key = np.where(idx < 0, np.iinfo(np.int64).max, idx)
-        order = np.lexsort((tie_key, -dist), axis=-1)
-        dist = np.take_along_axis(dist, order, axis=1)
-        idx = np.take_along_axis(idx, order, axis=1)
-        return _drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
+def _faiss_searcher(embeddings: ArrayLike, **kw: Any) -> Searcher:
+    from zscir.index.faiss_search import FaissSearcher  # optional dependency: imported on use
+
+    return FaissSearcher(embeddings, **kw)
+
+
 _BACKENDS: dict[str, Callable[..., Searcher]] = {
     "exact": ExactSearcher,
-    "faiss": FaissSearcher,
+    "faiss": _faiss_searcher,
 }
+
+
+def __getattr__(name: str) -> Any:
+    """``FaissSearcher`` moved to :mod:`zscir.index.faiss_search`; keep ``zscir.index.search.FaissSearcher``."""
+    if name == "FaissSearcher":
+        from zscir.index.faiss_search import FaissSearcher
+
+        return FaissSearcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_search_backend(name: str, factory: Callable[..., Searcher]) -> None:
@@ -506,6 +443,8 @@ def list_search_backends(available_only: bool = False) -> list[str]:
         def ok(n: str) -> bool:
             if n != "faiss":
                 return True
+            from zscir.index.faiss_search import _import_faiss
+
             try:
                 _import_faiss()
                 return True

@@ -1,0 +1,371 @@
+"""Approximate nearest-neighbour search with FAISS: IVF-PQ trained on a sample, re-ranked exactly.
+
+Why this shape
+--------------
+Exact search (:func:`zscir.index.search.exact_topk`) reads the whole gallery for every query batch, which
+is fine up to a few million items and too slow beyond. docs/PERFORMANCE.md (section 2) measured the
+default used here: an inverted file with ``nlist ≈ 2√N`` cells (rounded to a power of two) holding 4-bit
+product-quantisation codes (``PQ{d/8}x4fs``, FAISS' "fast-scan" layout), ``nprobe = 64`` cells visited
+per query, and the best ``k_factor × k`` (16 × k) candidates re-ranked by their exact inner product:
+0.958 recall@10 at 19× the speed of exact search at N = 100K on hard clustered data.
+
+* **Trained on a random sample** (16,384 vectors by default) read from the memory-mapped store, and the
+  collection added in chunks, so building never needs the gallery in memory: only the PQ codes
+  (``d/16`` bytes + an 8-byte id per vector) live in RAM.
+* **Re-rank from the store, not from faiss' ``RFlat``.** ``RFlat`` keeps a second, fp32 copy of every
+  vector inside the faiss index (2 KB per 512-d vector: 205 GB at 100M), in RAM and on disk. The store
+  already has the vectors (fp16 or fp32, memory-mapped), so :class:`AnnSearcher` fetches the shortlist's
+  rows from it and scores them exactly: the same ranking as ``RFlat`` with no copy, at the price of
+  ``k_factor × k`` random row reads per query (160 KB for k = 10, fp16, d = 512), which the page cache
+  serves for hot data. ``rerank="none"`` ranks by the PQ scores alone (no reads, much lower recall:
+  0.2–0.4 recall@10 on the test data, so it is not the default); a factory ending in ``,RFlat`` gives
+  faiss' in-RAM refine instead.
+* **One ANN index per gallery key**: methods such as Fusion-Diff have their own gallery matrix, and each
+  matrix gets its own faiss file.
+
+On disk and staleness
+---------------------
+An ANN index is a file ``ann-<key hash>-<build id>.faiss`` inside the index folder, described in the
+manifest under ``ann`` (``{gallery_key: {"file", "source_file", "count", "factory", "nprobe", ...}}``);
+``ann_config`` records the settings so that ``zscir index`` keeps the ANN index up to date. It is *stale*
+when the gallery matrix it was built from is no longer the index's (every indexer generation writes new
+file names) or the item count differs; a stale or missing ANN index is never used: searches fall back to
+exact search with a warning, and the next ``zscir index`` run (or ``zscir index ann``) rebuilds it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from zscir.index.atomic import atomic_open, atomic_write_json
+from zscir.index.faiss_search import RERANK_MODES, AnnSearcher, FaissSearcher, _import_faiss, _ivf_of
+from zscir.index.search import ArrayLike, _release_pages
+from zscir.index.store import MANIFEST_FILE, StoreError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AnnConfig", "AnnSearcher", "FaissSearcher", "build_ann", "remove_ann", "ann_status",
+           "default_factory", "gallery_files", "open_ann_searcher", "stale_reason"]
+
+#: the one ANN kind `zscir index --ann` offers (the measured default; other factories via AnnConfig.factory)
+ANN_KINDS = ("ivfpq",)
+#: below this many vectors a trained quantiser makes no sense (PQ 4-bit needs 16 training points per code)
+HARD_MIN_ITEMS = 64
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass
+class AnnConfig:
+    """How to build (and by default search) an ANN index; recorded in the manifest as ``ann_config``.
+
+    ``factory`` None means the measured default ``IVF{nlist},PQ{d/8}x4fs`` with ``nlist`` = 2√N rounded
+    to a power of two (at most 1/8 of the training sample). ``train_sample`` 0 means
+    ``max(16384, 40 × nlist)`` vectors (capped at N): 16,384 is what PERFORMANCE.md measured with, and
+    k-means wants ~40 points per cell (faiss warns below 39), which a fixed 16,384 no longer gives from
+    nlist 512 (N ≥ 33K) on: 20,480 at 100K, 82K at 1M (nlist 2048, 0.17 GB fp32 at d = 512), 328K at
+    10M (0.67 GB), 655K at 100M (nlist 16384, 1.3 GB). ``nprobe``, ``k_factor`` and ``rerank`` are
+    search-time defaults (changing them needs no rebuild); ``min_items``: smaller galleries keep exact
+    search, well under a millisecond per query there.
+    """
+
+    factory: str | None = None
+    train_sample: int = 0
+    nprobe: int = 64
+    k_factor: int = 16
+    rerank: str = "store"
+    seed: int = 0
+    min_items: int = 1000
+    add_chunk: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.rerank not in RERANK_MODES:
+            raise ValueError(f"rerank must be one of {RERANK_MODES}, got {self.rerank!r}")
+        for name in ("train_sample", "nprobe", "k_factor", "add_chunk", "min_items"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("train_sample", "min_items") else 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if 0 < self.train_sample < HARD_MIN_ITEMS:
+            raise ValueError(f"train_sample must be 0 (auto) or >= {HARD_MIN_ITEMS}, got {self.train_sample}")
+        if self.factory is not None and not str(self.factory).strip():
+            self.factory = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "AnnConfig | None":
+        if not d:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def merged(cls, recorded: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> "AnnConfig":
+        """Recorded settings (an index's ``ann_config``, or the defaults) with ``overrides`` applied on top.
+
+        Why: ``zscir index ann IDX --nprobe 32`` should change nprobe only, not reset a custom factory
+        chosen earlier.
+        """
+        base = asdict(cls.from_dict(recorded) or cls())
+        return cls(**{**base, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+
+    def build_key(self) -> dict[str, Any]:
+        """The settings that change the built index (the others apply at search time)."""
+        return {"factory": self.factory, "train_sample": self.train_sample, "seed": self.seed}
+
+
+def _pow2(x: float) -> int:
+    return int(2 ** max(0, round(math.log2(max(x, 1)))))
+
+
+def pq_subquantizers(d: int) -> int:
+    """``d/8`` sub-quantizers (8 dimensions each), or the largest divisor of ``d`` below that."""
+    m = max(1, d // 8)
+    while d % m:
+        m -= 1
+    return m
+
+
+def training_plan(cfg: AnnConfig, n: int, d: int) -> tuple[str, int]:
+    """``(factory, number of training vectors)`` for ``n`` vectors of dimension ``d`` under ``cfg``."""
+    if cfg.factory:
+        m = re.search(r"IVF(\d+)", cfg.factory)
+        nlist = int(m.group(1)) if m else 0
+    else:
+        nlist = _pow2(2 * math.sqrt(max(n, 1)))
+    n_train = min(n, cfg.train_sample or max(16_384, 40 * nlist))
+    return cfg.factory or default_factory(n, d, n_train), n_train
+
+
+def default_factory(n: int, d: int, n_train: int | None = None) -> str:
+    """The documented default ``IVF{2√N},PQ{d/8}x4fs`` (nlist a power of two, ≤ n_train / 8)."""
+    nlist = _pow2(2 * math.sqrt(max(n, 1)))
+    cap = 2 ** int(math.floor(math.log2(max(1, (n_train or n) // 8))))
+    return f"IVF{max(1, min(nlist, cap))},PQ{pq_subquantizers(d)}x4fs"
+
+
+# ------------------------------------------------------------------------------------ manifest view
+def gallery_files(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """``{gallery_key: data file}`` of an index (the primary matrix of a plain store has key ``gallery_key``)."""
+    gal = {k: v["file"] for k, v in (manifest.get("galleries") or {}).items()}
+    if not gal and manifest.get("gallery_key"):
+        gal = {manifest["gallery_key"]: manifest.get("embeddings_file", "embeddings.npy")}
+    return gal
+
+
+def stale_reason(folder: str | os.PathLike, manifest: Mapping[str, Any], key: str) -> str | None:
+    """Why the ANN index of ``key`` cannot be used (None: it is up to date)."""
+    entry = (manifest.get("ann") or {}).get(key)
+    if not entry:
+        return "no ANN index was built for this gallery"
+    src = gallery_files(manifest).get(key)
+    if entry.get("source_file") != src:
+        return (f"it was built from {entry.get('source_file')} but the index now uses {src} "
+                f"(the index changed since)")
+    if int(entry.get("count", -1)) != int(manifest.get("count", -2)):
+        return f"it holds {entry.get('count')} vectors but the index has {manifest.get('count')} items"
+    if not (Path(folder) / entry["file"]).is_file():
+        return f"its file {entry['file']} is missing"
+    return None
+
+
+def ann_status(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> dict[str, str]:
+    """``{gallery_key: "up to date" | "stale: ..." | "none"}`` for every gallery of the index."""
+    out = {}
+    for key in gallery_files(manifest):
+        if key not in (manifest.get("ann") or {}):
+            out[key] = "none"
+        else:
+            why = stale_reason(folder, manifest, key)
+            out[key] = "up to date" if why is None else f"stale: {why}"
+    return out
+
+
+# ----------------------------------------------------------------------------------------- building
+def _key_slug(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+
+
+def _train_and_add(emb: np.ndarray, factory: str, n_train: int, cfg: AnnConfig, progress: bool, desc: str) -> Any:
+    """Train ``factory`` on ``n_train`` random rows of ``emb`` and add all rows chunk by chunk."""
+    faiss = _import_faiss()
+    n, d = emb.shape
+    rng = np.random.default_rng(cfg.seed)
+    rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
+    sample = np.ascontiguousarray(emb[rows], dtype=np.float32)  # sorted rows: forward reads of the map
+    try:
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(f"faiss cannot build factory {factory!r} for {d}-d vectors: {str(e).splitlines()[-1]}") \
+            from None
+    logger.info("training %s on %d of %d vectors", factory, n_train, n)
+    if not index.is_trained:
+        index.train(sample)
+    del sample
+    bar = tqdm(total=n, desc=desc, unit="vec", disable=not progress, dynamic_ncols=True)
+    try:
+        for s in range(0, n, cfg.add_chunk):
+            e = min(n, s + cfg.add_chunk)
+            index.add(np.ascontiguousarray(emb[s:e], dtype=np.float32))
+            _release_pages(emb, s, e)  # keep the resident set at one chunk for memory-mapped galleries
+            bar.update(e - s)
+    finally:
+        bar.close()
+    return index
+
+
+def _build_one(folder: Path, manifest: Mapping[str, Any], key: str, cfg: AnnConfig, progress: bool) -> dict:
+    faiss = _import_faiss()
+    src = gallery_files(manifest)[key]
+    emb = np.load(folder / src, mmap_mode="r", allow_pickle=False)
+    n, d = int(emb.shape[0]), int(emb.shape[1])
+    factory, n_train = training_plan(cfg, n, d)
+    t0 = time.perf_counter()
+    index = _train_and_add(emb, factory, n_train, cfg, progress, desc=f"ann {key[:24]}")
+    name = f"ann-{_key_slug(key)}-{uuid.uuid4().hex[:8]}.faiss"
+    with atomic_open(folder / name, "wb") as f:
+        writer = faiss.PyCallbackIOWriter(f.write)  # streams: no second in-memory copy of the codes
+        faiss.write_index(index, writer)
+        del writer
+    ivf = _ivf_of(index)
+    entry = {"file": name, "source_file": src, "count": n, "dim": d, "factory": factory,
+             "nlist": int(ivf.nlist) if ivf is not None else None, "train_sample": n_train,
+             "nprobe": cfg.nprobe, "k_factor": cfg.k_factor, "rerank": cfg.rerank, "build": cfg.build_key(),
+             "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "build_s": round(time.perf_counter() - t0, 3), "bytes": (folder / name).stat().st_size}
+    logger.info("ANN index for %s: %s, %d vectors, %.1f MB, %.1f s", key, factory, n, entry["bytes"] / 2**20,
+                entry["build_s"])
+    return entry
+
+
+def refresh_ann_locked(folder: str | os.PathLike, manifest: dict[str, Any], config: AnnConfig | None = None, *,
+                       progress: bool = True, rebuild: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """Bring every gallery's ANN index up to date; the caller holds the folder's index lock.
+
+    ``config`` None uses the recorded ``ann_config`` (nothing to do if there is none). Up-to-date indexes
+    built with the same build settings are kept (their search-time defaults updated); the others are
+    rebuilt. Returns the committed manifest and ``{gallery_key: what happened}``.
+    """
+    from zscir.index.build import _collect_garbage  # build imports this module: import lazily
+
+    out = Path(folder)
+    cfg = config or AnnConfig.from_dict(manifest.get("ann_config"))
+    if cfg is None:
+        return manifest, {}
+    files = gallery_files(manifest)
+    entries = {k: v for k, v in (manifest.get("ann") or {}).items() if k in files}
+    status: dict[str, str] = {}
+    count = int(manifest.get("count", 0))
+    for key in files:
+        floor = max(cfg.min_items, HARD_MIN_ITEMS)
+        if count < floor:
+            entries.pop(key, None)
+            status[key] = f"skipped: {count} items < {floor} (exact search is used)"
+            continue
+        e = entries.get(key)
+        if e and not rebuild and stale_reason(out, manifest, key) is None and e.get("build") == cfg.build_key():
+            entries[key] = {**e, "nprobe": cfg.nprobe, "k_factor": cfg.k_factor, "rerank": cfg.rerank}
+            status[key] = "up to date"
+            continue
+        entries[key] = _build_one(out, manifest, key, cfg, progress)
+        status[key] = f"built ({entries[key]['factory']}, {entries[key]['build_s']:.1f} s)"
+        # commit each gallery's index as soon as it exists: a long multi-gallery build keeps its progress
+        atomic_write_json(out / MANIFEST_FILE, {**manifest, "ann": entries, "ann_config": asdict(cfg)})
+    new = {**manifest, "ann": entries, "ann_config": asdict(cfg)}
+    if new != manifest:
+        atomic_write_json(out / MANIFEST_FILE, new)
+        _collect_garbage(out, new)  # the replaced ANN files
+    return new, status
+
+
+def _finished_manifest(out: Path) -> dict[str, Any]:
+    from zscir.index.build import read_manifest
+
+    m = read_manifest(out)
+    if m is None:
+        raise StoreError(f"{out}: no manifest.json (not a zscir index folder, or its first run did not finish)")
+    if int(m.get("generation", 1)) < 1:
+        raise StoreError(f"{out}: the first `zscir index` run into this folder did not finish; re-run it first")
+    if not gallery_files(m):
+        raise StoreError(f"{out}: the manifest names no gallery key (not written by `zscir index`); "
+                         f"cannot tell which method's gallery an ANN index would serve")
+    return m
+
+
+def build_ann(index_dir: str | os.PathLike, config: AnnConfig | None = None, *,
+              overrides: Mapping[str, Any] | None = None, progress: bool = True, rebuild: bool = False
+              ) -> dict[str, str]:
+    """Build (or bring up to date) the ANN index of every gallery of a finished index folder.
+
+    ``config`` None: the recorded ``ann_config`` (or the defaults) with ``overrides`` applied. Takes the
+    folder's index lock, so it never interleaves with a running ``zscir index``. Settings are recorded as
+    ``ann_config``, so later ``zscir index`` runs keep the ANN index up to date.
+    """
+    from zscir.index.build import index_lock
+
+    out = Path(index_dir).resolve()
+    with index_lock(out):
+        m = _finished_manifest(out)
+        cfg = config or AnnConfig.merged(m.get("ann_config"), overrides)
+        _, status = refresh_ann_locked(out, m, cfg, progress=progress, rebuild=rebuild)
+    return status
+
+
+def remove_ann(index_dir: str | os.PathLike) -> int:
+    """Drop the ANN indexes and settings of an index folder (searches become exact); returns how many."""
+    from zscir.index.build import _collect_garbage, index_lock
+
+    out = Path(index_dir).resolve()
+    with index_lock(out):
+        m = _finished_manifest(out)
+        n = len(m.get("ann") or {})
+        new = {k: v for k, v in m.items() if k not in ("ann", "ann_config")}
+        if new != m:
+            atomic_write_json(out / MANIFEST_FILE, new)
+            _collect_garbage(out, new)
+    return n
+
+
+# ---------------------------------------------------------------------------------------- searching
+def open_ann_searcher(folder: str | os.PathLike, manifest: Mapping[str, Any], key: str, embeddings: ArrayLike, *,
+                      nprobe: int | None = None, k_factor: int | None = None, rerank: str | None = None,
+                      required: bool = False) -> AnnSearcher | None:
+    """The :class:`AnnSearcher` of gallery ``key`` in ``folder``, or None (exact search should be used).
+
+    A missing ANN index returns None silently; a stale one (or no faiss) logs a warning and returns None,
+    so that a changed index never serves results of the old one. ``required=True`` raises
+    :class:`~zscir.index.store.StoreError` instead (``zscir search --ann``).
+    """
+    where = Path(folder)
+    entry = (manifest.get("ann") or {}).get(key)
+    if entry is None:
+        if required:
+            raise StoreError(f"{where}: no ANN index for gallery {key!r}; build one with `zscir index ann {where}`")
+        return None
+    why = stale_reason(where, manifest, key)
+    if why is None:
+        try:
+            return AnnSearcher(where / entry["file"], embeddings,
+                               nprobe=int(nprobe or entry.get("nprobe", 64)),
+                               k_factor=int(k_factor or entry.get("k_factor", 16)),
+                               rerank=rerank or entry.get("rerank", "store"))
+        except ImportError as e:
+            why = str(e)
+        except (RuntimeError, OSError) as e:  # unreadable faiss file
+            why = f"its file {entry['file']} cannot be read ({str(e).splitlines()[-1] if str(e) else e})"
+    msg = (f"{where}: the ANN index of gallery {key!r} is not used: {why}; searching exactly. "
+           f"Re-run `zscir index` or `zscir index ann {where}` to rebuild it")
+    if required:
+        raise StoreError(msg)
+    logger.warning("%s", msg)
+    return None
