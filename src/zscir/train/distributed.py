@@ -12,6 +12,11 @@ Why these pieces and not just ``DDP(model)``:
 * **Same samples.** Every rank draws the global batch with the same seeded generator and keeps its
   contiguous slice (:func:`local_slice`), so no sampler state has to be communicated or resumed.
 * **One writer.** Only the main rank saves checkpoints and logs (:attr:`DistContext.is_main`).
+* **Trainable parts hooked into a frozen backbone.** TSCIR's VSI modules and composing adapters (incl.
+  peft LoRA tensors injected into the text encoder) run inside the frozen backbone's forward hooks, not
+  behind one ``forward`` that DDP could wrap. For them :func:`broadcast_params` (start from rank 0's
+  weights) plus :func:`average_gradients` after ``backward`` does exactly what DDP's reducer does
+  (average the gradients over ranks), without requiring a module boundary.
 
 Launch: ``torchrun --nproc_per_node=N -m zscir train clip ...`` (see docs/SCALING.md). Without
 ``torchrun`` (``WORLD_SIZE`` unset or 1) every helper is a no-op, so trainers keep one code path.
@@ -21,16 +26,18 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistContext", "init_distributed", "gather_with_grad", "local_slice", "wrap_ddp", "barrier",
-           "broadcast_object", "cleanup"]
+__all__ = ["DistContext", "init_distributed", "gather_with_grad", "local_range", "local_slice", "wrap_ddp",
+           "barrier", "broadcast_object", "all_gather_object", "reduce_sum", "broadcast_params",
+           "average_gradients", "main_first", "sync_torch_rng", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -72,19 +79,34 @@ def init_distributed(backend: str | None = None) -> DistContext:
 
 
 def gather_with_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Concatenate ``x`` from all ranks (rank order) keeping the autograd graph to every slice."""
+    """Concatenate ``x`` from all ranks (rank order) keeping the autograd graph to every slice.
+
+    Slices may differ in length (a global batch not divisible by the world size): all-gather needs equal
+    shapes, so the rows are padded to the longest slice and the padding is cut off again.
+    """
     if not ctx.enabled:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    sizes = torch.zeros(ctx.world_size, dtype=torch.long)
+    sizes[ctx.rank] = x.shape[0]
+    dist.all_reduce(sizes)
+    longest = int(sizes.max())
+    if int(sizes.min()) == longest:
+        return torch.cat(all_gather(x.contiguous()), dim=0)
+    pad = x.new_zeros((longest - x.shape[0], *x.shape[1:]))
+    parts = all_gather(torch.cat([x, pad]).contiguous())
+    return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)], dim=0)
+
+
+def local_range(n: int, ctx: DistContext) -> tuple[int, int]:
+    """``(lo, hi)``: this rank's contiguous rows of a global batch of ``n`` (sizes differ by at most one)."""
+    return ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size
 
 
 def local_slice(global_batch: Sequence | torch.Tensor, ctx: DistContext):
     """This rank's contiguous part of a global batch (sizes differ by at most one across ranks)."""
-    n = len(global_batch)
-    lo = ctx.rank * n // ctx.world_size
-    hi = (ctx.rank + 1) * n // ctx.world_size
+    lo, hi = local_range(len(global_batch), ctx)
     return global_batch[lo:hi]
 
 
@@ -106,6 +128,91 @@ def broadcast_object(obj, ctx: DistContext, src: int = 0):
     box = [obj if ctx.rank == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def sync_torch_rng(ctx: DistContext, src: int = 0) -> None:
+    """Continue rank ``src``'s global torch RNG stream on every rank.
+
+    Trainers whose per-step randomness comes from the global torch RNG (φ's dropout in TSCIR Stage I, the
+    diffusion noise / time steps / condition dropout of Fusion-Diff) draw it for the global batch on every
+    rank; identical seeds give identical streams only if no rank consumed it differently while preparing
+    data (e.g. rank 0 building a cache the others just load), which this makes a guarantee.
+    """
+    if ctx.enabled:
+        torch.set_rng_state(broadcast_object(torch.get_rng_state(), ctx, src))
+
+
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """Every rank's (picklable) ``obj``, in rank order; ``[obj]`` when not distributed.
+
+    For results of uneven size computed without grad, e.g. the hard-negative refresh's query embeddings,
+    where each rank encodes its share of the training set.
+    """
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def reduce_sum(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of ``x`` over ranks (a detached copy; ``x`` itself when not distributed)."""
+    if not ctx.enabled:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y
+
+
+def broadcast_params(params: Iterable[torch.Tensor], ctx: DistContext, src: int = 0) -> None:
+    """Overwrite ``params`` in place with rank ``src``'s values (what DDP does at construction).
+
+    Used with :func:`average_gradients` for trainable parts that live inside a frozen backbone's hooks
+    (see the module docstring); identical seeds already give identical initial weights, this makes it a
+    guarantee (e.g. after a resume that read a checkpoint on one rank only).
+    """
+    if not ctx.enabled:
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=src)
+
+
+def average_gradients(params: Iterable[torch.Tensor], ctx: DistContext) -> None:
+    """Average ``p.grad`` over ranks (one flat all-reduce); call after ``backward``, before clipping.
+
+    The manual equivalent of DDP's gradient averaging for parameters that are not used through one
+    wrappable ``forward`` (TSCIR's VSI modules and composing adapters run inside the frozen text
+    encoder's hooks). A missing gradient counts as zeros so every rank reduces tensors of the same shape.
+    """
+    if not ctx.enabled:
+        return
+    params = list(params)
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+@contextmanager
+def main_first(ctx: DistContext) -> Iterator[None]:
+    """Run the block on the main rank first and on the others after it, e.g. to build an on-disk
+    feature cache once (concurrent writers would race on the same temporary file) and let the other
+    ranks read it."""
+    if ctx.enabled and not ctx.is_main:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if ctx.enabled and ctx.is_main:
+            dist.barrier()
 
 
 def barrier(ctx: DistContext) -> None:

@@ -5,6 +5,9 @@ named in `AdapterConfig.control_parts`), text condition = txt(T_mod), z0 = the *
 target — fused with its retrieved caption in the joint space, img(I_tgt) in the image space — so that what
 the model learns to generate is exactly what retrieval compares against. ``mode="full"`` also unfreezes the
 prior (ablation 5). Validation: R@1 of DDIM samples among the held-out triplets' targets.
+
+Under ``torchrun`` the Control-Adapter (and in ``full`` mode the prior) is DDP-wrapped and every rank takes
+its slice of the global batch drawn identically on all ranks (`trainer.sliced_loss`, see `trainer`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from zscir.methods.fusiondiff.config import AdapterConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter, control_signal
 from zscir.methods.fusiondiff.features import default_cache_dir, triplet_features
 from zscir.methods.fusiondiff.joint import ClipFusionEncoder, fuse
-from zscir.methods.fusiondiff.trainer import LoopConfig, run_loop
+from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, sliced_loss
 from zscir.train.common import seed_everything, set_threads
+from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +82,11 @@ def _val_recall(prior, adapter, ctrl, txt, z0, steps: int = 10) -> dict:
 
 def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                   backbone=None) -> dict:
-    """Train (or resume) the Control-Adapter on top of the stage-1 prior checkpoint ``cfg.prior``."""
+    """Train (or resume) the Control-Adapter on top of the stage-1 prior checkpoint ``cfg.prior``.
+
+    Data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch; only rank 0 writes).
+    """
+    ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
@@ -92,12 +100,14 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
         logger.warning("prior was trained on backbone %s, training the adapter on %s",
                        base_cfg.backbone_fingerprint, backbone.fingerprint())
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache)
     jc = base_cfg.joint
-    joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, jc, cache) if jc.space == "joint" else None)
-    ref, txt, tgt = feats["ref_image"], feats["text"], feats["target_image"]
-    z0_all = joint.from_embeddings(tgt, None)
-    ctrl_all = control_parts(ref, txt, jc.fusion_weight, cfg.adapter.control_parts, joint.from_embeddings(ref, None))
+    with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
+        feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache)
+        joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, jc, cache) if jc.space == "joint" else None)
+        ref, txt, tgt = feats["ref_image"], feats["text"], feats["target_image"]
+        z0_all = joint.from_embeddings(tgt, None)
+        ctrl_all = control_parts(ref, txt, jc.fusion_weight, cfg.adapter.control_parts,
+                                 joint.from_embeddings(ref, None))
     n_val = cfg.n_val
     n_train = min(len(ref) - n_val, cfg.max_triplets or len(ref))
     val = slice(len(ref) - n_val, len(ref))  # validation is the tail; training uses a prefix
@@ -116,10 +126,12 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     logger.info("stage 2 (%s): %d trainable parameters, %d training triplets", cfg.adapter.mode, trainable, n_train)
     fcfg = replace(base_cfg, adapter=cfg.adapter)
     gen = torch.Generator().manual_seed(cfg.seed)
+    net = wrap_ddp(Denoise(prior, adapter), ctx)  # DDP syncs what trains: the adapter (+ prior in full mode)
+    sync_torch_rng(ctx)  # the noise / time steps / CFG dropout come from it: one stream on all ranks
 
-    def batch_loss(step: int) -> torch.Tensor:
-        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)
-        return prior.loss(z0_all[i], txt[i], adapter=adapter, control=ctrl_all[i])
+    def batch_loss(step: int):
+        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)  # the global batch, on every rank
+        return sliced_loss(prior, net, z0_all[i], txt[i], ctx, control=ctrl_all[i])
 
     def save(path: Path, info: dict) -> None:
         info = {"stage": "adapter", "train_config": asdict(cfg), "trainable_params": trainable,
@@ -130,5 +142,5 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     r = run_loop(f"fusiondiff-adapter[{cfg.adapter.mode}]", params, batch_loss,
                  LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every), out, save,
                  evaluate=lambda: _val_recall(prior, adapter, ctrl_all[val], txt[val], z0_all[val]),
-                 resume=resume, progress=progress, log_config=asdict(cfg))
+                 resume=resume, progress=progress, log_config=asdict(cfg), ctx=ctx)
     return {**r, "trainable_params": trainable, "n_train_triplets": n_train}

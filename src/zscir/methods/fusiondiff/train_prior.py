@@ -4,6 +4,9 @@ z0 = fused(I, T) for a pair (image I, one of its caption variants T, drawn anew 
 on txt(T) and the time step, with 10% condition dropout for classifier-free guidance; in the image-space
 ablation z0 = img(I) instead (a DALL-E-2-style text→image prior). Works on cached frozen-backbone
 embeddings only, so it runs in minutes on CPU.
+
+Under ``torchrun`` the prior's denoiser is DDP-wrapped and every rank takes its slice of the global batch
+drawn identically on all ranks (`trainer.sliced_loss`); see `trainer` for why that equals one process.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from zscir.methods.fusiondiff.config import FusionDiffConfig, JointConfig, Prior
 from zscir.methods.fusiondiff.features import caption_bank, default_cache_dir, pair_features
 from zscir.methods.fusiondiff.joint import fuse
 from zscir.methods.fusiondiff.prior import DiffusionPrior
-from zscir.methods.fusiondiff.trainer import LoopConfig, run_loop
+from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, sliced_loss
 from zscir.train.common import seed_everything, set_threads
+from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,11 @@ def _val_loss(prior: DiffusionPrior, z0: torch.Tensor, cond: torch.Tensor, seed:
 
 def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                 backbone=None) -> dict:
-    """Train (or resume) the stage-1 prior; writes a Fusion-Diff checkpoint (prior only) to ``out``."""
+    """Train (or resume) the stage-1 prior; writes a Fusion-Diff checkpoint (prior only) to ``out``.
+
+    Data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch; only rank 0 writes).
+    """
+    ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
@@ -70,8 +78,9 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     backbone.freeze()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     n = cfg.joint.bank_pairs
-    feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache)
-    bank = RetrievalCaptioner(backbone, caption_bank(n, cfg.joint.bank_world_seed), cache_dir=cache).bank_embeds
+    with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
+        feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache)
+        bank = RetrievalCaptioner(backbone, caption_bank(n, cfg.joint.bank_world_seed), cache_dir=cache).bank_embeds
     img, cap_idx = feats["image"], feats["caption_idx"]
     n_train = len(img) - cfg.n_val
     dim = img.shape[1]
@@ -95,12 +104,14 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     vi = torch.arange(n_train, len(img))
     v_txt = bank[cap_idx[vi, 0]]
     v_z0 = target(vi, v_txt)
+    net = wrap_ddp(Denoise(prior), ctx)
+    sync_torch_rng(ctx)  # the noise / time steps / CFG dropout come from it: one stream on all ranks
 
-    def batch_loss(step: int) -> torch.Tensor:
-        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)
+    def batch_loss(step: int):
+        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)  # the global batch, on every rank
         v = torch.randint(0, cap_idx.shape[1], (cfg.batch_size,), generator=gen)
         txt = bank[cap_idx[i, v]]
-        return prior.loss(target(i, txt), txt)
+        return sliced_loss(prior, net, target(i, txt), txt, ctx)
 
     def save(path: Path, info: dict) -> None:
         save_checkpoint(path, replace(fcfg, train_info={"stage": "prior", "train_config": asdict(cfg), **info}), prior)
@@ -110,5 +121,5 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     r = run_loop("fusiondiff-prior", prior.parameters(), batch_loss,
                  LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every), out, save,
                  evaluate=lambda: {"val_loss": _val_loss(prior, v_z0, v_txt)}, resume=resume,
-                 progress=progress, log_config=asdict(cfg))
+                 progress=progress, log_config=asdict(cfg), ctx=ctx)
     return {**r, "trainable_params": n_params}

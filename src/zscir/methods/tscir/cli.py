@@ -1,4 +1,8 @@
-"""`zscir train tscir-stage1` and `zscir train tscir-stage2` (registered by `zscir.cli.train`)."""
+"""`zscir train tscir-stage1` and `zscir train tscir-stage2` (registered by `zscir.cli.train`).
+
+Both run data-parallel under ``torchrun --nproc-per-node=N -m zscir train tscir-stage1 ...`` (progress bars
+and output on rank 0 only; ``--batch-size`` is the global batch), see docs/SCALING.md.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,16 @@ def _layers(text: str | None) -> list[int] | None:
     if text is None:
         return None
     return [int(x) for x in text.replace(" ", "").split(",") if x]
+
+
+def _report(line: str) -> None:
+    """Print the result once (rank 0 under ``torchrun``) and leave the process group, if any."""
+    from zscir.train.distributed import cleanup, init_distributed
+
+    ctx = init_distributed()  # the trainer's context (a no-op without torchrun)
+    if ctx.is_main:
+        typer.echo(line)
+    cleanup(ctx)
 
 
 def register_train(train_app: typer.Typer) -> None:
@@ -51,7 +65,7 @@ def register_train(train_app: typer.Typer) -> None:
             if v is not None:
                 setattr(cfg, k, v)
         r = train_stage1(cfg, out, resume=resume, progress=progress)
-        typer.echo(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
+        _report(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
 
     @train_app.command("tscir-stage2")
     def stage2_cmd(
@@ -90,4 +104,4 @@ def register_train(train_app: typer.Typer) -> None:
             if v is not None:
                 setattr(cfg, k, v)
         r = train_stage2(cfg, out, resume=resume, progress=progress)
-        typer.echo(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")
+        _report(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")

@@ -62,6 +62,22 @@ class HardNegativeMiner:
         return self.current[torch.as_tensor(np.asarray(batch_idx))]
 
 
+def encode_sharded(encode: Callable[[int, int], torch.Tensor], n: int, ctx, chunk: int = 256) -> torch.Tensor:
+    """Rows ``[0, n)`` as ``encode(lo, hi)`` over fixed chunks of ``chunk`` rows, the chunks split over the
+    ranks of ``ctx`` (a `DistContext`) and all-gathered in order.
+
+    The refresh re-encodes the whole training set; under ``torchrun`` each rank encodes its share. The chunk
+    boundaries do not depend on the world size, so every rank gets exactly the table that one process
+    computes (batch composition can change bf16 results in the last bits, and a top-k can flip on them).
+    """
+    from zscir.train.distributed import all_gather_object, local_slice
+
+    starts = list(range(0, n, chunk))
+    mine = [encode(s, min(s + chunk, n)) for s in local_slice(starts, ctx)]
+    parts = [q for rank_parts in all_gather_object(mine, ctx) for q in rank_parts]
+    return torch.cat(parts)
+
+
 def _key_ids(keys: list[str]) -> torch.Tensor:
     """Scene keys → integer ids (equal id = identical image)."""
     ids: dict[str, int] = {}

@@ -10,6 +10,13 @@ Loss = image alignment + ``soft_weight`` × soft text alignment:
 ``Stage1Config(method="pic2word", mapping=MappingConfig(vsi_layers=[]), soft_weight=0)`` is Pic2Word.
 Validation (every ``eval_every`` steps, on held-out world pairs): R@K of retrieving the image and the
 caption from the pseudo-prompt.
+
+Under ``torchrun`` (see `zscir.train.distributed`) every rank draws the same global batch, runs φ on the
+*whole* global batch (a small MLP: this keeps φ's dropout masks, drawn from the identically seeded torch
+RNG, equal to a 1-process run's) and the text encoder on its own slice; the queries are all-gathered
+with grad so both losses are computed over the global batch on every rank. The trainable parts sit in
+the frozen text encoder's hooks (VSI), so instead of DDP the gradients are averaged explicitly
+(`average_gradients`): the update equals the 1-process update with the same global batch.
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ from zscir.methods.tscir.config import Stage1Config
 from zscir.methods.tscir.mapping import Mapping
 from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
                                           info_nce, prepare_backbone, recall_at, soft_alignment_loss)
+from zscir.methods.tscir.vsi import PATCH_KEY
 from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
                                 set_threads, write_json)
+from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
+                                     init_distributed, local_range, sync_torch_rng)
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +64,24 @@ def validate_stage1(backbone, mapping: Mapping, bank: FeatureBank, caps: torch.T
     return out
 
 
+def _encode_with_pseudo(backbone, mapping: Mapping, prompt_tok, pseudo: torch.Tensor,
+                        patches: torch.Tensor | None) -> torch.Tensor:
+    """`Mapping.encode` with φ's output given (φ ran on the global batch, the text encoder on a slice)."""
+    mapping.attach(backbone)
+    extras = {PATCH_KEY: patches} if patches is not None else None
+    return backbone.encode_text(prompt_tok, pseudo_tokens=pseudo, extras=extras)
+
+
 def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) Stage I and save it as a checkpoint folder in ``out_dir``."""
+    """Train (or resume) Stage I and save it as a checkpoint folder in ``out_dir``.
+
+    Runs data-parallel under ``torchrun`` (one code path; ``cfg.batch_size`` is the global batch); only
+    rank 0 validates and writes. The result's ``losses`` are the per-step global-batch losses.
+    """
     from zscir.data import world
 
+    ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+    progress = progress and ctx.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
@@ -90,7 +114,9 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     mapping.attach(backbone)
     if resume and (out / "model.safetensors").exists():
         mapping.load_state_dict(load_file(str(out / "model.safetensors")))
-    opt = torch.optim.AdamW(mapping.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(mapping.parameters())
+    broadcast_params(params, ctx)  # rank 0's start, whatever each rank loaded or initialised
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     history: list[dict] = []
     if resume:
@@ -99,8 +125,10 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
         if start and (out / "train_log.json").exists():
             history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
 
-    rng = np.random.default_rng(cfg.seed + start)
-    prompt_tok = backbone.tokenize([cfg.mapping.prompt] * cfg.batch_size)
+    rng = np.random.default_rng(cfg.seed + start)  # same stream on every rank: same global batches
+    sync_torch_rng(ctx)  # φ's dropout masks come from it: one stream on all ranks
+    prompt_toks: dict[int, dict] = {}  # local batch size -> the tokenised prompt
+    losses: list[float] = []
     metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), desc=f"{cfg.method} stage I", disable=not progress, initial=start,
                total=cfg.steps)
@@ -110,10 +138,15 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         idx = rng.choice(len(pairs), size=cfg.batch_size, replace=False)
-        glob, patches = bank.get(idx, backbone.device)
+        lo, hi = local_range(len(idx), ctx)
+        glob = bank.glob[torch.as_tensor(idx)].to(backbone.device)  # φ's input and the image targets
+        _, patches = bank.get(idx[lo:hi], backbone.device) if vsi else (None, None)
+        if hi - lo not in prompt_toks:
+            prompt_toks[hi - lo] = backbone.tokenize([cfg.mapping.prompt] * (hi - lo))
         with autocast(backbone, cfg.bf16):
-            q = mapping.encode(backbone, prompt_tok, glob, patches)
-        q = torch.nn.functional.normalize(q.float(), dim=-1)
+            pseudo = mapping.phi(glob)  # global batch on every rank: the 1-process run's dropout masks
+            q = _encode_with_pseudo(backbone, mapping, prompt_toks[hi - lo], pseudo[lo:hi], patches)
+        q = gather_with_grad(torch.nn.functional.normalize(q.float(), dim=-1), ctx)  # global-batch queries
         loss_img = info_nce(q @ glob.T / cfg.temperature)
         loss = loss_img
         logs = {"img": f"{loss_img.item():.3f}"}
@@ -125,17 +158,22 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
             logs["soft"] = f"{loss_soft.item():.3f}"
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(mapping.parameters(), 1.0)
+        average_gradients(params, ctx)  # = DDP's average; the W loss copies make it the global gradient
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        losses.append(float(loss.detach()))
         bar.set_postfix(**logs)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps) and ctx.is_main:  # one writer
             metrics = validate_stage1(backbone, mapping, val_bank, val_caps, cfg.mapping.prompt, bf16=cfg.bf16)
             history.append({"step": step + 1, "loss": loss.item(), **metrics, "elapsed_s": time.time() - t_train})
             logger.info("stage I step %d loss %.3f %s", step + 1, loss.item(), metrics)
             save_stage1(out, mapping, backbone, cfg.method, cfg.to_dict(), metrics)
             save_training_state(out, step + 1, opt)
-            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history})
-    if start >= cfg.steps and not (out / "config.json").exists():
+            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history,
+                                                "world_size": ctx.world_size})
+    if start >= cfg.steps and not (out / "config.json").exists() and ctx.is_main:
         save_stage1(out, mapping, backbone, cfg.method, cfg.to_dict(), metrics)
+    barrier(ctx)
     mapping.eval()
-    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train}
+    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train,
+            "losses": losses, "world_size": ctx.world_size}

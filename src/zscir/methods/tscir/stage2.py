@@ -7,6 +7,13 @@ negatives (the world draws many edits that produce the same scene only rarely, b
 
 Validation: R@K of the next ``n_val`` triplets (after the training ones) against their targets plus the
 whole training gallery.
+
+Under ``torchrun`` every rank draws the same global batch (and its hard negatives, from the same mined
+table), encodes the queries of its slice and all-gathers them with grad, so the InfoNCE over the global
+batch's targets (+ negatives) is computed on every rank; the adapters live in the frozen text encoder's
+hooks (LoRA inside its layers), so their gradients are averaged explicitly (`average_gradients`) instead
+of through DDP. The hard-negative refresh encodes the training queries in fixed chunks split over the
+ranks (`encode_sharded`), giving every rank the table a 1-process run would compute.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.checkpoint import load_mapping, save_stage2
 from zscir.methods.tscir.composer import fill_template
 from zscir.methods.tscir.config import Stage2Config
-from zscir.methods.tscir.hard_negatives import HardNegativeMiner
+from zscir.methods.tscir.hard_negatives import HardNegativeMiner, encode_sharded
 from zscir.methods.tscir.training import FeatureBank, ImageTable, autocast, image_size, prepare_backbone, recall_at
 from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
                                 set_threads, write_json)
+from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
+                                     init_distributed, local_slice)
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +96,13 @@ def validate_stage2(backbone, mapping, adapters, data: TripletData, bf16: bool) 
 
 
 def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) Stage II on top of the Stage I folder ``cfg.stage1``; saves a self-contained folder."""
+    """Train (or resume) Stage II on top of the Stage I folder ``cfg.stage1``; saves a self-contained folder.
+
+    Runs data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch); only rank 0 validates
+    and writes. The result's ``losses`` are the per-step global-batch losses.
+    """
+    ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+    progress = progress and ctx.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
@@ -108,6 +123,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     params = adapters.trainable_parameters()
     for p in params:
         p.requires_grad_(True)
+    broadcast_params(params, ctx)  # rank 0's start, whatever each rank loaded or initialised
 
     data = TripletData(cfg, backbone, mapping.uses_vsi, progress)
     miner = HardNegativeMiner(data, cfg) if cfg.hard_negatives > 0 else None
@@ -127,22 +143,26 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     bs = min(cfg.batch_size, len(data.train))
     bar = tqdm(range(start, cfg.steps), desc="tscir stage II", disable=not progress, initial=start, total=cfg.steps)
     t_train = time.time()
-    if start == 0:  # the Stage I model alone (adapters start as the identity)
+    losses: list[float] = []
+    if start == 0 and ctx.is_main:  # the Stage I model alone (adapters start as the identity)
         history.append({"step": 0, **validate_stage2(backbone, mapping, adapters, data, cfg.bf16)})
         logger.info("stage II before training: val %s", history[-1])
     for step in bar:
         if miner is not None and (step == start or (step - start) % cfg.hn_refresh == 0):
             adapters.eval()
-            miner.refresh(lambda _: encode_queries(backbone, mapping, data, data.train, cfg.bf16))
+            miner.refresh(lambda _: encode_sharded(
+                lambda lo, hi: encode_queries(backbone, mapping, data, data.train[lo:hi], cfg.bf16),
+                len(data.train), ctx))
         adapters.train()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         bidx = rng.choice(len(data.train), size=bs, replace=False)
         trips = [data.train[i] for i in bidx]
-        texts, glob, patches, tgt = data.batch(trips, backbone.device)
+        tgt = torch.as_tensor([data.tgt_idx[t.id] for t in trips])  # the global batch's targets
+        texts, glob, patches, _ = data.batch(local_slice(trips, ctx), backbone.device)  # this rank's queries
         with autocast(backbone, cfg.bf16):
             q = mapping.encode(backbone, texts, glob, patches)
-        q = F.normalize(q.float(), dim=-1)
+        q = gather_with_grad(F.normalize(q.float(), dim=-1), ctx)  # the global batch's queries
         t_emb = data.gallery_bank.glob[tgt].to(q.device)
         logits = q @ t_emb.T / cfg.temperature
         tk = key_ids[tgt]
@@ -155,18 +175,23 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
         loss = F.cross_entropy(logits, torch.arange(len(tgt), device=q.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(params, ctx)  # = DDP's average; the W loss copies make it the global gradient
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps) and ctx.is_main:  # one writer
             metrics = validate_stage2(backbone, mapping, adapters, data, cfg.bf16)
             history.append({"step": step + 1, "loss": loss.item(), **metrics, "elapsed_s": time.time() - t_train})
             logger.info("stage II step %d loss %.3f val %s", step + 1, loss.item(), metrics)
             save_stage2(out, adapters, stage1_dir, backbone, cfg.template, cfg.to_dict(), metrics)
             save_training_state(out, step + 1, opt)
-            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history})
+            write_json(out / "train_log.json", {"config": cfg.to_dict(), "history": history,
+                                                "world_size": ctx.world_size})
+    barrier(ctx)
     adapters.eval()
-    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train}
+    return {"out": str(out), "metrics": metrics, "history": history, "train_s": time.time() - t_train,
+            "losses": losses, "world_size": ctx.world_size}
 
 
 def _stage1_model(stage1_dir: Path) -> str:
