@@ -424,10 +424,18 @@ def _encode_todo(todo, galleries, cfg, dtype, out: Path, manifest, src: _Sources
         except ImageRejected as err:
             return e, sig, err
 
+    def submit(start: int) -> list | None:
+        # the next batch decodes in the pool while this one is encoded (PIL and torch release the GIL)
+        if pool is None or start >= len(todo):
+            return None
+        return [pool.submit(load, j) for j in todo[start:start + cfg.batch_size]]
+
     try:
+        pending = submit(0)
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
-            loaded = list(pool.map(load, chunk)) if pool else [load(j) for j in chunk]
+            loaded = [f.result() for f in pending] if pending is not None else [load(j) for j in chunk]
+            pending = submit(start + cfg.batch_size)
             images, recs, bad = [], [], []
             for e, sig, res in loaded:
                 if isinstance(res, ImageRejected):
