@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory")
+ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem")
 
 
 def _import_suite():

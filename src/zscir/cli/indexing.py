@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         factory: str = typer.Option(None, help="ANN: faiss index factory [default: IVF{2√N},PQ{d/8}x4fs]."),
         train_sample: int = typer.Option(None, min=64, help="ANN: vectors sampled to train it [default: "
                                          "max(16384, 40 x nlist), at most all]."),
-        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched per query [default: 64]."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched per query [default: max(64, nlist/16)]."),
         k_factor: int = typer.Option(None, min=1, help="ANN: candidates re-ranked = k_factor x k [default: 16]."),
         rerank: str = typer.Option(None, help="ANN: `store` (exact re-rank from the memory-mapped embeddings, "
                                    "default) or `none` (PQ scores only)."),
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
         use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
                                      "exact search. Default: ANN when the index has an up-to-date one."),
-        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, 64)."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, max(64, nlist/16))."),
         k_factor: int = typer.Option(None, min=1, help="ANN: candidates re-ranked = k_factor x k (default 16)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),

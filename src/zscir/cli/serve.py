@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
         use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
                                      "exact search. Default: ANN when the index has an up-to-date one."),
-        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, 64)."),
+        nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, max(64, nlist/16))."),
         max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload."),
         max_pixels: int = typer.Option(40_000_000, help="Largest accepted decoded upload (pixels)."),
         max_text: int = typer.Option(500, help="Longest accepted modification text (characters)."),

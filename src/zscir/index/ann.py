@@ -5,9 +5,10 @@ Why this shape
 Exact search (:func:`zscir.index.search.exact_topk`) reads the whole gallery for every query batch, which
 is fine up to a few million items and too slow beyond. docs/PERFORMANCE.md (section 2) measured the
 default used here: an inverted file with ``nlist ≈ 2√N`` cells (rounded to a power of two) holding 4-bit
-product-quantisation codes (``PQ{d/8}x4fs``, FAISS' "fast-scan" layout), ``nprobe = 64`` cells visited
-per query, and the best ``k_factor × k`` (16 × k) candidates re-ranked by their exact inner product:
-0.958 recall@10 at 19× the speed of exact search at N = 100K on hard clustered data.
+product-quantisation codes (``PQ{d/8}x4fs``, FAISS' "fast-scan" layout), ``max(64, nlist/16)`` cells
+visited per query, and the best ``k_factor × k`` (16 × k) candidates re-ranked by their exact inner product:
+0.958 recall@10 at 19× the speed of exact search at N = 100K on hard clustered data (nprobe 64 of 512
+cells), 0.961 at 82× at N = 1M (nprobe 128 of 2048).
 
 * **Trained on a random sample** (16,384 vectors by default) read from the memory-mapped store, and the
   collection added in chunks, so building never needs the gallery in memory: only the PQ codes
@@ -57,7 +58,7 @@ from zscir.index.store import MANIFEST_FILE, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnnConfig", "AnnSearcher", "FaissSearcher", "build_ann", "remove_ann", "ann_status",
+__all__ = ["AnnConfig", "AnnSearcher", "auto_nprobe", "FaissSearcher", "build_ann", "remove_ann", "ann_status",
            "default_factory", "gallery_files", "open_ann_searcher", "stale_reason"]
 
 #: the one ANN kind `zscir index --ann` offers (the measured default; other factories via AnnConfig.factory)
@@ -77,13 +78,14 @@ class AnnConfig:
     k-means wants ~40 points per cell (faiss warns below 39), which a fixed 16,384 no longer gives from
     nlist 512 (N ≥ 33K) on: 20,480 at 100K, 82K at 1M (nlist 2048, 0.17 GB fp32 at d = 512), 328K at
     10M (0.67 GB), 655K at 100M (nlist 16384, 1.3 GB). ``nprobe``, ``k_factor`` and ``rerank`` are
-    search-time defaults (changing them needs no rebuild); ``min_items``: smaller galleries keep exact
-    search, well under a millisecond per query there.
+    search-time defaults (changing them needs no rebuild); ``nprobe`` 0 means :func:`auto_nprobe`
+    (64 up to nlist 1024, nlist/16 beyond); ``min_items``: smaller galleries keep exact search, well
+    under a millisecond per query there.
     """
 
     factory: str | None = None
     train_sample: int = 0
-    nprobe: int = 64
+    nprobe: int = 0
     k_factor: int = 16
     rerank: str = "store"
     seed: int = 0
@@ -95,7 +97,8 @@ class AnnConfig:
             raise ValueError(f"rerank must be one of {RERANK_MODES}, got {self.rerank!r}")
         for name in ("train_sample", "nprobe", "k_factor", "add_chunk", "min_items"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("train_sample", "min_items") else 1):
+            lowest = 0 if name in ("train_sample", "min_items", "nprobe") else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if 0 < self.train_sample < HARD_MIN_ITEMS:
             raise ValueError(f"train_sample must be 0 (auto) or >= {HARD_MIN_ITEMS}, got {self.train_sample}")
@@ -122,6 +125,19 @@ class AnnConfig:
     def build_key(self) -> dict[str, Any]:
         """The settings that change the built index (the others apply at search time)."""
         return {"factory": self.factory, "train_sample": self.train_sample, "seed": self.seed}
+
+
+def auto_nprobe(nlist: int | None) -> int:
+    """The default cells per query: ``max(64, nlist // 16)``, at most ``nlist``.
+
+    Why it grows with nlist: the benchmark (docs/PERFORMANCE.md, section 2) reached 0.958 recall@10 with
+    nprobe 64 of 512 cells at N = 100K, but only 0.941 with 64 of 2048 cells at N = 1M, where 128 (1/16
+    of the cells) gave 0.961 at 82x the exact speed. A fixed fraction of the cells keeps recall roughly
+    constant as the gallery grows (the work per query then grows like √N, still far below exact's N).
+    """
+    if not nlist:
+        return 64
+    return int(min(nlist, max(64, nlist // 16)))
 
 
 def _pow2(x: float) -> int:
@@ -240,7 +256,8 @@ def _build_one(folder: Path, manifest: Mapping[str, Any], key: str, cfg: AnnConf
     ivf = _ivf_of(index)
     entry = {"file": name, "source_file": src, "count": n, "dim": d, "factory": factory,
              "nlist": int(ivf.nlist) if ivf is not None else None, "train_sample": n_train,
-             "nprobe": cfg.nprobe, "k_factor": cfg.k_factor, "rerank": cfg.rerank, "build": cfg.build_key(),
+             "nprobe": cfg.nprobe or auto_nprobe(int(ivf.nlist) if ivf is not None else None),
+             "k_factor": cfg.k_factor, "rerank": cfg.rerank, "build": cfg.build_key(),
              "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
              "build_s": round(time.perf_counter() - t0, 3), "bytes": (folder / name).stat().st_size}
     logger.info("ANN index for %s: %s, %d vectors, %.1f MB, %.1f s", key, factory, n, entry["bytes"] / 2**20,
@@ -274,7 +291,8 @@ def refresh_ann_locked(folder: str | os.PathLike, manifest: dict[str, Any], conf
             continue
         e = entries.get(key)
         if e and not rebuild and stale_reason(out, manifest, key) is None and e.get("build") == cfg.build_key():
-            entries[key] = {**e, "nprobe": cfg.nprobe, "k_factor": cfg.k_factor, "rerank": cfg.rerank}
+            entries[key] = {**e, "nprobe": cfg.nprobe or auto_nprobe(e.get("nlist")), "k_factor": cfg.k_factor,
+                            "rerank": cfg.rerank}
             status[key] = "up to date"
             continue
         entries[key] = _build_one(out, manifest, key, cfg, progress)
@@ -356,7 +374,7 @@ def open_ann_searcher(folder: str | os.PathLike, manifest: Mapping[str, Any], ke
     if why is None:
         try:
             return AnnSearcher(where / entry["file"], embeddings,
-                               nprobe=int(nprobe or entry.get("nprobe", 64)),
+                               nprobe=int(nprobe or entry.get("nprobe") or auto_nprobe(entry.get("nlist"))),
                                k_factor=int(k_factor or entry.get("k_factor", 16)),
                                rerank=rerank or entry.get("rerank", "store"))
         except ImportError as e:
