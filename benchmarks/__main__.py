@@ -20,11 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch / faiss threads (default 1: shared machines)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--ann-noise", type=float, default=1.0, help="cluster noise of the FAISS data (higher = harder)")
+    p.add_argument("--ann-indexes", nargs="+", default=None, choices=["ivf-flat", "ivf-pq", "hnsw"],
+                   help="FAISS index types to measure (default: all three)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cmd = "python -m benchmarks " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     cfg = SuiteConfig(items=a.items, out_dir=a.out, large=a.large, tiny=a.tiny, threads=a.threads,
-                      repeats=a.repeats, command=cmd.strip(), ann_noise=a.ann_noise)
+                      repeats=a.repeats, command=cmd.strip(), ann_noise=a.ann_noise,
+                      ann_indexes=a.ann_indexes)
     run_suite(cfg)
     print((a.out / "report.md").read_text(encoding="utf-8"))
     return 0

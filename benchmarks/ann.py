@@ -40,7 +40,7 @@ class AnnBenchConfig:
     pq_nbits: int = 4  # 4-bit "fast-scan" codes: 30x faster to train/encode than 8-bit with faiss' generic build
     hnsw_m: int = 32
     hnsw_ef_construction: int = 40
-    train_sample: int = 16_384  # ~32 x nlist at N=100K; faiss warns below 30 x nlist
+    train_sample: int = 0  # 0: max(16,384, 40 x nlist), capped at N (faiss warns below 39 x nlist)
     nprobes: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 32, 64])
     ef_searches: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     refine_k_factor: int = 16  # PQ shortlist of 16k re-ranked exactly (k_factor 4 capped recall at 0.84)
@@ -91,7 +91,8 @@ def run_ann_bench(cfg: AnnBenchConfig) -> dict[str, Any]:
     exact_qps = cfg.n_queries / t_exact.median
     nlist = cfg.nlist or _pow2(2 * np.sqrt(cfg.n))
     rng = np.random.default_rng(cfg.seed + 2)
-    sample = gallery[rng.choice(cfg.n, min(cfg.train_sample, cfg.n), replace=False)]
+    n_train = cfg.train_sample or max(16_384, 40 * nlist)
+    sample = gallery[rng.choice(cfg.n, min(n_train, cfg.n), replace=False)]
     specs = {
         "ivf-flat": f"IVF{nlist},Flat",
         "ivf-pq": f"IVF{nlist},PQ{cfg.pq_m}x{cfg.pq_nbits}{'fs' if cfg.pq_nbits == 4 else ''},RFlat",

@@ -18,7 +18,7 @@ from benchmarks.common import machine_info, markdown_table, write_results
 
 logger = logging.getLogger(__name__)
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory")
+ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem")
 
 
 @dataclass
@@ -33,17 +33,20 @@ class SuiteConfig:
     repeats: int = 3
     command: str = ""
     ann_noise: float = 1.0
+    ann_indexes: list[str] | None = None  # None: ivf-flat, ivf-pq, hnsw (HNSW at 1M builds for ~10 min)
 
 
-def _header(title: str, info: dict[str, Any], cfg: SuiteConfig) -> str:
+def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool = True) -> str:
+    how = (f"Medians of {cfg.repeats} repeats (after one warm-up run)." if repeated
+           else "One fresh process per row (peak memory is not averaged).")
     return (f"## {title}\n\nCommand: `{cfg.command}`  \nMachine: {info['cpu_model']}, nproc={info['nproc']}, "
             f"torch threads={info['torch_threads']}, load average at start {info['loadavg_1_5_15']}  \n"
-            f"Medians of {cfg.repeats} repeats (after one warm-up run).\n\n")
+            f"{how}\n\n")
 
 
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Run ``cfg.items`` in order and return ``{item: payload}``; each item is also written to disk."""
-    from benchmarks import ann, latency, memory, pipeline, roofline, search
+    from benchmarks import ann, eval_memory, latency, memory, pipeline, roofline, search
 
     torch.set_num_threads(cfg.threads)
     info = machine_info()
@@ -76,11 +79,14 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             md += markdown_table(rows, search.SEARCH_COLUMNS)
         elif item == "faiss":
             acfg = ann.AnnBenchConfig(repeats=r, threads=cfg.threads, noise=cfg.ann_noise)
+            if cfg.ann_indexes:
+                acfg.indexes = list(cfg.ann_indexes)
             if cfg.tiny:
                 acfg.n, acfg.d, acfg.n_queries, acfg.pq_m, acfg.train_sample = 4000, 32, 50, 8, 4000
                 acfg.nprobes, acfg.ef_searches = [1, 8], [16, 64]
             elif cfg.large:
-                acfg.n = 1_000_000
+                # nlist = 2048 at 1M: probing 64 lists (3 %) is not enough there, so the grid goes further
+                acfg.n, acfg.nprobes = 1_000_000, [8, 32, 64, 128, 256, 512]
             payload = ann.run_ann_bench(acfg)
             md = _header(f"FAISS vs exact at N={acfg.n:,}, d={acfg.d}, cluster noise {acfg.noise}", info, cfg)
             md += (f"Exact (zscir `exact_topk`): {payload['exact_qps']:.1f} queries/s; nlist={payload['nlist']}; "
@@ -106,12 +112,25 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             payload = {"config": pcfg.__dict__, "rows": rows}
             md = _header(f"Image-embedding pipeline vs raw forward ({pcfg.n_images} {pcfg.fmt} files)", info, cfg)
             md += markdown_table(rows, pipeline.PIPELINE_COLUMNS)
+        elif item == "evalmem":
+            ecfg = eval_memory.EvalMemoryConfig(threads=cfg.threads)
+            if cfg.tiny:
+                ecfg.model, ecfg.methods, ecfg.limit = "tiny-clip-test", ["image", "sum"], 10
+                ecfg.rank_n, ecfg.rank_d, ecfg.rank_queries = 20_000, 64, 40
+            payload = eval_memory.run_eval_memory_bench(ecfg)
+            md = _header("Peak RSS of evaluation", info, cfg, repeated=False)
+            md += "End to end: `zscir eval -m METHOD` on the world benchmark.\n\n"
+            md += markdown_table(payload["eval_rows"], eval_memory.EVAL_COLUMNS)
+            md += (f"\nRanking step alone at real-benchmark scale (gallery {ecfg.rank_n:,} x {ecfg.rank_d} fp32, "
+                   f"{ecfg.rank_queries} queries, k={ecfg.rank_k}); `ranking_extra_bytes` = peak above the RSS "
+                   f"with the gallery loaded.\n\n")
+            md += markdown_table(payload["rank_rows"], eval_memory.RANK_COLUMNS)
         else:
             mcfg = memory.MemoryBenchConfig(threads=cfg.threads)
             if cfg.tiny:
                 mcfg.n, mcfg.d, mcfg.n_queries = 20_000, 64, 4
             payload = memory.run_memory_bench(mcfg)
-            md = _header(f"Peak RSS: {mcfg.n:,} x {mcfg.d} fp16 index, exact search", info, cfg)
+            md = _header(f"Peak RSS: {mcfg.n:,} x {mcfg.d} fp16 index, exact search", info, cfg, repeated=False)
             cols = ["n", "d", "data_bytes", "search_peak_rss_bytes", "startup_peak_rss_bytes", "RssAnon", "RssFile",
                     "target_bytes", "target_met", "search_s"]
             md += markdown_table([payload], cols)

@@ -38,6 +38,8 @@ def test_image_and_text_embeddings_are_normalised(tiny_backbone):
 
 def test_fast_preprocess_equals_hf_processor(tiny_backbone):
     bb = tiny_backbone
+    # the fast path must be taken (transformers 5 keeps sizes in SizeDict objects, not dicts: once missed)
+    assert bb._identity_geometry_side() == bb.image_size
     ims = _images(3, size=bb.image_size)
     fast = bb.preprocess(ims)
     ref = bb.image_processor(images=ims, return_tensors="pt")["pixel_values"]

@@ -115,28 +115,40 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         side = self._identity_geometry_side()
         if side and rgb and all(im.size == (side, side) for im in rgb):
             # Resize to the same size and centre-crop to it are identities, so only rescale + normalise
-            # remain: done as one tensor op (≈15× faster than the per-image PIL path, identical output).
-            proc = self.image_processor
-            x = torch.from_numpy(np.stack([np.asarray(im) for im in rgb])).permute(0, 3, 1, 2).float()
-            x = x * float(proc.rescale_factor)
-            if proc.do_normalize:
-                mean = torch.tensor(proc.image_mean).view(1, 3, 1, 1)
-                std = torch.tensor(proc.image_std).view(1, 3, 1, 1)
-                x = (x - mean) / std
-            return x
+            # remain. A uint8 pixel has 256 values per channel, so both become one table lookup whose
+            # entries are computed with the processor's own arithmetic (rescale in float64, then float32
+            # normalise): bit-identical output, ≈3× faster than the per-image path.
+            x = np.stack([np.asarray(im).transpose(2, 0, 1) for im in rgb])  # (B, 3, H, W) uint8
+            lut = self._pixel_table()
+            out = np.empty(x.shape, np.float32)
+            for c in range(3):
+                np.take(lut[c], x[:, c], out=out[:, c])
+            return torch.from_numpy(out)
         return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    def _pixel_table(self) -> np.ndarray:
+        """(3, 256) float32: the processor's rescale + normalise of every uint8 value, per channel."""
+        proc = self.image_processor
+        key = (float(proc.rescale_factor), bool(proc.do_normalize), tuple(proc.image_mean), tuple(proc.image_std))
+        if getattr(self, "_lut_key", None) != key:
+            v = (np.arange(256, dtype=np.float64) * key[0]).astype(np.float32)  # as transformers' rescale
+            table = np.tile(v, (3, 1))
+            if key[1]:  # as transformers' normalize: float32 (x - mean) / std
+                table = (table - np.array(key[2], np.float32)[:, None]) / np.array(key[3], np.float32)[:, None]
+            self._lut, self._lut_key = np.ascontiguousarray(table, np.float32), key
+        return self._lut
 
     def _identity_geometry_side(self) -> int | None:
         """The square input side for which this processor's resize + crop do nothing, if there is one."""
         proc = self.image_processor
-        size = getattr(proc, "size", None) or {}
-        crop = getattr(proc, "crop_size", None) or {}
-        side = size.get("shortest_edge") if isinstance(size, dict) else None
+        size = getattr(proc, "size", None)
+        crop = getattr(proc, "crop_size", None)
+        side = _field(size, "shortest_edge")
         if (
             side
             and getattr(proc, "do_rescale", False)
-            and crop.get("height") == side
-            and crop.get("width") == side
+            and _field(crop, "height") == side
+            and _field(crop, "width") == side
             and type(proc).__name__.startswith("CLIPImageProcessor")
         ):
             return int(side)
@@ -228,3 +240,12 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         model.eval()
         bb = cls(model, tokenizer, processor, name=name or str(path_or_id), placeholder=placeholder)
         return bb.to(device)
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` for the plain dicts of transformers 4.x and the ``SizeDict`` objects of 5.x."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
