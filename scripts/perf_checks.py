@@ -1,0 +1,110 @@
+"""Small measurements behind the prose of docs/PERFORMANCE.md (sections 4 and 5b), one command each.
+
+    python scripts/perf_checks.py preprocess    # fast preprocessing vs the HF processor (ms/image, bit-identical?)
+    python scripts/perf_checks.py index         # `build_index` vs the raw forward on the same 512 files, 3 repeats
+    python scripts/perf_checks.py eval-stages   # RSS after each step of a world evaluation (image method)
+
+All on one torch thread, the embedded world-clip and 64 px world renders (as the benchmark suite).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _files(n: int = 512) -> Path:
+    from PIL import Image
+
+    from zscir.data.world import WorldConfig, generate_pairs, render_batch
+
+    pix = render_batch([p.scene for p in generate_pairs(WorldConfig(seed=0), n)], 64)
+    d = Path(tempfile.mkdtemp(prefix="zscir-perf-"))
+    for i, p in enumerate(pix):
+        Image.fromarray(p).save(d / f"{i:06d}.png")
+    return d
+
+
+def preprocess() -> None:
+    from PIL import Image
+
+    from zscir.backbones import create_backbone
+
+    bb = create_backbone("world-clip")
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(64)]
+    fast = bb.preprocess(ims)
+    ref = bb.image_processor(images=ims, return_tensors="pt")["pixel_values"]
+    print(f"fast path taken: {bb._identity_geometry_side() is not None}; bit-identical: {torch.equal(fast, ref)}")
+    for name, fn in (("zscir preprocess", lambda: bb.preprocess(ims)),
+                     ("HF processor", lambda: bb.image_processor(images=ims, return_tensors="pt"))):
+        fn()
+        t = time.perf_counter()
+        for _ in range(10):
+            fn()
+        print(f"{name}: {(time.perf_counter() - t) / 640 * 1e3:.3f} ms per image")
+
+
+def index() -> None:
+    from zscir.index.build import IndexConfig, build_index
+    from zscir.index.imageio import load_image
+    from zscir.methods import create_composer
+
+    d = _files()
+    composer = create_composer("image")
+    bb = composer.backbone
+    paths = sorted(d.iterdir())
+    batches = [bb.preprocess([load_image(p) for p in paths[i:i + 64]]) for i in range(0, len(paths), 64)]
+    with torch.no_grad():
+        for rep in range(3):
+            t = time.perf_counter()
+            for b in batches:
+                bb.encode_image(b)
+            raw = time.perf_counter() - t
+            out = Path(f"{d}-idx{rep}")
+            t = time.perf_counter()
+            build_index(d, out, composer, config=IndexConfig(progress=False))
+            idx = time.perf_counter() - t
+            shutil.rmtree(out)
+            print(f"raw forward {raw:.3f} s, zscir index {idx:.3f} s, ratio {raw / idx:.3f}")
+    shutil.rmtree(d)
+
+
+def eval_stages() -> None:
+    def rss(tag: str) -> None:
+        d = {}
+        for line in open("/proc/self/status"):
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                d[k] = int(v.split()[0]) // 1024
+        print(f"{tag:<28} VmRSS {d['VmRSS']:>5} MB   VmHWM {d['VmHWM']:>5} MB")
+
+    import zscir.cli  # noqa: F401 - what `zscir eval` imports first
+
+    rss("import torch + zscir.cli")
+    from zscir.eval.world import ensure_world_benchmark, evaluate_world
+    from zscir.methods import create_composer
+
+    ensure_world_benchmark(0)
+    rss("world benchmark on disk")
+    composer = create_composer("image")
+    rss("composer created")
+    with tempfile.TemporaryDirectory() as c1, tempfile.TemporaryDirectory() as c2:
+        evaluate_world(composer, progress=False, cache_dir=c1)
+        rss("after one evaluation")
+        evaluate_world(composer, progress=False, cache_dir=c2)
+        rss("after a second evaluation")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages}
+    if len(sys.argv) != 2 or sys.argv[1] not in cmds:
+        raise SystemExit(f"usage: python scripts/perf_checks.py {{{'|'.join(cmds)}}}")
+    cmds[sys.argv[1]]()
