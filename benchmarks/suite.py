@@ -77,6 +77,10 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                    f"{roof_after['bandwidth']['gbs_median']:.2f} GB/s; fractions use the first). "
                    f"Q={scfg.n_queries} batched queries, k={scfg.k}.\n\n")
             md += markdown_table(rows, search.SEARCH_COLUMNS)
+            if scfg.bf16_prefilter:
+                md += ("\nWith the opt-in bf16 pre-filter + certified exact re-rank (`exact_topk(..., "
+                       "prefilter=\"bf16\")`); `bf16_same_topk_as_peer` checks 32 queries:\n\n")
+                md += markdown_table(rows, search.BF16_COLUMNS)
         elif item == "faiss":
             acfg = ann.AnnBenchConfig(repeats=r, threads=cfg.threads, noise=cfg.ann_noise)
             if cfg.ann_indexes:
