@@ -3,6 +3,7 @@
     python scripts/perf_checks.py preprocess    # fast preprocessing vs the HF processor (ms/image, bit-identical?)
     python scripts/perf_checks.py index         # `build_index` vs the raw forward on the same 512 files, 3 repeats
     python scripts/perf_checks.py eval-stages   # RSS after each step of a world evaluation (image method)
+    python scripts/perf_checks.py bf16-gemm     # bf16 vs fp32 GEMM, 256 x 65,536 x 512 (section 1c)
 
 All on one torch thread, the embedded world-clip and 64 px world renders (as the benchmark suite).
 """
@@ -102,9 +103,22 @@ def eval_stages() -> None:
         rss("after a second evaluation")
 
 
+def bf16_gemm() -> None:
+    q = torch.nn.functional.normalize(torch.randn(256, 512), dim=1)
+    g = torch.nn.functional.normalize(torch.randn(65536, 512), dim=1)
+    out32, out16 = torch.empty(256, 65536), torch.empty(256, 65536, dtype=torch.bfloat16)
+    qb, gb = q.bfloat16(), g.bfloat16()
+    for name, fn in (("fp32", lambda: torch.mm(q, g.T, out=out32)), ("bf16", lambda: torch.mm(qb, gb.T, out=out16))):
+        fn()
+        t = time.perf_counter()
+        for _ in range(5):
+            fn()
+        print(f"{name} GEMM 256 x 65536 x 512: {(time.perf_counter() - t) / 5 * 1e3:.1f} ms")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages}
+    cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages, "bf16-gemm": bf16_gemm}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         raise SystemExit(f"usage: python scripts/perf_checks.py {{{'|'.join(cmds)}}}")
     cmds[sys.argv[1]]()
