@@ -91,3 +91,19 @@ def test_cli_bench_rejects_unknown_item_and_runs_memory(tmp_path):
     r = CliRunner().invoke(app, ["bench", "memory", "--tiny", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "memory.json").read_text())["n"] == 20_000
+
+
+def test_eval_memory_item_measures_each_run_in_a_fresh_process():
+    from benchmarks import eval_memory
+
+    cfg = eval_memory.EvalMemoryConfig(methods=["image"], model="tiny-clip-test", limit=5, rank_n=30_000, rank_d=64,
+                                       rank_queries=64, rank_k=10)
+    res = eval_memory.run_eval_memory_bench(cfg)
+    (row,) = res["eval_rows"]
+    assert row["method"] == "image" and row["n_queries"] == 5
+    assert row["peak_rss_bytes"] > row["startup_peak_rss_bytes"] > 50e6  # python + torch alone exceed 50 MB
+    zs, peer = res["rank_rows"]
+    assert zs["ranking"] == "zscir" and peer["ranking"] == "peer" and zs["same_top3_as_peer"]
+    if peer["ranking_extra_bytes"] is not None:  # VmHWM reset available (Linux)
+        # the peer loop materialises the (Q, N) fp32 score matrix and argsort's int64 indices
+        assert peer["ranking_extra_bytes"] >= 64 * 30_000 * 4
