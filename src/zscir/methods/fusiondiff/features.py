@@ -26,12 +26,13 @@ def default_cache_dir() -> Path:
 
 
 @torch.no_grad()
-def _encode_scenes(backbone: Backbone, scenes, size: int, batch_size: int = 512, desc: str = "images") -> torch.Tensor:
+def _encode_scenes(backbone: Backbone, scenes, size: int, batch_size: int = 512, desc: str = "images",
+                   progress: bool = True) -> torch.Tensor:
     from zscir.data.world import render_batch
     from zscir.train.common import uint8_to_pixels
 
     out = []
-    for s in tqdm(range(0, len(scenes), batch_size), desc=desc, leave=False):
+    for s in tqdm(range(0, len(scenes), batch_size), desc=desc, leave=False, disable=not progress):
         pix = uint8_to_pixels(render_batch(scenes[s:s + batch_size], size)).to(backbone.device)
         out.append(backbone.encode_image(pix).float().cpu())
     return torch.cat(out)
@@ -60,7 +61,7 @@ def image_size(backbone: Backbone) -> int:
 
 
 def pair_features(backbone: Backbone, n_pairs: int, world_seed: int = 0,
-                  cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+                  cache_dir: Path | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
     """{"image": (N, D), "caption_idx": (N, V)} for the first ``n_pairs`` world training pairs.
 
     Captions are given as indices into `caption_bank(n_pairs, world_seed)`: the stage-1 captions and the
@@ -73,7 +74,8 @@ def pair_features(backbone: Backbone, n_pairs: int, world_seed: int = 0,
     def build():
         pairs = generate_pairs(WorldConfig(seed=world_seed), n=n_pairs, split="train")
         index = {c: i for i, c in enumerate(caption_bank(n_pairs, world_seed))}
-        img = _encode_scenes(backbone, [p.scene for p in pairs], image_size(backbone), desc="pair images")
+        img = _encode_scenes(backbone, [p.scene for p in pairs], image_size(backbone), desc="pair images",
+                             progress=progress)
         v = min(len(p.captions) for p in pairs)
         idx = torch.tensor([[index[c] for c in p.captions[:v]] for p in pairs])
         return {"image": img, "caption_idx": idx}
@@ -82,7 +84,7 @@ def pair_features(backbone: Backbone, n_pairs: int, world_seed: int = 0,
 
 
 def triplet_features(backbone: Backbone, n_triplets: int, world_seed: int = 0,
-                     cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+                     cache_dir: Path | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
     """{"ref_image", "text", "target_image"}: (N, D) each, for the first ``n_triplets`` HQ triplets."""
     from zscir.data.world import WorldConfig, generate_triplets
 
@@ -92,9 +94,11 @@ def triplet_features(backbone: Backbone, n_triplets: int, world_seed: int = 0,
         trip = generate_triplets(WorldConfig(seed=world_seed), quality="hq", n=n_triplets)
         size = image_size(backbone)
         return {
-            "ref_image": _encode_scenes(backbone, [t.reference.scene for t in trip], size, desc="references"),
+            "ref_image": _encode_scenes(backbone, [t.reference.scene for t in trip], size, desc="references",
+                                        progress=progress),
             "text": backbone.encode_texts([t.text for t in trip], batch_size=1024),
-            "target_image": _encode_scenes(backbone, [t.target_scene for t in trip], size, desc="targets"),
+            "target_image": _encode_scenes(backbone, [t.target_scene for t in trip], size, desc="targets",
+                                           progress=progress),
         }
 
     return _cached(path, build)

@@ -102,7 +102,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     jc = base_cfg.joint
     with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
-        feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache)
+        feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache, progress=progress)
         joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, jc, cache) if jc.space == "joint" else None)
         ref, txt, tgt = feats["ref_image"], feats["text"], feats["target_image"]
         z0_all = joint.from_embeddings(tgt, None)

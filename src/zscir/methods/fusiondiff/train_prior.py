@@ -79,7 +79,7 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     n = cfg.joint.bank_pairs
     with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
-        feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache)
+        feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache, progress=progress)
         bank = RetrievalCaptioner(backbone, caption_bank(n, cfg.joint.bank_world_seed), cache_dir=cache).bank_embeds
     img, cap_idx = feats["image"], feats["caption_idx"]
     n_train = len(img) - cfg.n_val
