@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.ddp_spawn import free_port
 from zscir.backbones.registry import TinyCLIPConfig
 from zscir.train.distributed import DistContext, gather_with_grad, init_distributed, local_slice
 
@@ -33,12 +33,6 @@ def _worker(rank: int, world: int, port: int, out: str, tokenizer: str | None) -
     res = train_clip(_cfg(tokenizer), Path(out) / "model", progress=False)
     Path(out, f"losses-{rank}.json").write_text(json.dumps(res["losses"]))
     cleanup(init_distributed())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_local_slice_partitions_the_global_batch():
@@ -69,7 +63,7 @@ def test_two_gloo_processes_match_one_process_loss_curve(tmp_path, monkeypatch):
     tok.save_pretrained(tmp_path / "tok")
     one = train_clip(_cfg(str(tmp_path / "tok")), tmp_path / "one", progress=False)
     assert one["world_size"] == 1 and len(one["losses"]) == 5
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(tmp_path / "tok")), nprocs=2,
+    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path), str(tmp_path / "tok")), nprocs=2,
                                 join=True)
     l0 = json.loads((tmp_path / "losses-0.json").read_text())
     l1 = json.loads((tmp_path / "losses-1.json").read_text())
@@ -83,7 +77,7 @@ def test_two_gloo_processes_match_one_process_loss_curve(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ddp_without_a_given_tokenizer_shares_rank0s(tmp_path):
     """Without cfg.tokenizer every rank must still use the same vocabulary (rank 0's, broadcast)."""
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), None), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path), None), nprocs=2, join=True)
     l0 = json.loads((tmp_path / "losses-0.json").read_text())
     l1 = json.loads((tmp_path / "losses-1.json").read_text())
     assert l0 == pytest.approx(l1, abs=1e-6) and len(l0) == 5

@@ -8,16 +8,12 @@ Tiny random backbone saved once (its BPE tokenizer is not deterministic across p
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from tests.ddp_spawn import compare_one_and_two_processes
 from zscir.backbones import create_backbone
 from zscir.methods.fusiondiff.config import JointConfig, PriorConfig
 
@@ -53,44 +49,10 @@ def _train(stage: str, cfg, out: Path) -> dict:
     return (train_prior if stage == "prior" else train_adapter)(cfg, out, progress=False)
 
 
-def _worker(rank: int, world: int, port: int, stage: str, cfg, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from zscir.train.distributed import cleanup, init_distributed
-
-    # each rank its own folder, so the test can see that only rank 0 writes
-    res = _train(stage, cfg, Path(out) / f"rank{rank}")
-    Path(out, f"losses-{rank}.json").write_text(json.dumps(res["losses"]))
-    cleanup(init_distributed())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _compare(tmp_path: Path, stage: str, cfg, monkeypatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    one = _train(stage, cfg, tmp_path / "one")
-    assert one["world_size"] == 1 and len(one["losses"]) == cfg.steps
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), stage, cfg, str(tmp_path / "ddp")), nprocs=2,
-                                join=True)
-    l0 = json.loads((tmp_path / "ddp" / "losses-0.json").read_text())
-    l1 = json.loads((tmp_path / "ddp" / "losses-1.json").read_text())
-    assert l0 == pytest.approx(l1, abs=1e-6)  # every rank logs the global-batch loss
-    np.testing.assert_allclose(l0, one["losses"], rtol=0, atol=2e-3)
-    assert np.ptp(one["losses"]) > 0.1  # the curve moves far more than the tolerance
-    # only rank 0 wrote (checkpoint, training state, log), and its weights are the 1-process run's
-    log = json.loads((tmp_path / "ddp" / "rank0" / "train_log.json").read_text())
-    assert log["world_size"] == 2 and (tmp_path / "ddp" / "rank0" / "training_state.pt").exists()
-    assert not any(p.is_file() for p in (tmp_path / "ddp" / "rank1").rglob("*"))
-    a = load_file(str(tmp_path / "one" / "model.safetensors"))
-    b = load_file(str(tmp_path / "ddp" / "rank0" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-3, msg=k)
+    rank0 = compare_one_and_two_processes(_train, (stage, cfg), tmp_path, cfg.steps, "model.safetensors")
+    assert (rank0 / "training_state.pt").exists()
 
 
 def test_prior_two_gloo_processes_match_one_process(tmp_path, tiny_dir, monkeypatch):

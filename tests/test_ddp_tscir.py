@@ -11,16 +11,12 @@ Tiny random backbone saved once (its BPE tokenizer is not deterministic across p
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from tests.ddp_spawn import compare_one_and_two_processes
 from zscir.backbones import create_backbone
 
 
@@ -54,42 +50,9 @@ def _train(stage: int, cfg, out: Path) -> dict:
     return (train_stage1 if stage == 1 else train_stage2)(cfg, out, progress=False)
 
 
-def _worker(rank: int, world: int, port: int, stage: int, cfg, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from zscir.train.distributed import cleanup, init_distributed
-
-    # each rank its own folder, so the test can see that only rank 0 writes
-    res = _train(stage, cfg, Path(out) / f"rank{rank}")
-    Path(out, f"losses-{rank}.json").write_text(json.dumps(res["losses"]))
-    cleanup(init_distributed())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _compare(tmp_path: Path, stage: int, cfg, weights: str, monkeypatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    one = _train(stage, cfg, tmp_path / "one")
-    assert one["world_size"] == 1 and len(one["losses"]) == cfg.steps
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), stage, cfg, str(tmp_path / "ddp")), nprocs=2,
-                                join=True)
-    l0 = json.loads((tmp_path / "ddp" / "losses-0.json").read_text())
-    l1 = json.loads((tmp_path / "ddp" / "losses-1.json").read_text())
-    assert l0 == pytest.approx(l1, abs=1e-6)  # every rank computes the global-batch loss
-    np.testing.assert_allclose(l0, one["losses"], rtol=0, atol=2e-3)
-    assert np.ptp(one["losses"]) > 0.1  # the curve moves far more than the tolerance: the match is meaningful
-    # only rank 0 wrote, and its weights are the 1-process run's
-    assert json.loads((tmp_path / "ddp" / "rank0" / "train_log.json").read_text())["world_size"] == 2
-    assert not any(p.is_file() for p in (tmp_path / "ddp" / "rank1").rglob("*"))
-    a, b = load_file(str(tmp_path / "one" / weights)), load_file(str(tmp_path / "ddp" / "rank0" / weights))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-3, msg=k)
+    compare_one_and_two_processes(_train, (stage, cfg), tmp_path, cfg.steps, weights)
 
 
 def test_stage1_two_gloo_processes_match_one_process(tmp_path, tiny_dir, monkeypatch):

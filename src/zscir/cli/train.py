@@ -26,13 +26,14 @@ def train_clip_cmd(
     from dataclasses import replace
 
     from zscir.train.clip import CLIPTrainConfig, train_clip
+    from zscir.train.distributed import report_once
 
     cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads)
     overrides = {k: v for k, v in dict(steps=steps, batch_size=batch_size, n_pairs=n_pairs, lr=lr,
                                          eval_every=eval_every).items() if v is not None}
     cfg = replace(cfg, **overrides)
     r = train_clip(cfg, out, resume=resume)
-    typer.echo(f"saved {r['out']}; held-out retrieval: {r['metrics']}")
+    report_once(f"saved {r['out']}; held-out retrieval: {r['metrics']}")  # once under torchrun
 
 
 #: method packages whose ``cli`` module has ``register_train(train_app)`` adding `zscir train <stage>` commands

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DistContext", "init_distributed", "gather_with_grad", "local_range", "local_slice", "wrap_ddp",
            "barrier", "broadcast_object", "all_gather_object", "reduce_sum", "broadcast_params",
-           "average_gradients", "main_first", "sync_torch_rng", "cleanup"]
+           "average_gradients", "main_first", "sync_torch_rng", "cleanup", "report_once"]
 
 
 @dataclass(frozen=True)
@@ -224,3 +224,14 @@ def cleanup(ctx: DistContext) -> None:
     """Leave the process group (only if this module's caller is distributed)."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def report_once(line: str) -> None:
+    """Print a trainer command's final line once (rank 0 under ``torchrun``) and leave the process group.
+
+    Every ``zscir train ...`` command ends with it, so a 4-process run prints one result line, not four.
+    """
+    ctx = init_distributed()  # the trainer's context (a no-op without torchrun)
+    if ctx.is_main:
+        print(line, flush=True)
+    cleanup(ctx)

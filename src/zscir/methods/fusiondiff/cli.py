@@ -11,19 +11,11 @@ from pathlib import Path
 
 import typer
 
+from zscir.train.distributed import report_once
+
 
 def _overrides(**kw):
     return {k: v for k, v in kw.items() if v is not None}
-
-
-def _report(line: str) -> None:
-    """Print the result once (rank 0 under ``torchrun``) and leave the process group, if any."""
-    from zscir.train.distributed import cleanup, init_distributed
-
-    ctx = init_distributed()  # the trainer's context (a no-op without torchrun)
-    if ctx.is_main:
-        typer.echo(line)
-    cleanup(ctx)
 
 
 def register_train(train_app: typer.Typer) -> None:
@@ -52,7 +44,7 @@ def register_train(train_app: typer.Typer) -> None:
         cfg.prior = replace(cfg.prior, **_overrides(width=width, layers=layers, prediction_type=prediction_type))
         r = train_prior(cfg, out, resume=resume, progress=progress)
         last = r["history"][-1] if r["history"] else {}
-        _report(f"saved {r['out']}: {r['trainable_params']} parameters, {r['train_seconds']:.0f}s, {last}")
+        report_once(f"saved {r['out']}: {r['trainable_params']} parameters, {r['train_seconds']:.0f}s, {last}")
 
     @train_app.command("fusiondiff-adapter")
     def adapter_cmd(
@@ -79,5 +71,5 @@ def register_train(train_app: typer.Typer) -> None:
         cfg.adapter = replace(cfg.adapter, mode=mode, **_overrides(blocks=blocks, control_parts=parts))
         r = train_adapter(cfg, out, resume=resume, progress=progress)
         last = r["history"][-1] if r["history"] else {}
-        _report(f"saved {r['out']}: {r['trainable_params']} trainable parameters, {r['n_train_triplets']} "
+        report_once(f"saved {r['out']}: {r['trainable_params']} trainable parameters, {r['n_train_triplets']} "
                 f"triplets, {r['train_seconds']:.0f}s, {last}")

@@ -10,22 +10,14 @@ from pathlib import Path
 
 import typer
 
+from zscir.train.distributed import report_once
+
 
 def _layers(text: str | None) -> list[int] | None:
     """"0,1" → [0, 1]; "" → []; None → None (use the default)."""
     if text is None:
         return None
     return [int(x) for x in text.replace(" ", "").split(",") if x]
-
-
-def _report(line: str) -> None:
-    """Print the result once (rank 0 under ``torchrun``) and leave the process group, if any."""
-    from zscir.train.distributed import cleanup, init_distributed
-
-    ctx = init_distributed()  # the trainer's context (a no-op without torchrun)
-    if ctx.is_main:
-        typer.echo(line)
-    cleanup(ctx)
 
 
 def register_train(train_app: typer.Typer) -> None:
@@ -65,7 +57,7 @@ def register_train(train_app: typer.Typer) -> None:
             if v is not None:
                 setattr(cfg, k, v)
         r = train_stage1(cfg, out, resume=resume, progress=progress)
-        _report(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
+        report_once(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
 
     @train_app.command("tscir-stage2")
     def stage2_cmd(
@@ -104,4 +96,4 @@ def register_train(train_app: typer.Typer) -> None:
             if v is not None:
                 setattr(cfg, k, v)
         r = train_stage2(cfg, out, resume=resume, progress=progress)
-        _report(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")
+        report_once(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")
