@@ -58,6 +58,17 @@ def _exclusions(exclude: ExcludeLike, n_q: int, n: int) -> tuple[np.ndarray, np.
     return rows, cols, int(np.bincount(rows, minlength=1).max()) if rows.size else 0
 
 
+def _prepare(queries: ArrayLike, k: Any, exclude: ExcludeLike, dim: int, n: int
+             ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, int]:
+    """What every FAISS searcher checks first: (fp32 queries, k' = min(k, N), exclusion pairs, max per query)."""
+    k = _check_k(k)
+    q = _to_numpy_f32(queries)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries: expected shape (Q, {dim}), got {q.shape}")
+    ex_rows, ex_cols, n_ex_max = _exclusions(exclude, q.shape[0], n)
+    return q, min(k, n), ex_rows, ex_cols, n_ex_max
+
+
 def _sort_best_first(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows by descending score, ties by lower index, ``-1`` padding last (exact_topk's convention)."""
     scores = np.where(idx < 0, np.float32(-np.inf), scores).astype(np.float32)
@@ -101,13 +112,8 @@ class FaissSearcher(Searcher):
             self._index.add(emb)
 
     def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
-        k = _check_k(k)
-        q = _to_numpy_f32(queries)
-        if q.ndim != 2 or q.shape[1] != self._dim:
-            raise ValueError(f"queries: expected shape (Q, {self._dim}), got {q.shape}")
+        q, k_out, ex_rows, ex_cols, n_ex_max = _prepare(queries, k, exclude, self._dim, self._n)
         n_q = q.shape[0]
-        k_out = min(k, self._n)
-        ex_rows, ex_cols, n_ex_max = _exclusions(exclude, n_q, self._n)
         k_fetch = min(self._n, k + n_ex_max)
         if n_q == 0 or k_out == 0:
             return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
@@ -169,13 +175,8 @@ class AnnSearcher(Searcher):
             faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", float(self.k_factor))
 
     def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
-        k = _check_k(k)
-        q = _to_numpy_f32(queries)
-        if q.ndim != 2 or q.shape[1] != self._dim:
-            raise ValueError(f"queries: expected shape (Q, {self._dim}), got {q.shape}")
+        q, k_out, ex_rows, ex_cols, n_ex_max = _prepare(queries, k, exclude, self._dim, self._n)
         n_q = q.shape[0]
-        k_out = min(k, self._n)
-        ex_rows, ex_cols, n_ex_max = _exclusions(exclude, n_q, self._n)
         if n_q == 0 or k_out == 0:
             return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
         k_want = min(self._n, k + n_ex_max)
