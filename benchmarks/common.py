@@ -42,6 +42,19 @@ class Timing:
         return {"median_s": self.median, "min_s": self.best, "max_s": self.worst, "repeats": len(self.times)}
 
 
+#: Source of ``_status()`` for the memory benchmarks' child interpreters: VmHWM / VmRSS / RssAnon /
+#: RssFile in bytes from ``/proc/self/status`` (the child's own process image, unlike ``ru_maxrss``).
+PROC_STATUS_SRC = r"""
+def _status():
+    out = {}
+    for line in open('/proc/self/status'):
+        k, _, v = line.partition(':')
+        if k in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+"""
+
+
 def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timing:
     """Median-able timings of ``fn``; warm-up runs fault in pages and fill allocator caches first."""
     for _ in range(max(0, warmup)):

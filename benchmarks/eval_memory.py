@@ -28,19 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import PROC_STATUS_SRC
+
 logger = logging.getLogger(__name__)
 
-_STATUS = r"""
-def _status():
-    out = {}
-    for line in open('/proc/self/status'):
-        k, _, v = line.partition(':')
-        if k in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'):
-            out[k] = int(v.split()[0]) * 1024
-    return out
-"""
-
-_EVAL_CHILD = _STATUS + r"""
+_EVAL_CHILD = PROC_STATUS_SRC + r"""
 import json, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -57,7 +49,7 @@ print(json.dumps({"rc": rc or 0, "peak_rss_bytes": _status()['VmHWM'], "startup_
                   "eval_s": dt}))
 """
 
-_RANK_CHILD = _STATUS + r"""
+_RANK_CHILD = PROC_STATUS_SRC + r"""
 import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[5]))

@@ -19,23 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import PROC_STATUS_SRC
+
 logger = logging.getLogger(__name__)
 
-_CHILD = r"""
+_CHILD = PROC_STATUS_SRC + r"""
 import json, resource, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[4]))
 from zscir.index.search import ExactSearcher
 
-def status():
-    out = {}
-    for line in open('/proc/self/status'):
-        k, _, v = line.partition(':')
-        if k in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'):
-            out[k] = int(v.split()[0]) * 1024
-    return out
-
-startup = status().get('VmHWM')  # peak of this process image so far (python + torch + zscir imports)
+startup = _status().get('VmHWM')  # peak of this process image so far (python + torch + zscir imports)
 try:  # reset VmHWM so it measures the load + search phase only, not the transient peak of imports
     open('/proc/self/clear_refs', 'w').write('5')
     reset = True
@@ -49,7 +43,7 @@ q /= np.linalg.norm(q, axis=1, keepdims=True)
 t0 = time.perf_counter()
 s.search(q, 10)
 dt = time.perf_counter() - t0
-st = status()
+st = _status()
 print(json.dumps({"search_peak_rss_bytes": st.get('VmHWM') if reset else None, "hwm_reset": reset,
                   "startup_peak_rss_bytes": startup,
                   "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
