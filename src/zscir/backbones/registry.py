@@ -7,7 +7,9 @@ Names follow open_clip/timm conventions:
 * ``local-dir:/path/to/folder`` — a transformers CLIP folder on disk (a bare existing path works too);
 * ``open_clip:ViT-B-32/laion2b_s34b_b79k`` — the optional open_clip backend (``[openclip]`` extra);
 * built-in names from `list_models()`: ``world-clip`` (the shipped default, trained on the CIR world) and
-  tiny random models such as ``tiny-clip-test`` for unit tests.
+  tiny random models such as ``tiny-clip-test`` for unit tests;
+* LiT models (`zscir.backbones.lit`: frozen pretrained towers + trained heads): built-in names such as
+  ``lit-untrained``, and ``local-dir:`` / bare folders whose config.json says ``"model_type": "zscir-lit"``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 import torch
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.lit import BUILTIN_LIT_MODELS, LiTBackbone, lit_folder_of
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,7 @@ def _world_clip(**kw: object) -> Backbone:
 
 _BUILTIN: dict[str, Callable[..., Backbone]] = {"world-clip": _world_clip}
 _BUILTIN.update({n: _tiny(n) for n in TINY_CONFIGS})
+_BUILTIN.update(BUILTIN_LIT_MODELS)
 PREFIXES = ("hf-hub:", "local-dir:", "open_clip:")
 
 
@@ -159,6 +163,8 @@ def create_backbone(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu
 
     if name in _BUILTIN:
         bb = _BUILTIN[name](**kw)
+    elif (lit_dir := lit_folder_of(name)) is not None:  # a LiT folder, by local-dir: or bare path
+        bb = LiTBackbone.from_pretrained(lit_dir, name=name, **kw)
     elif name.startswith("hf-hub:"):
         bb = HFCLIPBackbone.from_pretrained(name[len("hf-hub:"):], name=name, **kw)
     elif name.startswith("local-dir:"):

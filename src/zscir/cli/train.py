@@ -36,8 +36,9 @@ def train_clip_cmd(
     report_once(f"saved {r['out']}; held-out retrieval: {r['metrics']}")  # once under torchrun
 
 
-#: method packages whose ``cli`` module has ``register_train(train_app)`` adding `zscir train <stage>` commands
-TRAIN_COMMAND_MODULES = ("zscir.methods.tscir.cli", "zscir.methods.fusiondiff.cli")
+#: modules with ``register_train(train_app)`` adding `zscir train <stage>` commands (method packages' ``cli``,
+#: and `zscir.cli.train_lit`)
+TRAIN_COMMAND_MODULES = ("zscir.methods.tscir.cli", "zscir.methods.fusiondiff.cli", "zscir.cli.train_lit")
 
 
 def register(app: typer.Typer) -> None:

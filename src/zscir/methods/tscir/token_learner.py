@@ -38,5 +38,8 @@ class TokenLearner(nn.Module):
 
 def mean_token_norm(backbone) -> float:
     """Mean L2 norm of the backbone's word embeddings (the scale φ's output is given)."""
-    emb = backbone.text_encoder.embeddings.token_embedding.weight
-    return float(emb.detach().float().norm(dim=-1).mean())
+    enc = backbone.text_encoder
+    # CLIP's text transformer names its table ``embeddings.token_embedding``; HF AutoModel text towers (the
+    # LiT backbone's BERT) expose theirs through ``get_input_embeddings()``
+    table = enc.get_input_embeddings() if hasattr(enc, "get_input_embeddings") else enc.embeddings.token_embedding
+    return float(table.weight.detach().float().norm(dim=-1).mean())

@@ -1,0 +1,403 @@
+"""A LiT-style dual encoder: frozen pretrained image and text towers, small trainable projection heads.
+
+No pretrained CLIP exists offline here, but pretrained *unimodal* encoders do (ImageNet EfficientNet-Lite0
+and the sentence encoder all-MiniLM-L6-v2, both as PyPI wheels). Locked-image tuning (Zhai et al., 2022)
+shows that a frozen image tower plus a contrastively trained text side makes a usable CLIP; with both towers
+frozen only two MLP heads (~2.7M parameters) train, on cached tower features (`zscir train lit`).
+
+Every capability of the `Backbone` interface is kept, so Pic2Word, TSCIR and Fusion-Diff run unchanged:
+
+* global image embedding = image head(mean of the CNN's last feature map);
+* patch tokens = the feature-map cells (H/32 × W/32 of them), by default each passed through the same image
+  head (``patch_tokens="projected"``, width ``embed_dim``): the mean of the cells is exactly what the head
+  sees for the global embedding, so projected cells are its dense, text-aligned counterpart;
+  ``"features"`` gives the raw cells (width = the tower's channels);
+* ``$`` pseudo-words are substituted in the text tower's word-embedding table (for BERT: before position and
+  segment embeddings and the embedding LayerNorm are applied, exactly where a real word enters);
+* text-layer modules hook the tower's transformer layers (BERT's ``encoder.layer``) with the same contract
+  as the CLIP text layers (`zscir.backbones.hooks`).
+
+A model folder holds config.json (``"model_type": "zscir-lit"``, the tower *names*, head sizes) and
+model.safetensors with the heads and the temperature only; the towers come from their own wheels / hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from zscir.backbones.base import Backbone, TextHookContext
+from zscir.backbones.hooks import TextHookMixin
+from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "zscir-lit"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class LiTConfig:
+    """What a LiT model folder's config.json holds (besides ``model_type``)."""
+
+    text_tower: str = MINILM
+    image_tower: str = "efficientnet-lite0"  # a registered name, optionally "name:/path/to/weights"
+    image_size: int = 160
+    embed_dim: int = 512
+    head_hidden: int = 1024  # 0: linear heads
+    patch_tokens: str = "projected"  # or "features"
+    placeholder: str = "$"
+    max_text_len: int = 64
+    init_temperature: float = 0.07
+
+    def __post_init__(self):
+        if self.patch_tokens not in ("projected", "features"):
+            raise ValueError(f"patch_tokens must be 'projected' or 'features', got {self.patch_tokens!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": MODEL_TYPE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LiTConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --- image towers ------------------------------------------------------------------------------------
+@dataclass
+class ImageTower:
+    """A frozen CNN: ``model.forward_features`` maps normalised pixels to a (B, width, h, w) feature map."""
+
+    model: nn.Module
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    name: str
+
+
+def _efficientnet_lite0(path: str | None = None) -> ImageTower:
+    from zscir.backbones.efficientnet_lite import LITE_MEAN, LITE_STD, load_efficientnet_lite0
+
+    model = load_efficientnet_lite0(path)
+    return ImageTower(model, model.feature_dim, LITE_MEAN, LITE_STD, "efficientnet-lite0")
+
+
+IMAGE_TOWERS: dict[str, Callable[[str | None], ImageTower]] = {"efficientnet-lite0": _efficientnet_lite0}
+
+
+def register_image_tower(name: str, factory: Callable[[str | None], ImageTower]) -> None:
+    """Make ``name`` usable as ``LiTConfig.image_tower``; the factory gets the optional ``:path`` part."""
+    IMAGE_TOWERS[name] = factory
+
+
+def load_image_tower(spec: str) -> ImageTower:
+    name, _, path = spec.partition(":")
+    if name not in IMAGE_TOWERS:
+        raise ValueError(f"unknown image tower {name!r}; registered: {', '.join(sorted(IMAGE_TOWERS))}")
+    return IMAGE_TOWERS[name](path or None)
+
+
+def module_digest(module: nn.Module) -> str:
+    """A short hash of a module's weights (strided sample of each tensor + shapes), e.g. a frozen tower's."""
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for key, t in module.state_dict().items():
+            flat = t.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy().tobytes()
+            h.update(key.encode() + str(tuple(t.shape)).encode() + sample)
+    return h.hexdigest()[:16]
+
+
+# --- heads -------------------------------------------------------------------------------------------
+class ProjectionHead(nn.Module):
+    """LayerNorm → Linear → GELU → Linear (or LayerNorm → Linear when ``hidden`` is 0).
+
+    The input LayerNorm makes the head independent of each tower's feature scale (ReLU6 CNN features vs
+    mean-pooled BERT states).
+    """
+
+    def __init__(self, d_in: int, d_out: int, hidden: int = 1024):
+        super().__init__()
+        layers: list[nn.Module] = [nn.LayerNorm(d_in)]
+        layers += [nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out)] if hidden else [nn.Linear(d_in, d_out)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# --- the backbone ------------------------------------------------------------------------------------
+class LiTBackbone(TextHookMixin, Backbone):
+    """Frozen image tower + frozen text tower + trainable heads, behind the `Backbone` interface."""
+
+    def __init__(self, cfg: LiTConfig, text: TextTower, image: ImageTower, name: str = "lit"):
+        super().__init__()
+        self.cfg = cfg
+        self.name = name
+        self.text_model = text.model
+        self.tokenizer = text.tokenizer
+        self.image_model = image.model
+        self._text_tower, self._image_tower = text, image
+        for p in list(self.text_model.parameters()) + list(self.image_model.parameters()):
+            p.requires_grad_(False)
+        self.image_head = ProjectionHead(image.width, cfg.embed_dim, cfg.head_hidden)
+        self.text_head = ProjectionHead(text.width, cfg.embed_dim, cfg.head_hidden)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        # WordPiece splits every punctuation character off before matching word pieces, so "$" is always its
+        # own token (id 1002 in BERT-uncased vocabularies), also in "$5" or "it$": the placeholder mask
+        # counts exactly the "$" characters of a prompt (checked in tests/test_lit_backbone.py).
+        self._placeholder_id = single_token_id(self.tokenizer, cfg.placeholder)
+        self._init_text_hooks(text.token_embedding)
+        self.train(False)
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    @property
+    def token_embed_dim(self) -> int:
+        return int(self._text_tower.token_embedding.weight.shape[1])
+
+    @property
+    def vision_width(self) -> int:
+        return self.cfg.embed_dim if self.cfg.patch_tokens == "projected" else self._image_tower.width
+
+    @property
+    def image_feature_dim(self) -> int:
+        return self._image_tower.width
+
+    @property
+    def text_feature_dim(self) -> int:
+        return self._text_tower.width
+
+    @property
+    def num_text_layers(self) -> int:
+        return len(self._text_layers())
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def placeholder_token_id(self) -> int:
+        return self._placeholder_id
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.text_model
+
+    def _text_layers(self):
+        return self._text_tower.layers
+
+    def train(self, mode: bool = True) -> "LiTBackbone":
+        """Heads (and attached modules) follow ``mode``; the frozen towers always stay in eval mode, so that
+        BatchNorm statistics and dropout never change what a pretrained tower computes."""
+        super().train(mode)
+        self.text_model.eval()
+        self.image_model.eval()
+        return self
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.image_head.parameters(), *self.text_head.parameters(), self.logit_scale]
+
+    def model_named_parameters(self):
+        for prefix, mod in (("text_model", self.text_model), ("image_model", self.image_model),
+                            ("image_head", self.image_head), ("text_head", self.text_head)):
+            for n, p in mod.named_parameters():
+                yield f"{prefix}.{n}", p
+        yield "logit_scale", self.logit_scale
+
+    def model_parameters(self):
+        return (p for _, p in self.model_named_parameters())
+
+    def tokenizer_signature(self) -> str:
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        return hashlib.sha1(repr(vocab).encode()).hexdigest()
+
+    def towers_fingerprint(self) -> str:
+        """Hash of everything the frozen tower features depend on (towers, preprocessing, tokenizer)."""
+        if getattr(self, "_towers_fp", None) is None:
+            key = [module_digest(self.text_model), module_digest(self.image_model), self.tokenizer_signature(),
+                   self.cfg.image_size, self._image_tower.mean, self._image_tower.std, self.cfg.max_text_len]
+            self._towers_fp = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+        return self._towers_fp
+
+    # --- preprocessing -----------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Shorter side → ``image_size`` (bicubic), centre crop, tower normalisation.
+
+        Transparent pixels are composited on white (clip-art PNGs are mostly transparent; a plain
+        ``convert("RGB")`` would show whatever colour the transparent pixels happen to store).
+        """
+        s = self.cfg.image_size
+        arrs = []
+        for im in images:
+            im = flatten_alpha(im)
+            w, h = im.size
+            scale = s / min(w, h)
+            nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+            im = im.resize((nw, nh), Image.BICUBIC)
+            left, top = (nw - s) // 2, (nh - s) // 2
+            arrs.append(np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.uint8))
+        return self.pixels_from_uint8(np.stack(arrs) if arrs else np.zeros((0, s, s, 3), np.uint8))
+
+    def pixels_from_uint8(self, batch: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 already at ``image_size`` → normalised (B, 3, H, W) floats."""
+        x = torch.as_tensor(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self._image_tower.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self._image_tower.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.cfg.max_text_len,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    # --- frozen tower features (what `zscir train lit` caches) ----------------------------------------
+    def image_feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, C, h, w) frozen CNN feature map (no gradient: the tower is frozen)."""
+        dtype = next(self.image_model.parameters()).dtype
+        with torch.no_grad():
+            return self.image_model.forward_features(pixel_values.to(self.device, dtype))
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled frozen image features (the image head's input)."""
+        return self.image_feature_map(pixel_values).mean((2, 3))
+
+    def text_features(self, texts: Sequence[str] | dict[str, torch.Tensor], pseudo_tokens=None,
+                      extras: dict[str, Any] | None = None) -> torch.Tensor:
+        """(B, width) mean-pooled text-tower states (the text head's input), with ``$`` substitution/hooks."""
+        tok = texts if isinstance(texts, dict) else self.tokenize(texts)
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device)
+        pmask = ids == self._placeholder_id
+        pseudo = self._check_pseudo(pseudo_tokens, pmask, self.cfg.placeholder)
+        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo):
+            return self._text_tower.pooled(ids, mask)
+
+    def embed_image_features(self, feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        out = self.image_head(feats.to(self.device))
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def embed_text_features(self, feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        out = self.text_head(feats.to(self.device))
+        return F.normalize(out, dim=-1) if normalize else out
+
+    # --- encoders ----------------------------------------------------------------------------------
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.embed_image_features(self.image_features(pixel_values), normalize)
+
+    def encode_image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.image_feature_map(pixel_values)
+        glob = self.embed_image_features(fmap.mean((2, 3)))
+        cells = fmap.flatten(2).transpose(1, 2)  # (B, h*w, C), row-major over the feature map
+        patches = self.image_head(cells) if self.cfg.patch_tokens == "projected" else cells
+        return glob, patches
+
+    def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None) -> torch.Tensor:
+        return self.embed_text_features(self.text_features(texts, pseudo_tokens, extras), normalize)
+
+    # --- persistence -------------------------------------------------------------------------------
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"image_head.{k}": v for k, v in self.image_head.state_dict().items()}
+        state.update({f"text_head.{k}": v for k, v in self.text_head.state_dict().items()})
+        state["logit_scale"] = self.logit_scale.detach()
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Write config.json (tower names + fingerprints, head sizes) and model.safetensors (heads only)."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(self.head_state_dict(), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        cfg = {**self.cfg.to_dict(), "towers": {"text": module_digest(self.text_model),
+                                                "image": module_digest(self.image_model)}}
+        (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        return out
+
+    @classmethod
+    def build(cls, cfg: LiTConfig, name: str = "lit", seed: int | None = 0,
+              local_files_only: bool | None = None) -> "LiTBackbone":
+        """Load the towers named in ``cfg`` and create heads (random, deterministic for ``seed``)."""
+        text = load_text_tower(cfg.text_tower, local_files_only=local_files_only)
+        image = load_image_tower(cfg.image_tower)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(cfg, text, image, name=name)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, name: str | None = None, device: str | torch.device = "cpu",
+                        local_files_only: bool | None = None, **_: object) -> "LiTBackbone":
+        """Load a LiT folder: towers by the names in its config, heads from model.safetensors (strict)."""
+        from safetensors.torch import load_file
+
+        path = Path(path).expanduser()
+        raw = read_lit_config(path)
+        if raw is None:
+            raise ValueError(f"{path} is not a LiT model folder (config.json without model_type {MODEL_TYPE!r})")
+        bb = cls.build(LiTConfig.from_dict(raw), name=name or str(path), seed=None,
+                       local_files_only=local_files_only)
+        state = load_file(str(path / WEIGHTS_NAME))
+        missing = set(bb.head_state_dict()) ^ set(state)
+        if missing:
+            raise ValueError(f"{path / WEIGHTS_NAME} does not match the config's heads (keys {sorted(missing)[:4]})")
+        with torch.no_grad():
+            bb.image_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("image_head.")})
+            bb.text_head.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("text_head.")})
+            bb.logit_scale.copy_(state["logit_scale"])
+        for tower, mod in (("text", bb.text_model), ("image", bb.image_model)):
+            saved = raw.get("towers", {}).get(tower)
+            if saved and saved != module_digest(mod):
+                logger.warning("%s: the %s tower's weights differ from those the heads were trained on", path, tower)
+        return bb.to(device).eval()
+
+
+def flatten_alpha(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """RGB image; pixels with transparency are composited on ``background``."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*background, 255))
+        bg.alpha_composite(rgba)
+        return bg.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def read_lit_config(path: str | Path) -> dict[str, Any] | None:
+    """The folder's config.json as a dict if it describes a LiT model, else None."""
+    cfg = Path(path).expanduser() / CONFIG_NAME
+    if not cfg.is_file():
+        return None
+    try:
+        raw = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return raw if isinstance(raw, dict) and raw.get("model_type") == MODEL_TYPE else None
+
+
+def lit_folder_of(name: str) -> Path | None:
+    """For a model name ``local-dir:PATH`` or a bare folder path: the folder if it holds a LiT model."""
+    path = Path(name[len("local-dir:"):] if name.startswith("local-dir:") else name).expanduser()
+    return path if path.is_dir() and read_lit_config(path) is not None else None
+
+
+def _untrained(seed: int = 0, **kw: object) -> Backbone:
+    return LiTBackbone.build(LiTConfig(), name="lit-untrained", seed=seed)
+
+
+#: built-in names (see `zscir.backbones.registry`): the default towers with random, seeded heads — the
+#: starting point of `zscir train lit` and a model for tests; it needs the ``[real]`` extra
+BUILTIN_LIT_MODELS: dict[str, Callable[..., Backbone]] = {"lit-untrained": _untrained}

@@ -1,0 +1,54 @@
+"""`zscir train lit`: the projection heads of a LiT backbone (frozen pretrained towers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from zscir.cli.common import fail
+
+
+def register_train(train_app: typer.Typer) -> None:
+    @train_app.command("lit")
+    def lit_cmd(
+        data: str = typer.Option("world", help="Pair dataset: 'world' (procedural shapes)."),
+        out: Path = typer.Option(Path("runs/lit"), help="Output model folder (load it with --model local-dir:OUT)."),
+        steps: int = typer.Option(None, help="Training steps of the heads (default 2000)."),
+        batch_size: int = typer.Option(None, help="Distinct images per batch (default 256)."),
+        lr: float = typer.Option(None, help="AdamW learning rate (default 1e-3)."),
+        n_pairs: int = typer.Option(2000, help="World pictures (--data world only)."),
+        image_size: int = typer.Option(None, help="Image tower input side in pixels (default 160)."),
+        embed_dim: int = typer.Option(None, help="Joint embedding width (default 512)."),
+        head_hidden: int = typer.Option(None, help="Hidden width of the MLP heads; 0 = linear (default 1024)."),
+        text_tower: str = typer.Option(None, help="HF AutoModel text tower: hub id or folder "
+                                                  "(default sentence-transformers/all-MiniLM-L6-v2)."),
+        image_tower: str = typer.Option(None, help="Registered image tower, optionally NAME:WEIGHTS "
+                                                   "(default efficientnet-lite0)."),
+        cache_dir: Path = typer.Option(Path("runs/cache"), help="Frozen-feature cache folder."),
+        seed: int = typer.Option(0),
+        threads: int = typer.Option(1, help="torch intra-op threads (1 is fastest on a shared 2-core machine)."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Train LiT projection heads contrastively on (image, caption) pairs; towers stay frozen."""
+        from dataclasses import replace
+
+        from zscir.backbones.lit import LiTConfig
+        from zscir.train.lit import LiTTrainConfig, pair_data, train_lit
+
+        model = replace(LiTConfig(), **{k: v for k, v in dict(
+            image_size=image_size, embed_dim=embed_dim, head_hidden=head_hidden, text_tower=text_tower,
+            image_tower=image_tower).items() if v is not None})
+        cfg = replace(LiTTrainConfig(seed=seed, threads=threads, model=model), **{k: v for k, v in dict(
+            steps=steps, batch_size=batch_size, lr=lr).items() if v is not None})
+        try:
+            pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size)
+            r = train_lit(pairs, out, cfg, cache_dir=cache_dir, progress=progress)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            fail(str(e))
+        m = r["metrics"]
+        typer.echo(f"saved {r['out']} ({r['data']['images']} images, {r['data']['texts']} captions)")
+        if m:
+            typer.echo(f"held-out ({m['n_val']} images): image→text R@1 {m['i2t_R@1']:.1f} R@5 {m['i2t_R@5']:.1f}, "
+                       f"text→image R@1 {m['t2i_R@1']:.1f} R@5 {m['t2i_R@5']:.1f} "
+                       f"(chance R@1 {m['chance_R@1']:.2f}, R@5 {m['chance_R@5']:.2f})")
