@@ -176,6 +176,11 @@ class LiTBackbone(TextHookMixin, Backbone):
         return self.cfg.embed_dim if self.cfg.patch_tokens == "projected" else self._image_tower.width
 
     @property
+    def towers(self) -> tuple[TextTower, ImageTower]:
+        """The loaded frozen towers, e.g. to build another LiT backbone with other heads without reloading."""
+        return self._text_tower, self._image_tower
+
+    @property
     def image_feature_dim(self) -> int:
         return self._image_tower.width
 
