@@ -295,3 +295,39 @@ def test_pseudo_token_composers_build_and_encode(bb, tmp_path, method, vsi):
             assert all(mod.kv_proj.weight.grad.abs().sum() > 0 for mod in mapping.vsi)
     finally:
         m.detach_text_modules()
+
+
+# --- names, errors, CLI ----------------------------------------------------------------------------------
+def test_tower_names_resolve_and_fail_clearly(monkeypatch, tmp_path):
+    from zscir.backbones.lit import load_image_tower
+    from zscir.backbones.text_towers import load_text_tower, resolve_text_tower
+
+    assert resolve_text_tower("all-MiniLM-L6-v2") == resolve_text_tower(MINILM) == wheel_folder(*OFFLINE_WHEELS[MINILM])
+    assert resolve_text_tower(str(tmp_path)) == tmp_path  # a folder is taken as is
+    assert resolve_text_tower("someone/some-model") == "someone/some-model"  # any other name: hub / HF cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="could not load text tower 'someone/no-such-model'"):
+        load_text_tower("someone/no-such-model")
+    with pytest.raises(ValueError, match="unknown image tower 'resnet-nope'"):
+        load_image_tower("resnet-nope")
+    with pytest.raises(FileNotFoundError):
+        load_image_tower(f"efficientnet-lite0:{tmp_path / 'missing.pth'}")
+
+
+def test_cli_train_lit_on_the_world_and_bad_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from zscir.backbones import create_backbone
+    from zscir.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "lit", "--data", "no-such-data", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "error: unknown --data 'no-such-data'" in bad.output
+    r = runner.invoke(app, ["train", "lit", "--data", "world", "--n-pairs", "8", "--steps", "3", "--batch-size", "4",
+                            "--embed-dim", "16", "--head-hidden", "0", "--out", str(tmp_path / "lit"),
+                            "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "held-out (1 images)" in r.output and "8 images" in r.output
+    loaded = create_backbone(f"local-dir:{tmp_path / 'lit'}")
+    assert loaded.embed_dim == 16 and loaded.cfg.head_hidden == 0
+    assert len(list((tmp_path / "cache").glob("lit-features-*.pt"))) == 1
