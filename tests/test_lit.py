@@ -286,9 +286,23 @@ def test_pseudo_token_composers_build_and_encode(bb, tmp_path, method, vsi):
         q2 = comp.encode_queries([ims[2], ims[1]], ["make it blue", "as a circle"])
         assert not torch.allclose(q[0], q2[0]) and torch.allclose(q[1], q2[1], atol=1e-6)
         assert comp.encode_gallery(ims).shape == (3, m.embed_dim)
-        # φ trains through the frozen text tower: gradients reach it
+        if vsi:
+            # Stage II: bottleneck composing adapters on every BERT layer, attached through the same hooks;
+            # zero-initialised they are the identity, trained (here: random) they change the query
+            from zscir.methods.tscir.adapters import ComposingAdapters
+            from zscir.methods.tscir.composer import PseudoTokenComposer
+            from zscir.methods.tscir.config import AdapterConfig
+
+            adapters = ComposingAdapters(m, AdapterConfig())
+            assert adapters.layers == list(range(6))
+            stage2 = PseudoTokenComposer(m, comp.mapping, adapters)
+            assert torch.allclose(stage2.encode_queries(ims[:2], ["make it blue", "as a circle"]), q, atol=1e-6)
+            for a in adapters.adapters:
+                torch.nn.init.normal_(a.up.weight, std=0.05)
+            assert not torch.allclose(stage2.encode_queries(ims[:2], ["make it blue", "as a circle"]), q, atol=1e-3)
+        # φ trains through the frozen text tower: gradients reach it (and VSI)
+        mapping = comp.mapping.train()
         glob, patches = mapping.image_inputs(m, m.preprocess(ims[:2]))
-        mapping.train()
         mapping.encode(m, ["a photo of $", "a photo of $"], glob, patches).sum().backward()
         assert mapping.phi.mlp[0].weight.grad.abs().sum() > 0
         if vsi:
@@ -331,3 +345,36 @@ def test_cli_train_lit_on_the_world_and_bad_data(tmp_path):
     loaded = create_backbone(f"local-dir:{tmp_path / 'lit'}")
     assert loaded.embed_dim == 16 and loaded.cfg.head_hidden == 0
     assert len(list((tmp_path / "cache").glob("lit-features-*.pt"))) == 1
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_any_hf_automodel_text_tower(bb, tmp_path, arch):
+    """A text tower named by folder: tiny random BERT / DistilBERT (another layer layout) with MiniLM's vocab."""
+    from transformers import AutoConfig, AutoModel
+
+    from zscir.backbones.base import TextLayerModule
+    from zscir.backbones.lit import LiTBackbone, LiTConfig
+    from zscir.backbones.text_towers import load_text_tower
+
+    sizes = {"bert": dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64),
+             "distilbert": dict(dim=32, n_layers=3, n_heads=2, hidden_dim=64)}[arch]
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.for_model(arch, vocab_size=len(bb.tokenizer), **sizes)).save_pretrained(tmp_path)
+    bb.tokenizer.save_pretrained(tmp_path)
+    cfg = LiTConfig(text_tower=str(tmp_path), **SMALL)
+    m = LiTBackbone(cfg, load_text_tower(cfg.text_tower), bb.towers[1])
+    assert m.num_text_layers == 3 and m.token_embed_dim == 32
+
+    class Zero(TextLayerModule):
+        def forward(self, hidden, ctx):
+            return hidden * 0
+
+    v = torch.randn(1, 1, 32)
+    plain, sub = m.encode_text(["a photo of $"]), m.encode_text(["a photo of $"], pseudo_tokens=v)
+    assert not torch.allclose(plain, sub)
+    m.attach_text_module(2, Zero())
+    try:
+        zeroed = m.encode_text(["a photo of $", "a dog"])
+    finally:
+        m.detach_text_modules()
+    assert torch.allclose(zeroed[0], zeroed[1])  # the last layer's output was replaced: both texts pool to 0

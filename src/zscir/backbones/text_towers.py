@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -136,7 +136,3 @@ def single_token_id(tokenizer, text: str) -> int:
         raise ValueError(f"placeholder {text!r} tokenizes into {ids} with this tokenizer; need one known token")
     return int(ids[0])
 
-
-def count_in_context(tokenizer, text: str, token_id: int, contexts: Sequence[str]) -> list[int]:
-    """How often ``token_id`` occurs when ``text`` is embedded in each context (``{}`` marks the spot)."""
-    return [tokenizer(c.format(text), add_special_tokens=False)["input_ids"].count(token_id) for c in contexts]
