@@ -263,6 +263,24 @@ def test_training_lowers_the_loss_and_writes_a_loadable_folder(bb, tmp_path):
     assert not calls and feats.images.shape == (12, 1280)
 
 
+def test_contrastive_loss_masks_duplicate_captions():
+    from zscir.train.lit import contrastive_loss
+
+    e = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    te = e.clone()
+    te[1] = te[0]  # pictures 0 and 1 carry the same caption: identical text embeddings
+    scale = torch.tensor(4.0)  # temperature e^4 ≈ 55
+    rows = torch.tensor([7, 7, 8, 9])
+    masked, unmasked = contrastive_loss(e, te, scale, rows), contrastive_loss(e, te, scale)
+    assert unmasked > masked + 0.3  # without the mask each duplicate caption competes with its twin (≥ log 2 / 2)
+    # with the mask the twin logits are gone: equal to the loss of the batch without the duplicate pair's cross terms
+    logits = scale.exp() * e @ te.T
+    logits[0, 1] = logits[1, 0] = float("-inf")
+    t = torch.arange(4)
+    ref = (torch.nn.functional.cross_entropy(logits, t) + torch.nn.functional.cross_entropy(logits.T, t)) / 2
+    assert torch.allclose(masked, ref)
+
+
 # --- methods on the LiT backbone -------------------------------------------------------------------------
 @pytest.mark.parametrize("method,vsi", [("pic2word", []), ("tscir", [0, 1])])
 def test_pseudo_token_composers_build_and_encode(bb, tmp_path, method, vsi):

@@ -28,6 +28,7 @@ def register_train(train_app: typer.Typer) -> None:
         cache_dir: Path = typer.Option(Path("runs/cache"), help="Frozen-feature cache folder."),
         seed: int = typer.Option(0),
         threads: int = typer.Option(1, help="torch intra-op threads (1 is fastest on a shared 2-core machine)."),
+        device: str = typer.Option("cpu", help="Device of the towers and heads (e.g. cuda)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Train LiT projection heads contrastively on (image, caption) pairs; towers stay frozen."""
@@ -39,7 +40,7 @@ def register_train(train_app: typer.Typer) -> None:
         model = replace(LiTConfig(), **{k: v for k, v in dict(
             image_size=image_size, embed_dim=embed_dim, head_hidden=head_hidden, text_tower=text_tower,
             image_tower=image_tower).items() if v is not None})
-        cfg = replace(LiTTrainConfig(seed=seed, threads=threads, model=model), **{k: v for k, v in dict(
+        cfg = replace(LiTTrainConfig(seed=seed, threads=threads, device=device, model=model), **{k: v for k, v in dict(
             steps=steps, batch_size=batch_size, lr=lr).items() if v is not None})
         try:
             pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size)

@@ -52,6 +52,7 @@ class LiTTrainConfig:
     eval_every: int = 0  # 0: evaluate at the end only
     threads: int | None = 1
     feature_batch_size: int = 64
+    device: str = "cpu"
     model: LiTConfig = field(default_factory=LiTConfig)
 
 
@@ -188,6 +189,24 @@ def evaluate_heads(backbone: LiTBackbone, img_feats: torch.Tensor, txt_feats: to
             "chance_R@1": 100.0 / n, "chance_R@5": min(100.0, 500.0 / n), "n_val": n}
 
 
+def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor,
+                     caption_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching (image, caption) rows, temperature ``exp(logit_scale)`` ≤ 100.
+
+    Pictures in a batch are always distinct, but two of them may carry the *same* caption (recoloured clip
+    art, "a red apple"); with ``caption_rows`` given, such duplicate captions are masked out as negatives of
+    each other instead of being pushed apart from a picture they describe equally well.
+    """
+    logits = logit_scale.exp().clamp(max=100) * image_embeds @ text_embeds.T
+    n = logits.shape[0]
+    if caption_rows is not None:
+        rows = caption_rows.to(logits.device)
+        dup = (rows[:, None] == rows[None, :]) & ~torch.eye(n, dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(dup, float("-inf"))
+    target = torch.arange(n, device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg: LiTTrainConfig | None = None,
               cache_dir: str | Path | None = None, progress: bool = True,
               backbone: LiTBackbone | None = None) -> dict:
@@ -196,7 +215,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     if backbone is None:
-        backbone = LiTBackbone.build(cfg.model, name=str(out_dir), seed=cfg.seed)
+        backbone = LiTBackbone.build(cfg.model, name=str(out_dir), seed=cfg.seed).to(cfg.device)
     t0 = time.time()
     feats = extract_pair_features(backbone, pairs, cache_dir, cfg.feature_batch_size, progress)
     t_feat = time.time() - t0
@@ -225,9 +244,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
         caps = [int(train_caps[i][rng.integers(len(train_caps[i]))]) for i in pick]
         ie = backbone.embed_image_features(feats.images[train_rows[pick]])
         te = backbone.embed_text_features(feats.texts[caps])
-        logits = backbone.logit_scale.exp().clamp(max=100) * ie @ te.T
-        target = torch.arange(bs, device=logits.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        loss = contrastive_loss(ie, te, backbone.logit_scale, torch.as_tensor(caps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
