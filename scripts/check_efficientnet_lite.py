@@ -90,7 +90,27 @@ def main() -> int:
                 if pad == "TF SAME" and norm == "lite" and size == 160 and names:
                     print("  top-1:", ", ".join(f"{c} {names[int(top5[i, 0])]}" for i, c in enumerate(pics)))
     E.SameConv2d.forward = same
+    speed(model)
     return 0
+
+
+def speed(model, n: int = 32, size: int = 160, repeats: int = 3) -> None:
+    """ms per image of the feature extractor, default (NCHW) vs channels-last weights, 1 thread."""
+    import copy
+    import time
+
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.randn(n, 3, size, size)
+    with torch.no_grad():
+        diff = (model.forward_features(x) - cl.forward_features(x)).abs().max().item()
+        for _ in range(repeats):
+            times = []
+            for m in (model, cl):
+                t = time.perf_counter()
+                m.forward_features(x)
+                times.append((time.perf_counter() - t) / n * 1000)
+            print(f"{size} px, batch {n}: NCHW {times[0]:.1f} ms/image, channels-last {times[1]:.1f} ms/image")
+    print(f"max |difference| of the feature maps: {diff:.1e}")
 
 
 def _pixels(im: Image.Image, size: int, mean, std) -> torch.Tensor:
