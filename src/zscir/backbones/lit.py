@@ -159,7 +159,7 @@ class LiTBackbone(TextHookMixin, Backbone):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         # WordPiece splits every punctuation character off before matching word pieces, so "$" is always its
         # own token (id 1002 in BERT-uncased vocabularies), also in "$5" or "it$": the placeholder mask
-        # counts exactly the "$" characters of a prompt (checked in tests/test_lit_backbone.py).
+        # counts exactly the "$" characters of a prompt (checked in tests/test_lit.py).
         self._placeholder_id = single_token_id(self.tokenizer, cfg.placeholder)
         self._init_text_hooks(text.token_embedding)
         self.train(False)
@@ -179,7 +179,11 @@ class LiTBackbone(TextHookMixin, Backbone):
 
     @property
     def towers(self) -> tuple[TextTower, ImageTower]:
-        """The loaded frozen towers, e.g. to build another LiT backbone with other heads without reloading."""
+        """The loaded frozen towers, e.g. to build another LiT backbone with other heads without reloading.
+
+        Backbones built on the same towers hook the same modules: attach text-layer modules to one of them
+        at a time (a module attached through one backbone refuses calls made through another).
+        """
         return self._text_tower, self._image_tower
 
     @property
