@@ -398,3 +398,22 @@ def test_any_hf_automodel_text_tower(bb, tmp_path, arch):
     finally:
         m.detach_text_modules()
     assert torch.allclose(zeroed[0], zeroed[1])  # the last layer's output was replaced: both texts pool to 0
+
+
+def test_fusiondiff_builds_and_encodes(bb, tmp_path):
+    """Fusion-Diff's image-space variant (no world captioner) on a LiT backbone, from a random tiny checkpoint."""
+    from zscir.methods import create_composer
+    from zscir.methods.fusiondiff.checkpoint import build_modules, save_checkpoint
+    from zscir.methods.fusiondiff.config import AdapterConfig, FusionDiffConfig, JointConfig, PriorConfig
+
+    m = with_heads(bb, **SMALL)
+    cfg = FusionDiffConfig(embed_dim=m.embed_dim, joint=JointConfig(space="image"),
+                           prior=PriorConfig(width=32, layers=2, heads=2, num_train_timesteps=100),
+                           adapter=AdapterConfig(blocks=1))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path, cfg, *build_modules(cfg))
+    comp = create_composer("fusiondiff-image", backbone=m, checkpoint=str(tmp_path), steps=3, n_samples=1)
+    ims = pictures(2)
+    q = comp.encode_queries(ims, ["make it blue", "as a circle"])
+    assert q.shape == (2, m.embed_dim) and torch.isfinite(q).all()
+    assert comp.encode_gallery(ims).shape == (2, m.embed_dim)
