@@ -249,7 +249,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", T=f"{backbone.logit_scale.exp().item():.1f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{backbone.logit_scale.exp().item():.1f}")
         if len(val_rows) and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
             metrics = evaluate_heads(backbone, feats.images[val_rows], feats.texts[val_text])
             history.append({"step": step + 1, "loss": losses[-1], **metrics})
