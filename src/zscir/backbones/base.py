@@ -114,6 +114,7 @@ class Backbone(nn.Module, ABC):
         normalize: bool = True,
         pseudo_tokens: torch.Tensor | None = None,
         extras: dict[str, Any] | None = None,
+        placeholder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Texts (or a tokenized batch) → (B, embed_dim) text embeddings.
 
@@ -122,6 +123,9 @@ class Backbone(nn.Module, ABC):
                 replaced by ``pseudo_tokens[b, i]`` in the token-embedding space. Every text must contain
                 exactly n placeholders.
             extras: passed to attached text-layer modules through `TextHookContext.extras`.
+            placeholder_mask: optional (B, L) bool mask of the positions that count as placeholders, for a
+                tokenized batch; default: every ``placeholder_token_id``. Peer methods use it for another
+                placeholder token (Pic2Word's ``*``) or only its first occurrence.
         """
 
     # --- text-layer modules -----------------------------------------------------------------------

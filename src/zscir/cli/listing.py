@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
             from zscir.methods import list_methods
 
             for spec in list_methods():
-                typer.echo(f"{spec.name:<12} {'(trained) ' if spec.trained else ''}{spec.description}")
+                tag = "(peer) " if spec.peer else "(trained) " if spec.trained else ""
+                typer.echo(f"{spec.name:<18} {tag}{spec.description}")
         else:
             raise typer.BadParameter(f"expected 'models' or 'methods', got {what!r}")

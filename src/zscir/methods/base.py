@@ -42,6 +42,14 @@ class Composer(ABC):
         """
         return f"{type(self).__module__}.{type(self).__qualname__}:{id(self)}"
 
+    def protocol_preset(self, benchmark: str) -> dict[str, Any]:
+        """Protocol flags this method's own published evaluation used on ``benchmark`` (cirr, fashioniq, circo).
+
+        Benchmark runs apply them under the user's explicit flags and record them, so that a peer
+        reproduction (docs/PEERS.md) runs with its paper's preprocessing and caption handling by default.
+        """
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description of the method's configuration, written into result files."""
         return {"method": self.name}

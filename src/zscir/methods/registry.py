@@ -23,16 +23,18 @@ class MethodSpec:
     factory: Callable[..., Composer]
     description: str
     trained: bool = False
+    #: a reproduction of another project's released weights (docs/PEERS.md)
+    peer: bool = False
 
 
 _METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, description: str, trained: bool = False):
+def register_method(name: str, description: str, trained: bool = False, peer: bool = False):
     """Decorator registering ``factory(backbone, checkpoint=None, **options) -> Composer``."""
 
     def deco(factory: Callable[..., Composer]) -> Callable[..., Composer]:
-        _METHODS[name] = MethodSpec(name, factory, description, trained)
+        _METHODS[name] = MethodSpec(name, factory, description, trained, peer)
         return factory
 
     return deco
@@ -69,6 +71,7 @@ BUILTIN_METHOD_MODULES = (
     "zscir.methods.pic2word.register",
     "zscir.methods.tscir.register",
     "zscir.methods.fusiondiff.register",
+    "zscir.methods.peers.register",
 )
 
 

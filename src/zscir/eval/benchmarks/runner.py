@@ -283,6 +283,13 @@ def _run_circo(data: CircoData, composer: Composer, proto: CircoProtocol, opts: 
 _TEST_SPLITS = ("test1", "test")
 
 
+def _method_preset(composer: Composer, name: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The method's own protocol flags for ``name`` that the caller did not set (recorded in the result)."""
+    preset_fn = getattr(composer, "protocol_preset", None)
+    preset = dict(preset_fn(name)) if callable(preset_fn) else {}
+    return {k: v for k, v in preset.items() if flags.get(k) is None}
+
+
 def _normalize_split(name: str, split: str) -> str:
     return normalize_cirr_split(split) if name == "cirr" else split.lower()
 
@@ -316,7 +323,8 @@ def run_benchmark(
         raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARK_NAMES)}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of queries, got {limit}")
-    proto = make_protocol(name, **protocol_flags)
+    preset = _method_preset(composer, name, protocol_flags)
+    proto = make_protocol(name, **{**protocol_flags, **preset})
     opts = RunOptions(batch_size, num_workers, limit, Path(cache_dir).expanduser() if cache_dir else None,
                       use_cache, device, progress)
     split = _normalize_split(name, split)
@@ -337,7 +345,7 @@ def run_benchmark(
         "data_root": str(Path(data_root).expanduser().resolve()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    run.result["protocol"] = {"format": name, "limit": limit, **run.result["protocol"]}
+    run.result["protocol"] = {"format": name, "limit": limit, **run.result["protocol"], "method_preset": preset}
     logger.info("%s %s: %s", name, split, run.result["metrics"])
     return run
 
