@@ -28,6 +28,7 @@ from torch import nn
 
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.hooks import TextHookMixin
+from zscir.backbones.openai_bpe import openai_tokenizer_for
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +232,17 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
                 path_or_id, **kw
             )
             tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kw)
-            processor = load_image_processor(path_or_id, **kw)
+            vocab_size = int(model.config.text_config.vocab_size)
+            if len(tokenizer) < vocab_size // 2:  # transformers 5 builds an empty CLIPTokenizer when files are missing
+                tokenizer = openai_tokenizer_for(vocab_size, str(path_or_id))
+            try:
+                processor = load_image_processor(path_or_id, **kw)
+            except OSError:
+                from zscir.backbones.registry import build_image_processor
+
+                logger.warning("%s has no preprocessor_config.json; using OpenAI CLIP's preprocessing at %d px",
+                               path_or_id, model.config.vision_config.image_size)
+                processor = build_image_processor(int(model.config.vision_config.image_size))
         except OSError as e:
             raise OSError(
                 f"could not load a CLIP checkpoint from {str(path_or_id)!r}: {e}. Give a local folder with "

@@ -9,7 +9,9 @@ embedding and its output is used as is (no rescaling): that is what the released
 The gallery side is the plain image embedding (`ImageGalleryComposer`), so gallery features and indexes
 are shared with the image/sum baselines and zscir's Pic2Word/TSCIR on the same backbone.
 
-The replacement goes through `Backbone.encode_text(pseudo_tokens=..., placeholder_mask=...)`, i.e. the
+The peers tokenize with OpenAI's tokenizer, which cleans text first (ftfy, HTML unescaping); prompts get
+the same cleaning (`openai_text_clean`) before the backbone's tokenizer sees them. The replacement goes
+through `Backbone.encode_text(pseudo_tokens=..., placeholder_mask=...)`, i.e. the
 backbone's token-embedding hook, so the encoder's code is never copied and any backend works.
 """
 
@@ -22,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.openai_bpe import openai_text_clean
 from zscir.methods.baselines import ImageGalleryComposer
 from zscir.methods.peers.specs import PeerSpec
 
@@ -67,8 +70,8 @@ class PeerComposer(ImageGalleryComposer):
         return self.spec.protocol_preset(benchmark)
 
     def prompts(self, texts: Sequence[str]) -> list[str]:
-        """The peer's prompt around each modification text (the text is inserted unchanged)."""
-        return [self.template.replace("{}", t) for t in texts]
+        """The peer's prompt around each modification text, cleaned as OpenAI's tokenizer cleans it."""
+        return [openai_text_clean(self.template.replace("{}", t)) for t in texts]
 
     @torch.no_grad()
     def pseudo_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
