@@ -146,5 +146,8 @@ def test_index_search_and_python_api(ckpts, tmp_path):
     r = Retriever.load(idx, method="searle", checkpoint=str(ckpts["searle"]))
     api_hits = r.search(photos / "p1.png", "make it red", k=4)
     assert len(api_hits) == 4 and r.composer().name == "searle"
+    listed = {m["name"]: m for m in r.methods()}  # what /methods and the web page's selector show
+    assert listed["searle"]["available"] and listed["searle"]["gallery"] == "indexed"
+    assert not listed["lincir"]["available"] and "--checkpoint" in listed["lincir"]["reason"]
     # the peers share the plain image-embedding gallery of the index (no re-encoding)
     assert r.composer().gallery_cache_key() == create_composer("sum", backbone=r.backbone).gallery_cache_key()
