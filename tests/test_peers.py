@@ -26,24 +26,25 @@ from zscir.methods.peers import PEERS, PeerCheckpointError, PeerComposer, load_p
 EMBED, WIDTH = 24, 32
 
 
-def _searle_state(seed: int, d_in: int = EMBED, hidden: int = 40, d_out: int = WIDTH) -> dict[str, torch.Tensor]:
+def _linear_state(shapes: dict[str, tuple[int, int]], seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Random ``nn.Linear`` weights/biases under the given key names (shapes are (out, in))."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {"layers.0": (hidden, d_in), "layers.3": (hidden, hidden), "layers.6": (d_out, hidden)}
     state = {}
     for k, (o, i) in shapes.items():
-        state[f"{k}.weight"] = torch.randn(o, i, generator=g) / math.sqrt(i)
-        state[f"{k}.bias"] = torch.randn(o, generator=g) * 0.1
+        state[f"{prefix}{k}.weight"] = torch.randn(o, i, generator=g) / math.sqrt(i)
+        state[f"{prefix}{k}.bias"] = torch.randn(o, generator=g) * 0.1
     return state
+
+
+def _searle_state(seed: int, d_in: int = EMBED, hidden: int = 40, d_out: int = WIDTH) -> dict[str, torch.Tensor]:
+    """SEARLE / LinCIR ``ckpt["Phi"]`` key names."""
+    return _linear_state({"layers.0": (hidden, d_in), "layers.3": (hidden, hidden), "layers.6": (d_out, hidden)}, seed)
 
 
 def _pic2word_state(seed: int, d_in: int = EMBED, hidden: int = 16, d_out: int = WIDTH) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"layers.0.0": (hidden, d_in), "layers.1.0": (hidden, hidden), "fc_out": (d_out, hidden)}
-    state = {}
-    for k, (o, i) in shapes.items():
-        state[f"module.{k}.weight"] = torch.randn(o, i, generator=g) / math.sqrt(i)
-        state[f"module.{k}.bias"] = torch.randn(o, generator=g) * 0.1
-    return state
+    """Pic2Word ``ckpt["state_dict_img2text"]`` key names, with DataParallel's ``module.`` prefix."""
+    return _linear_state({"layers.0.0": (hidden, d_in), "layers.1.0": (hidden, hidden), "fc_out": (d_out, hidden)},
+                         seed, prefix="module.")
 
 
 def _searle_ref(state, x):
@@ -60,9 +61,8 @@ def _pic2word_ref(state, x):
     return F.linear(h, s["fc_out.weight"], s["fc_out.bias"])
 
 
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("peer-ckpts")
+def write_checkpoints(d: Path) -> dict[str, Path]:
+    """One synthetic checkpoint per peer, in the released files' containers."""
     out = {"searle": d / "SEARLE_tiny.pt", "lincir": d / "lincir_tiny.pt", "pic2word-official": d / "p2w_tiny.pt"}
     torch.save({"Phi": _searle_state(1)}, out["searle"])
     torch.save({"Phi": _searle_state(2)}, out["lincir"])
@@ -70,6 +70,11 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     torch.save({"epoch": 3, "name": "pic2word", "state_dict_img2text": _pic2word_state(3),
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]}}, out["pic2word-official"])
     return out
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    return write_checkpoints(tmp_path_factory.mktemp("peer-ckpts"))
 
 
 STATES = {"searle": lambda: _searle_state(1), "lincir": lambda: _searle_state(2),

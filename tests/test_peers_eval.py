@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import SMALL_WORLD
-from test_peers import _pic2word_state, _searle_state
+from test_peers import write_checkpoints
 from zscir.cli import app
 from zscir.methods import create_composer
 from zscir.methods.peers import PeerComposer
@@ -25,12 +24,7 @@ TINY = ["--model", "tiny-clip-test"]
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("peer-ckpts-eval")
-    out = {"searle": d / "SEARLE_tiny.pt", "lincir": d / "lincir_tiny.pt", "pic2word-official": d / "p2w.pt"}
-    torch.save({"Phi": _searle_state(1)}, out["searle"])
-    torch.save({"Phi": _searle_state(2)}, out["lincir"])
-    torch.save({"state_dict_img2text": _pic2word_state(3)}, out["pic2word-official"])
-    return out
+    return write_checkpoints(tmp_path_factory.mktemp("peer-ckpts-eval"))
 
 
 def _invoke(args: list[str]):

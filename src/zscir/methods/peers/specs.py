@@ -54,7 +54,15 @@ class PeerSpec:
                 "prompts": {k: v for k, v in self.prompts.items()}, "protocol_preset": dict(self.protocol)}
 
 
-_NO_CONCEPT = {"use_shared_concept": False}
+
+
+def _protocol(preprocessing: str, caption_mode: str, strip_captions: bool) -> dict[str, dict[str, Any]]:
+    """A peer's evaluation flags: one preprocessing everywhere, its FashionIQ captions, CIRCO without concept."""
+    pre = {"preprocessing": preprocessing}
+    return {"cirr": pre, "fashioniq": {**pre, "caption_mode": caption_mode, "strip_captions": strip_captions},
+            "circo": {**pre, "use_shared_concept": False}}
+
+
 _SEARLE_FIQ = ["a photo of $ that {cap1} and {cap2}", "a photo of $ that {cap2} and {cap1}"]
 
 PEERS: dict[str, PeerSpec] = {
@@ -63,9 +71,7 @@ PEERS: dict[str, PeerSpec] = {
         placeholder="$", template="a photo of $ that {}", replace="all",
         files={512: ("SEARLE_ViT-B32.pt", "hf-hub:openai/clip-vit-base-patch32"),
                768: ("SEARLE_ViT-L14.pt", "hf-hub:openai/clip-vit-large-patch14")},
-        protocol={"cirr": {"preprocessing": "targetpad"},
-                  "fashioniq": {"preprocessing": "targetpad", "caption_mode": "searle", "strip_captions": True},
-                  "circo": {"preprocessing": "targetpad", **_NO_CONCEPT}},
+        protocol=_protocol("targetpad", "searle", strip_captions=True),
         prompts={"cirr": "a photo of $ that {caption}", "fashioniq": _SEARLE_FIQ,
                  "circo": "a photo of $ that {caption}"},
     ),
@@ -73,9 +79,7 @@ PEERS: dict[str, PeerSpec] = {
         name="lincir", title="LinCIR (Gu et al., CVPR 2024), released φ", container="Phi", layout="searle",
         placeholder="$", template="a photo of $ that {}", replace="all",
         files={768: ("lincir_large.pt", "hf-hub:openai/clip-vit-large-patch14")},
-        protocol={"cirr": {"preprocessing": "default"},
-                  "fashioniq": {"preprocessing": "default", "caption_mode": "searle", "strip_captions": True},
-                  "circo": {"preprocessing": "default", **_NO_CONCEPT}},
+        protocol=_protocol("default", "searle", strip_captions=True),
         prompts={"cirr": "a photo of $ that {caption}", "fashioniq": _SEARLE_FIQ,
                  "circo": "a photo of $ that {caption}"},
     ),
@@ -84,9 +88,7 @@ PEERS: dict[str, PeerSpec] = {
         container="state_dict_img2text", layout="pic2word", placeholder="*", template="a photo of * , {}",
         replace="first",
         files={768: ("pic2word_model.pt", "hf-hub:openai/clip-vit-large-patch14")},
-        protocol={"cirr": {"preprocessing": "default"},
-                  "fashioniq": {"preprocessing": "default", "caption_mode": "pic2word", "strip_captions": False},
-                  "circo": {"preprocessing": "default", **_NO_CONCEPT}},
+        protocol=_protocol("default", "pic2word", strip_captions=False),
         prompts={"cirr": "a photo of * , {caption}", "fashioniq": "a photo of * , {cap2} and {cap1}",
                  "circo": "a photo of * , {caption}"},
     ),
