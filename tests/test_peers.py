@@ -235,3 +235,14 @@ def test_peer_methods_are_listed_and_need_a_checkpoint(tiny_backbone):
 def test_placeholder_must_be_one_token(ckpts, tiny_backbone):
     with pytest.raises(ValueError, match="once"):
         create_composer("searle", backbone=tiny_backbone, checkpoint=str(ckpts["searle"]), template="a photo of {}")
+
+
+def test_local_dir_without_tokenizer_is_refused(tiny_backbone, tmp_path):
+    """transformers 5 silently builds a two-token CLIPTokenizer for a folder without tokenizer files; zscir
+    refuses such a folder (here a non-OpenAI vocabulary, so no OpenAI tokenizer can stand in)."""
+    from zscir.backbones import create_backbone
+
+    tiny_backbone.model.save_pretrained(tmp_path / "m")
+    tiny_backbone.image_processor.save_pretrained(tmp_path / "m")
+    with pytest.raises(OSError, match="no tokenizer files"):
+        create_backbone(f"local-dir:{tmp_path / 'm'}")
