@@ -93,12 +93,12 @@ def _real_vocab_backbone(hf_tok, eos_token_id: int):
 @pytest.mark.parametrize("eos_token_id", [2, 49407])
 def test_hf_backbone_tokenizes_like_openai_clip(eos_token_id, hf_tok, openai_tok, tmp_path):
     from zscir.methods import create_composer
-    from zscir.methods.peers.composer import single_token_id
+    from zscir.methods.peers.composer import backbone_token_id
 
     from test_peers import _pic2word_state, _searle_state
 
     bb = _real_vocab_backbone(hf_tok, eos_token_id)
-    assert bb.placeholder_token_id == 259 and single_token_id(bb, "*") == 265
+    assert bb.placeholder_token_id == 259 and backbone_token_id(bb, "*") == 265
     tok = bb.tokenize([openai_text_clean(s) for s in SENTENCES])
     for row, mask, s in zip(tok["input_ids"], tok["attention_mask"], SENTENCES):
         assert row[mask.bool()].tolist() == [49406, *openai_tok.encode(s), 49407], s

@@ -289,12 +289,12 @@ class LiTBackbone(TextHookMixin, Backbone):
         return self.image_feature_map(pixel_values).mean((2, 3))
 
     def text_features(self, texts: Sequence[str] | dict[str, torch.Tensor], pseudo_tokens=None,
-                      extras: dict[str, Any] | None = None) -> torch.Tensor:
+                      extras: dict[str, Any] | None = None, placeholder_mask=None) -> torch.Tensor:
         """(B, width) mean-pooled text-tower states (the text head's input), with ``$`` substitution/hooks."""
         tok = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
-        pmask = ids == self._placeholder_id
+        pmask = ids == self._placeholder_id if placeholder_mask is None else placeholder_mask.to(self.device).bool()
         pseudo = self._check_pseudo(pseudo_tokens, pmask, self.cfg.placeholder)
         with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo):
             return self._text_tower.pooled(ids, mask)
@@ -318,8 +318,9 @@ class LiTBackbone(TextHookMixin, Backbone):
         patches = self.image_head(cells) if self.cfg.patch_tokens == "projected" else cells
         return glob, patches
 
-    def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None) -> torch.Tensor:
-        return self.embed_text_features(self.text_features(texts, pseudo_tokens, extras), normalize)
+    def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None,
+                    placeholder_mask=None) -> torch.Tensor:
+        return self.embed_text_features(self.text_features(texts, pseudo_tokens, extras, placeholder_mask), normalize)
 
     # --- persistence -------------------------------------------------------------------------------
     def head_state_dict(self) -> dict[str, torch.Tensor]:

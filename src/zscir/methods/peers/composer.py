@@ -29,7 +29,7 @@ from zscir.methods.baselines import ImageGalleryComposer
 from zscir.methods.peers.specs import PeerSpec
 
 
-def single_token_id(backbone: Backbone, text: str) -> int:
+def backbone_token_id(backbone: Backbone, text: str) -> int:
     """The id of ``text`` when the backbone's tokenizer makes exactly one token of it (between BOS/EOS)."""
     tok = backbone.tokenize([text])
     ids = tok["input_ids"][0][tok["attention_mask"][0].bool()].tolist()
@@ -62,7 +62,7 @@ class PeerComposer(ImageGalleryComposer):
         if self.template.count(spec.placeholder) != 1 or self.template.count("{}") != 1:
             raise ValueError(f"{spec.name} template must contain {spec.placeholder!r} once and '{{}}' once, "
                              f"got {self.template!r}")
-        self.placeholder_id = single_token_id(backbone, spec.placeholder)
+        self.placeholder_id = backbone_token_id(backbone, spec.placeholder)
         self.info = dict(info or {})
         self.batch_size = batch_size
 
