@@ -189,7 +189,7 @@ def test_extra_gallery_indexed_and_on_demand_agree(tmp_path, composer, negated_m
 
 
 def test_kill_during_finalize_then_resume(tmp_path, composer, monkeypatch):
-    import zscir.index.build as b
+    import zscir.index.folder as b  # the owner of every manifest commit
 
     photos = tmp_path / "photos"
     ids = make_photos(photos)

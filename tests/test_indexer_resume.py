@@ -70,19 +70,36 @@ def test_sigkill_mid_index_then_resume(tmp_path):
 
 
 @pytest.mark.parametrize("kill_after", [1, 3])
-def test_stray_files_of_a_kill_are_ignored(tmp_path, kill_after):
-    """Orphans a kill can leave (an unlisted segment, a temp file) never enter the index."""
+def test_stray_files_of_a_kill_are_ignored(tmp_path, kill_after, monkeypatch):
+    """Orphans a kill leaves (a written, uncommitted segment; a temp file) never enter the index and are
+    collected; look-alike files zscir did not record are never deleted."""
+    import zscir.index.folder as folder
+
     photos = tmp_path / "photos"
     ids = make_photos(photos, n=10)
     idx = tmp_path / "idx"
     composer = create_composer("sum", model=MODEL)
     build_index(photos, idx, composer, model=MODEL, config=IndexConfig(batch_size=4, progress=False))
     make_photos(photos, n=kill_after, start=200)
-    (idx / "segments").mkdir()
-    np.savez(idx / "segments" / "deadbeef-000000.npz", items=np.frombuffer(b'[{"id": "ghost.png"}]', np.uint8),
-             emb0=np.ones((1, 24), np.float32))
-    (idx / ".embeddings-g2.npy.abc.tmp").write_bytes(b"partial")
+    real = folder.atomic_write_json
+
+    def kill_at_batch_commit(path, obj, **kw):
+        if (obj.get("build") or {}).get("segments"):
+            raise KeyboardInterrupt("simulated kill between a segment and its commit")
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(folder, "atomic_write_json", kill_at_batch_commit)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(photos, idx, composer, model=MODEL, config=IndexConfig(batch_size=4, progress=False))
+    monkeypatch.undo()
+    orphans = list((idx / "segments").iterdir())
+    assert len(orphans) == 1  # written, recorded, never committed
+    (idx / ".embeddings-g2.npy.abc.tmp").write_bytes(b"partial")  # what a kill inside atomic_open leaves
+    ghost = idx / "segments" / "deadbeef-000000.npz"  # zscir-like names zscir never recorded: not its files
+    np.savez(ghost, items=np.frombuffer(b'[{"id": "ghost.png"}]', np.uint8), emb0=np.ones((1, 24), np.float32))
+    (idx / ".notes.txt.abc.tmp").write_bytes(b"user")
     rep = build_index(photos, idx, composer, model=MODEL, config=IndexConfig(batch_size=4, progress=False))
     assert rep.encoded == kill_after and "ghost.png" not in EmbeddingStore.load(idx).ids
     assert len(EmbeddingStore.load(idx)) == 10 + kill_after and set(ids) <= set(EmbeddingStore.load(idx).ids)
-    assert not (idx / "segments").exists() and not list(idx.glob(".*.tmp"))
+    assert not orphans[0].exists() and not (idx / ".embeddings-g2.npy.abc.tmp").exists()
+    assert ghost.is_file() and (idx / ".notes.txt.abc.tmp").read_bytes() == b"user"

@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from tests.test_indexer import NegatedGallery, cfg, make_photos  # noqa: F401 - shared helpers
-from zscir.index.build import build_index, merge_indexes, shard_of
+from zscir.index.build import build_index, shard_of
+from zscir.index.merge import merge_indexes
 from zscir.index.store import EmbeddingStore, StoreError
 from zscir.methods import create_composer
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from tests.test_indexer import NegatedGallery, cfg, make_photos  # noqa: F401 - shared helpers
 from tests.test_search_topk import brute
-from zscir.index.build import build_index, merge_indexes
+from zscir.index.build import build_index
+from zscir.index.merge import merge_indexes
 from zscir.index.retriever import Retriever
 from zscir.index.search import ExactSearcher
 from zscir.index.shards import ShardedSearcher, ShardSet, resolve_index_paths

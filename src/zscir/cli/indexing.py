@@ -52,17 +52,23 @@ def register(app: typer.Typer) -> None:
         min_items: int = typer.Option(None, min=0, help="ANN: smaller galleries keep exact search [default: 1000]."),
         remove: bool = typer.Option(False, "--remove", help="With FOLDER=ann: delete the ANN indexes."),
         rebuild: bool = typer.Option(False, "--rebuild", help="With FOLDER=ann: rebuild even if up to date."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of another model or another "
+                                       "image folder in --out (refused without it)."),
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
-        Re-running is cheap and safe: it resumes an interrupted run and encodes only new or changed files.
+        Re-running is cheap and safe: it resumes an interrupted run and encodes only new or changed files, and
+        an unchanged folder is recognised without loading the model. --out must be a new or empty folder or
+        an index; zscir never writes into or deletes from any other folder.
         `zscir index merge -o OUT --from SHARD0 --from SHARD1 ...` concatenates finished shard indexes.
         `zscir index ann IDX [IDX ...]` builds (or refreshes) the FAISS IVF-PQ index of finished indexes,
         e.g. of each shard; `--remove` deletes it.
         """
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.ann import AnnConfig
-        from zscir.index.build import ImageLimits, IndexConfig, IndexLockedError, build_index, merge_indexes
+        from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_up_to_date,
+                                       make_request)
+        from zscir.index.names import printable
         from zscir.index.store import StoreError
 
         # ANN options given on the command line override the index's recorded settings (or the defaults)
@@ -87,8 +93,10 @@ def register(app: typer.Typer) -> None:
         if str(folder) == "merge" and not folder.is_dir():
             if not merge_from:
                 fail("zscir index merge: give the shard indexes with --from DIR (repeat it)")
+            from zscir.index.merge import merge_indexes
+
             try:
-                rep = merge_indexes(merge_from, out)
+                rep = merge_indexes(merge_from, out, overwrite=overwrite)
             except (StoreError, ValueError, IndexLockedError) as e:
                 fail(str(e))
             typer.echo(f"{out}: {rep.indexed} images merged from {len(merge_from)} shards "
@@ -98,11 +106,11 @@ def register(app: typer.Typer) -> None:
             return
         ann_cfg = None
         if ann:
-            from zscir.index.build import read_manifest
-            from zscir.index.faiss_search import _import_faiss
+            from zscir.index.faiss_search import import_faiss
+            from zscir.index.folder import read_manifest
 
             try:
-                _import_faiss()  # fail before encoding, not after
+                import_faiss()  # fail before encoding, not after
                 ann_cfg = AnnConfig.merged((read_manifest(out.resolve()) or {}).get("ann_config"), ann_given)
             except (StoreError, ImportError) as e:
                 fail(str(e))
@@ -118,29 +126,39 @@ def register(app: typer.Typer) -> None:
 
         methods = list(method or ["sum"])
         model_name = model or DEFAULT_MODEL
-        first = make_composer(methods[0], model_name, checkpoint, device, {})
-        composers = [first]
-        for m in methods[1:]:
-            try:
-                from zscir.methods import create_composer
-
-                composers.append(create_composer(m, model=model_name, backbone=first.backbone, device=device))
-            except (ValueError, FileNotFoundError, OSError, TypeError) as e:
-                fail(f"method {m!r}: {e}")
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
                           throttle_s=throttle, shard=shard_spec, ann=ann_cfg,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
-        try:
-            rep = build_index(folder, out, composers, model=model_name, config=cfg)
-        except (NotADirectoryError, StoreError, IndexLockedError, ImportError, ValueError) as e:
+        request = make_request(model_name, methods, checkpoint)
+        try:  # an unchanged folder is recognised from the manifest and file stats: no model is loaded
+            rep = check_up_to_date(folder, out, request=request, config=cfg)
+        except (NotADirectoryError, StoreError, ValueError) as e:
             fail(str(e))
+        if rep is None:
+            first = make_composer(methods[0], model_name, checkpoint, device, {})
+            composers = [first]
+            for m in methods[1:]:
+                try:
+                    from zscir.methods import create_composer
+
+                    composers.append(create_composer(m, model=model_name, backbone=first.backbone, device=device))
+                except (ValueError, FileNotFoundError, OSError, TypeError) as e:
+                    fail(f"method {m!r}: {e}")
+            try:
+                rep = build_index(folder, out, composers, model=model_name, config=cfg, overwrite=overwrite,
+                                  request=request)
+            except (NotADirectoryError, StoreError, IndexLockedError, ImportError, ValueError) as e:
+                fail(str(e))
         if report:
             report.write_text(json.dumps(asdict(rep), indent=2) + "\n")
-        state = "up to date" if rep.up_to_date else f"generation {rep.generation}"
-        typer.echo(f"{out}: {rep.indexed} images ({state}; encoded {rep.encoded}, reused {rep.reused}, "
-                   f"resumed {rep.resumed}, removed {rep.removed}, skipped {len(rep.skipped)})")
+        if rep.up_to_date:
+            typer.echo(f"{printable(out)}: index up to date ({rep.indexed} items, skipped {len(rep.skipped)})")
+        else:
+            typer.echo(f"{printable(out)}: {rep.indexed} images (generation {rep.generation}; encoded {rep.encoded}, "
+                       f"reused {rep.reused}, resumed {rep.resumed}, removed {rep.removed}, "
+                       f"skipped {len(rep.skipped)})")
         for s in rep.skipped[:50]:
-            typer.echo(f"  skipped {s['id']}: {s['reason']}")
+            typer.echo(f"  skipped {printable(s['id'])}: {printable(s['reason'])}")
         if len(rep.skipped) > 50:
             typer.echo(f"  ... and {len(rep.skipped) - 50} more (see --report or manifest.json)")
         for key, what in rep.ann.items():
@@ -184,8 +202,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(hits_to_json(hits))
         else:
+            from zscir.index.names import printable
+
             for h in hits:
-                typer.echo(f"{h.rank + 1:>3}. {h.score:.4f}  {h.path}")
+                typer.echo(f"{h.rank + 1:>3}. {h.score:.4f}  {printable(h.path)}")
         if grid:
             save_grid(ref, text, hits, grid, limits=r.config.limits)
             if not as_json:
@@ -195,7 +215,7 @@ def register(app: typer.Typer) -> None:
 def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool) -> None:
     """`zscir index ann IDX...`: build/refresh (or --remove) the ANN index of each finished index folder."""
     from zscir.index.ann import build_ann, remove_ann
-    from zscir.index.build import IndexLockedError
+    from zscir.index.folder import IndexLockedError
     from zscir.index.shards import resolve_index_paths
     from zscir.index.store import StoreError
 
@@ -217,12 +237,13 @@ def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 1
     from PIL import Image, ImageDraw
 
     from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+    from zscir.index.names import item_path
 
     limits = limits or ImageLimits()
     tiles = [(reference, "reference")]
     for h in hits:
         try:
-            tiles.append((load_image(h.path, limits), f"#{h.rank + 1} {h.score:.3f}"))
+            tiles.append((load_image(item_path(h.item), limits), f"#{h.rank + 1} {h.score:.3f}"))
         except ImageRejected:
             tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank + 1} (missing)"))
     cols = min(len(tiles), 6)

@@ -51,10 +51,11 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from zscir.index.atomic import atomic_open, atomic_write_json
-from zscir.index.faiss_search import RERANK_MODES, AnnSearcher, FaissSearcher, _import_faiss, _ivf_of
-from zscir.index.search import ArrayLike, _release_pages
-from zscir.index.store import MANIFEST_FILE, StoreError
+from zscir.index.atomic import atomic_open
+from zscir.index.faiss_search import RERANK_MODES, AnnSearcher, FaissSearcher, import_faiss, ivf_of
+from zscir.index.folder import IndexFolder, open_index_folder, read_manifest
+from zscir.index.search import ArrayLike, release_pages
+from zscir.index.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _key_slug(key: str) -> str:
 
 def _train_and_add(emb: np.ndarray, factory: str, n_train: int, cfg: AnnConfig, progress: bool, desc: str) -> Any:
     """Train ``factory`` on ``n_train`` random rows of ``emb`` and add all rows chunk by chunk."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     n, d = emb.shape
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
@@ -233,15 +234,16 @@ def _train_and_add(emb: np.ndarray, factory: str, n_train: int, cfg: AnnConfig, 
         for s in range(0, n, cfg.add_chunk):
             e = min(n, s + cfg.add_chunk)
             index.add(np.ascontiguousarray(emb[s:e], dtype=np.float32))
-            _release_pages(emb, s, e)  # keep the resident set at one chunk for memory-mapped galleries
+            release_pages(emb, s, e)  # keep the resident set at one chunk for memory-mapped galleries
             bar.update(e - s)
     finally:
         bar.close()
     return index
 
 
-def _build_one(folder: Path, manifest: Mapping[str, Any], key: str, cfg: AnnConfig, progress: bool) -> dict:
-    faiss = _import_faiss()
+def _build_one(ix: IndexFolder, manifest: Mapping[str, Any], key: str, cfg: AnnConfig, progress: bool) -> dict:
+    faiss = import_faiss()
+    folder = ix.path
     src = gallery_files(manifest)[key]
     emb = np.load(folder / src, mmap_mode="r", allow_pickle=False)
     n, d = int(emb.shape[0]), int(emb.shape[1])
@@ -249,11 +251,12 @@ def _build_one(folder: Path, manifest: Mapping[str, Any], key: str, cfg: AnnConf
     t0 = time.perf_counter()
     index = _train_and_add(emb, factory, n_train, cfg, progress, desc=f"ann {key[:24]}")
     name = f"ann-{_key_slug(key)}-{uuid.uuid4().hex[:8]}.faiss"
+    ix.record({name})  # recorded before it exists: a kill leaves nothing zscir would not clean up
     with atomic_open(folder / name, "wb") as f:
         writer = faiss.PyCallbackIOWriter(f.write)  # streams: no second in-memory copy of the codes
         faiss.write_index(index, writer)
         del writer
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     entry = {"file": name, "source_file": src, "count": n, "dim": d, "factory": factory,
              "nlist": int(ivf.nlist) if ivf is not None else None, "train_sample": n_train,
              "nprobe": cfg.nprobe or auto_nprobe(int(ivf.nlist) if ivf is not None else None),
@@ -265,17 +268,16 @@ def _build_one(folder: Path, manifest: Mapping[str, Any], key: str, cfg: AnnConf
     return entry
 
 
-def refresh_ann_locked(folder: str | os.PathLike, manifest: dict[str, Any], config: AnnConfig | None = None, *,
-                       progress: bool = True, rebuild: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
-    """Bring every gallery's ANN index up to date; the caller holds the folder's index lock.
+def refresh_ann_locked(ix: IndexFolder, config: AnnConfig | None = None, *, progress: bool = True,
+                       rebuild: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """Bring every gallery's ANN index of the locked folder ``ix`` up to date.
 
     ``config`` None uses the recorded ``ann_config`` (nothing to do if there is none). Up-to-date indexes
     built with the same build settings are kept (their search-time defaults updated); the others are
     rebuilt. Returns the committed manifest and ``{gallery_key: what happened}``.
     """
-    from zscir.index.build import _collect_garbage  # build imports this module: import lazily
-
-    out = Path(folder)
+    out = ix.path
+    manifest = ix.manifest or {}
     cfg = config or AnnConfig.from_dict(manifest.get("ann_config"))
     if cfg is None:
         return manifest, {}
@@ -295,20 +297,19 @@ def refresh_ann_locked(folder: str | os.PathLike, manifest: dict[str, Any], conf
                             "rerank": cfg.rerank}
             status[key] = "up to date"
             continue
-        entries[key] = _build_one(out, manifest, key, cfg, progress)
+        entries[key] = _build_one(ix, manifest, key, cfg, progress)
         status[key] = f"built ({entries[key]['factory']}, {entries[key]['build_s']:.1f} s)"
         # commit each gallery's index as soon as it exists: a long multi-gallery build keeps its progress
-        atomic_write_json(out / MANIFEST_FILE, {**manifest, "ann": entries, "ann_config": asdict(cfg)})
+        ix.commit({**manifest, "ann": dict(entries), "ann_config": asdict(cfg)})
     new = {**manifest, "ann": entries, "ann_config": asdict(cfg)}
     if new != manifest:
-        atomic_write_json(out / MANIFEST_FILE, new)
-        _collect_garbage(out, new)  # the replaced ANN files
+        ix.finish_writes()
+        new = ix.commit(new)
+        ix.collect()  # the replaced ANN files
     return new, status
 
 
 def _finished_manifest(out: Path) -> dict[str, Any]:
-    from zscir.index.build import read_manifest
-
     m = read_manifest(out)
     if m is None:
         raise StoreError(f"{out}: no manifest.json (not a zscir index folder, or its first run did not finish)")
@@ -329,28 +330,24 @@ def build_ann(index_dir: str | os.PathLike, config: AnnConfig | None = None, *,
     folder's index lock, so it never interleaves with a running ``zscir index``. Settings are recorded as
     ``ann_config``, so later ``zscir index`` runs keep the ANN index up to date.
     """
-    from zscir.index.build import index_lock
-
     out = Path(index_dir).resolve()
-    with index_lock(out):
+    with open_index_folder(out, existing=True) as ix:
         m = _finished_manifest(out)
         cfg = config or AnnConfig.merged(m.get("ann_config"), overrides)
-        _, status = refresh_ann_locked(out, m, cfg, progress=progress, rebuild=rebuild)
+        _, status = refresh_ann_locked(ix, cfg, progress=progress, rebuild=rebuild)
     return status
 
 
 def remove_ann(index_dir: str | os.PathLike) -> int:
     """Drop the ANN indexes and settings of an index folder (searches become exact); returns how many."""
-    from zscir.index.build import _collect_garbage, index_lock
-
     out = Path(index_dir).resolve()
-    with index_lock(out):
+    with open_index_folder(out, existing=True) as ix:
         m = _finished_manifest(out)
         n = len(m.get("ann") or {})
         new = {k: v for k, v in m.items() if k not in ("ann", "ann_config")}
         if new != m:
-            atomic_write_json(out / MANIFEST_FILE, new)
-            _collect_garbage(out, new)
+            ix.commit(new)
+            ix.collect()
     return n
 
 

@@ -29,83 +29,39 @@ in the report (and the manifest) with a reason; unchanged refused files are not 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from zscir.index.atomic import atomic_open, atomic_write_json, fsync_dir
-from zscir.index.ann import AnnConfig, refresh_ann_locked
+from zscir.index.ann import AnnConfig, ann_status, refresh_ann_locked
+from zscir.index.atomic import atomic_open
+from zscir.index.folder import (  # noqa: F401 - IndexLockedError, index_lock, read_manifest: re-exported
+    SEGMENT_DIR,
+    IndexFolder,
+    IndexLockedError,
+    index_lock,
+    now,
+    open_index_folder,
+    read_manifest,
+)
 from zscir.index.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
-from zscir.index.shards import merge_indexes, shard_of  # noqa: F401 - re-exported (they used to live here)
-from zscir.index.store import FORMAT, FORMAT_VERSION, MANIFEST_FILE, StoreError
+from zscir.index.names import printable, storable_path
+from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, scan_images  # noqa: F401 - re-exported
+from zscir.index.shards import shard_of
+from zscir.index.store import FORMAT, FORMAT_VERSION, StoreError
 from zscir.methods.base import Composer
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-SEGMENT_DIR = "segments"
-_DATA_FILE = re.compile(r"^(embeddings-g\d+\.npy|items-g\d+\.jsonl|gallery-\d+-g\d+\.npy|"
-                        r"embeddings\.npy|items\.jsonl|ann-[0-9a-f]+-[0-9a-f]+\.faiss|\..*\.tmp)$")
-
-
-class IndexLockedError(RuntimeError):
-    """Another process is writing the same index folder."""
-
-
-# ---------------------------------------------------------------------------------------------- scanning
-@dataclass(frozen=True)
-class FileEntry:
-    id: str  # path relative to the root, POSIX separators
-    path: str  # absolute path
-    size: int
-    mtime_ns: int
-
-
-def scan_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> tuple[list[FileEntry], list[dict]]:
-    """Files with an image extension under ``folder`` (recursive, sorted) and the ones that cannot be stat-ed.
-
-    Directory symlinks are not followed (no loops); file symlinks are, and loops or dangling links are
-    reported as skipped. ``exclude`` folders (e.g. the index itself) are not entered.
-    """
-    root = Path(folder).resolve()
-    if not root.is_dir():
-        raise NotADirectoryError(f"{folder}: not a directory (expected a folder of images)")
-    skip_dirs = {os.path.realpath(p) for p in exclude}
-    found: list[FileEntry] = []
-    bad: list[dict] = []
-
-    def onerror(e: OSError) -> None:
-        bad.append({"id": os.path.relpath(e.filename, root) if e.filename else "?", "path": e.filename,
-                    "code": "unreadable", "reason": f"cannot list directory ({e.strerror})"})
-
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip_dirs)
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            p = os.path.join(dirpath, name)
-            rel = Path(os.path.relpath(p, root)).as_posix()
-            try:
-                st = os.stat(p)
-            except OSError as e:
-                bad.append({"id": rel, "path": p, "code": "unreadable", "reason": f"cannot stat ({e.strerror})"})
-                continue
-            found.append(FileEntry(rel, p, int(st.st_size), int(st.st_mtime_ns)))
-    found.sort(key=lambda f: f.id)
-    return found, bad
 
 
 # ------------------------------------------------------------------------------------------ the indexer
@@ -137,39 +93,6 @@ class IndexReport:
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
     ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
-
-
-@contextlib.contextmanager
-def index_lock(out_dir: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``out_dir/.lock`` so two indexers never interleave commits."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    f = open(out_dir / ".lock", "a+")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - Windows: no advisory locking
-            pass
-        except OSError:
-            raise IndexLockedError(f"{out_dir} is being written by another `zscir index` process") from None
-        yield
-    finally:
-        f.close()
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """The raw manifest, or None when the folder has none; a foreign/corrupt one raises `StoreError`."""
-    mpath = out_dir / MANIFEST_FILE
-    if not mpath.is_file():
-        return None
-    try:
-        m = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{mpath}: unreadable manifest ({e}); remove the folder to rebuild") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise StoreError(f"{mpath}: not a {FORMAT} manifest; refusing to overwrite it")
-    return m
 
 
 def _signature(entry: FileEntry, cfg: IndexConfig) -> dict[str, Any]:
@@ -236,6 +159,74 @@ def _gallery_composers(composers: Composer | Sequence[Composer]) -> dict[str, Co
     return out
 
 
+def _scan(folder: str | Path, out: Path, cfg: IndexConfig) -> tuple[list[FileEntry], list[dict], str]:
+    """The files of ``folder`` this run indexes (its shard only), the skipped ones, and the stored root."""
+    root_path = Path(folder).resolve()
+    if root_path == out:
+        raise StoreError(f"{out}: the index folder cannot be the folder of images itself; choose another --out "
+                         f"(e.g. a new folder next to it)")
+    entries, bad = scan_images(root_path, exclude=[out])
+    if cfg.shard is not None:
+        i, n = cfg.shard
+        if not 0 <= i < n:
+            raise ValueError(f"shard {i}/{n}: expected 0 <= i < n")
+        entries = [e for e in entries if shard_of(e.id, n) == i]
+        bad = [b for b in bad if shard_of(str(b["id"]), n) == i]
+    return entries, bad, storable_path(root_path)["path"]
+
+
+def replaced_source(manifest: Mapping[str, Any] | None, *, model: str | None, root: str | None) -> str | None:
+    """What makes ``manifest`` an index of *another* model or folder (None: the same source, or unknown).
+
+    Replacing such an index needs an explicit ``overwrite`` (``zscir index --overwrite``): a mistyped
+    ``--out`` must not silently throw away a day of encoding.
+    """
+    if not manifest:
+        return None
+    for what, old, new in (("model", manifest.get("model"), model), ("folder", manifest.get("root"), root)):
+        if old is not None and new is not None and old != new:
+            return f"it holds an index of {what} {printable(old)!r}, not {printable(new)!r}"
+    return None
+
+
+def refuse_replacement(out: Path, why: str | None, overwrite: bool) -> bool:
+    """True when the existing index is being replaced; raise when that was not asked for."""
+    if why is None:
+        return False
+    if not overwrite:
+        raise StoreError(f"{out}: {why}; pass --overwrite (overwrite=True) to replace it, or choose another --out")
+    logger.warning("%s: %s; replacing it (--overwrite)", out, why)
+    return True
+
+
+def _tree_signature(path: str | Path, limit: int = 5000) -> dict[str, Any]:
+    """A digest of the names, sizes and mtimes of the files under ``path`` (a file or a folder)."""
+    p = Path(path).expanduser()
+    h = hashlib.sha1()
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())[:limit] if p.is_dir() else []
+    for q in files:
+        with contextlib.suppress(OSError):
+            st = q.stat()
+            h.update(f"{q.relative_to(p) if q != p else q.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))
+    return {"path": storable_path(p.resolve())["path"], "files": len(files), "sha1": h.hexdigest()}
+
+
+def make_request(model: str | None, methods: Sequence[str], checkpoint: str | None = None) -> dict[str, Any]:
+    """The request `zscir index` records: model, methods, and signatures of local model/checkpoint files.
+
+    Equal requests (and unchanged image files) mean an unchanged index; see :func:`check_up_to_date`.
+    A model from the hub is identified by its name only.
+    """
+    req: dict[str, Any] = {"model": model, "methods": list(methods)}
+    local = model[len("local-dir:"):] if model and model.startswith("local-dir:") else model
+    if local and Path(local).expanduser().is_dir():
+        req["model_files"] = _tree_signature(local)
+    if checkpoint:
+        req["checkpoint"] = _tree_signature(checkpoint)
+    return req
+
+
 def build_index(
     folder: str | Path,
     out_dir: str | Path,
@@ -243,11 +234,16 @@ def build_index(
     *,
     model: str | None = None,
     config: IndexConfig | None = None,
+    overwrite: bool = False,
+    request: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Index (or update, or resume indexing) ``folder`` into ``out_dir``; see the module docstring.
 
     ``composers``: the first one's gallery embedding is the primary matrix (``embeddings_file``); further
     composers with other gallery keys (e.g. Fusion-Diff's fused gallery) get their own aligned matrix.
+    ``out_dir`` must be new, empty or an index (:mod:`zscir.index.folder`); an index of another model or
+    folder is replaced only with ``overwrite``. ``request`` (default: :func:`make_request` of the model and
+    the method names) is recorded for :func:`check_up_to_date`.
     """
     cfg = config or IndexConfig()
     if cfg.batch_size < 1:
@@ -257,22 +253,18 @@ def build_index(
     keys = list(galleries)
     primary = galleries[keys[0]]
     dtype = np.float16 if cfg.fp16 else np.float32
-    with index_lock(out):
-        entries, bad = scan_images(folder, exclude=[out])
-        if cfg.shard is not None:
-            i, n = cfg.shard
-            if not 0 <= i < n:
-                raise ValueError(f"shard {i}/{n}: expected 0 <= i < n")
-            entries = [e for e in entries if shard_of(e.id, n) == i]
-            bad = [b for b in bad if shard_of(str(b["id"]), n) == i]
-        root = str(Path(folder).resolve())
-        manifest = read_manifest(out)
+    req = dict(request) if request is not None else make_request(model, [c.name for c in galleries.values()])
+    with open_index_folder(out) as ix:
+        entries, bad, root = _scan(folder, out, cfg)
+        manifest = ix.manifest
+        fresh = refuse_replacement(out, replaced_source(manifest, model=model, root=root), overwrite)
+        reusable = None if fresh else manifest
         report = IndexReport(out_dir=str(out))
-        src = _Sources(out, manifest, keys)
+        src = _Sources(out, reusable, keys)
         prev_ids = set(src.rows)
         build_key = {"root": root, "keys": keys, "dtype": np.dtype(dtype).name, "model": model,
                      **({"shard": list(cfg.shard)} if cfg.shard else {})}
-        build = (manifest or {}).get("build")
+        build = (reusable or {}).get("build")
         if build and build.get("key") == build_key:
             for name in build.get("segments", []):
                 try:
@@ -281,7 +273,7 @@ def build_index(
                     logger.warning("ignoring unreadable segment %s (%s)", name, e)
         else:
             build = None
-        known_bad = {s["id"]: s for s in (manifest or {}).get("skipped", [])}
+        known_bad = {s["id"]: s for s in (reusable or {}).get("skipped", [])}
         known_bad.update({s["id"]: s for s in (build or {}).get("skipped", [])})
 
         todo: list[tuple[FileEntry, dict]] = []
@@ -299,32 +291,31 @@ def build_index(
                 todo.append((e, sig))
         report.removed = len(prev_ids - set(sigs))
         gen = int((manifest or {}).get("generation", 0) or 0)
-        unchanged = (not todo and build is None and manifest is not None and report.removed == 0
-                     and report.reused == len(prev_ids) and manifest.get("dtype") == np.dtype(dtype).name
-                     and set((manifest.get("galleries") or {}).keys()) == set(keys))
+        unchanged = (not todo and build is None and reusable is not None and report.removed == 0
+                     and report.reused == len(prev_ids) and reusable.get("dtype") == np.dtype(dtype).name
+                     and set((reusable.get("galleries") or {}).keys()) == set(keys))
         if unchanged:
             report.up_to_date, report.indexed, report.generation = True, len(prev_ids), gen
             report.skipped = skipped
-            if [s["id"] for s in skipped] != [s["id"] for s in manifest.get("skipped", [])]:
-                manifest = {**manifest, "skipped": skipped}
-                atomic_write_json(out / MANIFEST_FILE, manifest)
-            _collect_garbage(out, manifest)  # leftovers of a run killed right after its final commit
-            _refresh_ann(out, manifest, cfg, report)  # e.g. a run killed before its ANN rebuild
+            if ([s["id"] for s in skipped] != [s["id"] for s in reusable.get("skipped", [])]
+                    or reusable.get("request") != req):
+                ix.commit({**reusable, "skipped": skipped, "request": req})
+            ix.collect()  # leftovers of a run killed right after its final commit
+            _refresh_ann(ix, cfg, report)  # e.g. a run killed before its ANN rebuild
             return report
 
         build = build or {"id": uuid.uuid4().hex[:12], "key": build_key, "segments": [], "skipped": [],
-                          "started": _now()}
-        manifest = manifest or _empty_manifest(model, primary, root)
-        manifest["build"] = build
-        _start_build(out, manifest)
-        skipped.extend(_encode_todo(todo, galleries, cfg, dtype, out, manifest, src, report))
+                          "started": now()}
+        base = {**(manifest if manifest is not None else _empty_manifest(model, primary, root)), "build": build}
+        _start_build(ix, base, gen, len(keys))
+        skipped.extend(_encode_todo(todo, galleries, cfg, dtype, ix, src, report))
 
         # ---- finalize: one new generation, switched in by a single manifest rename
         ids = [e.id for e in entries if e.id in src.rows and _same(src.rows[e.id][2], sigs[e.id])]
         gen += 1
         files, dims = {}, {}
         for ki, key in enumerate(keys):
-            name = f"embeddings-g{gen}.npy" if ki == 0 else f"gallery-{ki}-g{gen}.npy"
+            name = generation_files(gen, len(keys))[ki]
             dim = _dim_of(src, ki, galleries[key])
             arr = np.zeros((len(ids), dim), dtype=dtype)
             for r, item_id in enumerate(ids):
@@ -335,44 +326,99 @@ def build_index(
             if ki == 0:
                 normalized = bool(arr.size == 0 or np.allclose(np.linalg.norm(arr.astype(np.float32), axis=1), 1,
                                                               atol=1e-2))
-        items_name = f"items-g{gen}.jsonl"
+        items_name = generation_files(gen, len(keys))[-1]
         with atomic_open(out / items_name, "wb") as f:
             for item_id in ids:
                 f.write(json.dumps(src.rows[item_id][2], ensure_ascii=False).encode("utf-8") + b"\n")
+        carried = {} if fresh else {k: ix.manifest[k] for k in ("ann", "ann_config") if ix.manifest.get(k)}
         new = {
             **_empty_manifest(model, primary, root),
             "count": len(ids), "dim": dims[keys[0]], "dtype": np.dtype(dtype).name, "normalized": normalized,
             "embeddings_file": files[keys[0]], "items_file": items_name, "generation": gen,
-            "created": manifest.get("created") or _now(), "updated": _now(),
+            "created": (None if fresh else ix.manifest.get("created")) or now(), "updated": now(),
             "galleries": {k: {"file": files[k], "dim": dims[k], "method": galleries[k].name,
                               "method_config": _describe(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
-            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits)},
+            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits)}, "request": req,
             # carried over: now stale (they name the old generation's files) until _refresh_ann rebuilds them
-            **{k: manifest[k] for k in ("ann", "ann_config") if manifest.get(k)},
+            **carried,
         }
-        atomic_write_json(out / MANIFEST_FILE, new)
-        _collect_garbage(out, new)
+        ix.finish_writes()
+        ix.commit(new)
+        ix.collect()
         report.indexed, report.generation, report.skipped = len(ids), gen, skipped
-        _refresh_ann(out, new, cfg, report)
+        _refresh_ann(ix, cfg, report)
         logger.info("index %s generation %d: %d items (%d encoded, %d reused, %d resumed, %d removed, %d skipped)",
                     out, gen, len(ids), report.encoded, report.reused, report.resumed, report.removed, len(skipped))
         return report
 
 
-def _refresh_ann(out: Path, manifest: dict[str, Any], cfg: IndexConfig, report: IndexReport) -> None:
+def check_up_to_date(folder: str | Path, out_dir: str | Path, *, request: Mapping[str, Any],
+                     config: IndexConfig | None = None) -> IndexReport | None:
+    """The report of an index that a `build_index` run with ``request`` would leave as it is, else None.
+
+    Why: deciding that nothing changed needs only the manifest and the files' stats (or hashes with
+    ``hash_content``), while creating the model takes seconds to a minute. The CLI asks this first and
+    loads the model only when there is work. Nothing is written. The check trusts the recorded ``request``
+    (model name, methods, checkpoint): weights changed in place under the same name are not detected
+    (the full run would notice them through the gallery keys).
+    """
+    cfg = config or IndexConfig()
+    out = Path(out_dir).resolve()
+    try:
+        manifest = read_manifest(out)
+    except StoreError:
+        return None
+    dtype = np.dtype(np.float16 if cfg.fp16 else np.float32).name
+    if (not manifest or manifest.get("build") or int(manifest.get("generation") or 0) < 1
+            or manifest.get("request") != dict(request) or manifest.get("dtype") != dtype
+            or manifest.get("shard") != (list(cfg.shard) if cfg.shard else None) or not manifest.get("galleries")):
+        return None
+    entries, bad, root = _scan(folder, out, cfg)
+    if manifest.get("root") != root:
+        return None
+    try:
+        with open(out / manifest["items_file"], encoding="utf-8") as f:
+            items = {rec["id"]: rec for rec in map(json.loads, filter(str.strip, f))}
+        for g in manifest["galleries"].values():  # the data files exist and match (headers only)
+            if np.load(out / g["file"], mmap_mode="r", allow_pickle=False).shape[0] != len(items):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    known_bad = {s["id"]: s for s in manifest.get("skipped", [])}
+    skipped = list(bad)
+    seen = 0
+    for e in entries:
+        sig = _signature(e, cfg)
+        if e.id in items and _same(items[e.id], sig):
+            seen += 1
+        elif e.id in known_bad and _same(known_bad[e.id], sig):
+            skipped.append(known_bad[e.id])
+        else:
+            return None
+    if seen != len(items) or [s["id"] for s in skipped] != [s["id"] for s in manifest.get("skipped", [])]:
+        return None
+    if cfg.ann is not None and asdict(cfg.ann) != manifest.get("ann_config"):
+        return None
+    if cfg.ann is not None or (cfg.refresh_ann and manifest.get("ann_config")):
+        floor = (AnnConfig.from_dict(manifest.get("ann_config")) or AnnConfig()).min_items
+        status = ann_status(out, manifest)
+        if any(v != "up to date" for v in status.values()) and len(items) >= floor:
+            return None
+    return IndexReport(out_dir=str(out), indexed=len(items), up_to_date=True,
+                       generation=int(manifest["generation"]), skipped=skipped)
+
+
+def _refresh_ann(ix: IndexFolder, cfg: IndexConfig, report: IndexReport) -> None:
     """Build or rebuild the ANN indexes after a commit (`IndexConfig.ann`, or the recorded settings)."""
+    manifest = ix.manifest or {}
     if cfg.ann is None and not (cfg.refresh_ann and manifest.get("ann_config")):
         return
     try:
-        _, report.ann = refresh_ann_locked(out, manifest, cfg.ann, progress=cfg.progress)
+        _, report.ann = refresh_ann_locked(ix, cfg.ann, progress=cfg.progress)
     except ImportError as e:  # the index itself is committed and fine; only its ANN index stays stale
-        logger.warning("ANN index not rebuilt (%s); searches of %s are exact until it is", e, out)
+        logger.warning("ANN index not rebuilt (%s); searches of %s are exact until it is", e, ix.path)
         report.ann = {k: f"not rebuilt: {e}" for k in (manifest.get("galleries") or {})}
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _describe(c: Composer) -> Any:
@@ -385,7 +431,7 @@ def _describe(c: Composer) -> Any:
 def _empty_manifest(model: str | None, primary: Composer, root: str) -> dict[str, Any]:
     """A manifest that loads as an empty store; `generation` 0 marks "no complete run yet"."""
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "count": 0, "dim": 1, "dtype": "float32",
-            "model": model, "method": primary.name, "preprocessing": None, "created": _now(),
+            "model": model, "method": primary.name, "preprocessing": None, "created": now(),
             "normalized": True, "embeddings_file": "embeddings-g0.npy", "items_file": "items-g0.jsonl",
             "generation": 0, "root": root, "gallery_key": primary.gallery_cache_key(),
             "method_config": _describe(primary), "galleries": {}, "skipped": [], "build": None}
@@ -398,22 +444,40 @@ def _dim_of(src: _Sources, ki: int, composer: Composer) -> int:
     return int(composer.encode_gallery([Image.new("RGB", (8, 8))]).shape[1])  # empty index: probe the width
 
 
-def _start_build(out: Path, manifest: dict[str, Any]) -> None:
-    """Commit the build record (and, on a first run, the empty generation it names), then drop orphans."""
-    if manifest.get("generation", 0) == 0:
-        with atomic_open(out / "embeddings-g0.npy", "wb") as f:
+def generation_files(gen: int, n_keys: int) -> list[str]:
+    """Data files of generation ``gen``: one matrix per gallery key, then the items file."""
+    mats = [f"embeddings-g{gen}.npy" if ki == 0 else f"gallery-{ki}-g{gen}.npy" for ki in range(n_keys)]
+    return mats + [f"items-g{gen}.jsonl"]
+
+
+def _segment_name(build: Mapping[str, Any], n: int) -> str:
+    return f"{SEGMENT_DIR}/{build['id']}-{n:06d}.npz"
+
+
+def _start_build(ix: IndexFolder, manifest: dict[str, Any], gen: int, n_keys: int) -> None:
+    """Commit the build record, recording every file this run may write, then drop orphans of killed runs.
+
+    Recorded ahead: the next generation's data files and the first new segment (each batch commit records
+    the one after it), and on a first run the empty generation 0 that the manifest names until then.
+    """
+    build = manifest["build"]
+    names = set(generation_files(gen + 1, n_keys)) | {_segment_name(build, len(build["segments"]))}
+    if gen == 0:
+        names |= {"embeddings-g0.npy", "items-g0.jsonl"}
+    ix.record(names, manifest)
+    if gen == 0:
+        with atomic_open(ix.path / "embeddings-g0.npy", "wb") as f:
             np.save(f, np.zeros((0, 1), np.float32), allow_pickle=False)
-        with atomic_open(out / "items-g0.jsonl", "wb"):
+        with atomic_open(ix.path / "items-g0.jsonl", "wb"):
             pass
-    atomic_write_json(out / MANIFEST_FILE, manifest, indent=None)
-    _collect_garbage(out, manifest)  # unlisted segments and temp files of a killed run
+    ix.collect()  # unlisted segments and temp files of a killed run (recorded ones only)
 
 
-def _encode_todo(todo, galleries, cfg, dtype, out: Path, manifest, src: _Sources, report: IndexReport) -> list[dict]:
+def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, report: IndexReport) -> list[dict]:
     """Encode ``todo`` in batches; each batch becomes a committed segment (atomic file, then manifest)."""
+    manifest = ix.manifest
     build = manifest["build"]
     skipped: list[dict] = []
-    (out / SEGMENT_DIR).mkdir(exist_ok=True)
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
     pool = ThreadPoolExecutor(max(1, cfg.workers)) if cfg.workers > 0 else None
 
@@ -432,6 +496,8 @@ def _encode_todo(todo, galleries, cfg, dtype, out: Path, manifest, src: _Sources
 
     try:
         pending = submit(0)
+        if todo:
+            (ix.path / SEGMENT_DIR).mkdir(exist_ok=True)
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
             loaded = [f.result() for f in pending] if pending is not None else [load(j) for j in chunk]
@@ -439,21 +505,22 @@ def _encode_todo(todo, galleries, cfg, dtype, out: Path, manifest, src: _Sources
             images, recs, bad = [], [], []
             for e, sig, res in loaded:
                 if isinstance(res, ImageRejected):
-                    bad.append({"id": e.id, "path": e.path, "code": res.code, "reason": str(res), **sig})
+                    bad.append({"id": e.id, **e.path_record(), "code": res.code, "reason": printable(res), **sig})
                 else:
                     images.append(res)
-                    recs.append({"id": e.id, "path": e.path, **sig, "width": res.width, "height": res.height})
+                    recs.append({"id": e.id, **e.path_record(), **sig, "width": res.width, "height": res.height})
             arrays = {f"emb{ki}": composer.encode_gallery(images).float().cpu().numpy().astype(dtype) if images
                       else np.zeros((0, 1), dtype) for ki, composer in enumerate(galleries.values())}
-            name = f"{build['id']}-{len(build['segments']):06d}.npz"
+            seg = _segment_name(build, len(build["segments"]))  # recorded by the previous commit
             payload = np.frombuffer(json.dumps(recs, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-            with atomic_open(out / SEGMENT_DIR / name, "wb") as f:
+            with atomic_open(ix.path / seg, "wb") as f:
                 np.savez(f, items=payload, **arrays)
-            build["segments"].append(name)
+            build["segments"].append(seg.split("/", 1)[1])
             build["skipped"].extend(bad)
-            atomic_write_json(out / MANIFEST_FILE, manifest, indent=None)  # the commit point of this batch
+            # the commit point of this batch, which also records the next segment's name
+            ix.record({_segment_name(build, len(build["segments"]))}, manifest)
             if recs:
-                src.add_segment(name)
+                src.add_segment(seg.split("/", 1)[1])
             skipped.extend(bad)
             report.encoded += len(recs)
             bar.update(len(chunk))
@@ -465,25 +532,3 @@ def _encode_todo(todo, galleries, cfg, dtype, out: Path, manifest, src: _Sources
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
     return skipped
-
-
-def _collect_garbage(out: Path, manifest: dict[str, Any]) -> None:
-    """Delete data files and segments the manifest does not reference (old generations, kill orphans)."""
-    live = {manifest.get("embeddings_file"), manifest.get("items_file"), MANIFEST_FILE}
-    live |= {g.get("file") for g in (manifest.get("galleries") or {}).values()}
-    live |= {a.get("file") for a in (manifest.get("ann") or {}).values()}
-    segs = set((manifest.get("build") or {}).get("segments", []))
-    for p in out.iterdir():
-        if p.is_file() and p.name not in live and _DATA_FILE.match(p.name):
-            with contextlib.suppress(OSError):
-                p.unlink()
-    seg_dir = out / SEGMENT_DIR
-    if seg_dir.is_dir():
-        for p in seg_dir.iterdir():
-            if p.name not in segs:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-        if not segs:
-            with contextlib.suppress(OSError):
-                seg_dir.rmdir()
-    fsync_dir(out)

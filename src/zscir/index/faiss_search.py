@@ -29,7 +29,7 @@ __all__ = ["FaissSearcher", "AnnSearcher", "RERANK_MODES"]
 RERANK_MODES = ("store", "none")
 
 
-def _import_faiss() -> Any:
+def import_faiss() -> Any:
     try:
         import faiss  # type: ignore[import-not-found]
     except ImportError as e:  # pragma: no cover - depends on environment
@@ -93,7 +93,7 @@ class FaissSearcher(Searcher):
     name = "faiss"
 
     def __init__(self, embeddings: ArrayLike, index: str = "flat", nprobe: int | None = None) -> None:
-        faiss = _import_faiss()
+        faiss = import_faiss()
         emb = _to_numpy_f32(embeddings)
         if emb.ndim != 2:
             raise ValueError(f"embeddings: expected a 2-D array, got shape {emb.shape}")
@@ -130,8 +130,8 @@ class FaissSearcher(Searcher):
 
 
 # ------------------------------------------------------------------------------------------ IVF-PQ
-def _ivf_of(index: Any) -> Any:
-    faiss = _import_faiss()
+def ivf_of(index: Any) -> Any:
+    faiss = import_faiss()
     try:
         return faiss.extract_index_ivf(index)
     except RuntimeError:  # not an IVF index (e.g. HNSW from a custom factory)
@@ -152,7 +152,7 @@ class AnnSearcher(Searcher):
 
     def __init__(self, index: Any, embeddings: ArrayLike | None = None, *, nprobe: int = 64, k_factor: int = 16,
                  rerank: str = "store") -> None:
-        faiss = _import_faiss()
+        faiss = import_faiss()
         if isinstance(index, (str, os.PathLike)):
             index = faiss.read_index(os.fspath(index))
         if rerank not in RERANK_MODES:
@@ -167,7 +167,7 @@ class AnnSearcher(Searcher):
                                  f"from, got {None if embeddings is None else tuple(embeddings.shape)}")
             if isinstance(embeddings, torch.Tensor):
                 self._emb = embeddings.detach().cpu().numpy()
-        ivf = _ivf_of(index)
+        ivf = ivf_of(index)
         self.nprobe = min(int(nprobe), int(ivf.nlist)) if ivf is not None else None
         if ivf is not None:
             ivf.nprobe = self.nprobe

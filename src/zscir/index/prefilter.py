@@ -104,7 +104,7 @@ def bf16_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k_fetch: int, 
     ``q_t``/``g_t``: tensors as :func:`~zscir.index.search.exact_topk` sees them (``gallery`` is the
     original object, for page release of memory maps); excluded (row, col) pairs never become candidates.
     """
-    from zscir.index.search import COPY_CHUNK_BYTES, _release_pages
+    from zscir.index.search import COPY_CHUNK_BYTES, release_pages
 
     n_q, dim = q_t.shape
     n_g = g_t.shape[0]
@@ -135,7 +135,7 @@ def bf16_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k_fetch: int, 
                     gb[p0 - g0:p1 - g0].copy_(src)
                     # ||g|| of the original rows, in fp32 (the bound needs the true norm)
                     g_norm_max = max(g_norm_max, float(torch.linalg.vector_norm(src.float(), dim=1).max()))
-                _release_pages(gallery, g0, g1)
+                release_pages(gallery, g0, g1)
             s = torch.mm(q_bf, gb.T, out=s_buf[:, :g1 - g0])
             if ex_rows.size:
                 sel = (ex_cols >= g0) & (ex_cols < g1)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from zscir.index.ann import gallery_files, open_ann_searcher
 from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.index.names import item_path
 from zscir.index.search import Searcher, make_searcher
 from zscir.index.shards import ShardedSearcher, ShardSet, open_index
 from zscir.index.store import EmbeddingStore, SearchHit, StoreError
@@ -219,7 +220,7 @@ class Retriever:
             imgs, ok = [], []
             for i, item in enumerate(self.store.items[s:s + bs]):
                 try:
-                    imgs.append(load_image(item["path"], self.config.limits))
+                    imgs.append(load_image(item_path(item), self.config.limits))
                     ok.append(i)
                 except ImageRejected as e:  # vanished or changed since indexing: the row can never match
                     logger.warning("item %s: %s; it gets a zero gallery row", item["id"], e)
@@ -246,7 +247,7 @@ class Retriever:
             idx: int | None = self.store.index_of(key)
         except KeyError:
             idx = None
-        path = Path(self.store.items[idx]["path"]) if idx is not None else Path(key)
+        path = Path(item_path(self.store.items[idx])) if idx is not None else Path(key)
         if idx is None and not path.exists():
             raise FileNotFoundError(f"{key}: neither an indexed item id nor an image file")
         return load_image(path, self.config.limits), idx

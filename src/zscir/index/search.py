@@ -166,7 +166,7 @@ def _drop_excluded(scores: np.ndarray, indices: np.ndarray, ex_rows: np.ndarray,
     return np.ascontiguousarray(scores[:, :k_out], dtype=np.float32), np.ascontiguousarray(indices[:, :k_out], dtype=np.int64)
 
 
-def _release_pages(gallery: Any, g0: int, g1: int) -> None:
+def release_pages(gallery: Any, g0: int, g1: int) -> None:
     """Drop rows ``[g0, g1)`` of a memory-mapped gallery from this process's resident set.
 
     Why: a read-only ``np.memmap`` keeps every page it touched mapped, so one pass of exact search over a
@@ -335,7 +335,7 @@ def exact_topk(
                 gc = g_t[g0:g1]
                 if needs_copy:
                     gc = gc.to(device=dev, dtype=torch.float32)
-                    _release_pages(gallery, g0, g1)
+                    release_pages(gallery, g0, g1)
                 # the score block goes into one reused buffer: a fresh (Qb, chunk) tensor per chunk is
                 # a fresh mmap + page faults for every chunk on CPU (see docs/PERFORMANCE.md)
                 s = torch.mm(qb, gc.T, out=s_buf[:q1 - q0, :g1 - g0])
@@ -478,10 +478,10 @@ def list_search_backends(available_only: bool = False) -> list[str]:
         def ok(n: str) -> bool:
             if n != "faiss":
                 return True
-            from zscir.index.faiss_search import _import_faiss
+            from zscir.index.faiss_search import import_faiss
 
             try:
-                _import_faiss()
+                import_faiss()
                 return True
             except ImportError:
                 return False

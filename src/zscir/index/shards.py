@@ -3,7 +3,7 @@
 ``zscir index DIR --out S_i --shard i/n`` writes independent, complete indexes (one per machine or
 process). They can be combined in two ways:
 
-* :func:`merge_indexes` (``zscir index merge``) streams them into one index folder (costs disk, not
+* :func:`zscir.index.merge.merge_indexes` (``zscir index merge``) streams them into one index folder (costs disk, not
   memory);
 * :class:`ShardSet` (``zscir search S_0 S_1 ...``, ``zscir serve``, ``Retriever.load([...])``) searches
   them in place as one gallery. Rows are numbered shard after shard in the order given, exactly like the
@@ -33,7 +33,7 @@ from zscir.index.store import MANIFEST_FILE, EmbeddingStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["shard_of", "merge_indexes", "ShardSet", "ShardedSearcher", "resolve_index_paths", "open_index"]
+__all__ = ["shard_of", "ShardSet", "ShardedSearcher", "resolve_index_paths", "open_index"]
 
 PathArg = Union[str, os.PathLike]
 
@@ -42,77 +42,6 @@ def shard_of(item_id: str, n: int) -> int:
     """Shard (0..n-1) of an item: a hash of its relative path, so shards are independent of the file
     listing (each machine can scan on its own) and adding files never moves existing ones."""
     return int.from_bytes(hashlib.sha1(item_id.encode("utf-8")).digest()[:8], "big") % n
-
-
-# ------------------------------------------------------------------------------------------- merging
-def merge_indexes(shards: Sequence[PathArg], out_dir: PathArg):
-    """Concatenate complete shard indexes (``zscir index --shard i/n``) into one index at ``out_dir``.
-
-    Embeddings are streamed block by block (never all in memory); the result is a new generation of
-    ``out_dir`` switched in by one manifest rename, like `build_index`. Shards must agree on model,
-    dtype and gallery keys, must be finished, and may not share item ids. The shards' ANN indexes are not
-    carried over (they index the shards' rows): run ``zscir index ann OUT`` on the merged index.
-    """
-    from zscir.index.atomic import atomic_open, atomic_write_json
-    from zscir.index.build import IndexReport, _collect_garbage, _now, index_lock, read_manifest
-
-    out = Path(out_dir).resolve()
-    dirs = [Path(d).resolve() for d in shards]
-    if not dirs or out in dirs:
-        raise ValueError("merge needs at least one shard folder, none of them the output folder")
-    ms = []
-    for d in dirs:
-        m = read_manifest(d)
-        if m is None or int(m.get("generation", 0)) < 1 or m.get("build"):
-            raise StoreError(f"{d}: not a finished index (run or resume `zscir index` on it first)")
-        ms.append(m)
-    first = ms[0]
-    keys = list(first.get("galleries") or {})
-    for d, m in zip(dirs, ms):
-        for f in ("model", "dtype", "root"):
-            if m.get(f) != first.get(f):
-                raise StoreError(f"{d}: {f} {m.get(f)!r} differs from {dirs[0]}'s {first.get(f)!r}")
-        if list(m.get("galleries") or {}) != keys:
-            raise StoreError(f"{d}: gallery keys differ from {dirs[0]}'s")
-    specs = [tuple(m["shard"]) for m in ms if m.get("shard")]
-    if len(set(specs)) != len(specs):
-        raise StoreError(f"the same shard is given twice: {sorted(specs)}")
-    with index_lock(out):
-        prev = read_manifest(out)
-        gen = int((prev or {}).get("generation", 0) or 0) + 1
-        items: list[dict] = []
-        for d, m in zip(dirs, ms):
-            with open(d / m["items_file"], encoding="utf-8") as f:
-                items += [json.loads(line) for line in f if line.strip()]
-        if len({r["id"] for r in items}) != len(items):
-            raise StoreError("shards share item ids (overlapping shards or the same folder twice)")
-        files, dims = {}, {}
-        for ki, key in enumerate(keys):
-            name = f"embeddings-g{gen}.npy" if ki == 0 else f"gallery-{ki}-g{gen}.npy"
-            arrs = [np.load(d / m["galleries"][key]["file"], mmap_mode="r", allow_pickle=False)
-                    for d, m in zip(dirs, ms)]
-            dims[key] = int(arrs[0].shape[1])
-            with atomic_open(out / name, "wb") as f:
-                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(arrs[0].dtype),
-                                                         "fortran_order": False,
-                                                         "shape": (len(items), dims[key])})
-                for a in arrs:
-                    for b0 in range(0, a.shape[0], 65536):
-                        f.write(np.ascontiguousarray(a[b0:b0 + 65536]).tobytes())
-            files[key] = name
-        items_name = f"items-g{gen}.jsonl"
-        with atomic_open(out / items_name, "wb") as f:
-            for rec in items:
-                f.write(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
-        skipped = [s for m in ms for s in m.get("skipped", [])]
-        base = {k: v for k, v in first.items() if k not in ("ann", "ann_config")}
-        new = {**base, "count": len(items), "embeddings_file": files[keys[0]], "items_file": items_name,
-               "generation": gen, "updated": _now(), "skipped": skipped, "build": None, "shard": None,
-               "normalized": all(m.get("normalized", False) for m in ms), "merged_from": [str(d) for d in dirs],
-               "galleries": {k: {**first["galleries"][k], "file": files[k]} for k in keys}}
-        atomic_write_json(out / MANIFEST_FILE, new)
-        _collect_garbage(out, new)
-    return IndexReport(out_dir=str(out), indexed=len(items), generation=gen, skipped=skipped)
 
 
 # ----------------------------------------------------------------------------------- shard search

@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.index.names import item_path
 from zscir.index.retriever import MethodUnavailable, Retriever
 from zscir.index.store import StoreError
 from zscir.serve.limits import ApiError, BodySizeLimit, ServeLimits, error_body
@@ -134,7 +135,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         data = thumbs.get(item_id)
         if data is None:
             try:
-                im = load_image(retriever.store.items[idx]["path"],
+                im = load_image(item_path(retriever.store.items[idx]),
                                 ImageLimits(max_side=max(cfg.thumbnail_px, 64)))
             except ImageRejected as e:
                 raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
@@ -175,7 +176,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
             except KeyError:
                 raise ApiError(404, "unknown_item", "no such item in the index") from None
             try:
-                ref = load_image(retriever.store.items[exclude]["path"], retriever.config.limits)
+                ref = load_image(item_path(retriever.store.items[exclude]), retriever.config.limits)
             except ImageRejected as e:
                 raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
         else:
