@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from zscir.index.atomic import atomic_open
 from zscir.index.faiss_search import RERANK_MODES, AnnSearcher, FaissSearcher, import_faiss, ivf_of
 from zscir.index.folder import IndexFolder, open_index_folder, read_manifest
-from zscir.index.search import ArrayLike, release_pages
+from zscir.index.searcher import ArrayLike, release_pages
 from zscir.index.store import StoreError
 
 logger = logging.getLogger(__name__)

@@ -159,12 +159,21 @@ def _gallery_composers(composers: Composer | Sequence[Composer]) -> dict[str, Co
     return out
 
 
-def _scan(folder: str | Path, out: Path, cfg: IndexConfig) -> tuple[list[FileEntry], list[dict], str]:
-    """The files of ``folder`` this run indexes (its shard only), the skipped ones, and the stored root."""
+def _separate(folder: str | Path, out: Path) -> Path:
+    """The resolved image folder; refused when it is the index folder itself.
+
+    An index folder *inside* the image folder is fine: the scan does not enter it.
+    """
     root_path = Path(folder).resolve()
     if root_path == out:
         raise StoreError(f"{out}: the index folder cannot be the folder of images itself; choose another --out "
-                         f"(e.g. a new folder next to it)")
+                         f"(e.g. a new folder next to it; one inside it is left out of the scan)")
+    return root_path
+
+
+def _scan(folder: str | Path, out: Path, cfg: IndexConfig) -> tuple[list[FileEntry], list[dict], str]:
+    """The files of ``folder`` this run indexes (its shard only), the skipped ones, and the stored root."""
+    root_path = _separate(folder, out)
     entries, bad = scan_images(root_path, exclude=[out])
     if cfg.shard is not None:
         i, n = cfg.shard
@@ -254,6 +263,7 @@ def build_index(
     primary = galleries[keys[0]]
     dtype = np.float16 if cfg.fp16 else np.float32
     req = dict(request) if request is not None else make_request(model, [c.name for c in galleries.values()])
+    _separate(folder, out)
     with open_index_folder(out) as ix:
         entries, bad, root = _scan(folder, out, cfg)
         manifest = ix.manifest

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zscir.index.search import ArrayLike, ExcludeLike, Searcher, _drop_excluded, _normalize_exclude
+from zscir.index.searcher import ArrayLike, ExcludeLike, Searcher, drop_excluded, normalize_exclude
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _check_k(k: Any) -> int:
 def _exclusions(exclude: ExcludeLike, n_q: int, n: int) -> tuple[np.ndarray, np.ndarray, int]:
     if exclude is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
-    rows, cols = _normalize_exclude(exclude, n_q, n)
+    rows, cols = normalize_exclude(exclude, n_q, n)
     return rows, cols, int(np.bincount(rows, minlength=1).max()) if rows.size else 0
 
 
@@ -119,7 +119,7 @@ class FaissSearcher(Searcher):
             return np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int64)
         dist, idx = self._index.search(q, k_fetch)
         dist, idx = _sort_best_first(dist, idx.astype(np.int64))
-        return _drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
+        return drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
 
     def __len__(self) -> int:
         return self._n
@@ -186,7 +186,7 @@ class AnnSearcher(Searcher):
         if self.rerank == "store":
             dist = self._exact_scores(q, idx)
         dist, idx = _sort_best_first(dist, idx)
-        return _drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
+        return drop_excluded(dist, idx, ex_rows, ex_cols, 0, self._n, k_out)
 
     def _exact_scores(self, q: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Exact inner products of each query with its candidate rows, read from the stored gallery.

@@ -230,6 +230,9 @@ class IndexFolder:
         if removed:
             logger.debug("collected %d files in %s", removed, self.path)
         fsync_dir(self.path)
+        if self.manifest is not None and any(n not in self._pending and not (self.path / n).exists()
+                                             for n in self.manifest.get("recorded", [])):
+            self.commit(self.manifest)  # the record names only files that may still exist
         return removed
 
 

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from zscir.index.searcher import COPY_CHUNK_BYTES, SCORE_BLOCK_BYTES, as_tensor, drop_excluded, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +81,7 @@ class Bf16Gallery:
     """
 
     def __init__(self, gallery: Any, device: str | torch.device = "cpu", rows_per_copy: int = 4096):
-        from zscir.index.search import _as_tensor
-
-        g_t = _as_tensor(gallery, "gallery")
+        g_t = as_tensor(gallery, "gallery")
         self.data = torch.empty(g_t.shape, dtype=torch.bfloat16, device=device)
         norm = 0.0
         for i in range(0, g_t.shape[0], rows_per_copy):
@@ -104,8 +104,6 @@ def bf16_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k_fetch: int, 
     ``q_t``/``g_t``: tensors as :func:`~zscir.index.search.exact_topk` sees them (``gallery`` is the
     original object, for page release of memory maps); excluded (row, col) pairs never become candidates.
     """
-    from zscir.index.search import COPY_CHUNK_BYTES, release_pages
-
     n_q, dim = q_t.shape
     n_g = g_t.shape[0]
     m = min(n_g, k_fetch + margin)
@@ -182,10 +180,10 @@ def _gather_rows(g_t: torch.Tensor, gallery: Any, idx: np.ndarray) -> torch.Tens
 
 def prefiltered_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k: int, k_out: int, k_fetch: int,
                      chunk: int, dev: torch.device, ex_rows: np.ndarray, ex_cols: np.ndarray,
-                     cached: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`exact_topk` through the bf16 pre-filter; uncertified queries are redone on the plain path."""
-    from zscir.index.search import SCORE_BLOCK_BYTES, _drop_excluded, exact_topk
-
+                     cached: Any = None, *, fallback: Callable[..., tuple[np.ndarray, np.ndarray]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~zscir.index.search.exact_topk` through the bf16 pre-filter; uncertified queries are redone by
+    ``fallback`` (``exact_topk`` itself, passed in so that this module does not import it back)."""
     n_q = q_t.shape[0]
     q_block = int(max(1, min(n_q, SCORE_BLOCK_BYTES // (2 * chunk))))
     out_s = np.empty((n_q, k_out), np.float32)
@@ -196,7 +194,7 @@ def prefiltered_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k: int,
         lo, hi = np.searchsorted(ex_rows, [q0, q1])
         s, i, bad = bf16_topk(q_t[q0:q1], g_t, gallery, k_fetch, chunk, dev, ex_rows[lo:hi] - q0, ex_cols[lo:hi],
                               cached=cached)
-        bs, bi = _drop_excluded(s.cpu().numpy(), i.cpu().numpy(), ex_rows, ex_cols, q0, g_t.shape[0], k_out)
+        bs, bi = drop_excluded(s.cpu().numpy(), i.cpu().numpy(), ex_rows, ex_cols, q0, g_t.shape[0], k_out)
         out_s[q0:q1], out_i[q0:q1] = bs, bi
         failed.append(np.flatnonzero(bad) + q0)
     redo = np.concatenate(failed) if failed else np.zeros(0, np.int64)
@@ -205,6 +203,6 @@ def prefiltered_topk(q_t: torch.Tensor, g_t: torch.Tensor, gallery: Any, k: int,
         ex = None
         if ex_rows.size:
             ex = [ex_cols[ex_rows == r] for r in redo]
-        rs, ri = exact_topk(q_t[torch.from_numpy(redo)], gallery, k, chunk_size=chunk, exclude=ex, device=dev)
+        rs, ri = fallback(q_t[torch.from_numpy(redo)], gallery, k, chunk_size=chunk, exclude=ex, device=dev)
         out_s[redo], out_i[redo] = rs, ri
     return out_s, out_i

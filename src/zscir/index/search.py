@@ -38,18 +38,26 @@ FAISS uses for "no result"), so the output always has shape ``(Q, min(k, N))``.
 
 from __future__ import annotations
 
-import abc
 import logging
 import warnings
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from zscir.index.searcher import (  # noqa: F401 - ArrayLike ... COPY_CHUNK_BYTES: re-exported (they lived here)
+    COPY_CHUNK_BYTES,
+    SCORE_BLOCK_BYTES,
+    ArrayLike,
+    ExcludeLike,
+    Searcher,
+    as_tensor,
+    drop_excluded,
+    normalize_exclude,
+    release_pages,
+)
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
-ExcludeLike = Union[None, np.ndarray, torch.Tensor, Sequence[Any]]
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "exact_topk",
@@ -60,140 +68,10 @@ __all__ = [
     "register_search_backend",
 ]
 
-#: Upper bound (bytes) for one fp32 ``(query_block, chunk)`` score block; the
-#: query block size is derived from it so ``Q x chunk`` never blows memory.
-SCORE_BLOCK_BYTES = 256 * 1024 * 1024
-
-#: Largest fp32 upcast of a half-precision gallery chunk on CPU (see :func:`exact_topk`).
-COPY_CHUNK_BYTES = 8 * 1024 * 1024
-
 
 # --------------------------------------------------------------------------- #
-# helpers
+# exact search
 # --------------------------------------------------------------------------- #
-def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
-    """View ``x`` as a torch tensor without copying or changing dtype."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    elif isinstance(x, np.ndarray):
-        if x.dtype not in (np.float32, np.float16, np.float64):
-            raise TypeError(f"{name}: expected a float array, got dtype {x.dtype}")
-        with warnings.catch_warnings():
-            # read-only memmaps: we never write through this view
-            warnings.simplefilter("ignore", UserWarning)
-            t = torch.from_numpy(x)
-    else:
-        raise TypeError(f"{name}: expected numpy.ndarray or torch.Tensor, got {type(x).__name__}")
-    if t.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (rows, dim), got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name}: expected a floating point tensor, got {t.dtype}")
-    return t
-
-
-def _normalize_exclude(exclude: ExcludeLike, n_queries: int, n_gallery: int) -> tuple[np.ndarray, np.ndarray]:
-    """Turn ``exclude`` into sorted, de-duplicated ``(rows, cols)`` int64 pair arrays.
-
-    Accepts a length-Q integer array (one index per query, ``-1`` = none) or a
-    length-Q sequence whose elements are ``None``, an int, or a collection of
-    ints.  ``-1`` entries are ignored; other out-of-range indices raise.
-    """
-    if isinstance(exclude, torch.Tensor):
-        exclude = exclude.detach().cpu().numpy()
-    if isinstance(exclude, np.ndarray) and exclude.dtype != object:
-        if exclude.ndim != 1 or not np.issubdtype(exclude.dtype, np.integer):
-            raise ValueError(
-                f"exclude: expected a 1-D integer array of length {n_queries}, "
-                f"got shape {exclude.shape} dtype {exclude.dtype}")
-        if len(exclude) != n_queries:
-            raise ValueError(f"exclude: expected length {n_queries} (one entry per query), got {len(exclude)}")
-        rows = np.arange(n_queries, dtype=np.int64)
-        cols = exclude.astype(np.int64)
-    else:
-        if len(exclude) != n_queries:  # type: ignore[arg-type]
-            raise ValueError(f"exclude: expected length {n_queries} (one entry per query), got {len(exclude)}")  # type: ignore[arg-type]
-        r_list: list[np.ndarray] = []
-        c_list: list[np.ndarray] = []
-        for q, item in enumerate(exclude):  # type: ignore[arg-type]
-            if item is None:
-                continue
-            if isinstance(item, torch.Tensor):
-                item = item.detach().cpu().numpy()
-            arr = np.asarray(item if not np.isscalar(item) else [item]).reshape(-1)
-            if arr.size == 0:
-                continue
-            if not np.issubdtype(arr.dtype, np.integer):
-                raise ValueError(f"exclude[{q}]: expected integer gallery indices, got dtype {arr.dtype}")
-            c_list.append(arr.astype(np.int64))
-            r_list.append(np.full(arr.size, q, dtype=np.int64))
-        rows = np.concatenate(r_list) if r_list else np.zeros(0, np.int64)
-        cols = np.concatenate(c_list) if c_list else np.zeros(0, np.int64)
-    keep = cols != -1
-    rows, cols = rows[keep], cols[keep]
-    bad = (cols < 0) | (cols >= n_gallery)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"exclude: gallery index {int(cols[i])} for query {int(rows[i])} is out of range "
-            f"[0, {n_gallery}) (use -1 for 'nothing to exclude')")
-    keys = np.unique(rows * max(n_gallery, 1) + cols)  # sorted by (row, col), deduplicated
-    return keys // max(n_gallery, 1), keys % max(n_gallery, 1)
-
-
-def _drop_excluded(scores: np.ndarray, indices: np.ndarray, ex_rows: np.ndarray, ex_cols: np.ndarray,
-                   row_offset: int, n_gallery: int, k_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Remove excluded (row, index) pairs from over-fetched results, compact, pad with -1/-inf.
-
-    ``scores``/``indices`` are sorted best-first per row; removal keeps the
-    relative order of the remaining entries, so the result is still exact.
-    """
-    qb, width = indices.shape
-    if ex_rows.size:
-        rows = np.arange(row_offset, row_offset + qb, dtype=np.int64)[:, None]
-        keys = rows * max(n_gallery, 1) + np.where(indices < 0, 0, indices)
-        is_ex = np.isin(keys, ex_rows * max(n_gallery, 1) + ex_cols) & (indices >= 0)
-        if is_ex.any():
-            order = np.argsort(is_ex, axis=1, kind="stable")  # kept entries first, order preserved
-            scores = np.take_along_axis(scores, order, axis=1)
-            indices = np.take_along_axis(indices, order, axis=1)
-            n_keep = width - is_ex.sum(axis=1)
-            pad = np.arange(width)[None, :] >= n_keep[:, None]
-            scores = np.where(pad, np.float32(-np.inf), scores)
-            indices = np.where(pad, np.int64(-1), indices)
-    if width < k_out:  # not enough candidates at all (only when N is tiny)
-        scores = np.concatenate([scores, np.full((qb, k_out - width), -np.inf, np.float32)], axis=1)
-        indices = np.concatenate([indices, np.full((qb, k_out - width), -1, np.int64)], axis=1)
-    return np.ascontiguousarray(scores[:, :k_out], dtype=np.float32), np.ascontiguousarray(indices[:, :k_out], dtype=np.int64)
-
-
-def release_pages(gallery: Any, g0: int, g1: int) -> None:
-    """Drop rows ``[g0, g1)`` of a memory-mapped gallery from this process's resident set.
-
-    Why: a read-only ``np.memmap`` keeps every page it touched mapped, so one pass of exact search over a
-    1M x 512 fp16 index leaves the whole 1 GB file resident (counted in RSS, though it is reclaimable page
-    cache). ``MADV_DONTNEED`` on a shared read-only file mapping only unmaps the pages - the data stays in
-    the page cache, so the next search is not slower - and keeps the peak RSS at one chunk. Only used on
-    the copy path (fp16 / other device), where the chunk was already copied into the fp32 buffer.
-    """
-    mm = getattr(gallery, "_mmap", None)
-    if (mm is None or not isinstance(gallery, np.memmap) or getattr(gallery, "mode", None) != "r"
-            or not hasattr(mm, "madvise")):
-        return  # only shared read-only maps: DONTNEED on a private (mode "c") map would drop edits
-    import mmap
-
-    try:
-        # the view's byte offset in the mapping (``gallery.offset`` is stale for sliced memmaps)
-        offset = gallery.ctypes.data - np.frombuffer(mm, np.uint8, count=1).ctypes.data
-        base = offset + g0 * int(gallery.strides[0])
-        end = offset + g1 * int(gallery.strides[0])
-        start = base - base % mmap.PAGESIZE  # madvise needs a page-aligned start
-        end -= end % mmap.PAGESIZE  # keep the partial last page (the next chunk uses it)
-        if end > start and gallery.flags.c_contiguous:
-            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (OSError, ValueError, AttributeError):  # advisory only
-        pass
-
-
 def _chunk_topk(s: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``m`` of each row of ``s`` with ties at the cut broken by lower column.
 
@@ -271,8 +149,8 @@ def exact_topk(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    q_t = _as_tensor(queries, "queries")
-    g_t = _as_tensor(gallery, "gallery")
+    q_t = as_tensor(queries, "queries")
+    g_t = as_tensor(gallery, "gallery")
     n_q, dim = q_t.shape
     n_g = g_t.shape[0]
     if g_t.shape[1] != dim:
@@ -284,7 +162,7 @@ def exact_topk(
 
     dev = torch.device(device) if device is not None else g_t.device
     if exclude is not None:
-        ex_rows, ex_cols = _normalize_exclude(exclude, n_q, n_g)
+        ex_rows, ex_cols = normalize_exclude(exclude, n_q, n_g)
     else:
         ex_rows = ex_cols = np.zeros(0, np.int64)
     n_ex_max = int(np.bincount(ex_rows, minlength=1).max()) if ex_rows.size else 0
@@ -300,7 +178,7 @@ def exact_topk(
             raise ValueError("prefilter: the Bf16Gallery was made from another gallery or lives on another device")
         if n_q >= pf.MIN_QUERIES and pf.bf16_bound_holds(dim, dev.type):
             return pf.prefiltered_topk(q_t, g_t, gallery, k, k_out, k_fetch, int(min(chunk_size, n_g)), dev,
-                                       ex_rows, ex_cols, cached)
+                                       ex_rows, ex_cols, cached, fallback=exact_topk)
 
     chunk = int(min(chunk_size, n_g))
     needs_copy = g_t.dtype != torch.float32 or g_t.device != dev
@@ -356,43 +234,10 @@ def exact_topk(
                 srt_s, order = torch.sort(cat_s, dim=1, descending=True, stable=True)
                 run_s = srt_s[:, :k_fetch]
                 run_i = torch.gather(cat_i, 1, order[:, :k_fetch])
-            bs, bi = _drop_excluded(run_s.cpu().numpy(), run_i.cpu().numpy(), ex_rows, ex_cols, q0, n_g, k_out)
+            bs, bi = drop_excluded(run_s.cpu().numpy(), run_i.cpu().numpy(), ex_rows, ex_cols, q0, n_g, k_out)
             out_s[q0:q1] = bs
             out_i[q0:q1] = bi
     return out_s, out_i
-
-
-# --------------------------------------------------------------------------- #
-# searcher interface
-# --------------------------------------------------------------------------- #
-class Searcher(abc.ABC):
-    """Common interface of gallery search backends.
-
-    A searcher owns (a view of) the gallery embeddings and answers
-    ``search(queries, k, exclude)`` with ``(scores, indices)`` numpy arrays with
-    the same conventions as :func:`exact_topk` (shape ``(Q, min(k, N))``,
-    best first, ``-1``/``-inf`` padding).  Evaluation and serving code depend
-    only on this interface, so an approximate backend can be swapped in for
-    very large galleries without touching them.
-    """
-
-    name: str = "abstract"
-
-    @abc.abstractmethod
-    def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(scores float32 (Q, k'), indices int64 (Q, k'))``."""
-
-    @abc.abstractmethod
-    def __len__(self) -> int:
-        """Number of gallery items."""
-
-    @property
-    @abc.abstractmethod
-    def dim(self) -> int:
-        """Embedding dimension."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={len(self)}, dim={self.dim})"
 
 
 class ExactSearcher(Searcher):
@@ -410,7 +255,7 @@ class ExactSearcher(Searcher):
         """``prefilter="bf16"``: see :func:`exact_topk`; ``cache=True`` keeps the bf16 copy of the gallery
         (made on the first batched search) instead of converting it on every search."""
         self._emb = embeddings
-        t = _as_tensor(embeddings, "embeddings")
+        t = as_tensor(embeddings, "embeddings")
         self._n, self._dim = int(t.shape[0]), int(t.shape[1])
         self.chunk_size = int(chunk_size)
         self.device = device
@@ -424,7 +269,7 @@ class ExactSearcher(Searcher):
             if self._bf16 is None:
                 from zscir.index.prefilter import Bf16Gallery
 
-                dev = self.device or _as_tensor(self._emb, "embeddings").device
+                dev = self.device or as_tensor(self._emb, "embeddings").device
                 self._bf16 = Bf16Gallery(self._emb, device=dev)
             pf = self._bf16
         return exact_topk(queries, self._emb, k, chunk_size=self.chunk_size, exclude=exclude, device=self.device,

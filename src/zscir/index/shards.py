@@ -28,7 +28,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from zscir.index.search import ArrayLike, ExcludeLike, Searcher, _normalize_exclude
+from zscir.index.searcher import ArrayLike, ExcludeLike, Searcher, normalize_exclude
 from zscir.index.store import MANIFEST_FILE, EmbeddingStore, StoreError
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class ShardedSearcher(Searcher):
         n, n_q = int(self.offsets[-1]), int(queries.shape[0])
         k_out = min(int(k), n)
         if exclude is not None:
-            ex_rows, ex_cols = _normalize_exclude(exclude, n_q, n)
+            ex_rows, ex_cols = normalize_exclude(exclude, n_q, n)
         else:
             ex_rows = ex_cols = np.zeros(0, np.int64)
         parts_s, parts_i = [], []
