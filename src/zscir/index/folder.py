@@ -188,7 +188,7 @@ class IndexFolder:
         base = manifest if manifest is not None else self.manifest
         if base is None:
             base = {"format": FORMAT, "format_version": 1, "count": 0, "dim": 1, "dtype": "float32",
-                    "embeddings_file": None, "items_file": None, "generation": 0, "build": {"segments": []},
+                    "embeddings_file": "embeddings-g0.npy", "items_file": "items-g0.jsonl", "generation": 0, "build": {"segments": []},
                     "created": now()}
         return self.commit(base, indent=None)
 
