@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
         """
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.ann import AnnConfig
-        from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_up_to_date,
-                                       make_request)
+        from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
+                                       check_up_to_date, make_request)
         from zscir.index.names import printable
         from zscir.index.store import StoreError
 
@@ -130,7 +130,8 @@ def register(app: typer.Typer) -> None:
                           throttle_s=throttle, shard=shard_spec, ann=ann_cfg,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
         request = make_request(model_name, methods, checkpoint)
-        try:  # an unchanged folder is recognised from the manifest and file stats: no model is loaded
+        try:  # a refused --out, or an unchanged folder (manifest + file stats), needs no model
+            check_destination(folder, out, model=model_name, overwrite=overwrite)
             rep = check_up_to_date(folder, out, request=request, config=cfg)
         except (NotADirectoryError, StoreError, ValueError) as e:
             fail(str(e))

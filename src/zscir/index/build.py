@@ -48,6 +48,7 @@ from zscir.index.atomic import atomic_open
 from zscir.index.folder import (  # noqa: F401 - IndexLockedError, index_lock, read_manifest: re-exported
     SEGMENT_DIR,
     IndexFolder,
+    check_claimable,
     IndexLockedError,
     index_lock,
     now,
@@ -169,6 +170,19 @@ def _separate(folder: str | Path, out: Path) -> Path:
         raise StoreError(f"{out}: the index folder cannot be the folder of images itself; choose another --out "
                          f"(e.g. a new folder next to it; one inside it is left out of the scan)")
     return root_path
+
+
+def check_destination(folder: str | Path, out_dir: str | Path, *, model: str | None = None,
+                      overwrite: bool = False) -> None:
+    """Everything `build_index` would refuse about ``out_dir``, checked before any work (or model load).
+
+    Raises `StoreError`: ``out_dir`` is the image folder, a folder zscir may not write into, or an index of
+    another model or folder without ``overwrite``. Writes nothing.
+    """
+    out = Path(out_dir).resolve()
+    root = storable_path(_separate(folder, out))["path"]
+    check_claimable(out)
+    refuse_replacement(out, replaced_source(read_manifest(out), model=model, root=root), overwrite)
 
 
 def _scan(folder: str | Path, out: Path, cfg: IndexConfig) -> tuple[list[FileEntry], list[dict], str]:
