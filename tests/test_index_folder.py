@@ -227,3 +227,22 @@ def test_shards_and_merge_record_their_files(tmp_path, composer):
     m = json.loads((out / "manifest.json").read_text())
     assert m["generation"] == 2 and m["recorded"] == []
     assert sorted(os.listdir(out)) == [".lock", "embeddings-g2.npy", "items-g2.jsonl", "manifest.json"]
+
+
+def test_a_doctored_manifest_cannot_make_zscir_delete_outside_its_folder(tmp_path, composer):
+    photos = tmp_path / "photos"
+    make_photos(photos, n=3)
+    idx = tmp_path / "idx"
+    build_index(photos, idx, composer, model=MODEL, config=cfg())
+    victims = {"victim.txt": "v1", "victim.npy": "v2", "photos-copy.png": "v3"}
+    for n, text in victims.items():
+        (tmp_path / n).write_text(text)
+    m = json.loads((idx / "manifest.json").read_text())
+    m["recorded"] = ["../victim.txt", str(tmp_path / "photos-copy.png"), "segments/../../victim.npy", "a/b/c"]
+    m["embeddings_file"] = "../victim.npy"  # rejected by the next load, but must never be collected
+    m["galleries"] = {k: {**g, "file": "../victim.npy"} for k, g in m["galleries"].items()}
+    (idx / "manifest.json").write_text(json.dumps(m))
+    make_photos(photos, n=1, start=30)
+    rep = build_index(photos, idx, composer, model=MODEL, config=cfg())  # re-encodes: the old data is unreadable
+    assert rep.indexed == 4 and len(EmbeddingStore.load(idx)) == 4
+    assert {n: (tmp_path / n).read_text() for n in victims} == victims

@@ -75,6 +75,20 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     return m
 
 
+def _inside(name: Any) -> bool:
+    """A name zscir itself would create: a plain file name in the folder or in its ``segments/``.
+
+    Why: the manifest is data. A doctored one (``"recorded": ["../../photo.jpg"]``, or an absolute
+    ``embeddings_file``) must never make the collector delete outside the folder.
+    """
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts) or os.path.isabs(name):
+        return False
+    return len(parts) == 1 or (len(parts) == 2 and parts[0] == SEGMENT_DIR)
+
+
 def live_files(manifest: Mapping[str, Any] | None) -> set[str]:
     """Paths (relative to the folder) the manifest references: they must never be collected."""
     if not manifest:
@@ -156,7 +170,8 @@ class IndexFolder:
         self.manifest = manifest
         recorded = (manifest or {}).get("recorded")
         # a manifest older than the record: the files it references are the ones zscir is known to own
-        self.owned: set[str] = live_files(manifest) | (set(recorded) if isinstance(recorded, list) else set())
+        owned = live_files(manifest) | (set(recorded) if isinstance(recorded, list) else set())
+        self.owned: set[str] = {n for n in owned if _inside(n)}
         self._pending: set[str] = set()
 
     def commit(self, manifest: dict[str, Any], *, indent: int | None = 2) -> dict[str, Any]:
@@ -165,7 +180,7 @@ class IndexFolder:
         Recorded files that the new manifest no longer references stay recorded while they exist (garbage
         for :meth:`collect`) or are about to be written in this session.
         """
-        live = live_files(manifest)
+        live = {n for n in live_files(manifest) if _inside(n)}
         extra = {n for n in self.owned - live if n in self._pending or (self.path / n).exists()}
         self.owned = live | extra
         new = {**manifest, "recorded": sorted(extra)}
@@ -181,6 +196,8 @@ class IndexFolder:
         :meth:`~zscir.index.store.EmbeddingStore.load` rejects as an unfinished index.
         """
         names = set(names)
+        if not all(_inside(n) for n in names):
+            raise ValueError(f"not a file name inside an index folder: {sorted(n for n in names if not _inside(n))}")
         self._pending |= names
         if manifest is None and names <= self.owned and self.manifest is not None:
             return self.manifest
@@ -204,8 +221,11 @@ class IndexFolder:
         live = live_files(self.manifest)
         owned = self.owned | {MANIFEST_FILE}
         removed = 0
+        seg_link = (self.path / SEGMENT_DIR).is_symlink()  # never delete through a link out of the folder
         for name in sorted(owned - live - self._pending):
             p = self.path / name
+            if not _inside(name) or (seg_link and "/" in name):
+                continue
             if p.is_file() and not p.is_symlink():
                 with contextlib.suppress(OSError):
                     p.unlink()
@@ -215,6 +235,8 @@ class IndexFolder:
             parent, _, base = name.rpartition("/")
             by_dir.setdefault(parent, set()).add(base)
         for parent, bases in by_dir.items():
+            if parent and seg_link:
+                continue
             d = self.path / parent if parent else self.path
             with contextlib.suppress(OSError):
                 for p in d.iterdir():  # temp files of recorded names: `.<name>.<random>.tmp` (atomic_open)
