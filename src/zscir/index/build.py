@@ -5,16 +5,21 @@ Why it is built this way
 A photo folder is large, grows over time and contains junk, and indexing it is slow, so ``zscir index``
 must survive being killed at any moment, must not redo work on a re-run, and must never crash on a bad
 file. The index folder stays a valid ``zscir-index`` v1 store (`EmbeddingStore.load` reads it), and its
-``manifest.json`` is the single source of truth, replaced atomically at every commit:
+``manifest.json`` is the single source of truth, replaced atomically at every commit. Every write, commit
+and delete goes through :mod:`zscir.index.folder`: ``--out`` must be new, empty or an index, each file is
+recorded before it is created, and only recorded files are ever collected.
 
 * encoded batches are written as *segments* (``segments/<build>-<n>.npz``, atomic) and only count once the
-  manifest lists them under ``build.segments``; a segment not listed is an orphan of a kill and is deleted;
+  manifest lists them under ``build.segments``; a recorded segment never listed is an orphan of a kill and is
+  collected;
 * finishing a run writes a new *generation* of data files (``embeddings-g<N>.npy``, ``items-g<N>.jsonl``,
   one ``gallery-<i>-g<N>.npy`` per extra gallery key) under fresh names and then switches the manifest to
   them in one rename, so readers see the old complete index or the new one, never a mix;
 * a re-run compares each file's signature (size + mtime, or SHA-256 with ``hash_content``) with the
   committed generation and the listed segments: unchanged items are copied, new or changed ones encoded,
-  vanished ones dropped. Items are assembled by unique id, so none is duplicated or lost.
+  vanished ones dropped. Items are assembled by unique id, so none is duplicated or lost;
+* when nothing changed, :func:`check_up_to_date` says so from the manifest and the file stats alone, so the
+  CLI does not even create the model; replacing an index of another model or folder needs ``overwrite``.
 
 With ``IndexConfig.ann`` (``zscir index --ann ivfpq``) every gallery key also gets a FAISS IVF-PQ index
 (:mod:`zscir.index.ann`), rebuilt after each new generation so that it never describes old rows; the

@@ -39,7 +39,6 @@ FAISS uses for "no result"), so the output always has shape ``(Q, min(k, N))``.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Callable
 
 import numpy as np
