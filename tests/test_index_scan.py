@@ -164,3 +164,17 @@ def test_unchanged_reindex_does_not_load_the_model(tmp_path, monkeypatch):
             make_photos(photos, n=1, start=40)
         res = runner.invoke(app, args + (["-m", "sum", "-m", "image"] if change == "method" else []))
         assert res.exit_code != 0 and isinstance(res.exception, AssertionError), (change, res.output)
+
+
+def test_request_changes_when_local_model_or_checkpoint_files_change(tmp_path):
+    from zscir.index.build import make_request
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "adapter.safetensors").write_bytes(b"v1")
+    before = make_request(f"local-dir:{ckpt}", ["tscir"], str(ckpt))
+    assert before == make_request(f"local-dir:{ckpt}", ["tscir"], str(ckpt))
+    assert make_request("world-clip", ["sum"]) == {"model": "world-clip", "methods": ["sum"]}
+    (ckpt / "adapter.safetensors").write_bytes(b"v2 retrained")
+    after = make_request(f"local-dir:{ckpt}", ["tscir"], str(ckpt))
+    assert after["model_files"] != before["model_files"] and after["checkpoint"] != before["checkpoint"]

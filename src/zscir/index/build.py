@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -247,7 +248,11 @@ def make_request(model: str | None, methods: Sequence[str], checkpoint: str | No
     A model from the hub is identified by its name only.
     """
     req: dict[str, Any] = {"model": model, "methods": list(methods)}
-    local = model[len("local-dir:"):] if model and model.startswith("local-dir:") else model
+    local = None
+    if model and model.startswith("local-dir:"):
+        local = model[len("local-dir:"):]
+    elif model and not model.startswith(("hf-hub:", "open_clip:")) and ("/" in model or os.sep in model):
+        local = model  # a bare model folder (built-in names have no separator)
     if local and Path(local).expanduser().is_dir():
         req["model_files"] = _tree_signature(local)
     if checkpoint:
