@@ -15,7 +15,7 @@ Bad items are skipped and land in ``problems`` (counted and listed).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -38,6 +38,11 @@ class PairTable:
     keys: list[str]
     images: np.ndarray
     captions: list[tuple[str, ...]]
+    primary: list[str] = field(default_factory=list)  # the caption of each item (default: its first variant)
+
+    def __post_init__(self) -> None:
+        if not self.primary:
+            self.primary = [c[0] for c in self.captions]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -47,8 +52,8 @@ class PairTable:
         k = len(self) - n_tail
         if k <= 0:
             raise DataError(f"cannot hold out {n_tail} of {len(self)} pairs for validation (use --val-data or fewer)")
-        return (PairTable(self.keys[:k], self.images[:k], self.captions[:k]),
-                PairTable(self.keys[k:], self.images[k:], self.captions[k:]))
+        return (PairTable(self.keys[:k], self.images[:k], self.captions[:k], self.primary[:k]),
+                PairTable(self.keys[k:], self.images[k:], self.captions[k:], self.primary[k:]))
 
 
 def pair_source(spec: str | DataSpec, *, image_root=None, image_column=None, text_column=None, streaming=None,
@@ -141,7 +146,7 @@ class PairData:
         if isinstance(self.source, WorldPairSource):
             pairs = self.source.pairs[: self.limit] if self.limit else self.source.pairs
             return PairTable([p.id for p in pairs], render_scenes([p.scene for p in pairs], image_size),
-                             [tuple(p.captions) for p in pairs])
+                             [tuple(p.captions) for p in pairs], [p.caption for p in pairs])
         from tqdm.auto import tqdm
 
         keys, imgs, caps = [], [], []

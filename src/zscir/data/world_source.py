@@ -64,7 +64,7 @@ class WorldPairSource(PairSource):
             if partition.takes(j):
                 p = self.pairs[i]
                 img = Image.fromarray(render_scenes([p.scene], self.image_size)[0])
-                yield RawPair(p.id, img, tuple(p.captions), {"scene": p.scene})
+                yield RawPair(p.id, img, (p.caption,) + tuple(c for c in p.captions if c != p.caption), {"scene": p.scene})
 
 
 def world_triplets(seed: int = 0, quality: str = "hq", n: int | None = None, pairs=None, image_size: int = 64):

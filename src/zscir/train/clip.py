@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from zscir.backbones.registry import WORLD_CLIP_CONFIG, TinyCLIPConfig, build_random_clip
 from zscir.backbones.tokenizer import train_bpe_tokenizer
+from zscir.data import PairTable, get_pair_data
+from zscir.train.data_options import DataOptions
 from zscir.train.common import (
     cosine_lr,
     load_training_state,
@@ -41,6 +43,7 @@ from zscir.train.distributed import (
     broadcast_object,
     gather_with_grad,
     init_distributed,
+    local_range,
     local_slice,
     wrap_ddp,
 )
@@ -84,40 +87,46 @@ class CLIPTrainConfig:
     tokenizer: str | None = None  # a saved tokenizer folder to use instead of training one, e.g. the shipped
     # model's (trained before BPE learning was made deterministic); under DDP rank 0 builds it and broadcasts
     arch: TinyCLIPConfig = field(default_factory=lambda: WORLD_CLIP_CONFIG)
+    model: str | None = None  # start from this backbone (any backbone name) instead of a random `arch` CLIP
+    data: DataOptions = field(default_factory=DataOptions)
 
 
 def _world_data(cfg: CLIPTrainConfig):
-    from zscir.data import world
+    """The world recipe: ``n_pairs`` training and ``n_val`` validation pairs rendered at the model's size, and
+    a tokenizer corpus of every caption variant plus training-set modification phrasings (a real CLIP
+    tokenizer knows every English word; ours learns whole-word tokens for the training phrasings' words,
+    while the held-out benchmark phrasings fall back to sub-word pieces)."""
+    from zscir.data.world_source import training_phrasings
 
-    wcfg = world.WorldConfig(seed=cfg.world_seed, image_size=cfg.arch.image_size)
     t0 = time.time()
-    train = world.generate_pairs(wcfg, n=cfg.n_pairs, split="train")
-    val = world.generate_pairs(wcfg, n=cfg.n_val, split="val")
-    imgs = world.render_batch([p.scene for p in train], cfg.arch.image_size)
-    val_imgs = world.render_batch([p.scene for p in val], cfg.arch.image_size)
-    corpus = [c for p in train for c in p.captions] + _training_phrasings(train[:4000], cfg.seed)
+    size = cfg.arch.image_size
+    data = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs)
+    train = data.table(size)
+    val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).table(size)
+    corpus = [c for caps in train.captions for c in caps] + training_phrasings(data.source.pairs[:4000], cfg.seed)
     logger.info("world data: %d train / %d val pairs rendered in %.1fs", len(train), len(val), time.time() - t0)
-    return train, val, imgs, val_imgs, corpus
+    return train, val, corpus
 
 
-def _training_phrasings(pairs, seed: int) -> list[str]:
-    """Modification texts in the *training* phrasing set, for the tokenizer corpus only.
-
-    A real CLIP tokenizer knows every English word; ours learns whole-word tokens for the training
-    phrasings' words, while the held-out benchmark phrasings fall back to sub-word pieces.
-    """
-    import random
-
-    from zscir.data.world.edits import random_edit
-    from zscir.data.world.phrasing import phrase_edit
-
-    rng = random.Random(seed)
-    texts = []
-    for p in pairs:
-        res = random_edit(p.scene, rng)
-        if res is not None:
-            texts.append(phrase_edit(res[1], rng, "train"))
-    return texts
+def _real_data(cfg: CLIPTrainConfig, size: int, progress: bool):
+    """(train table or streaming PairData, validation table, tokenizer corpus) for a non-world ``--data``."""
+    opts = cfg.data
+    data = opts.pair_data(opts.data)
+    stream = opts.streams(data)
+    if opts.val_data:
+        val = opts.pair_data(opts.val_data, limit=cfg.n_val).table(size)
+    elif stream:
+        logger.warning("no --val-data: validating on the first %d training pairs (not held out)", cfg.n_val)
+        val = opts.pair_data(opts.data, limit=cfg.n_val).table(size)
+    train = None
+    if not stream:
+        train = data.table(size, progress=progress, workers=opts.workers)
+        if not opts.val_data:
+            train, val = train.split(min(cfg.n_val, max(1, len(train) // 10)))
+    corpus_src = train.captions if train is not None else [r.captions for r in opts.pair_data(
+        opts.data, limit=opts.tokenizer_corpus).records()]
+    corpus = [c for caps in corpus_src for c in caps]
+    return (data if stream else train), val, corpus
 
 
 @torch.no_grad()
@@ -132,20 +141,38 @@ def evaluate_clip(backbone, val_imgs: np.ndarray, val_captions: list[str], batch
 
 
 def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) the world CLIP and save it as an HF model folder in ``out_dir``."""
+    """Train (or resume) a CLIP contrastively and save it as an HF model folder in ``out_dir``.
+
+    ``cfg.data.data`` selects the pairs: the world (the shipped recipe), or any `zscir.data` spec, held in
+    RAM as a uint8 table (random batches, like the world) or streamed batch by batch (WebDataset shards:
+    each rank reads its own shards, see `zscir.data.loader`). The result's ``data_wait_share`` is the
+    fraction of step time spent waiting for the next batch.
+    """
     out = Path(out_dir)
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
-    train, val, imgs, val_imgs, corpus = _world_data(cfg)
-    val_caps = [p.caption for p in val]
+    base = None
+    if cfg.model and not (resume and (out / "config.json").exists()):
+        from zscir.backbones import create_backbone
+
+        base = create_backbone(cfg.model)
+    size = int(getattr(base, "image_size", cfg.arch.image_size)) if base is not None else cfg.arch.image_size
+    if cfg.data.is_world:
+        train, val, corpus = _world_data(cfg)
+    else:
+        train, val, corpus = _real_data(cfg, size, progress)
+    val_imgs, val_caps = val.images, val.primary
 
     if resume and (out / "config.json").exists():
         from zscir.backbones.hf_clip import HFCLIPBackbone
 
         backbone = HFCLIPBackbone.from_pretrained(out, name="world-clip", local_files_only=True)
+    elif base is not None:
+        backbone = base
+        backbone.model.requires_grad_(True)
     else:
         if cfg.tokenizer:
             from transformers import PreTrainedTokenizerFast
@@ -171,23 +198,38 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     net = wrap_ddp(_DualEncoder(backbone, cfg.bf16), ctx)
     losses: list[float] = []
     rng = np.random.default_rng(cfg.seed + start)  # same stream on every rank: same global batches
+    stream = None
+    if not isinstance(train, PairTable):  # streaming: each rank its own share, batches of its slice size
+        lo, hi = local_range(cfg.batch_size, ctx)
+        stream = iter(train.loader(hi - lo, size, shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer,
+                                   workers=cfg.data.workers, seed=cfg.seed + start, rank=ctx.rank,
+                                   world_size=ctx.world_size, drop_last=True))
     history: list[dict] = []
     if start and (out / "train_log.json").exists():
         history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
     metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), desc="train clip", disable=not progress, initial=start, total=cfg.steps)
     t0 = time.time()
+    wait = 0.0
     for step in bar:
         model.train()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
-        idx = rng.choice(len(train), size=cfg.batch_size, replace=False)
-        caps = [train[i].captions[rng.integers(len(train[i].captions))] for i in idx]
-        # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
-        ie, te, scale = net(uint8_to_pixels(imgs[local_slice(idx, ctx)]), backbone.tokenize(local_slice(caps, ctx)))
+        t_wait = time.perf_counter()
+        if stream is None:
+            idx = rng.choice(len(train), size=cfg.batch_size, replace=False)
+            caps = [train.captions[i][rng.integers(len(train.captions[i]))] for i in idx]
+            # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
+            pix, local_caps, n = uint8_to_pixels(train.images[local_slice(idx, ctx)]), local_slice(caps, ctx), len(idx)
+        else:
+            batch = next(stream)
+            wait += time.perf_counter() - t_wait
+            local_caps = [c[rng.integers(len(c))] for c in batch.captions]
+            pix, n = uint8_to_pixels(batch.pixels), cfg.batch_size
+        ie, te, scale = net(pix, backbone.tokenize(local_caps))
         ie, te = gather_with_grad(ie, ctx), gather_with_grad(te, ctx)
         logits = scale * ie @ te.T
-        target = torch.arange(len(idx))
+        target = torch.arange(n)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,5 +248,8 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
                                                 "world_size": ctx.world_size})
     barrier(ctx)
     model.eval()
+    problems = train.problems if stream is not None else None
     return {"metrics": metrics, "history": history, "out": str(out), "losses": losses,
-            "world_size": ctx.world_size}
+            "world_size": ctx.world_size, "train_s": time.time() - t0,
+            "data_wait_share": wait / max(1e-9, time.time() - t0) if stream is not None else None,
+            "problems": problems.summary() if problems is not None else "no problems"}

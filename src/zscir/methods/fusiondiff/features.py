@@ -28,7 +28,7 @@ def default_cache_dir() -> Path:
 @torch.no_grad()
 def _encode_scenes(backbone: Backbone, scenes, size: int, batch_size: int = 512, desc: str = "images",
                    progress: bool = True) -> torch.Tensor:
-    from zscir.data.world import render_batch
+    from zscir.data.world_source import render_scenes as render_batch
     from zscir.train.common import uint8_to_pixels
 
     out = []
@@ -67,12 +67,12 @@ def pair_features(backbone: Backbone, n_pairs: int, world_seed: int = 0,
     Captions are given as indices into `caption_bank(n_pairs, world_seed)`: the stage-1 captions and the
     retrieval captioner's bank are the same texts, so they are embedded once (by the captioner).
     """
-    from zscir.data.world import WorldConfig, generate_pairs
-
     path = cache_dir / f"pairs-{backbone.fingerprint()}-s{world_seed}-n{n_pairs}.pt" if cache_dir else None
 
     def build():
-        pairs = generate_pairs(WorldConfig(seed=world_seed), n=n_pairs, split="train")
+        from zscir.data import get_pair_data
+
+        pairs = get_pair_data("world", world_seed=world_seed, world_n=n_pairs).source.pairs
         index = {c: i for i, c in enumerate(caption_bank(n_pairs, world_seed))}
         img = _encode_scenes(backbone, [p.scene for p in pairs], image_size(backbone), desc="pair images",
                              progress=progress)
@@ -86,12 +86,12 @@ def pair_features(backbone: Backbone, n_pairs: int, world_seed: int = 0,
 def triplet_features(backbone: Backbone, n_triplets: int, world_seed: int = 0,
                      cache_dir: Path | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
     """{"ref_image", "text", "target_image"}: (N, D) each, for the first ``n_triplets`` HQ triplets."""
-    from zscir.data.world import WorldConfig, generate_triplets
-
     path = cache_dir / f"triplets-{backbone.fingerprint()}-s{world_seed}-n{n_triplets}.pt" if cache_dir else None
 
     def build():
-        trip = generate_triplets(WorldConfig(seed=world_seed), quality="hq", n=n_triplets)
+        from zscir.data import get_triplet_data
+
+        trip = get_triplet_data("world", quality="hq", world_seed=world_seed, world_n=n_triplets).world[0]
         size = image_size(backbone)
         return {
             "ref_image": _encode_scenes(backbone, [t.reference.scene for t in trip], size, desc="references",
@@ -105,11 +105,48 @@ def triplet_features(backbone: Backbone, n_triplets: int, world_seed: int = 0,
 
 
 def caption_bank(n_pairs: int, world_seed: int = 0) -> list[str]:
-    """Distinct caption variants of the first ``n_pairs`` training pairs (deterministic, ~1 s)."""
-    from zscir.data.world import WorldConfig, generate_pairs
+    """Distinct caption variants of the first ``n_pairs`` world training pairs (deterministic, ~1 s)."""
+    from zscir.data.world_source import world_caption_bank
 
-    seen: dict[str, None] = {}
-    for p in generate_pairs(WorldConfig(seed=world_seed), n=n_pairs, split="train"):
-        for c in p.captions:
-            seen.setdefault(c, None)
-    return list(seen)
+    return world_caption_bank(n_pairs, world_seed)
+
+
+@torch.no_grad()
+def data_triplet_features(backbone: Backbone, opts, n_val: int, cache_dir: Path | None = None,
+                          progress: bool = True) -> dict:
+    """{"ref_image", "text", "target_image", "n_val"} of a triplet ``--data`` (`DataOptions`): training rows
+    first, then ``n_val`` validation rows (``--val-data``, or the last ``min(n_val, N // 10)`` rows). Each
+    distinct image is decoded and encoded once; unusable images drop their triplets (counted, logged)."""
+    from zscir.data import DataError
+    from zscir.train.common import uint8_to_pixels
+
+    def load(spec: str):
+        data = opts.triplet_data(spec)
+        data.require_target_images("the Fusion-Diff Control-Adapter")
+        path = None
+        if cache_dir is not None and opts.cache_features:
+            path = cache_dir / f"triplets-{backbone.fingerprint()}-{data.fingerprint()}.pt"
+        def build():
+            size = image_size(backbone)
+            ids, imgs = data.images([i for r in data.rows for i in (r.reference_id, r.target_id)], size, progress)
+            rows = data.usable(set(ids))
+            if data.problems.total:
+                logger.warning("%s: skipped %s", spec, data.problems.summary())
+            emb = torch.cat([backbone.encode_image(uint8_to_pixels(imgs[s:s + 256]).to(backbone.device)).float().cpu()
+                             for s in range(0, len(imgs), 256)]) if len(imgs) else torch.zeros(0, backbone.embed_dim)
+            at = {i: n for n, i in enumerate(ids)}
+            return {"ref_image": emb[[at[r.reference_id] for r in rows]], "target_image": emb[[at[r.target_id] for r in rows]],
+                    "text": backbone.encode_texts([r.modification for r in rows], batch_size=1024)}
+        return _cached(path, build)
+
+    tr = load(opts.data)
+    if opts.val_data:
+        va = {k: v[:n_val] for k, v in load(opts.val_data).items()}
+    else:
+        k = min(n_val, max(1, len(tr["text"]) // 10))
+        va = {key: v[-k:] for key, v in tr.items()}
+        tr = {key: v[:-k] for key, v in tr.items()}
+    if len(tr["text"]) < 2:
+        raise DataError(f"{opts.data}: only {len(tr['text'])} usable training triplets")
+    out = {k: torch.cat([tr[k], va[k]]) for k in tr}
+    return {**out, "n_val": len(va["text"])}

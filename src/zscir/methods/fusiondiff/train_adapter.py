@@ -23,10 +23,11 @@ from zscir.methods.fusiondiff.captioner import build_captioner
 from zscir.methods.fusiondiff.checkpoint import count_parameters, load_checkpoint, save_checkpoint
 from zscir.methods.fusiondiff.config import AdapterConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter, control_signal
-from zscir.methods.fusiondiff.features import default_cache_dir, triplet_features
+from zscir.methods.fusiondiff.features import data_triplet_features, default_cache_dir, triplet_features
 from zscir.methods.fusiondiff.joint import ClipFusionEncoder, fuse
 from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, sliced_loss
 from zscir.train.common import seed_everything, set_threads
+from zscir.train.data_options import DataOptions
 from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class AdapterTrainConfig:
     threads: int | None = 1
     cache_dir: str | None = None
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataOptions = field(default_factory=DataOptions)  # --data (triplets) / --val-data
 
 
 def control_parts(ref_img: torch.Tensor, txt: torch.Tensor, weight: float, names: tuple[str, ...],
@@ -102,7 +104,11 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     jc = base_cfg.joint
     with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
-        feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache, progress=progress)
+        if cfg.data.is_world:
+            feats = triplet_features(backbone, cfg.n_triplets, cfg.world_seed, cache, progress=progress)
+        else:
+            feats = data_triplet_features(backbone, cfg.data, cfg.n_val, cache, progress=progress)
+            cfg = replace(cfg, n_val=feats["n_val"])
         joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, jc, cache) if jc.space == "joint" else None)
         ref, txt, tgt = feats["ref_image"], feats["text"], feats["target_image"]
         z0_all = joint.from_embeddings(tgt, None)

@@ -26,6 +26,7 @@ from zscir.methods.fusiondiff.joint import fuse
 from zscir.methods.fusiondiff.prior import DiffusionPrior
 from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, sliced_loss
 from zscir.train.common import seed_everything, set_threads
+from zscir.train.data_options import DataOptions
 from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class PriorTrainConfig:
     cache_dir: str | None = None
     joint: JointConfig = field(default_factory=JointConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    data: DataOptions = field(default_factory=DataOptions)  # --data / --val-data (world by default)
 
 
 @torch.no_grad()
@@ -61,6 +63,23 @@ def _val_loss(prior: DiffusionPrior, z0: torch.Tensor, cond: torch.Tensor, seed:
     torch.set_rng_state(state)
     prior.train()
     return loss
+
+
+def _data_features(backbone, cfg: PriorTrainConfig, cache: Path, progress: bool) -> tuple[dict, torch.Tensor]:
+    """A real ``--data``: image features (train then validation rows), caption indices into the distinct
+    captions of those pairs, and the bank's text embeddings (the captions the prior learns to fuse)."""
+    from zscir.methods.fusiondiff.features import image_size
+    from zscir.train.pair_features import pair_feature_split
+
+    tr, va = pair_feature_split(backbone, cfg.data, image_size(backbone), False, False, cfg.n_val, "fusiondiff",
+                                progress)
+    caps = tr.captions + va.captions
+    texts = list(dict.fromkeys(c for cs in caps for c in cs))
+    index = {c: i for i, c in enumerate(texts)}
+    v = min(len(c) for c in caps)
+    idx = torch.tensor([[index[c] for c in cs[:v]] for cs in caps])
+    bank = RetrievalCaptioner(backbone, texts, cache_dir=cache if cfg.data.cache_features else None).bank_embeds
+    return {"image": torch.cat([tr.glob, va.glob]), "caption_idx": idx, "n_val": len(va)}, bank
 
 
 def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
@@ -79,8 +98,12 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     n = cfg.joint.bank_pairs
     with main_first(ctx):  # rank 0 builds the on-disk feature caches, the others read them
-        feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache, progress=progress)
-        bank = RetrievalCaptioner(backbone, caption_bank(n, cfg.joint.bank_world_seed), cache_dir=cache).bank_embeds
+        if cfg.data.is_world:
+            feats = pair_features(backbone, n, cfg.joint.bank_world_seed, cache, progress=progress)
+            bank = RetrievalCaptioner(backbone, caption_bank(n, cfg.joint.bank_world_seed), cache_dir=cache).bank_embeds
+        else:
+            feats, bank = _data_features(backbone, cfg, cache, progress)
+            cfg = replace(cfg, n_val=feats["n_val"])
     img, cap_idx = feats["image"], feats["caption_idx"]
     n_train = len(img) - cfg.n_val
     dim = img.shape[1]

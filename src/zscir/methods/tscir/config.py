@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from zscir.train.data_options import DataOptions
+
 
 def _from_dict(cls, d: dict[str, Any]):
     """Build dataclass ``cls`` from ``d``, ignoring unknown keys (forward compatible checkpoints)."""
@@ -100,6 +102,7 @@ class Stage1Config:
     bf16: bool = True  # bf16 autocast (frozen encoders and the step); ~2-5x faster on CPU
     threads: int | None = None
     device: str = "cpu"
+    data: DataOptions = field(default_factory=DataOptions)  # --data / --val-data (world by default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +112,8 @@ class Stage1Config:
         cfg = _from_dict(cls, d)
         if isinstance(cfg.mapping, dict):
             cfg.mapping = MappingConfig.from_dict(cfg.mapping)
+        if isinstance(cfg.data, dict):
+            cfg.data = _from_dict(DataOptions, cfg.data)
         return cfg
 
 
@@ -153,6 +158,7 @@ class Stage2Config:
     bf16: bool = True
     threads: int | None = None
     device: str = "cpu"
+    data: DataOptions = field(default_factory=DataOptions)  # --data (triplets) / --val-data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,4 +168,6 @@ class Stage2Config:
         cfg = _from_dict(cls, d)
         if isinstance(cfg.adapter, dict):
             cfg.adapter = AdapterConfig.from_dict(cfg.adapter)
+        if isinstance(cfg.data, dict):
+            cfg.data = _from_dict(DataOptions, cfg.data)
         return cfg

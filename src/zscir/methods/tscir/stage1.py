@@ -31,16 +31,18 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from zscir.data import get_pair_data
 from zscir.methods.tscir.checkpoint import save_stage1
 from zscir.methods.tscir.config import Stage1Config
 from zscir.methods.tscir.mapping import Mapping
 from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
-                                          info_nce, prepare_backbone, recall_at, soft_alignment_loss)
+                                          info_nce, pair_banks, prepare_backbone, recall_at,
+                                          soft_alignment_loss)
 from zscir.methods.tscir.vsi import PATCH_KEY
 from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
                                 set_threads, write_json)
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
-                                     init_distributed, local_range, sync_torch_rng)
+                                     init_distributed, local_range, main_first, sync_torch_rng)
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +80,6 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     Runs data-parallel under ``torchrun`` (one code path; ``cfg.batch_size`` is the global batch); only
     rank 0 validates and writes. The result's ``losses`` are the per-step global-batch losses.
     """
-    from zscir.data import world
-
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
     out = Path(out_dir)
@@ -92,20 +92,27 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     size = image_size(backbone)
 
     t0 = time.time()
-    wcfg = world.WorldConfig(seed=cfg.world_seed, image_size=size)
-    pairs = world.generate_pairs(wcfg, n=cfg.n_pairs, split="train")
-    val = world.generate_pairs(wcfg, n=cfg.n_val, split="val")
-    table = ImageTable.build([(p.id, p.scene) for p in pairs], size)
-    val_table = ImageTable.build([(p.id, p.scene) for p in val], size)
     vsi = len(cfg.mapping.vsi_layers) > 0
-    bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
-    val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)
-    n_var = min(len(p.captions) for p in pairs)
+    if cfg.data.is_world:
+        pairs = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs).source.pairs
+        val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).source.pairs
+        table = ImageTable.build([(p.id, p.scene) for p in pairs], size)
+        val_table = ImageTable.build([(p.id, p.scene) for p in val], size)
+        bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
+        val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)
+        captions, val_captions = [p.captions for p in pairs], [p.caption for p in val]
+    else:
+        with main_first(ctx):  # rank 0 encodes (and caches) the features, the others read the cache
+            bank, captions, val_bank, val_captions = pair_banks(backbone, cfg.data, size, vsi, cfg.bf16, cfg.n_val,
+                                                                progress)
+        pairs = captions
+    n_var = min(len(c) for c in captions)
     caption_bank = None
     if cfg.soft_weight > 0:  # every caption variant, encoded once by the frozen text encoder
-        caption_bank = encode_texts_bf16(backbone, [p.captions[v] for p in pairs for v in range(n_var)], cfg.bf16,
-                                         progress=progress, desc="encode captions").view(len(pairs), n_var, -1)
-    val_caps = encode_texts_bf16(backbone, [p.caption for p in val], cfg.bf16)
+        caption_bank = encode_texts_bf16(backbone, [c[v] for c in captions for v in range(n_var)], cfg.bf16,
+                                         progress=progress, desc="encode captions").view(len(captions), n_var, -1)
+    val_caps = encode_texts_bf16(backbone, val_captions, cfg.bf16)
+    val = val_captions
     logger.info("stage I data: %d pairs, %d val, rendered and encoded in %.1fs", len(pairs), len(val),
                 time.time() - t0)
 

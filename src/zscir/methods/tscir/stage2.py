@@ -22,6 +22,8 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from zscir.data import get_triplet_data
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.checkpoint import load_mapping, save_stage2
 from zscir.methods.tscir.composer import fill_template
@@ -43,17 +46,29 @@ from zscir.train.distributed import (average_gradients, barrier, broadcast_param
 logger = logging.getLogger(__name__)
 
 
+class _Row(NamedTuple):
+    """A non-world training triplet with the attributes the world's `Triplet` gives the loop and the miner."""
+
+    id: str
+    reference: SimpleNamespace
+    text: str
+    target_id: str
+
+
 class TripletData:
     """Triplets with their images rendered and encoded once (references with patch tokens)."""
 
     def __init__(self, cfg: Stage2Config, backbone, vsi: bool, progress: bool):
-        from zscir.data import world
-
         t0 = time.time()
         size = image_size(backbone)
-        wcfg = world.WorldConfig(seed=cfg.world_seed, image_size=size)
-        pairs = world.generate_pairs(wcfg)
-        trips = world.generate_triplets(wcfg, cfg.quality, n=cfg.max_triplets + cfg.n_val, pairs=pairs)
+        if not cfg.data.is_world:
+            self._from_data(cfg, backbone, vsi, progress, size)
+            logger.info("stage II data: %d train / %d val triplets from %s, gallery %d images, ready in %.1fs",
+                        len(self.train), len(self.val), cfg.data.data, len(self.gallery), time.time() - t0)
+            return
+        src = get_triplet_data("world", quality=cfg.quality, world_seed=cfg.world_seed,
+                               world_n=cfg.max_triplets + cfg.n_val)
+        trips, pairs = src.world
         self.train, self.val = trips[: cfg.max_triplets], trips[cfg.max_triplets:]
         refs = ImageTable.build([(t.reference.id, t.reference.scene) for t in trips], size)
         # mining gallery: every target, every reference and the first `gallery_pairs` pair images
@@ -69,6 +84,44 @@ class TripletData:
         self.texts = {t.id: fill_template(cfg.template, t.text) for t in trips}
         logger.info("stage II data: %d train / %d val %s triplets, gallery %d images, ready in %.1fs",
                     len(self.train), len(self.val), cfg.quality, len(self.gallery), time.time() - t0)
+
+    def _from_data(self, cfg: Stage2Config, backbone, vsi: bool, progress: bool, size: int) -> None:
+        """A triplet manifest / HF set (``--data``): images loaded once, unusable ones skipped and counted;
+        validation is ``--val-data`` or the last ``min(n_val, N // 10)`` triplets. The gallery holds every
+        reference and target, an image's id is its key ("same image" for the in-batch mask)."""
+        def load(spec: str):
+            data = cfg.data.triplet_data(spec)
+            data.require_target_images("TSCIR Stage II")
+            ids, imgs = data.images([i for r in data.rows for i in (r.reference_id, r.target_id)], size, progress)
+            rows = [_Row(str(r.meta.get("id", n)), SimpleNamespace(id=r.reference_id), r.modification, r.target_id)
+                    for n, r in enumerate(data.usable(set(ids)))]
+            if data.problems.total:
+                logger.warning("%s: skipped %s", spec, data.problems.summary())
+            return rows, ids, imgs
+
+        rows, ids, imgs = load(cfg.data.data)
+        if cfg.data.val_data:
+            val, vids, vimgs = load(cfg.data.val_data)
+            val = [_Row(f"val:{r.id}", r.reference, r.text, r.target_id) for r in val[: cfg.n_val]]
+            new = [k for k, i in enumerate(vids) if i not in set(ids)]
+            ids, imgs = ids + [vids[k] for k in new], np.concatenate([imgs, vimgs[new]])
+        else:
+            k = min(cfg.n_val, max(1, len(rows) // 10))
+            rows, val = rows[:-k], rows[-k:]
+        if len(rows) < 2:
+            from zscir.data import DataError
+
+            raise DataError(f"{cfg.data.data}: only {len(rows)} usable training triplets")
+        self.train, self.val = rows[: cfg.max_triplets], val
+        self.gallery = ImageTable(ids=list(ids), keys=list(ids), images=imgs, index={i: n for n, i in enumerate(ids)})
+        self.gallery_bank = FeatureBank.build(backbone, self.gallery, False, cfg.bf16, progress=progress,
+                                              desc="encode gallery")
+        self.ref_bank = FeatureBank.build(backbone, self.gallery, vsi, cfg.bf16, progress=progress,
+                                          desc="encode references") if vsi else self.gallery_bank
+        every = self.train + self.val
+        self.ref_idx = {t.id: self.gallery.index[t.reference.id] for t in every}
+        self.tgt_idx = {t.id: self.gallery.index[t.target_id] for t in every}
+        self.texts = {t.id: fill_template(cfg.template, t.text) for t in every}
 
     def batch(self, trips, device):
         glob, patches = self.ref_bank.get([self.ref_idx[t.id] for t in trips], device)

@@ -38,7 +38,7 @@ class ImageTable:
     @classmethod
     def build(cls, items: Sequence[tuple[str, object]], size: int) -> "ImageTable":
         """``items``: (id, scene) pairs, duplicates by id are rendered once."""
-        from zscir.data.world import render_batch
+        from zscir.data.world_source import render_scenes as render_batch
 
         table = cls()
         scenes = []
@@ -151,3 +151,13 @@ def prepare_backbone(name: str, device: str) -> Backbone:
     backbone.freeze()
     backbone.fingerprint()
     return backbone
+
+
+
+def pair_banks(backbone: Backbone, opts, size: int, patches: bool, bf16: bool, n_val: int, progress: bool = False):
+    """(train bank, train captions, val bank, val captions) of a non-world ``--data`` (`DataOptions`), see
+    `zscir.train.pair_features.pair_feature_split`."""
+    from zscir.train.pair_features import pair_feature_split
+
+    tr, va = pair_feature_split(backbone, opts, size, patches, bf16, n_val, "tscir", progress)
+    return FeatureBank(tr.glob, tr.patches), tr.captions, FeatureBank(va.glob, va.patches), [c[0] for c in va.captions]

@@ -1,0 +1,107 @@
+"""Frozen-encoder features of a real pair dataset, streamed once and cached under the data's fingerprint.
+
+TSCIR Stage I and the Fusion-Diff prior never update the image encoder, so an image's embedding is a pure
+function of (backbone, image): decoding and encoding each image once, batch by batch through DataLoader
+workers (the pixels are never all in memory), and keeping only the embeddings makes every later step,
+re-run and resume start at once. The cache file is keyed by the backbone's and the data's fingerprints
+(paths, sizes and modification times of the files), so changed data is re-encoded; ``cache_features=False``
+keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from zscir.data import DataError
+from zscir.train.common import uint8_to_pixels
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PairFeatures", "encode_pair_stream", "pair_feature_split"]
+
+
+@dataclass
+class PairFeatures:
+    """Normalised global image embeddings (N, D), optional patch tokens (N, P, W) bf16, caption variants."""
+
+    glob: torch.Tensor
+    patches: torch.Tensor | None
+    captions: list[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def split(self, k: int) -> tuple["PairFeatures", "PairFeatures"]:
+        """(all but the last ``k``, the last ``k``)."""
+        p = self.patches
+        return (PairFeatures(self.glob[:-k], p[:-k] if p is not None else None, self.captions[:-k]),
+                PairFeatures(self.glob[-k:], p[-k:] if p is not None else None, self.captions[-k:]))
+
+
+@torch.no_grad()
+def encode_pair_stream(backbone, data, size: int, patches: bool, bf16: bool, workers: int = 0,
+                       batch_size: int = 256, progress: bool = False) -> PairFeatures:
+    """Features of every usable pair of a `zscir.data.PairData`, in source order (bad images skipped)."""
+    from tqdm.auto import tqdm
+
+    globs, toks, caps = [], [], []
+    loader = data.loader(batch_size, size, shuffle=False, workers=workers, rank=0, world_size=1)
+    bar = tqdm(desc=f"encode {data.spec}", unit="img", disable=not progress, leave=False)
+    for b in loader.epoch_batches(0):
+        pix = uint8_to_pixels(b.pixels).to(backbone.device)
+        with torch.autocast(backbone.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if patches:
+                g, p = backbone.encode_image_tokens(pix)
+                toks.append(p.to(torch.bfloat16).cpu())
+            else:
+                g = backbone.encode_image(pix)
+        globs.append(F.normalize(g.float(), dim=-1).cpu())
+        caps += b.captions
+        bar.update(len(b))
+        if data.limit is not None and len(caps) >= data.limit:
+            break
+    bar.close()
+    if not caps:
+        raise DataError(f"{data.spec}: no usable image–caption pair ({data.problems.summary()})")
+    if data.problems.total:
+        logger.warning("%s: skipped %s", data.spec, data.problems.summary())
+    n = len(caps) if data.limit is None else min(len(caps), data.limit)
+    return PairFeatures(torch.cat(globs)[:n], torch.cat(toks)[:n] if patches else None, caps[:n])
+
+
+def cached_pair_features(backbone, opts, spec: str, size: int, patches: bool, bf16: bool, namespace: str,
+                         limit: int | None = None, progress: bool = False) -> PairFeatures:
+    data = opts.pair_data(spec, limit)
+    path: Path | None = None
+    if opts.cache_features:
+        from zscir.eval.world import default_cache_dir
+
+        path = default_cache_dir() / namespace / (f"pairs-{backbone.fingerprint()}-{data.fingerprint()}-{size}-"
+                                                  f"{'p' if patches else 'g'}{'-bf16' if bf16 else ''}.pt")
+        if path.exists():
+            d = torch.load(path, weights_only=False)
+            return PairFeatures(d["glob"], d["patches"], d["captions"])
+    feats = encode_pair_stream(backbone, data, size, patches, bf16, opts.workers, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"glob": feats.glob, "patches": feats.patches, "captions": feats.captions}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return feats
+
+
+def pair_feature_split(backbone, opts, size: int, patches: bool, bf16: bool, n_val: int, namespace: str,
+                       progress: bool = False) -> tuple[PairFeatures, PairFeatures]:
+    """(train, validation) features: validation is ``--val-data`` (first ``n_val``) or, without it, the last
+    ``min(n_val, N // 10)`` pairs of ``--data`` held out."""
+    train = cached_pair_features(backbone, opts, opts.data, size, patches, bf16, namespace, progress=progress)
+    if opts.val_data:
+        return train, cached_pair_features(backbone, opts, opts.val_data, size, patches, bf16, namespace, n_val)
+    k = min(n_val, max(1, len(train) // 10))
+    if len(train) - k < 2:
+        raise DataError(f"{opts.data}: {len(train)} usable pairs are too few to hold out validation; give --val-data")
+    return train.split(k)
