@@ -34,7 +34,7 @@ def _configure(
 #: modules with a ``register(app)`` function adding their commands; optional ones may be absent
 COMMAND_MODULES = (
     "zscir.cli.listing", "zscir.cli.demo", "zscir.cli.evaluate", "zscir.cli.indexing", "zscir.cli.train",
-    "zscir.cli.benchmarks", "zscir.cli.serve", "zscir.cli.viz", "zscir.cli.bench",
+    "zscir.cli.benchmarks", "zscir.cli.serve", "zscir.cli.viz", "zscir.cli.bench", "zscir.cli.data",
 )
 
 

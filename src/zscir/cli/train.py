@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+
 train_app = typer.Typer(help="Train models (world CLIP, method stages).", no_args_is_help=True)
 
 
@@ -21,18 +23,26 @@ def train_clip_cmd(
     threads: int = typer.Option(None, help="torch intra-op threads."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
     eval_every: int = typer.Option(None),
+    model: str = typer.Option(None, help="Start from this backbone instead of a random world-CLIP architecture."),
+    data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
+    text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+    streaming: bool = typer.Option(None, "--streaming/--in-memory", help="Stream batches (default for shards) "
+                                   "or decode every image into RAM first (default otherwise)."),
 ) -> None:
-    """Train the world CLIP (a transformers CLIPModel) contrastively on CIR-world pairs."""
+    """Train a CLIP contrastively: the world CLIP by default, or on --data image–caption pairs."""
     from dataclasses import replace
 
     from zscir.train.clip import CLIPTrainConfig, train_clip
     from zscir.train.distributed import report_once
 
-    cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads)
+    cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads, model=model,
+                          data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
+                                            streaming=streaming))
     overrides = {k: v for k, v in dict(steps=steps, batch_size=batch_size, n_pairs=n_pairs, lr=lr,
                                          eval_every=eval_every).items() if v is not None}
     cfg = replace(cfg, **overrides)
-    r = train_clip(cfg, out, resume=resume)
+    with data_errors():
+        r = train_clip(cfg, out, resume=resume)
     report_once(f"saved {r['out']}; held-out retrieval: {r['metrics']}")  # once under torchrun
 
 

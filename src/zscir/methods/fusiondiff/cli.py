@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+
 from zscir.train.distributed import report_once
 
 
@@ -33,16 +35,20 @@ def register_train(train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="torch intra-op threads."),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
+        data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
+        text_column: str = TEXT_COLUMN, workers: int = WORKERS,
     ) -> None:
         """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
 
-        cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads)
+        cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
+                               data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
         cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
         cfg.joint = replace(cfg.joint, space=space, **_overrides(fusion_weight=fusion_weight, bank_pairs=bank_pairs,
                                                                  bank_world_seed=world_seed))
         cfg.prior = replace(cfg.prior, **_overrides(width=width, layers=layers, prediction_type=prediction_type))
-        r = train_prior(cfg, out, resume=resume, progress=progress)
+        with data_errors():
+            r = train_prior(cfg, out, resume=resume, progress=progress)
         last = r["history"][-1] if r["history"] else {}
         report_once(f"saved {r['out']}: {r['trainable_params']} parameters, {r['train_seconds']:.0f}s, {last}")
 
@@ -60,16 +66,19 @@ def register_train(train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="torch intra-op threads."),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
+        data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
     ) -> None:
         """Stage 2: train the Control-Adapter (prior frozen) on the world's synthetic triplets."""
         from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
 
-        cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads)
+        cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads,
+                                 data=data_options(data, val_data, image_root, id_template=id_template))
         cfg = replace(cfg, **_overrides(max_triplets=max_triplets, n_triplets=n_triplets, steps=steps,
                                         batch_size=batch_size, lr=lr, eval_every=eval_every))
         parts = tuple(p.strip() for p in control.split(",")) if control else None
         cfg.adapter = replace(cfg.adapter, mode=mode, **_overrides(blocks=blocks, control_parts=parts))
-        r = train_adapter(cfg, out, resume=resume, progress=progress)
+        with data_errors():
+            r = train_adapter(cfg, out, resume=resume, progress=progress)
         last = r["history"][-1] if r["history"] else {}
         report_once(f"saved {r['out']}: {r['trainable_params']} trainable parameters, {r['n_train_triplets']} "
                 f"triplets, {r['train_seconds']:.0f}s, {last}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+
 from zscir.train.distributed import report_once
 
 
@@ -37,6 +39,8 @@ def register_train(train_app: typer.Typer) -> None:
         device: str = typer.Option("cpu"),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
+        text_column: str = TEXT_COLUMN, workers: int = WORKERS,
     ) -> None:
         """Stage I (mapping): train φ (+ VSI, + soft text alignment) on world image–caption pairs."""
         from zscir.methods.tscir.config import MappingConfig, Stage1Config
@@ -48,7 +52,8 @@ def register_train(train_app: typer.Typer) -> None:
         if pic2word or not vsi:
             mapping.vsi_layers = []
         cfg = Stage1Config(model=model, method="pic2word" if pic2word else "tscir", mapping=mapping, seed=seed,
-                           world_seed=world_seed, threads=threads, device=device)
+                           world_seed=world_seed, threads=threads, device=device,
+                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
         if soft_weight is not None:
             cfg.soft_weight = soft_weight
         if pic2word or not soft:
@@ -56,7 +61,8 @@ def register_train(train_app: typer.Typer) -> None:
         for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, n_pairs=n_pairs, eval_every=eval_every).items():
             if v is not None:
                 setattr(cfg, k, v)
-        r = train_stage1(cfg, out, resume=resume, progress=progress)
+        with data_errors():
+            r = train_stage1(cfg, out, resume=resume, progress=progress)
         report_once(f"saved {r['out']} ({r['train_s']:.0f}s of training); held-out pairs: {r['metrics']}")
 
     @train_app.command("tscir-stage2")
@@ -76,6 +82,7 @@ def register_train(train_app: typer.Typer) -> None:
         model: str = typer.Option("", help="Backbone (default: the Stage I checkpoint's)."),
         threads: int = typer.Option(None), device: str = typer.Option("cpu"),
         resume: bool = typer.Option(False), progress: bool = typer.Option(True),
+        data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
     ) -> None:
         """Stage II (composing): train composing adapters on world triplets, Stage I frozen."""
         from zscir.methods.tscir.config import AdapterConfig, Stage2Config
@@ -89,11 +96,13 @@ def register_train(train_app: typer.Typer) -> None:
         if lora_rank is not None:
             acfg.lora_rank = lora_rank
         cfg = Stage2Config(stage1=str(stage1), model=model, adapter=acfg, quality=quality, seed=seed,
-                           world_seed=world_seed, threads=threads, device=device)
+                           world_seed=world_seed, threads=threads, device=device,
+                           data=data_options(data, val_data, image_root, id_template=id_template))
         for k, v in dict(max_triplets=max_triplets, template=template, hard_negatives=hard_negatives,
                          hn_refresh=hn_refresh, steps=steps, batch_size=batch_size, lr=lr,
                          eval_every=eval_every).items():
             if v is not None:
                 setattr(cfg, k, v)
-        r = train_stage2(cfg, out, resume=resume, progress=progress)
+        with data_errors():
+            r = train_stage2(cfg, out, resume=resume, progress=progress)
         report_once(f"saved {r['out']} ({r['train_s']:.0f}s of training); validation: {r['metrics']}")

@@ -1,0 +1,75 @@
+"""What `zscir data inspect` reads and reports: counts, sample records, problems, a sample grid PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+
+def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
+    """One row per sample: its image(s) and text (matplotlib, like `zscir.viz.grid`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(r[0]) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.2 * len(rows)), squeeze=False)
+    for ax_row, (images, text) in zip(axes, rows):
+        for j, ax in enumerate(ax_row):
+            ax.axis("off")
+            if j < len(images) and images[j] is not None:
+                ax.imshow(images[j])
+        ax_row[0].set_title(text[:60], fontsize=8, loc="left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _problem_lines(problems) -> list[str]:
+    out = [f"problems: {problems.summary()}"]
+    out += [f"  {p}" for p in problems.items[:20]]
+    if problems.total > 20:
+        out.append(f"  ... {problems.total - 20} more")
+    return out
+
+
+def inspect_pairs(opts, samples: int, grid: Path) -> list[str]:
+    data = opts.pair_data(opts.data)
+    n, shown, lines, rows = 0, [], [f"source: {data.source.describe()}"], []
+    for rec in data.records():
+        n += 1
+        if len(shown) < samples:
+            shown.append(rec)
+    lines.append(f"pairs: {n} usable" + (f" (read limit {data.limit})" if data.limit and n >= data.limit else ""))
+    for rec in shown:
+        extra = f" (+{len(rec.captions) - 1} variants)" if len(rec.captions) > 1 else ""
+        lines.append(f"  {rec.key}  {rec.image.size[0]}x{rec.image.size[1]}  {rec.caption!r}{extra}")
+        rows.append(([rec.image], rec.caption))
+    lines += _problem_lines(data.problems)
+    if rows:
+        lines.append(f"sample grid: {_grid(rows, grid)}")
+    return lines
+
+
+def inspect_triplets(opts, samples: int, grid: Path) -> list[str]:
+    data = opts.triplet_data(opts.data)
+    lines = [f"source: {data.spec}", f"triplets: {len(data)} rows, {data.text_target_count} with a text target only"]
+    quality: dict[str, int] = {}
+    for r in data.rows:
+        quality[r.quality or "-"] = quality.get(r.quality or "-", 0) + 1
+    lines.append("quality: " + ", ".join(f"{k} {v}" for k, v in sorted(quality.items())))
+    rows = []
+    for rec in data:
+        if len(rows) >= samples:
+            break
+        target = rec.target_id or f"[text] {rec.target_caption!r}"
+        lines.append(f"  {rec.reference_id} + {rec.modification!r} -> {target}")
+        rows.append(([rec.reference_image, rec.target_image], rec.modification))
+    lines += _problem_lines(data.problems)
+    if rows:
+        lines.append(f"sample grid: {_grid(rows, grid)}")
+    return lines
