@@ -59,7 +59,7 @@ def test_two_gloo_processes_match_one_process_loss_curve(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     cfg = _cfg()
     # one tokenizer for both runs: BPE training is not deterministic across processes
-    tok = train_bpe_tokenizer(_world_data(cfg)[4], vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len)
+    tok = train_bpe_tokenizer(_world_data(cfg)[2], vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len)
     tok.save_pretrained(tmp_path / "tok")
     one = train_clip(_cfg(str(tmp_path / "tok")), tmp_path / "one", progress=False)
     assert one["world_size"] == 1 and len(one["losses"]) == 5
