@@ -18,7 +18,7 @@ from benchmarks.common import machine_info, markdown_table, write_results
 
 logger = logging.getLogger(__name__)
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem")
+ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool =
 
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Run ``cfg.items`` in order and return ``{item: payload}``; each item is also written to disk."""
-    from benchmarks import ann, eval_memory, latency, memory, pipeline, roofline, search
+    from benchmarks import ann, datawait, eval_memory, latency, memory, pipeline, roofline, search
 
     torch.set_num_threads(cfg.threads)
     info = machine_info()
@@ -116,6 +116,21 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             payload = {"config": pcfg.__dict__, "rows": rows}
             md = _header(f"Image-embedding pipeline vs raw forward ({pcfg.n_images} {pcfg.fmt} files)", info, cfg)
             md += markdown_table(rows, pipeline.PIPELINE_COLUMNS)
+        elif item == "datawait":
+            dcfg = datawait.DataWaitBenchConfig(threads=cfg.threads)
+            if cfg.tiny:
+                dcfg.n_images, dcfg.per_shard, dcfg.batch_size, dcfg.steps, dcfg.workers = 48, 12, 8, 4, [0]
+                dcfg.arch = dict(image_size=224, patch_size=32, vision_width=32, vision_layers=1, vision_heads=2,
+                                 text_width=32, text_layers=1, text_heads=2, max_text_len=32, projection_dim=32,
+                                 vocab_size=300)
+            rows = datawait.run_datawait_bench(dcfg)
+            payload = {"config": dcfg.__dict__, "rows": rows}
+            md = _header("Streaming WebDataset input: share of train-clip step time spent waiting for data", info, cfg,
+                         repeated=False)
+            md += (f"{dcfg.n_images} JPEGs of {dcfg.file_size[0]}x{dcfg.file_size[1]} px in shards of {dcfg.per_shard}, "
+                   f"decoded + resized to {dcfg.image_size} px; random CLIP {dcfg.arch}; first {dcfg.warmup_steps} "
+                   f"steps not timed.\n\n")
+            md += markdown_table(rows, datawait.DATAWAIT_COLUMNS)
         elif item == "evalmem":
             ecfg = eval_memory.EvalMemoryConfig(threads=cfg.threads)
             if cfg.tiny:

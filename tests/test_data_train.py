@@ -56,7 +56,7 @@ def test_clip_trains_from_pairs_and_reloads(tmp_path, files, kind):
     assert set(evaluate_clip(bb, t.images, t.primary)) == {"i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"}
 
 
-@pytest.mark.parametrize("kind", ["wds", "csv"])
+@pytest.mark.parametrize("kind", ["wds", "csv", "wds-streaming"])
 def test_tscir_stage1_trains_from_pairs_and_reloads(tmp_path, files, tiny, kind):
     from zscir.methods.tscir.checkpoint import load_mapping
     from zscir.methods.tscir.config import MappingConfig, Stage1Config
@@ -65,7 +65,7 @@ def test_tscir_stage1_trains_from_pairs_and_reloads(tmp_path, files, tiny, kind)
 
     cfg = Stage1Config(model=tiny, mapping=MappingConfig(vsi_layers=[0], phi_hidden=64), steps=10, batch_size=12,
                        lr=1e-2, warmup=1, eval_every=1000, n_val=6, bf16=False,
-                       data=DataOptions(data=files[kind], workers=0))
+                       data=DataOptions(data=files[kind.split("-")[0]], workers=0, streaming=kind.endswith("streaming")))
     r = train_stage1(cfg, tmp_path / "s1", progress=False)
     assert _falls(r["losses"]) and "img_R@1" in r["metrics"]
     load_mapping(tmp_path / "s1", create_backbone(tiny))

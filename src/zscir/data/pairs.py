@@ -98,6 +98,13 @@ class PairData:
     def fingerprint(self) -> str:
         return f"{self.source.fingerprint()}-n{self.limit}" if self.limit else self.source.fingerprint()
 
+    def report(self, n_usable: int) -> None:
+        """After a full read: a `DataError` when nothing was usable, else a warning summing up what was skipped."""
+        if not n_usable:
+            raise DataError(f"{self.source.describe()}: no usable image–caption pair ({self.problems.summary()})")
+        if self.problems.total:
+            logger.warning("%s: skipped %s", self.spec, self.problems.summary())
+
     def records(self, limit: int | None = None) -> Iterator[PairRecord]:
         """Decoded records in source order (one process); problems are logged and skipped."""
         limit = limit if limit is not None else self.limit
@@ -119,6 +126,16 @@ class PairData:
 
     def __iter__(self) -> Iterator[PairRecord]:
         return self.records()
+
+    def captions(self, limit: int | None = None) -> Iterator[tuple[str, ...]]:
+        """Caption variants of the first ``limit`` items, without decoding any image (tokenizer corpora)."""
+        n = 0
+        for item in self.source.iter_raw(Partition()):
+            if limit is not None and n >= limit:
+                return
+            if not isinstance(item, Problem):
+                n += 1
+                yield item.captions
 
     def loader(self, batch_size: int, image_size: int, *, shuffle: bool = True, shuffle_buffer: int = 1000,
                workers: int = 0, seed: int = 0, rank: int | None = None, world_size: int | None = None,
@@ -162,10 +179,7 @@ class PairData:
             if self.limit is not None and len(keys) >= self.limit:
                 break
         bar.close()
-        if not keys:
-            raise DataError(f"{self.source.describe()}: no usable image–caption pair ({self.problems.summary()})")
-        if self.problems.total:
-            logger.warning("%s: skipped %s", self.spec, self.problems.summary())
+        self.report(len(keys))
         return PairTable(keys, np.concatenate(imgs), caps)
 
 

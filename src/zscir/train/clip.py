@@ -123,8 +123,7 @@ def _real_data(cfg: CLIPTrainConfig, size: int, progress: bool):
         train = data.table(size, progress=progress, workers=opts.workers)
         if not opts.val_data:
             train, val = train.split(min(cfg.n_val, max(1, len(train) // 10)))
-    corpus_src = train.captions if train is not None else [r.captions for r in opts.pair_data(
-        opts.data, limit=opts.tokenizer_corpus).records()]
+    corpus_src = train.captions if train is not None else list(data.captions(opts.tokenizer_corpus))
     corpus = [c for caps in corpus_src for c in caps]
     return (data if stream else train), val, corpus
 
@@ -210,7 +209,8 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), desc="train clip", disable=not progress, initial=start, total=cfg.steps)
     t0 = time.time()
-    wait = 0.0
+    waits: list[float] = []  # per step: seconds spent waiting for the next streamed batch
+    step_s: list[float] = []  # per step: seconds from asking for the batch to the optimiser step done
     for step in bar:
         model.train()
         for g in opt.param_groups:
@@ -223,7 +223,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
             pix, local_caps, n = uint8_to_pixels(train.images[local_slice(idx, ctx)]), local_slice(caps, ctx), len(idx)
         else:
             batch = next(stream)
-            wait += time.perf_counter() - t_wait
+            waits.append(time.perf_counter() - t_wait)
             local_caps = [c[rng.integers(len(c))] for c in batch.captions]
             pix, n = uint8_to_pixels(batch.pixels), cfg.batch_size
         ie, te, scale = net(pix, backbone.tokenize(local_caps))
@@ -235,6 +235,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        step_s.append(time.perf_counter() - t_wait)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{model.logit_scale.exp().item():.1f}")
         last = step + 1 == cfg.steps
@@ -250,6 +251,6 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     model.eval()
     problems = train.problems if stream is not None else None
     return {"metrics": metrics, "history": history, "out": str(out), "losses": losses,
-            "world_size": ctx.world_size, "train_s": time.time() - t0,
-            "data_wait_share": wait / max(1e-9, time.time() - t0) if stream is not None else None,
+            "world_size": ctx.world_size, "train_s": time.time() - t0, "step_s": step_s, "data_wait_s": waits,
+            "data_wait_share": sum(waits) / max(1e-9, sum(step_s)) if stream is not None else None,
             "problems": problems.summary() if problems is not None else "no problems"}

@@ -22,7 +22,7 @@ from zscir.train.common import uint8_to_pixels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PairFeatures", "encode_pair_stream", "pair_feature_split"]
+__all__ = ["PairFeatures", "encode_pixels", "encode_pair_stream", "pair_feature_split"]
 
 
 @dataclass
@@ -44,6 +44,19 @@ class PairFeatures:
 
 
 @torch.no_grad()
+def encode_pixels(backbone, pix: torch.Tensor, patches: bool, bf16: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frozen vision outputs of normalised pixels: (normalised float32 global embeddings on the CPU, patch tokens
+    in bfloat16 on the CPU or None) — ~16 kB of patch tokens per image at the world CLIP's size."""
+    with torch.autocast(backbone.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if patches:
+            g, p = backbone.encode_image_tokens(pix.to(backbone.device))
+            p = p.to(torch.bfloat16).cpu()
+        else:
+            g, p = backbone.encode_image(pix.to(backbone.device)), None
+    return F.normalize(g.float(), dim=-1).cpu(), p
+
+
+@torch.no_grad()
 def encode_pair_stream(backbone, data, size: int, patches: bool, bf16: bool, workers: int = 0,
                        batch_size: int = 256, progress: bool = False) -> PairFeatures:
     """Features of every usable pair of a `zscir.data.PairData`, in source order (bad images skipped)."""
@@ -53,23 +66,16 @@ def encode_pair_stream(backbone, data, size: int, patches: bool, bf16: bool, wor
     loader = data.loader(batch_size, size, shuffle=False, workers=workers, rank=0, world_size=1)
     bar = tqdm(desc=f"encode {data.spec}", unit="img", disable=not progress, leave=False)
     for b in loader.epoch_batches(0):
-        pix = uint8_to_pixels(b.pixels).to(backbone.device)
-        with torch.autocast(backbone.device.type, dtype=torch.bfloat16, enabled=bf16):
-            if patches:
-                g, p = backbone.encode_image_tokens(pix)
-                toks.append(p.to(torch.bfloat16).cpu())
-            else:
-                g = backbone.encode_image(pix)
-        globs.append(F.normalize(g.float(), dim=-1).cpu())
+        g, p = encode_pixels(backbone, uint8_to_pixels(b.pixels), patches, bf16)
+        globs.append(g)
+        if p is not None:
+            toks.append(p)
         caps += b.captions
         bar.update(len(b))
         if data.limit is not None and len(caps) >= data.limit:
             break
     bar.close()
-    if not caps:
-        raise DataError(f"{data.spec}: no usable image–caption pair ({data.problems.summary()})")
-    if data.problems.total:
-        logger.warning("%s: skipped %s", data.spec, data.problems.summary())
+    data.report(len(caps))
     n = len(caps) if data.limit is None else min(len(caps), data.limit)
     return PairFeatures(torch.cat(globs)[:n], torch.cat(toks)[:n] if patches else None, caps[:n])
 

@@ -41,6 +41,8 @@ def register_train(train_app: typer.Typer) -> None:
         progress: bool = typer.Option(True, help="Show progress bars."),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
         text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+        streaming: bool = typer.Option(False, "--streaming/--cached-features", help="Encode each step's images "
+                                       "(data larger than RAM) instead of encoding the whole set once."),
     ) -> None:
         """Stage I (mapping): train φ (+ VSI, + soft text alignment) on world image–caption pairs."""
         from zscir.methods.tscir.config import MappingConfig, Stage1Config
@@ -53,7 +55,8 @@ def register_train(train_app: typer.Typer) -> None:
             mapping.vsi_layers = []
         cfg = Stage1Config(model=model, method="pic2word" if pic2word else "tscir", mapping=mapping, seed=seed,
                            world_seed=world_seed, threads=threads, device=device,
-                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
+                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
+                                             streaming=streaming or None))
         if soft_weight is not None:
             cfg.soft_weight = soft_weight
         if pic2word or not soft:

@@ -40,7 +40,8 @@ from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, enc
                                           soft_alignment_loss)
 from zscir.methods.tscir.vsi import PATCH_KEY
 from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
-                                set_threads, write_json)
+                                set_threads, uint8_to_pixels, write_json)
+from zscir.train.pair_features import encode_pixels
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_range, main_first, sync_torch_rng)
 
@@ -101,14 +102,23 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
         bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
         val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)
         captions, val_captions = [p.captions for p in pairs], [p.caption for p in val]
+    elif cfg.data.streaming:  # encode every step's images: nothing of the training set is held in memory
+        from zscir.train.pair_features import cached_pair_features
+
+        with main_first(ctx):
+            if not cfg.data.val_data:
+                logger.warning("no --val-data: validating on the first %d training pairs (not held out)", cfg.n_val)
+            v = cached_pair_features(backbone, cfg.data, cfg.data.val_data or cfg.data.data, size, vsi, cfg.bf16,
+                                     "tscir", cfg.n_val)
+        val_bank, val_captions, captions, pairs = FeatureBank(v.glob, v.patches), [c[0] for c in v.captions], None, []
     else:
-        with main_first(ctx):  # rank 0 encodes (and caches) the features, the others read the cache
+        with main_first(ctx):  # rank 0 encodes (and caches) the features, the others read them
             bank, captions, val_bank, val_captions = pair_banks(backbone, cfg.data, size, vsi, cfg.bf16, cfg.n_val,
                                                                 progress)
         pairs = captions
-    n_var = min(len(c) for c in captions)
+    n_var = min(len(c) for c in captions) if captions else 0
     caption_bank = None
-    if cfg.soft_weight > 0:  # every caption variant, encoded once by the frozen text encoder
+    if cfg.soft_weight > 0 and captions:  # every caption variant, encoded once by the frozen text encoder
         caption_bank = encode_texts_bf16(backbone, [c[v] for c in captions for v in range(n_var)], cfg.bf16,
                                          progress=progress, desc="encode captions").view(len(captions), n_var, -1)
     val_caps = encode_texts_bf16(backbone, val_captions, cfg.bf16)
@@ -139,15 +149,29 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), desc=f"{cfg.method} stage I", disable=not progress, initial=start,
                total=cfg.steps)
+    stream = None
+    if captions is None:  # streaming: each rank reads its own shards / rows, batches of its slice size
+        lo, hi = local_range(cfg.batch_size, ctx)
+        stream = iter(cfg.data.pair_data(cfg.data.data).loader(
+            hi - lo, size, shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer, workers=cfg.data.workers,
+            seed=cfg.seed + start, rank=ctx.rank, world_size=ctx.world_size, drop_last=True))
+        rng = np.random.default_rng([cfg.seed + start, ctx.rank])  # caption variants of this rank's items
     t_train = time.time()
     for step in bar:
         mapping.train()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
-        idx = rng.choice(len(pairs), size=cfg.batch_size, replace=False)
-        lo, hi = local_range(len(idx), ctx)
-        glob = bank.glob[torch.as_tensor(idx)].to(backbone.device)  # φ's input and the image targets
-        _, patches = bank.get(idx[lo:hi], backbone.device) if vsi else (None, None)
+        if stream is None:
+            idx = rng.choice(len(pairs), size=cfg.batch_size, replace=False)
+            lo, hi = local_range(len(idx), ctx)
+            glob = bank.glob[torch.as_tensor(idx)].to(backbone.device)  # φ's input and the image targets
+            _, patches = bank.get(idx[lo:hi], backbone.device) if vsi else (None, None)
+        else:
+            b = next(stream)
+            g_local, patches = encode_pixels(backbone, uint8_to_pixels(b.pixels), vsi, cfg.bf16)
+            patches = patches.to(backbone.device).float() if patches is not None else None
+            glob = gather_with_grad(g_local, ctx).to(backbone.device)  # frozen: no grad, just the global batch
+            stream_caps = [c[rng.integers(len(c))] for c in b.captions]
         if hi - lo not in prompt_toks:
             prompt_toks[hi - lo] = backbone.tokenize([cfg.mapping.prompt] * (hi - lo))
         with autocast(backbone, cfg.bf16):
@@ -157,8 +181,11 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
         loss_img = info_nce(q @ glob.T / cfg.temperature)
         loss = loss_img
         logs = {"img": f"{loss_img.item():.3f}"}
-        if caption_bank is not None:
-            cap_emb = caption_bank[torch.as_tensor(idx), torch.as_tensor(rng.integers(n_var, size=len(idx)))]
+        if caption_bank is not None or (stream is not None and cfg.soft_weight > 0):
+            if stream is None:
+                cap_emb = caption_bank[torch.as_tensor(idx), torch.as_tensor(rng.integers(n_var, size=len(idx)))]
+            else:
+                cap_emb = gather_with_grad(encode_texts_bf16(backbone, stream_caps, cfg.bf16), ctx)
             cap_emb = cap_emb.to(backbone.device)
             loss_soft = soft_alignment_loss(q, cap_emb, cfg.temperature, cfg.soft_temperature)
             loss = loss + cfg.soft_weight * loss_soft

@@ -82,16 +82,14 @@ class FeatureBank:
               batch_size: int = 256, progress: bool = False, desc: str = "encode images") -> "FeatureBank":
         from tqdm.auto import tqdm
 
+        from zscir.train.pair_features import encode_pixels
+
         globs, toks = [], []
         for s in tqdm(range(0, len(table), batch_size), desc=desc, disable=not progress, leave=False):
-            pix = table.pixels(range(s, min(s + batch_size, len(table)))).to(backbone.device)
-            with autocast(backbone, bf16):
-                if patches:
-                    g, p = backbone.encode_image_tokens(pix)
-                    toks.append(p.to(torch.bfloat16).cpu())
-                else:
-                    g = backbone.encode_image(pix)
-            globs.append(F.normalize(g.float(), dim=-1).cpu())
+            g, p = encode_pixels(backbone, table.pixels(range(s, min(s + batch_size, len(table)))), patches, bf16)
+            globs.append(g)
+            if p is not None:
+                toks.append(p)
         return cls(torch.cat(globs), torch.cat(toks) if patches else None)
 
     def get(self, idx, device) -> tuple[torch.Tensor, torch.Tensor | None]:
