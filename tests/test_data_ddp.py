@@ -36,7 +36,7 @@ def _worker(rank: int, world: int, port: int, spec: str, out: str) -> None:
     cleanup(ctx)
 
 
-@pytest.mark.slow  # two spawned processes with DataLoader workers: ~40 s on an idle 2-core machine, minutes when busy
+@pytest.mark.slow  # two spawned processes, each with DataLoader workers: 210 s measured on the busy 2-core machine
 def test_two_processes_over_shards_see_each_sample_once_per_epoch(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     items = corpus(36)

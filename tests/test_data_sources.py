@@ -166,3 +166,17 @@ def test_cli_inspect_prints_counts_problems_and_writes_a_grid(tmp_path, items):
     assert (tmp_path / "g.png").stat().st_size > 1000
     res = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "none.csv")])
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("command", [["tscir-stage1"], ["clip"]])
+def test_trainer_cli_bad_data_is_one_error_line(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from zscir.cli import app
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    res = CliRunner().invoke(app, ["train", *command, "--data", str(bad), "--out", str(tmp_path / "o"),
+                                   "--steps", "1"])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "columns found: foo, bar" in res.output and "Traceback" not in res.output
