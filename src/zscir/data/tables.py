@@ -19,7 +19,7 @@ __all__ = ["read_header", "iter_rows", "pick_column", "IMAGE_COLUMNS", "TEXT_COL
 
 #: recognised without options: open_clip/Pic2Word (``filepath`` + ``title``), HF ImageFolder
 #: (``file_name`` + ``text``), and common variants
-IMAGE_COLUMNS = ("filepath", "file_name", "image", "image_path", "path", "filename", "img", "url")
+IMAGE_COLUMNS = ("filepath", "file_name", "image", "image_path", "path", "filename", "img")
 TEXT_COLUMNS = ("title", "text", "caption", "captions", "txt", "sentence")
 
 csv.field_size_limit(2**31 - 1)
