@@ -34,8 +34,8 @@ def _falls(losses, k=2):
     return float(np.mean(losses[-k:])) < float(np.mean(losses[:k]))
 
 
-@pytest.mark.parametrize("kind", ["wds", "csv"])
-def test_clip_trains_from_pairs_and_reloads(tmp_path, files, kind):
+@pytest.mark.parametrize("kind", ["wds", "csv", "csv-from-backbone"])
+def test_clip_trains_from_pairs_and_reloads(tmp_path, files, tiny, kind):
     from zscir.backbones.hf_clip import HFCLIPBackbone
     from zscir.backbones.registry import TinyCLIPConfig
     from zscir.train.clip import CLIPTrainConfig, evaluate_clip, train_clip
@@ -44,7 +44,8 @@ def test_clip_trains_from_pairs_and_reloads(tmp_path, files, kind):
                           text_width=32, text_layers=1, text_heads=2, projection_dim=32, vocab_size=300,
                           max_text_len=32)
     cfg = CLIPTrainConfig(steps=12, batch_size=12, lr=3e-3, warmup=2, eval_every=1000, vocab_size=300, n_val=6,
-                          arch=arch, data=DataOptions(data=files[kind], workers=0 if kind == "csv" else 1))
+                          arch=arch, data=DataOptions(data=files[kind[:3]], workers=0 if kind != "wds" else 1),
+                          model=tiny if kind.endswith("backbone") else None)  # any backbone name: fine-tune it
     r = train_clip(cfg, tmp_path / "m", progress=False)
     assert _falls(r["losses"], 4), r["losses"]
     if kind == "wds":
