@@ -148,3 +148,15 @@ def test_world_path_losses_equal_the_pre_data_layer_code(tmp_path):
                                    tmp_path / "adapter", progress=False)["losses"]
     for k, v in WORLD_LOSSES.items():
         np.testing.assert_allclose(got[k], v, rtol=0, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.slow  # ~60 s on the busy machine
+def test_datawait_benchmark_item_tiny(tmp_path):
+    import json
+
+    from benchmarks.suite import SuiteConfig, run_suite
+
+    run_suite(SuiteConfig(items=["datawait"], out_dir=tmp_path, tiny=True, repeats=1, command="test"))
+    rows = json.loads((tmp_path / "datawait.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["steps_timed"] == 2 and 0 <= rows[0]["wait_share"] < 1
+    assert "wait_share" in (tmp_path / "datawait.md").read_text()
