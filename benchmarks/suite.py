@@ -36,9 +36,9 @@ class SuiteConfig:
     ann_indexes: list[str] | None = None  # None: ivf-flat, ivf-pq, hnsw (HNSW at 1M builds for ~10 min)
 
 
-def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool = True) -> str:
-    how = (f"Medians of {cfg.repeats} repeats (after one warm-up run)." if repeated
-           else "One fresh process per row (peak memory is not averaged).")
+def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool = True, how: str | None = None) -> str:
+    how = how or (f"Medians of {cfg.repeats} repeats (after one warm-up run)." if repeated
+                  else "One fresh process per row (peak memory is not averaged).")
     return (f"## {title}\n\nCommand: `{cfg.command}`  \nMachine: {info['cpu_model']}, nproc={info['nproc']}, "
             f"torch threads={info['torch_threads']}, load average at start {info['loadavg_1_5_15']}  \n"
             f"{how}\n\n")
@@ -126,7 +126,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             rows = datawait.run_datawait_bench(dcfg)
             payload = {"config": dcfg.__dict__, "rows": rows}
             md = _header("Streaming WebDataset input: share of train-clip step time spent waiting for data", info, cfg,
-                         repeated=False)
+                         how="One training run per row; medians over its timed steps.")
             md += (f"{dcfg.n_images} JPEGs of {dcfg.file_size[0]}x{dcfg.file_size[1]} px in shards of {dcfg.per_shard}, "
                    f"decoded + resized to {dcfg.image_size} px; random CLIP {dcfg.arch}; first {dcfg.warmup_steps} "
                    f"steps not timed.\n\n")
