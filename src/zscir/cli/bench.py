@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem")
+ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
 
 
 def _import_suite():
