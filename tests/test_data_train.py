@@ -150,7 +150,6 @@ def test_world_path_losses_equal_the_pre_data_layer_code(tmp_path):
         np.testing.assert_allclose(got[k], v, rtol=0, atol=1e-5, err_msg=k)
 
 
-@pytest.mark.slow  # ~60 s on the busy machine
 def test_datawait_benchmark_item_tiny(tmp_path):
     import json
 
