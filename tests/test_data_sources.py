@@ -27,13 +27,22 @@ def test_spec_kinds(tmp_path, items):
         parse_spec("nothing-here")
 
 
-@pytest.mark.parametrize("kind", ["wds", "wds_json", "csv", "imagefolder", "hf"])
+def _parquet(root: Path, items) -> str:
+    import pandas as pd
+
+    df = pd.read_csv(write_csv(root, items), sep="\t").rename(columns={"filepath": "image_path", "title": "caption"})
+    df.to_parquet(root / "m.parquet")
+    return str(root / "m.parquet")
+
+
+@pytest.mark.parametrize("kind", ["wds", "wds_json", "csv", "imagefolder", "hf", "parquet"])
 def test_every_pair_source_reads_the_same_corpus(tmp_path, items, kind):
     spec = {"wds": lambda: write_wds(tmp_path, items),
             "wds_json": lambda: write_wds(tmp_path, items, json_only=True),
             "csv": lambda: str(write_csv(tmp_path, items)),
             "imagefolder": lambda: str(write_imagefolder(tmp_path, items)),
-            "hf": lambda: "hf:" + str(write_hf(tmp_path / "hf", items))}[kind]()
+            "hf": lambda: "hf:" + str(write_hf(tmp_path / "hf", items)),
+            "parquet": lambda: _parquet(tmp_path, items)}[kind]()
     data = get_pair_data(spec)
     recs = list(data)
     assert sorted(r.caption for r in recs) == sorted(c for _, _, c in items)

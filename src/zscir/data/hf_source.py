@@ -21,7 +21,10 @@ HF_IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp", "file_name", "filepath
 
 def load_hf(name: str, split: str | None = None, streaming: bool = False):
     """A ``datasets`` Dataset (or IterableDataset): ``name`` is a saved folder or a hub id."""
-    import datasets
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        raise DataError("hf: specs need HF datasets: pip install 'zscir[data]'") from None
 
     path = Path(name).expanduser()
     if path.exists():

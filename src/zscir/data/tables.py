@@ -45,6 +45,14 @@ def _kind(path: Path) -> str:
     raise DataError(f"{path}: unknown manifest type {s!r} (expected .csv, .tsv, .jsonl or .parquet)")
 
 
+def _parquet(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise DataError(f"{path}: parquet manifests need pyarrow: pip install 'zscir[data]'") from None
+    return pq.ParquetFile(path)
+
+
 def read_header(path: Path) -> list[str]:
     """Column names of a manifest (for JSONL: the keys of the first row)."""
     kind = _kind(path)
@@ -52,9 +60,7 @@ def read_header(path: Path) -> list[str]:
         with open(path, newline="", encoding="utf-8") as f:
             return next(csv.reader(f, delimiter=_delimiter(path)), [])
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(_parquet(path).schema_arrow.names)
     for row in iter_rows(path):
         return list(row)
     return []
@@ -67,9 +73,7 @@ def iter_rows(path: Path) -> Iterator[dict]:
         with open(path, newline="", encoding="utf-8") as f:
             yield from csv.DictReader(f, delimiter=_delimiter(path))
     elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for batch in _parquet(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     else:
         with open(path, encoding="utf-8") as f:
