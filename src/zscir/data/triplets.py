@@ -106,7 +106,8 @@ class TripletData:
             from zscir.data.world_source import render_scenes
 
             return Image.fromarray(render_scenes([self._world_scene(image_id)], 64)[0])
-        im = open_image(self._payload(image_id, row), image_id)
+        payload = self._payload(image_id, row)
+        im = open_image(payload, f"{image_id} ({payload})" if isinstance(payload, Path) else image_id)
         if isinstance(im, Problem):
             if image_id not in self._bad:
                 self._bad.add(image_id)
@@ -142,6 +143,12 @@ class TripletData:
             arrs.append(to_uint8(im, size))
         empty = np.zeros((0, size, size, 3), np.uint8)
         return out_ids, (np.stack(arrs) if arrs else empty)
+
+    def problem_note(self) -> str:
+        """`` (12 missing, e.g. images/x.png: ...)`` for error messages; empty without problems."""
+        if not self.problems.total:
+            return ""
+        return f" ({self.problems.summary()}; e.g. {self.problems.items[0]})"
 
     def usable(self, ok_ids: set[str], need_target_image: bool = True) -> list[TripletRecord]:
         """Rows whose reference (and target, if needed and present) image loaded."""

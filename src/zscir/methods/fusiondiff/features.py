@@ -132,6 +132,8 @@ def data_triplet_features(backbone: Backbone, opts, n_val: int, cache_dir: Path 
             rows = data.usable(set(ids))
             if data.problems.total:
                 logger.warning("%s: skipped %s", spec, data.problems.summary())
+            if len(rows) < 2:
+                raise DataError(f"{spec}: only {len(rows)} usable triplets{data.problem_note()}")
             emb = torch.cat([backbone.encode_image(uint8_to_pixels(imgs[s:s + 256]).to(backbone.device)).float().cpu()
                              for s in range(0, len(imgs), 256)]) if len(imgs) else torch.zeros(0, backbone.embed_dim)
             at = {i: n for n, i in enumerate(ids)}

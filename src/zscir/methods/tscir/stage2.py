@@ -97,6 +97,10 @@ class TripletData:
                     for n, r in enumerate(data.usable(set(ids)))]
             if data.problems.total:
                 logger.warning("%s: skipped %s", spec, data.problems.summary())
+            if len(rows) < 2:
+                from zscir.data import DataError
+
+                raise DataError(f"{spec}: only {len(rows)} usable triplets{data.problem_note()}")
             return rows, ids, imgs
 
         rows, ids, imgs = load(cfg.data.data)
