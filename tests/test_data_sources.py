@@ -115,6 +115,10 @@ def test_canonical_triplets_text_targets_and_refusal(tmp_path, items):
     assert len(recs) == 20 and recs[5].target_image is not None and recs[5].scores == {"clip": 0.5}
     with pytest.raises(DataError, match="target caption but no target image"):
         data.require_target_images("TSCIR Stage II")
+    unresolved = get_triplet_data(str(path))  # ids without --id-template: files not found, counted, named
+    ids, imgs = unresolved.images([r.reference_id for r in unresolved.rows], 16)
+    assert ids == [] and unresolved.problems.counts["missing"] > 0
+    assert "missing" in unresolved.problem_note() and str(tmp_path) in unresolved.problem_note()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"ref": "a", "text": "b"}) + "\n")
     with pytest.raises(DataError, match="columns found: ref, text"):
