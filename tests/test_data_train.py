@@ -103,8 +103,8 @@ def test_tscir_stage2_and_fusiondiff_from_a_triplet_manifest(tmp_path, files, ti
     create_composer("fusiondiff", model=tiny, checkpoint=str(tmp_path / "fd"))
 
 
-#: first 4 losses of each trainer on the world, recorded on the code before the data layer (commit f35b6dc)
-#: with /tmp/datawt/baseline.py's settings (reproduced below)
+#: first 4 losses of each trainer on the world, recorded by running exactly the calls of the test below on the
+#: code before the data layer (main at f35b6dc), twice in separate processes (identical both times)
 WORLD_LOSSES = {
     "clip": [3.3314690589904785, 4.529201507568359, 2.9916422367095947, 3.184123992919922],
     "stage1": [14.70036792755127, 15.59184741973877, 16.551326751708984, 17.865169525146484],
