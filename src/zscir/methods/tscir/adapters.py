@@ -17,6 +17,7 @@ switch that activates it for its own calls only. Checkpoints store LoRA tensors 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -91,7 +92,9 @@ class ComposingAdapters(nn.Module):
         enc = backbone.text_encoder
         taken = {name for m in enc.modules() if isinstance(m, LoraLayer) for name in m.lora_A}
         self._lora_name = next(f"zscir{i}" for i in range(len(taken) + 1) if f"zscir{i}" not in taken)
-        inject_adapter_in_model(lcfg, enc, adapter_name=self._lora_name)
+        with warnings.catch_warnings():  # several named adapters in one encoder are the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            inject_adapter_in_model(lcfg, enc, adapter_name=self._lora_name)
         # peft renames wrapped weights to "...base_layer.weight"; only "lora_" tensors are adapters
         tag = f".{self._lora_name}."
         self._lora_names = sorted(n for n, _ in enc.named_parameters() if "lora_" in n and tag in n)
