@@ -155,6 +155,8 @@ def test_index_with_the_world_model_says_what_it_is_for(tmp_path):
     assert res.exit_code == 0, res.output
     assert [line for line in res.stderr.splitlines() if line.startswith("note:")] == [note]
     assert REAL_MODEL_HINT in res.stderr
+    listed = CliRunner().invoke(app, ["list", "models"]).output
+    assert any(line.startswith("world-clip") and "at chance" in line for line in listed.splitlines())
 
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
