@@ -238,7 +238,7 @@ def test_cli_index_search_json_and_grid(tmp_path):
     res = runner.invoke(app, ["search", str(tmp_path / "idx"), "--image", ids[1], "--text", "redder", "-k", "3",
                               "--json", "--grid", str(tmp_path / "grid.png")])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)  # the "reference is indexed item ...: excluded" note goes to stderr
+    out = json.loads(res.output)
     assert [o["rank"] for o in out] == [1, 2, 3] and ids[1] not in [o["id"] for o in out]
     assert Image.open(tmp_path / "grid.png").size[0] > 3 * 160
     res = runner.invoke(app, ["search", str(tmp_path / "idx"), "--image", "nope.png", "--text", "x"])

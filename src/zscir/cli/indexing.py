@@ -204,8 +204,8 @@ def register(app: typer.Typer) -> None:
             hits = r.search_image(ref, text, k=k, exclude=indexed.rows if indexed else None)
         except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable, ImportError) as e:
             fail(str(e))
-        if indexed is not None:  # on stderr under --json, so that stdout stays one JSON document
-            typer.echo(indexed.describe(), err=as_json)
+        if indexed is not None and not as_json:  # --json prints exactly the result list, as documented
+            typer.echo(indexed.describe())
         if as_json:
             typer.echo(hits_to_json(hits))
         else:
