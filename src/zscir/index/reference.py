@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["IndexedReference", "ReferenceFinder"]
@@ -59,6 +61,18 @@ class IndexedReference:
         return {"id": self.id, "matched_by": self.matched_by, "excluded": list(self.ids)}
 
 
+def _prefix64(hexdigest: str) -> int:
+    return int(hexdigest[:16], 16) or 1  # 0 marks "no digest"
+
+
+def _same_file(recorded: str, path: str) -> bool:
+    """Whether an item's recorded path and ``path`` are one file (also through symlinks)."""
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return os.path.normcase(os.path.abspath(recorded)) == path
+
+
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -78,23 +92,33 @@ class ReferenceFinder:
         self._index_of = index_of
         self._roots = [os.path.normcase(os.path.realpath(r)) for r in dict.fromkeys(r for r in roots if r)]
         self._lock = threading.Lock()
-        self._by_path: dict[str, int] | None = None
-        self._by_size: dict[int, list[int]] = {}
-        self._by_sha: dict[str, list[int]] = {}
+        self._by_path: dict[str, int] | None = None  # only for stores without a recorded root
+        # content tables, 16 bytes per item: the recorded size (-1: none) and the first 64 bits of a
+        # recorded SHA-256 (0: none); candidates are then checked in full
+        self._sizes: np.ndarray | None = None
+        self._sha64: np.ndarray | None = None
         self._digests: dict[int, tuple[int, int, str]] = {}  # row -> (size, mtime_ns, sha256) of its file now
 
     # ------------------------------------------------------------------------------------------- tables
-    def _tables(self) -> dict[str, int]:
+    def _content_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self._sizes is None:
+                n = len(self._items)
+                sizes, sha64 = np.full(n, -1, np.int64), np.zeros(n, np.uint64)
+                for row, it in enumerate(self._items):
+                    if isinstance(it.get("sha256"), str):
+                        sha64[row] = _prefix64(it["sha256"])
+                    elif isinstance(it.get("size"), int):
+                        sizes[row] = it["size"]
+                self._sizes, self._sha64 = sizes, sha64
+            return self._sizes, self._sha64
+
+    def _path_table(self) -> dict[str, int]:
         with self._lock:
             if self._by_path is None:
-                by_path: dict[str, int] = {}
+                self._by_path = {}
                 for row, it in enumerate(self._items):
-                    by_path.setdefault(os.path.normcase(os.path.abspath(it["path"])), row)
-                    if isinstance(it.get("sha256"), str):
-                        self._by_sha.setdefault(it["sha256"], []).append(row)
-                    elif isinstance(it.get("size"), int):
-                        self._by_size.setdefault(it["size"], []).append(row)
-                self._by_path = by_path
+                    self._by_path.setdefault(os.path.normcase(os.path.abspath(it["path"])), row)
             return self._by_path
 
     # ------------------------------------------------------------------------------------------ lookups
@@ -105,27 +129,28 @@ class ReferenceFinder:
             return None
 
     def row_of_path(self, path: str | Path) -> int | None:
-        """The item whose file ``path`` is (as recorded, after resolving symlinks, or via a source root)."""
-        by_path = self._tables()
+        """The item whose file ``path`` is: its id relative to a recorded source root, as given or with
+        symlinks resolved (stores without a root: the recorded paths)."""
         p = os.fspath(Path(path).expanduser())
-        real = os.path.normcase(os.path.realpath(p))
-        for cand in (os.path.normcase(os.path.abspath(p)), real):
-            if cand in by_path:
-                return by_path[cand]
-        for root in self._roots:
-            if real.startswith(root.rstrip(os.sep) + os.sep):
-                row = self.row_of_id(Path(os.path.relpath(real, root)).as_posix())
-                if row is not None:
+        cands = list(dict.fromkeys((os.path.normcase(os.path.abspath(p)), os.path.normcase(os.path.realpath(p)))))
+        if not self._roots:
+            table = self._path_table()
+            return next((table[c] for c in cands if c in table), None)
+        for cand in cands:
+            for root in self._roots:
+                if not cand.startswith(root.rstrip(os.sep) + os.sep):
+                    continue
+                row = self.row_of_id(Path(os.path.relpath(cand, root)).as_posix())
+                if row is not None and _same_file(self._items[row]["path"], cand):
                     return row
         return None
 
     def rows_with_content(self, digest: str, size: int, skip: int | None = None) -> list[int]:
         """Rows whose indexed content has SHA-256 ``digest`` (``size`` bytes), except ``skip``."""
-        self._tables()
-        rows = [r for r in self._by_sha.get(digest, []) if r != skip]
-        for r in self._by_size.get(size, []):
-            if r != skip and self._current_digest(r) == digest:
-                rows.append(r)
+        sizes, sha64 = self._content_tables()
+        rows = [int(r) for r in np.flatnonzero(sha64 == np.uint64(_prefix64(digest)))
+                if r != skip and self._items[r]["sha256"] == digest]
+        rows += [int(r) for r in np.flatnonzero(sizes == size) if r != skip and self._current_digest(int(r)) == digest]
         return sorted(rows)
 
     def _current_digest(self, row: int) -> str | None:
@@ -149,8 +174,8 @@ class ReferenceFinder:
 
     def _needs_content(self, size: int, skip: int | None) -> bool:
         """Whether any item could have this content (same size, or a recorded digest) besides ``skip``."""
-        self._tables()
-        return bool(self._by_sha) or any(r != skip for r in self._by_size.get(size, []))
+        sizes, sha64 = self._content_tables()
+        return bool(sha64.any()) or any(int(r) != skip for r in np.flatnonzero(sizes == size))
 
     # ---------------------------------------------------------------------------------------- the entry
     def find(self, image: str | Path | bytes, paths: bool = True) -> IndexedReference | None:
