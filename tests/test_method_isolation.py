@@ -83,13 +83,18 @@ def small_caption_bank(monkeypatch):
 
 def test_every_registered_method_is_isolated_on_a_shared_world_backbone(world_parts, small_caption_bank,
                                                                         tmp_path):
+    from test_peers import write_checkpoints
+
     names = [spec.name for spec in list_methods()]
     assert {"image", "text", "sum", "pic2word", "tscir", "fusiondiff", "fusiondiff-image"} <= set(names)
+    peers = write_checkpoints(tmp_path, d_in=128, d_out=128)  # released-format φ files for world-clip's sizes
     counter = iter(range(1000))
 
     def kwargs(name):
         if name.startswith("fusiondiff"):  # a bank cache of its own per backbone: nothing computed is shared
             return {"method": name, "cache_dir": str(tmp_path / f"cache{next(counter)}"), "steps": 3}
+        if name in peers:
+            return {"method": name, "checkpoint": str(peers[name])}
         return {"method": name}
 
     specs = {name: kwargs(name) for name in names}

@@ -204,6 +204,8 @@ MODEL_INFO: dict[str, ModelInfo] = {
     "world-clip": ModelInfo("a small CLIP trained only on zscir's procedural world of coloured shapes (demo, "
                             "tests, world benchmark); it ranks real photos at chance"),
     **{n: ModelInfo("random weights for unit tests; its rankings mean nothing") for n in TINY_CONFIGS},
+    "lit-untrained": ModelInfo("pretrained image and text towers joined by untrained (random) projection "
+                               "heads, the starting point of `zscir train lit`; its rankings mean nothing"),
 }
 
 
