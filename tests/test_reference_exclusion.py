@@ -182,3 +182,22 @@ def test_sharded_index_recognises_path_and_content(indexed):
         assert found is not None and found.id == ref and found.matched_by == "path"
         assert ref not in _ids(r.search(str(photos / ref), "x", k=13, method="image"))
     assert set(r.resolve_reference((photos / "p004.png").read_bytes())[1].ids) == {"p004.png", "dup/p004-copy.png"}
+
+
+def test_odd_file_names_are_recognised_by_path(tmp_path):
+    """Item ids escape odd names (backslash, tab); a path reference maps to the escaped id."""
+    from zscir.index.names import escape_name
+
+    assert escape_name("back\\slash.png") != "back\\slash.png"  # the ids below really are escaped
+    photos = tmp_path / "odd"
+    photos.mkdir()
+    names = ["back\\slash.png", "tab\tname.png", "plain.png"]
+    for i, name in enumerate(names):
+        Image.new("RGB", (20, 20), (40 * i, 90, 200 - 50 * i)).save(photos / name)
+    build_index(photos, tmp_path / "idx", create_composer("sum", model=MODEL), model=MODEL,
+                config=IndexConfig(batch_size=4, progress=False))
+    r = Retriever.load(tmp_path / "idx")
+    for name in names:
+        found = r.resolve_reference(str(photos / name))[1]
+        assert found is not None and found.matched_by == "path" and found.id == escape_name(name)
+        assert found.id not in _ids(r.search(str(photos / name), "x", k=3, method="image"))

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from zscir.index.names import escape_name, item_path
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["IndexedReference", "ReferenceFinder"]
@@ -118,7 +120,7 @@ class ReferenceFinder:
             if self._by_path is None:
                 self._by_path = {}
                 for row, it in enumerate(self._items):
-                    self._by_path.setdefault(os.path.normcase(os.path.abspath(it["path"])), row)
+                    self._by_path.setdefault(os.path.normcase(os.path.abspath(item_path(it))), row)
             return self._by_path
 
     # ------------------------------------------------------------------------------------------ lookups
@@ -140,8 +142,8 @@ class ReferenceFinder:
             for root in self._roots:
                 if not cand.startswith(root.rstrip(os.sep) + os.sep):
                     continue
-                row = self.row_of_id(Path(os.path.relpath(cand, root)).as_posix())
-                if row is not None and _same_file(self._items[row]["path"], cand):
+                row = self.row_of_id(escape_name(Path(os.path.relpath(cand, root)).as_posix()))  # ids are escaped
+                if row is not None and _same_file(item_path(self._items[row]), cand):
                     return row
         return None
 
@@ -156,8 +158,9 @@ class ReferenceFinder:
     def _current_digest(self, row: int) -> str | None:
         """SHA-256 of item ``row``'s file, or None when it changed since indexing or cannot be read."""
         it = self._items[row]
+        path = item_path(it)
         try:
-            st = os.stat(it["path"])
+            st = os.stat(path)
         except OSError:
             return None
         if st.st_size != it.get("size") or ("mtime_ns" in it and st.st_mtime_ns != it["mtime_ns"]):
@@ -166,7 +169,7 @@ class ReferenceFinder:
         if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
             return cached[2]
         try:
-            digest = sha256_file(it["path"])
+            digest = sha256_file(path)
         except OSError:
             return None
         self._digests[row] = (st.st_size, st.st_mtime_ns, digest)
@@ -190,7 +193,7 @@ class ReferenceFinder:
             key = os.fspath(image)
             row = self.row_of_id(key)
             if row is not None:
-                how, file = "id", self._items[row]["path"]
+                how, file = "id", item_path(self._items[row])
             elif paths:
                 file = os.path.expanduser(key)
                 row = self.row_of_path(file)
