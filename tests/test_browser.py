@@ -13,6 +13,7 @@ import shutil
 import time
 
 import pytest
+from PIL import Image
 
 from test_serve_api import running_server, served_index, small_limits
 from test_serve_load import artefact_dir
@@ -92,13 +93,22 @@ def test_page_query_by_click_and_by_upload(tmp_path, tmp_path_factory, browser):
         scores = [float(r["caption"].split()[1]) for r in results]
         assert scores == sorted(scores, reverse=True)
         assert "8 results with sum" in browser.find_element(By.ID, "status").text
+        assert f"reference is indexed item {ref_id}: excluded" in browser.find_element(By.ID, "status").text
         shot = artefact_dir(tmp_path_factory) / "browser-search.png"
         assert browser.save_screenshot(str(shot))
         print(f"\nbrowser screenshot: {shot}")
 
-        # 2) reference = an uploaded file, with the image-only method: it finds the same photo first
+        # 2) reference = an uploaded file, with the image-only method: an indexed file's bytes are excluded
+        # (the page says so); the same pixels re-encoded are another image, and it finds that photo first
         browser.find_element(By.ID, "file").send_keys(str(photos / ids[7]))
         browser.find_element(By.CSS_SELECTOR, "#method option[value='image']").click()
+        browser.find_element(By.ID, "search").click()
+        wait_for(lambda: f"reference is indexed item {ids[7]} (same content): excluded"
+                 in browser.find_element(By.ID, "status").text, what="upload of an indexed file")
+        assert ids[7] not in [r["id"] for r in _loaded_result_images(browser)]
+        reencoded = tmp_path / "reencoded.png"
+        Image.open(photos / ids[7]).save(reencoded, compress_level=1)
+        browser.find_element(By.ID, "file").send_keys(str(reencoded))
         browser.find_element(By.ID, "search").click()
         wait_for(lambda: (r := _loaded_result_images(browser)) and r[0]["id"] == ids[7] and all(x["ok"] for x in r),
                  what="upload results")

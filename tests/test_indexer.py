@@ -157,8 +157,9 @@ def test_retriever_search_semantics(tmp_path, composer):
     hits = r.search(ids[5], "a darker one", k=11)
     assert len(hits) == 11 and ids[5] not in [h.id for h in hits]  # an indexed reference is excluded
     assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
-    # a file path (not an id) is not excluded; with the image-only method it finds itself first
-    img_hits = r.search(str(photos / ids[5]), "ignored", k=3, method="image")
+    # the indexed file given by path is excluded too; kept, the image-only method finds it first
+    assert ids[5] not in [h.id for h in r.search(str(photos / ids[5]), "ignored", k=3, method="image")]
+    img_hits = r.search(str(photos / ids[5]), "ignored", k=3, method="image", exclude_reference=False)
     assert img_hits[0].id == ids[5] and img_hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert [(h.path, h.score) for h in hits][0] == (hits[0].path, hits[0].score)
     with pytest.raises(FileNotFoundError):

@@ -61,13 +61,14 @@ def _pic2word_ref(state, x):
     return F.linear(h, s["fc_out.weight"], s["fc_out.bias"])
 
 
-def write_checkpoints(d: Path) -> dict[str, Path]:
-    """One synthetic checkpoint per peer, in the released files' containers."""
+def write_checkpoints(d: Path, d_in: int = EMBED, d_out: int = WIDTH) -> dict[str, Path]:
+    """One synthetic checkpoint per peer, in the released files' containers (for a backbone with projection
+    dim ``d_in`` and token width ``d_out``; default: tiny-clip-test)."""
     out = {"searle": d / "SEARLE_tiny.pt", "lincir": d / "lincir_tiny.pt", "pic2word-official": d / "p2w_tiny.pt"}
-    torch.save({"Phi": _searle_state(1)}, out["searle"])
-    torch.save({"Phi": _searle_state(2)}, out["lincir"])
+    torch.save({"Phi": _searle_state(1, d_in=d_in, d_out=d_out)}, out["searle"])
+    torch.save({"Phi": _searle_state(2, d_in=d_in, d_out=d_out)}, out["lincir"])
     # Pic2Word's file also carries training bookkeeping next to the mapper
-    torch.save({"epoch": 3, "name": "pic2word", "state_dict_img2text": _pic2word_state(3),
+    torch.save({"epoch": 3, "name": "pic2word", "state_dict_img2text": _pic2word_state(3, d_in=d_in, d_out=d_out),
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]}}, out["pic2word-official"])
     return out
 

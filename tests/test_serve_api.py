@@ -139,8 +139,15 @@ def test_search_by_item_and_by_upload(server):
     assert all(client.get(x["thumbnail"]).status_code == 200 for x in body["results"])
     up = client.post("/search", data={"text": "", "k": "3", "method": "image"},
                      files={"image": ("q.png", (photos / ids[3]).read_bytes(), "image/png")})
+    assert up.status_code == 200 and ids[3] not in [x["id"] for x in up.json()["results"]]  # same bytes: excluded
+    assert up.json()["reference"]["indexed"]["id"] == ids[3]
+    buf = io.BytesIO()
+    Image.open(photos / ids[3]).save(buf, "PNG", compress_level=1)  # same pixels, other bytes: not the item
+    up = client.post("/search", data={"text": "", "k": "3", "method": "image"},
+                     files={"image": ("q.png", buf.getvalue(), "image/png")})
     assert up.status_code == 200 and up.json()["results"][0]["id"] == ids[3]  # image-only finds the same photo
     assert up.json()["results"][0]["score"] > 0.999 and up.json()["method"] == "image"
+    assert up.json()["reference"]["indexed"] is None
 
 
 def test_limits_give_clear_4xx(server):

@@ -145,7 +145,7 @@ def test_adapters_start_as_identity_and_only_they_train(kind):
     ad = ComposingAdapters(bb, AdapterConfig(kind=kind, layers=[1, 3], bottleneck=8, lora_rank=4))
     ad.attach(bb)
     assert bb.fingerprint() == fp  # gallery cache key unchanged by text-side adapters
-    assert torch.allclose(m.encode(bb, PROMPTS, glob, patches), before, atol=1e-6)
+    assert torch.allclose(m.encode(bb, PROMPTS, glob, patches, ad), before, atol=1e-6)
     params = ad.trainable_parameters()
     assert params and all(p.requires_grad for p in params)
     if kind == "lora":
@@ -160,8 +160,9 @@ def test_adapters_start_as_identity_and_only_they_train(kind):
         with torch.no_grad():
             for a in ad.adapters:
                 a.up.weight.normal_(0, 0.1)
-    q = m.encode(bb, PROMPTS, glob, patches)
+    q = m.encode(bb, PROMPTS, glob, patches, ad)  # adapters run only in the calls that name them
     assert (q - before).abs().max() > 1e-4
+    assert torch.equal(m.encode(bb, PROMPTS, glob, patches).detach(), before.detach())
     q.sum().backward()
     ids = {id(p) for p in params}
     others = [p for p in list(bb.parameters()) + list(m.parameters()) if id(p) not in ids]

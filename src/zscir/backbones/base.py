@@ -9,7 +9,9 @@ the seed methods need:
 * text embeddings, optionally with placeholder tokens (``$``) replaced by given vectors in the
   token-embedding space (pseudo-word methods: Pic2Word, SEARLE, TSCIR);
 * modules attached to chosen text-encoder layers (VSI modules, composing adapters), run as forward hooks so
-  that the encoder's own code is never copied;
+  that the encoder's own code is never copied. Each attached module has an *owner* and runs only in the
+  text calls that name it (``encode_text(..., owners=...)``), so methods sharing one backbone never see
+  each other's modules (see `zscir.backbones.hooks`);
 * a tokenizer and an image preprocessor that travel with the checkpoint.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -115,6 +117,7 @@ class Backbone(nn.Module, ABC):
         pseudo_tokens: torch.Tensor | None = None,
         extras: dict[str, Any] | None = None,
         placeholder_mask: torch.Tensor | None = None,
+        owners: Sequence[Any] = (),
     ) -> torch.Tensor:
         """Texts (or a tokenized batch) → (B, embed_dim) text embeddings.
 
@@ -126,12 +129,27 @@ class Backbone(nn.Module, ABC):
             placeholder_mask: optional (B, L) bool mask of the positions that count as placeholders, for a
                 tokenized batch; default: every ``placeholder_token_id``. Peer methods use it for another
                 placeholder token (Pic2Word's ``*``) or only its first occurrence.
+            owners: the owners (see `attach_text_module`) whose attached modules and switches are active in
+                this call; modules of any other owner are skipped.
         """
 
     # --- text-layer modules -----------------------------------------------------------------------
     @abstractmethod
-    def attach_text_module(self, layer: int, module: TextLayerModule) -> None:
-        """Run ``module`` on the output of text-encoder layer ``layer`` (0-based; negatives count back)."""
+    def attach_text_module(self, layer: int, module: TextLayerModule, owner: Any = None) -> None:
+        """Run ``module`` on the output of text-encoder layer ``layer`` (0-based; negatives count back).
+
+        With an ``owner`` (any object, compared by identity) the module runs only in `encode_text` calls
+        whose ``owners`` include it: a method attaching modules to a shared backbone changes nothing for
+        the other methods. Without one it runs in every call.
+        """
+
+    @abstractmethod
+    def add_text_switch(self, owner: Any, switch: Callable[[bool], None]) -> None:
+        """Register ``switch(on)`` for modules living inside the encoder's layers (e.g. peft LoRA).
+
+        It is called with True before a text call whose ``owners`` include ``owner`` and with False after
+        it; the owner keeps its modules switched off otherwise.
+        """
 
     @abstractmethod
     def detach_text_modules(self) -> list[tuple[int, TextLayerModule]]:

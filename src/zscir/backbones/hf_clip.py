@@ -185,13 +185,14 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         pseudo_tokens: torch.Tensor | None = None,
         extras: dict[str, Any] | None = None,
         placeholder_mask: torch.Tensor | None = None,
+        owners: Sequence[Any] = (),
     ) -> torch.Tensor:
         tok = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
         pmask = ids == self._placeholder_id if placeholder_mask is None else placeholder_mask.to(self.device).bool()
         pseudo = self._check_pseudo(pseudo_tokens, pmask, self.placeholder)
-        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo):
+        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo, owners):
             out = self.model.text_model(input_ids=ids, attention_mask=mask)
         feats = self.model.text_projection(out.pooler_output)
         return F.normalize(feats, dim=-1) if normalize else feats

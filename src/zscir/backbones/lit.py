@@ -289,14 +289,15 @@ class LiTBackbone(TextHookMixin, Backbone):
         return self.image_feature_map(pixel_values).mean((2, 3))
 
     def text_features(self, texts: Sequence[str] | dict[str, torch.Tensor], pseudo_tokens=None,
-                      extras: dict[str, Any] | None = None, placeholder_mask=None) -> torch.Tensor:
+                      extras: dict[str, Any] | None = None, placeholder_mask=None,
+                      owners: Sequence[Any] = ()) -> torch.Tensor:
         """(B, width) mean-pooled text-tower states (the text head's input), with ``$`` substitution/hooks."""
         tok = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
         pmask = ids == self._placeholder_id if placeholder_mask is None else placeholder_mask.to(self.device).bool()
         pseudo = self._check_pseudo(pseudo_tokens, pmask, self.cfg.placeholder)
-        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo):
+        with self._text_call(TextHookContext(ids, mask, pmask, dict(extras or {})), pseudo, owners):
             return self._text_tower.pooled(ids, mask)
 
     def embed_image_features(self, feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -319,8 +320,9 @@ class LiTBackbone(TextHookMixin, Backbone):
         return glob, patches
 
     def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None,
-                    placeholder_mask=None) -> torch.Tensor:
-        return self.embed_text_features(self.text_features(texts, pseudo_tokens, extras, placeholder_mask), normalize)
+                    placeholder_mask=None, owners: Sequence[Any] = ()) -> torch.Tensor:
+        feats = self.text_features(texts, pseudo_tokens, extras, placeholder_mask, owners)
+        return self.embed_text_features(feats, normalize)
 
     # --- persistence -------------------------------------------------------------------------------
     def head_state_dict(self) -> dict[str, torch.Tensor]:

@@ -106,13 +106,13 @@ class OpenCLIPBackbone(TextHookMixin, Backbone):
         return F.normalize(pooled, dim=-1), tokens
 
     def encode_text(self, texts, normalize: bool = True, pseudo_tokens=None, extras=None,
-                    placeholder_mask=None) -> torch.Tensor:
+                    placeholder_mask=None, owners: Sequence[Any] = ()) -> torch.Tensor:
         tok = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = tok["input_ids"].to(self.device)
         pmask = ids == self._placeholder_id if placeholder_mask is None else placeholder_mask.to(self.device).bool()
         pseudo = self._check_pseudo(pseudo_tokens, pmask, self.placeholder)
         ctx = TextHookContext(ids, tok["attention_mask"].to(self.device), pmask, dict(extras or {}))
-        with self._text_call(ctx, pseudo):
+        with self._text_call(ctx, pseudo, owners):
             feats = self.model.encode_text(ids)
         return F.normalize(feats, dim=-1) if normalize else feats
 

@@ -186,3 +186,37 @@ def create_backbone(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu
 
 def tiny_config_dict(name: str) -> dict:
     return asdict(TINY_CONFIGS[name])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a built-in model is for, told to users where they pick or meet it (index, web page, docs)."""
+
+    purpose: str
+    real_images: bool = False  # False: ranks real photos at chance, so `zscir index` says so
+
+
+#: how to choose a model that knows real pictures (printed next to a built-in that does not)
+REAL_MODEL_HINT = ("for real photos choose a real CLIP, e.g. --model hf-hub:openai/clip-vit-base-patch32 "
+                   "(from the local Hugging Face cache) or --model local-dir:/path/to/clip-folder")
+
+MODEL_INFO: dict[str, ModelInfo] = {
+    "world-clip": ModelInfo("a small CLIP trained only on zscir's procedural world of coloured shapes (demo, "
+                            "tests, world benchmark); it ranks real photos at chance"),
+    **{n: ModelInfo("random weights for unit tests; its rankings mean nothing") for n in TINY_CONFIGS},
+    "lit-untrained": ModelInfo("pretrained image and text towers joined by untrained (random) projection "
+                               "heads, the starting point of `zscir train lit`; its rankings mean nothing"),
+}
+
+
+def model_info(name: str | None) -> ModelInfo | None:
+    """The `ModelInfo` of a built-in model name; None for checkpoints named by prefix or path."""
+    return MODEL_INFO.get(name or "")
+
+
+def real_images_note(name: str | None) -> str | None:
+    """One line for `zscir index`: what a built-in model that does not know real pictures is for."""
+    info = model_info(name)
+    if info is None or info.real_images:
+        return None
+    return f"note: model {name} is {info.purpose}; {REAL_MODEL_HINT}"

@@ -136,6 +136,10 @@ def register(app: typer.Typer) -> None:
         except (NotADirectoryError, StoreError, ValueError) as e:
             fail(str(e))
         if rep is None:
+            from zscir.backbones.registry import real_images_note
+
+            if note := real_images_note(model_name):  # the default model knows only the procedural world
+                typer.secho(note, fg="yellow", err=True)
             first = make_composer(methods[0], model_name, checkpoint, device, {})
             composers = [first]
             for m in methods[1:]:
@@ -196,10 +200,12 @@ def register(app: typer.Typer) -> None:
             r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
                                config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
                                                       k_factor=k_factor), **parse_options(option))
-            ref, row = r.resolve_image(image)
-            hits = r.search_image(ref, text, k=k, exclude=row)  # an indexed reference is left out
+            ref, indexed = r.resolve_reference(image)  # by id, path or content: one rule for every door
+            hits = r.search_image(ref, text, k=k, exclude=indexed.rows if indexed else None)
         except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable, ImportError) as e:
             fail(str(e))
+        if indexed is not None and not as_json:  # --json prints exactly the result list, as documented
+            typer.echo(indexed.describe())
         if as_json:
             typer.echo(hits_to_json(hits))
         else:

@@ -11,9 +11,11 @@ def register(app: typer.Typer) -> None:
         """List built-in models (and accepted name prefixes) or registered methods."""
         if what == "models":
             from zscir.backbones import list_models
+            from zscir.backbones.registry import model_info
 
-            for name in list_models():
-                typer.echo(name)
+            for name in list_models():  # with what each built-in is for (world-clip: not for real photos)
+                info = model_info(name)
+                typer.echo(f"{name:<18} {info.purpose}" if info else name)
         elif what == "methods":
             from zscir.methods import list_methods
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from zscir.index.ann import gallery_files, open_ann_searcher
 from zscir.index.imageio import ImageLimits, ImageRejected, load_image
 from zscir.index.names import item_path
+from zscir.index.reference import IndexedReference, ReferenceFinder
 from zscir.index.search import Searcher, make_searcher
 from zscir.index.shards import ShardedSearcher, ShardSet, open_index
 from zscir.index.store import EmbeddingStore, SearchHit, StoreError
@@ -44,7 +45,7 @@ from zscir.methods.base import Composer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "RetrieverConfig", "MethodUnavailable", "SearchHit"]
+__all__ = ["Retriever", "RetrieverConfig", "MethodUnavailable", "SearchHit", "IndexedReference"]
 
 
 class MethodUnavailable(ValueError):
@@ -89,6 +90,8 @@ class Retriever:
         self._search_modes: dict[str, str] = {}  # gallery key -> "ann" / "exact" / "ann+exact" / "exact (on demand)"
         self._model_lock = threading.RLock()
         self._gallery_lock = threading.Lock()
+        self.references = ReferenceFinder(self.store.items, self.store.index_of,
+                                          [s.manifest.get("root") for s in self.shards])
         for s in self.shards:
             if s.manifest.get("build") and int(s.manifest.get("generation", 1)) == 0:
                 raise StoreError(f"{s.path}: the first `zscir index` run into this folder did not finish; "
@@ -236,39 +239,53 @@ class Retriever:
                                for i, r in enumerate(rows)]) if rows else np.zeros((0, dim), np.float32)
 
     # ---------------------------------------------------------------------------------------- search
-    def resolve_image(self, image: Image.Image | str | Path | bytes) -> tuple[Image.Image, int | None]:
-        """A PIL image, raw bytes, an indexed item id or a file path → (RGB image, row of the item or None)."""
+    def resolve_reference(self, image: Image.Image | str | Path | bytes
+                          ) -> tuple[Image.Image, IndexedReference | None]:
+        """A PIL image, raw bytes, an indexed item id or a file path → (RGB image, the indexed item it is).
+
+        The reference is recognised by id, by path or by content (`zscir.index.reference`); the
+        `IndexedReference` lists the rows a search leaves out (``exclude=ref.rows``).
+        """
         if isinstance(image, Image.Image):
             return image.convert("RGB"), None
         if isinstance(image, (bytes, bytearray, memoryview)):
-            return load_image(bytes(image), self.config.limits), None
+            data = bytes(image)
+            return load_image(data, self.config.limits), self.references.find(data)
         key = str(image)
-        try:
-            idx: int | None = self.store.index_of(key)
-        except KeyError:
-            idx = None
-        path = Path(item_path(self.store.items[idx])) if idx is not None else Path(key)
-        if idx is None and not path.exists():
+        ref = self.references.find(key)
+        if ref is not None and ref.matched_by == "id":
+            return load_image(item_path(self.store.items[ref.rows[0]]), self.config.limits), ref
+        path = Path(key).expanduser()
+        if not path.exists():
             raise FileNotFoundError(f"{key}: neither an indexed item id nor an image file")
-        return load_image(path, self.config.limits), idx
+        return load_image(path, self.config.limits), ref
+
+    def resolve_image(self, image: Image.Image | str | Path | bytes) -> tuple[Image.Image, int | None]:
+        """Like `resolve_reference`, with the recognised item's row (or None) instead of the record."""
+        img, ref = self.resolve_reference(image)
+        return img, (ref.rows[0] if ref is not None else None)
 
     def search(self, image: Image.Image | str | Path | bytes, text: str, k: int = 10, method: str | None = None,
                exclude_reference: bool = True) -> list[SearchHit]:
         """Top-``k`` gallery items for (reference image, modification text), best first.
 
-        ``image`` may be a PIL image, encoded bytes, a file path or the id of an indexed item (which is then
-        left out of the results unless ``exclude_reference=False``). Each hit has ``path``, ``score``,
-        ``id``, ``rank`` and the item record; ``[(h.path, h.score) for h in hits]`` gives plain pairs.
+        ``image`` may be a PIL image, encoded bytes, a file path or the id of an indexed item. A reference
+        that is an indexed item — named by id, by its path, or a byte-identical copy — is left out of the
+        results together with identical copies of it, unless ``exclude_reference=False`` (logged at INFO;
+        `resolve_reference` tells it to callers). Each hit has ``path``, ``score``, ``id``, ``rank`` and
+        the item record; ``[(h.path, h.score) for h in hits]`` gives plain pairs.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        img, idx = self.resolve_image(image)
+        img, ref = self.resolve_reference(image)
+        if ref is not None and exclude_reference:
+            logger.info("%s", ref.describe())
         return self.search_image(img, text, k, method=method,
-                                 exclude=idx if (idx is not None and exclude_reference) else None)
+                                 exclude=ref.rows if (ref is not None and exclude_reference) else None)
 
     def search_image(self, image: Image.Image, text: str, k: int = 10, method: str | None = None,
-                     exclude: int | None = None) -> list[SearchHit]:
-        """Like :meth:`search` for an already decoded image; ``exclude`` is a row to leave out."""
+                     exclude: int | Sequence[int] | None = None) -> list[SearchHit]:
+        """Like :meth:`search` for an already decoded image; ``exclude`` is a row or rows to leave out."""
         composer = self.composer(method)
         if len(self.store) == 0:
             return []
@@ -278,8 +295,8 @@ class Retriever:
         if q.shape[1] != searcher.dim:
             raise StoreError(f"method {composer.name!r} gives {q.shape[1]}-d queries but the gallery is "
                              f"{searcher.dim}-d: the index was built with another model")
-        scores, indices = searcher.search(q, min(k, max(len(self.store), 1)),
-                                          exclude=[exclude if exclude is not None else -1])
+        rows = [] if exclude is None else [int(exclude)] if isinstance(exclude, (int, np.integer)) else list(exclude)
+        scores, indices = searcher.search(q, min(k, max(len(self.store), 1)), exclude=[rows or -1])
         return [SearchHit(rank=r, index=int(i), score=float(s), item=self.store.items[int(i)])
                 for r, (s, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist())) if i >= 0]
 
@@ -288,10 +305,23 @@ class Retriever:
         out = {"index": str(self.store.path) if self.store.path is not None else [str(s.path) for s in self.shards],
                "items": len(self.store), "model": m.get("model"), "method": self.default_method,
                "generation": m.get("generation"), "dtype": m.get("dtype"), "skipped": len(m.get("skipped") or []),
-               "backend": self.config.backend, "search": dict(self._search_modes)}
+               "backend": self.config.backend, "search": dict(self._search_modes),
+               "model_info": model_card(m.get("model"))}
         if len(self.shards) > 1:
             out["shards"] = len(self.shards)
         return out
+
+
+def model_card(model: str | None) -> dict[str, Any]:
+    """The index model's name and purpose for people (``/health``, the web page): a built-in that does not
+    know real pictures says so, with how to choose one that does."""
+    from zscir.backbones.registry import REAL_MODEL_HINT, model_info
+
+    info = model_info(model)
+    if info is None:
+        return {"name": model, "purpose": None, "real_images": None, "hint": None}
+    return {"name": model, "purpose": info.purpose, "real_images": info.real_images,
+            "hint": None if info.real_images else REAL_MODEL_HINT}
 
 
 def hits_to_json(hits: list[SearchHit]) -> str:

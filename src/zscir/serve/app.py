@@ -169,32 +169,36 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         has_upload = image is not None and bool(image.filename or image.size)
         if has_upload == bool(item_id):
             raise ApiError(400, "reference_required", "give exactly one reference: an `image` upload or an `item_id`")
-        exclude = None
         if item_id:
             try:
-                exclude = retriever.store.index_of(item_id)
+                row = retriever.store.index_of(item_id)
             except KeyError:
                 raise ApiError(404, "unknown_item", "no such item in the index") from None
             try:
-                ref = load_image(item_path(retriever.store.items[exclude]), retriever.config.limits)
+                ref = load_image(item_path(retriever.store.items[row]), retriever.config.limits)
             except ImageRejected as e:
                 raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
+            indexed = retriever.references.find(item_id, paths=False)  # an id only: never a client path
         else:
             data = image.file.read(lim.max_upload_bytes + 1)
             try:
                 ref = load_image(data, upload_limits)
             except ImageRejected as e:
                 raise ApiError(_IMAGE_STATUS.get(e.code, 400), e.code, str(e)) from None
+            indexed = retriever.references.find(data)  # an upload of an indexed photo: by content
         try:
-            hits = retriever.search_image(ref, text, k_int, method=method or None, exclude=exclude)
+            hits = retriever.search_image(ref, text, k_int, method=method or None,
+                                          exclude=indexed.rows if indexed else None)
         except MethodUnavailable as e:
             raise ApiError(400, "method_unavailable", str(e)) from None
         except StoreError as e:
             raise ApiError(409, "index_incompatible", str(e)) from None
         return {
             "method": method or retriever.default_method, "k": k_int, "text": text,
-            "reference": {"item_id": item_id} if item_id else {"upload": True, "width": ref.width,
-                                                                "height": ref.height},
+            "reference": {**({"item_id": item_id} if item_id else {"upload": True, "width": ref.width,
+                                                                    "height": ref.height}),
+                          "indexed": indexed.to_json() if indexed else None,
+                          "note": indexed.describe() if indexed else None},
             "results": [{"rank": h.rank + 1, "id": h.id, "score": round(h.score, 6), "thumbnail": thumbnail_url(h.id)}
                         for h in hits],
             "took_ms": round((time.perf_counter() - t0) * 1000, 1),

@@ -72,7 +72,9 @@ class RetrievalCaptioner(Captioner):
         if self._bank_embeds is None:
             path = None
             if self.cache_dir is not None:
-                path = self.cache_dir / f"bank-{self.backbone.fingerprint()}-{self._bank_hash}.pt"
+                # "v2": a bank cached before text-side modules became owner-gated may have been embedded
+                # through another method's adapters on a shared backbone; such files are never read
+                path = self.cache_dir / f"bank-v2-{self.backbone.fingerprint()}-{self._bank_hash}.pt"
                 if path.exists():
                     self._bank_embeds = torch.load(path)
                     return self._bank_embeds

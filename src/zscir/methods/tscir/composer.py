@@ -1,7 +1,9 @@
 """`PseudoTokenComposer`: the query side of Pic2Word and TSCIR (Stage I alone or Stage I + II).
 
 Query = text encoder (+ VSI, + composing adapters when Stage II is loaded) on the template with ``$``
-replaced by φ(reference image) and the modification text filled in. The gallery side is the plain image
+replaced by φ(reference image) and the modification text filled in. VSI modules and adapters are attached
+to the (possibly shared) backbone owned by this composer's mapping and adapters, so they run in its own
+query calls only: every other method on the backbone keeps the plain text encoder. The gallery side is the plain image
 embedding (`ImageGalleryComposer`), so gallery features are shared with the image/sum baselines and with
 every other pseudo-token checkpoint on the same backbone.
 """
@@ -55,7 +57,7 @@ class PseudoTokenComposer(ImageGalleryComposer):
             pix = self.backbone.preprocess(list(reference_images[i : i + self.batch_size])).to(self.backbone.device)
             glob, patches = self.mapping.image_inputs(self.backbone, pix)
             prompts = [fill_template(self.template, t) for t in texts[i : i + self.batch_size]]
-            out.append(self.mapping.encode(self.backbone, prompts, glob, patches).float().cpu())
+            out.append(self.mapping.encode(self.backbone, prompts, glob, patches, self.adapters).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim)
 
     def describe(self) -> dict[str, Any]:

@@ -47,11 +47,15 @@ class Mapping(nn.Module):
         return len(self.vsi_layers) > 0
 
     def attach(self, backbone: Backbone) -> None:
-        """Hook the VSI modules into ``backbone``'s text encoder (identity for texts without ``$``)."""
+        """Hook the VSI modules into ``backbone``'s text encoder, owned by this mapping.
+
+        They run only in `encode` calls of this mapping, so other methods on the same backbone (another
+        checkpoint's prompts, the baselines' texts) never pass through them.
+        """
         if self._attached_to is backbone:
             return
         for layer, mod in zip(self.vsi_layers, self.vsi):
-            backbone.attach_text_module(layer, mod)
+            backbone.attach_text_module(layer, mod, owner=self)
         self.__dict__["_attached_to"] = backbone
 
     def image_inputs(self, backbone: Backbone, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,9 +67,17 @@ class Mapping(nn.Module):
             return backbone.encode_image(pixels).float(), None
 
     def encode(self, backbone: Backbone, texts: Sequence[str] | dict, image_embeds: torch.Tensor,
-               patches: torch.Tensor | None) -> torch.Tensor:
-        """Text embeddings of prompts containing one ``$`` each, ``$`` = φ(image), VSI reading ``patches``."""
+               patches: torch.Tensor | None, adapters: nn.Module | None = None) -> torch.Tensor:
+        """Text embeddings of prompts containing one ``$`` each, ``$`` = φ(image), VSI reading ``patches``.
+
+        ``adapters`` (Stage II `ComposingAdapters` attached to the same backbone) also run when given; no
+        other module attached to the backbone does.
+        """
+        return self.encode_pseudo(backbone, texts, self.phi(image_embeds.to(backbone.device)), patches, adapters)
+
+    def encode_pseudo(self, backbone: Backbone, texts: Sequence[str] | dict, pseudo: torch.Tensor,
+                      patches: torch.Tensor | None, adapters: nn.Module | None = None) -> torch.Tensor:
+        """`encode` with φ's output given (Stage I training runs φ on the global batch, the text on a slice)."""
         self.attach(backbone)
-        pseudo = self.phi(image_embeds.to(backbone.device))
         extras = {PATCH_KEY: patches} if patches is not None else None
-        return backbone.encode_text(texts, pseudo_tokens=pseudo, extras=extras)
+        return backbone.encode_text(texts, pseudo_tokens=pseudo, extras=extras, owners=(self, adapters))

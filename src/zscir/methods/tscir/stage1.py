@@ -38,7 +38,6 @@ from zscir.methods.tscir.mapping import Mapping
 from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
                                           info_nce, pair_banks, prepare_backbone, recall_at,
                                           soft_alignment_loss)
-from zscir.methods.tscir.vsi import PATCH_KEY
 from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
                                 set_threads, uint8_to_pixels, write_json)
 from zscir.train.pair_features import encode_pixels
@@ -65,14 +64,6 @@ def validate_stage1(backbone, mapping: Mapping, bank: FeatureBank, caps: torch.T
     out = {f"img_{k}": v for k, v in recall_at(q, imgs, target).items()}
     out.update({f"cap_{k}": v for k, v in recall_at(q, caps, target).items()})
     return out
-
-
-def _encode_with_pseudo(backbone, mapping: Mapping, prompt_tok, pseudo: torch.Tensor,
-                        patches: torch.Tensor | None) -> torch.Tensor:
-    """`Mapping.encode` with φ's output given (φ ran on the global batch, the text encoder on a slice)."""
-    mapping.attach(backbone)
-    extras = {PATCH_KEY: patches} if patches is not None else None
-    return backbone.encode_text(prompt_tok, pseudo_tokens=pseudo, extras=extras)
 
 
 def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -176,7 +167,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
             prompt_toks[hi - lo] = backbone.tokenize([cfg.mapping.prompt] * (hi - lo))
         with autocast(backbone, cfg.bf16):
             pseudo = mapping.phi(glob)  # global batch on every rank: the 1-process run's dropout masks
-            q = _encode_with_pseudo(backbone, mapping, prompt_toks[hi - lo], pseudo[lo:hi], patches)
+            q = mapping.encode_pseudo(backbone, prompt_toks[hi - lo], pseudo[lo:hi], patches)
         q = gather_with_grad(torch.nn.functional.normalize(q.float(), dim=-1), ctx)  # global-batch queries
         loss_img = info_nce(q @ glob.T / cfg.temperature)
         loss = loss_img

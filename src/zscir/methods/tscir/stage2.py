@@ -133,21 +133,22 @@ class TripletData:
         return [self.texts[t.id] for t in trips], glob, patches, tgt
 
 
-def encode_queries(backbone, mapping, data: TripletData, trips, bf16: bool, batch_size: int = 256) -> torch.Tensor:
-    """Normalised queries of ``trips`` with the current model (no grad)."""
+def encode_queries(backbone, mapping, adapters, data: TripletData, trips, bf16: bool,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Normalised queries of ``trips`` with the current model, Stage I + ``adapters`` (no grad)."""
     out = []
     with torch.no_grad():
         for s in range(0, len(trips), batch_size):
             texts, glob, patches, _ = data.batch(trips[s : s + batch_size], backbone.device)
             with autocast(backbone, bf16):
-                q = mapping.encode(backbone, texts, glob, patches)
+                q = mapping.encode(backbone, texts, glob, patches, adapters)
             out.append(F.normalize(q.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
 def validate_stage2(backbone, mapping, adapters, data: TripletData, bf16: bool) -> dict[str, float]:
     adapters.eval()
-    q = encode_queries(backbone, mapping, data, data.val, bf16)
+    q = encode_queries(backbone, mapping, adapters, data, data.val, bf16)
     tgt = torch.as_tensor([data.tgt_idx[t.id] for t in data.val])
     return recall_at(q, data.gallery_bank.glob, tgt, ks=(1, 5, 10, 50))
 
@@ -208,7 +209,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
         if miner is not None and (step == start or (step - start) % cfg.hn_refresh == 0):
             adapters.eval()
             miner.refresh(lambda _: encode_sharded(
-                lambda lo, hi: encode_queries(backbone, mapping, data, data.train[lo:hi], cfg.bf16),
+                lambda lo, hi: encode_queries(backbone, mapping, adapters, data, data.train[lo:hi], cfg.bf16),
                 len(data.train), ctx))
         adapters.train()
         for g in opt.param_groups:
@@ -218,7 +219,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
         tgt = torch.as_tensor([data.tgt_idx[t.id] for t in trips])  # the global batch's targets
         texts, glob, patches, _ = data.batch(local_slice(trips, ctx), backbone.device)  # this rank's queries
         with autocast(backbone, cfg.bf16):
-            q = mapping.encode(backbone, texts, glob, patches)
+            q = mapping.encode(backbone, texts, glob, patches, adapters)
         q = gather_with_grad(F.normalize(q.float(), dim=-1), ctx)  # the global batch's queries
         t_emb = data.gallery_bank.glob[tgt].to(q.device)
         logits = q @ t_emb.T / cfg.temperature

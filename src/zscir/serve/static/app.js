@@ -85,7 +85,8 @@ async function search(ev) {
       fig.dataset.id = r.id;
       grid.append(fig);
     }
-    $("status").textContent = `${res.results.length} results with ${res.method} in ${res.took_ms} ms`;
+    const note = res.reference && res.reference.note ? ` · ${res.reference.note}` : "";
+    $("status").textContent = `${res.results.length} results with ${res.method} in ${res.took_ms} ms${note}`;
   } catch (e) {
     $("status").textContent = "";
     showError(e.message);
@@ -109,6 +110,12 @@ $("more").addEventListener("click", () => loadGallery().catch((e) => showError(e
   try {
     const h = await api("/health");
     $("summary").textContent = `${h.items} images · model ${h.model} · default method ${h.method}`;
+    const mi = h.model_info || {};
+    if (mi.purpose) {  // what the model is for; a model that does not know real photos says how to pick one
+      const hint = mi.hint ? ` ${mi.hint[0].toUpperCase()}${mi.hint.slice(1)}.` : "";
+      $("model-note").textContent = `Model ${mi.name}: ${mi.purpose}.${hint}`;
+      $("model-note").className = mi.real_images ? "" : "caveat";
+    }
     await Promise.all([loadMethods(), loadGallery()]);
   } catch (e) { showError(e.message); }
 })();
