@@ -1,0 +1,193 @@
+"""Build a small real captioned corpus from Debian packages: WebDataset shards + a CSV manifest.
+
+``scripts/build_real_corpus.py`` is the command line; this module is the logic. The corpus is what the
+tests and the next real-data experiments train on, so it must be reproducible: candidates are listed in
+path order, a seeded sample of at most ``max_per_source`` is drawn per source, images are fitted into a
+white ``image_size`` square and PNG-encoded (deterministic bytes), and the tar members get a fixed
+mtime — the same command writes byte-identical shards. Every row keeps its source package, licence,
+concept and variant, and the licence texts of the packages used are copied into ``licenses/``.
+
+The output folder must be new, empty or a corpus this module wrote before (it is then rebuilt, deleting
+only the files its ``corpus.json`` lists): user files are never touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
+from zscir.data.real.item import RealItem, SourceMissing
+
+logger = logging.getLogger(__name__)
+
+MARKER = "corpus.json"
+CREATED_BY = "zscir build_real_corpus"
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("filepath", "title", "key", "source", "licence", "concept", "variant", "meta")
+COPYRIGHT = {
+    "emoji": [Path("/usr/share/doc/fonts-noto-color-emoji/copyright")],
+    "tuxpaint": [Path("/usr/share/doc/tuxpaint-stamps-default/copyright")],
+    "openclipart": [Path("/usr/share/doc/openclipart-png/copyright")],
+}
+
+
+def _emoji() -> Iterator[RealItem]:
+    from zscir.data.real.emoji import read_emoji
+
+    return read_emoji()
+
+
+def _tuxpaint(tint_colours=None) -> Iterator[RealItem]:
+    from zscir.data.real.tuxpaint import TINT_COLOURS, read_stamps
+
+    return read_stamps(tint_colours=tuple(TINT_COLOURS) if tint_colours is None else tint_colours)
+
+
+def _openclipart() -> Iterator[RealItem]:
+    from zscir.data.real.openclipart import read_openclipart
+
+    return read_openclipart()
+
+
+#: source name → reader (one module per Debian package)
+READERS: dict[str, Callable[..., Iterator[RealItem]]] = {"emoji": _emoji, "tuxpaint": _tuxpaint,
+                                                        "openclipart": _openclipart}
+
+
+class CorpusError(OutputFolderError):
+    """A user mistake (bad option, foreign output folder): reported as one ``error:`` line."""
+
+
+@dataclass
+class CorpusConfig:
+    """What to build. ``max_per_source`` ≤ 0 means every item of the source."""
+
+    out: str
+    sources: tuple[str, ...] = ("emoji", "tuxpaint", "openclipart")
+    max_per_source: int = 1000
+    image_size: int = 224
+    seed: int = 0
+    shard_size: int = 1000
+    tint_colours: tuple[str, ...] | None = None  #: Tux Paint tints (None: all of tuxpaint.TINT_COLOURS)
+    write_images: bool = True  #: also write images/<key>.png for the CSV manifest
+    extra: dict = field(default_factory=dict)
+
+
+def select(items: list[RealItem], n: int, seed: int, source: str) -> list[RealItem]:
+    """A seeded sample of at most ``n`` items, kept in listing order (independent of the other sources)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    rng = random.Random(f"{seed}:{source}")
+    keep = sorted(rng.sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def fit_square(im: Image.Image, size: int) -> Image.Image:
+    """The picture scaled to fit a white ``size`` square, centred (alpha composited onto white)."""
+    rgba = im.convert("RGBA")
+    scale = min(size / rgba.width, size / rgba.height)
+    w, h = max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale))
+    rgba = rgba.resize((w, h), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(rgba, ((size - w) // 2, (size - h) // 2), rgba.getchannel("A"))
+    return canvas
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
+    """Write shards, CSV manifest, licences and ``corpus.json`` into ``cfg.out``; returns the summary."""
+    import webdataset as wds
+
+    unknown = [s for s in cfg.sources if s not in READERS]
+    if unknown or not cfg.sources:
+        raise CorpusError(f"unknown source(s) {unknown or '(none)'}: expected some of {', '.join(READERS)}")
+    if cfg.image_size < 8:
+        raise CorpusError(f"--image-size must be at least 8, got {cfg.image_size}")
+    if cfg.shard_size < 1:
+        raise CorpusError(f"--shard-size must be positive, got {cfg.shard_size}")
+    out = Path(cfg.out)
+    check_out(out, MARKER, "build_real_corpus")  # before the slow listing
+    chosen: list[RealItem] = []
+    counts: dict[str, dict] = {}
+    for name in cfg.sources:
+        try:
+            items = list(READERS[name](cfg.tint_colours) if name == "tuxpaint" else READERS[name]())
+        except SourceMissing as e:
+            logger.warning("skipping source %s: %s", name, e)
+            counts[name] = {"available": 0, "missing": str(e)}
+            continue
+        except ValueError as e:
+            raise CorpusError(str(e)) from None
+        picked = select(items, cfg.max_per_source, cfg.seed, name)
+        counts[name] = {"available": len(items), "selected": len(picked)}
+        chosen.extend(picked)
+    if not chosen:
+        raise CorpusError("no source is available: install fonts-noto-color-emoji + unicode-data, "
+                          "tuxpaint-stamps-default or openclipart-png")
+    prepare_out(out, MARKER, "build_real_corpus")
+    dirs = ["shards", "licenses"] + (["images"] if cfg.write_images else [])
+    start_marker(out, MARKER, CREATED_BY, dirs)  # before any file: an interrupted build is cleared next time
+    files: list[str] = []
+    skipped: list[dict] = []
+    rows: list[dict] = []
+    pattern = str(out / "shards" / "corpus-%05d.tar")
+    with wds.ShardWriter(pattern, maxcount=cfg.shard_size, mtime=0.0, verbose=0) as sink:
+        for item in tqdm(chosen, desc="corpus", disable=not progress):
+            try:
+                data = png_bytes(fit_square(item.load(), cfg.image_size))
+            except Exception as e:  # noqa: BLE001 - a broken package file must not stop the build
+                skipped.append({"key": item.key, "source": item.source, "reason": f"{type(e).__name__}: {e}"})
+                continue
+            meta = item.metadata()
+            sink.write({"__key__": item.key, "png": data, "txt": item.caption.encode("utf-8"),
+                        "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")})
+            rel = f"images/{item.key}.png"
+            if cfg.write_images:
+                (out / rel).write_bytes(data)
+                files.append(rel)
+            extra = {k: v for k, v in meta.items()
+                     if k not in ("key", "caption", "source", "licence", "concept", "variant")}
+            rows.append({"filepath": rel if cfg.write_images else "", "title": item.caption, "key": item.key,
+                         "source": item.source, "licence": item.licence, "concept": item.concept,
+                         "variant": json.dumps(item.variant, ensure_ascii=False, sort_keys=True),
+                         "meta": json.dumps(extra, ensure_ascii=False, sort_keys=True)})
+    shards = sorted(p.name for p in (out / "shards").glob("corpus-*.tar"))
+    files += [f"shards/{s}" for s in shards]
+    with open(out / MANIFEST, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    files.append(MANIFEST)
+    for name in cfg.sources:
+        for src in COPYRIGHT.get(name, []):
+            if counts.get(name, {}).get("selected") and src.exists():
+                dst = f"licenses/{src.parent.name}.copyright"
+                shutil.copyfile(src, out / dst)
+                files.append(dst)
+    per_source: dict[str, int] = {}
+    for r in rows:
+        per_source[r["source"]] = per_source.get(r["source"], 0) + 1
+    summary = {
+        "created_by": CREATED_BY, "complete": True, "dirs": dirs, "config": asdict(cfg), "counts": counts,
+        "written": len(rows), "written_per_source": per_source, "skipped": skipped,
+        "shards": f"shards/corpus-{{00000..{max(len(shards) - 1, 0):05d}}}.tar", "n_shards": len(shards),
+        "manifest": MANIFEST, "files": files,
+    }
+    (out / MARKER).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    return summary
