@@ -1,0 +1,80 @@
+"""`zscir data make-triplets SPEC --out DIR`: synthetic triplets from a pair dataset (zscir.data.synth).
+
+Registered on the ``data`` group that `zscir.cli.data` owns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from zscir.cli.common import fail
+from zscir.cli.data import data_app
+
+
+@data_app.command("make-triplets")
+def make_triplets_cmd(
+    data: str = typer.Argument(..., help="Pair dataset SPEC (WebDataset shards, manifest, hf:..., world)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (new, empty, or an earlier make-triplets run)."),
+    generator: list[str] = typer.Option(["mine", "substitute"], "--generator", "-g",
+                                        help="mine | substitute | llm (repeat the option for several)."),
+    seed: int = typer.Option(0),
+    limit: int = typer.Option(None, help="Read only the first N pairs."),
+    model: str = typer.Option("world-clip", help="Backbone whose text encoder embeds captions for mining."),
+    text_model: str = typer.Option(None, help="An HF text model (mean-pooled) for mining instead of --model."),
+    k: int = typer.Option(10, help="Mining: nearest captions examined per caption."),
+    max_edits: int = typer.Option(1, help="Mining: content-word spans allowed to differ."),
+    per_reference: int = typer.Option(2, help="Mining: triplets kept per reference image."),
+    min_similarity: float = typer.Option(-1.0, help="Mining: text-embedding cosine floor."),
+    attributes: str = typer.Option("colour,count,size,material", help="Substitution: attribute kinds."),
+    llm: str = typer.Option(None, help="Causal LM name or folder for the llm generator (local, transformers)."),
+    max_per_generator: int = typer.Option(None, help="Cap the triplets of each generator."),
+    image_size: int = typer.Option(224, help="Side the written images are fitted into."),
+    image_root: Path = typer.Option(None, help="Resolves relative image paths of a manifest."),
+    image_column: str = typer.Option(None), text_column: str = typer.Option(None),
+    hq: str = typer.Option(None, help="HQ target images for text-target rows: ip2p | t2i (diffusers)."),
+    hq_model: str = typer.Option(None, help="diffusers pipeline name or folder for --hq."),
+    hq_steps: int = typer.Option(20), hq_guidance: float = typer.Option(7.5),
+    clip_model: str = typer.Option(None, help="CLIP for the HQ score filters (default: --model)."),
+    min_clip_text_image: float = typer.Option(None, help="HQ filter: target caption–target image CLIP score."),
+    min_clip_direction: float = typer.Option(None, help="HQ filter: edit-direction CLIP similarity."),
+    min_clip_image_image: float = typer.Option(None, help="HQ filter: reference–target image CLIP similarity."),
+    device: str = typer.Option("cpu"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Generate synthetic triplets from your own image–caption pairs (canonical triplet manifest)."""
+    from zscir.data import DataError
+    from zscir.data.outdir import OutputFolderError
+    from zscir.data.synth.make import MakeTripletsConfig, make_triplets
+    from zscir.data.synth.templates import ATTRIBUTES, MiningConfig
+
+    kinds = tuple(a.strip() for a in attributes.split(",") if a.strip())
+    if any(a not in ATTRIBUTES for a in kinds):
+        fail(f"--attributes: unknown kind in {attributes!r}; expected some of {', '.join(ATTRIBUTES)}")
+    cfg = MakeTripletsConfig(
+        data=data, out=str(out), generators=tuple(generator), seed=seed, limit=limit, model=model,
+        text_model=text_model, mining=MiningConfig(k=k, max_edits=max_edits, per_reference=per_reference,
+                                                   min_similarity=min_similarity),
+        attributes=kinds, llm=llm, max_per_generator=max_per_generator, image_size=image_size,
+        image_root=str(image_root) if image_root else None, image_column=image_column, text_column=text_column)
+    if hq and hq not in ("ip2p", "t2i"):
+        fail(f"--hq must be ip2p or t2i, got {hq!r}")
+    hq_targets = None
+    try:
+        if hq:
+            from zscir.data.synth.hq import HQConfig, HQTargets
+
+            hq_targets = HQTargets.from_pretrained(HQConfig(
+                mode=hq, model=hq_model, steps=hq_steps, guidance_scale=hq_guidance, seed=seed,
+                image_size=image_size, clip_model=clip_model or model, min_text_image=min_clip_text_image,
+                min_direction=min_clip_direction, min_image_image=min_clip_image_image), device=device)
+        r = make_triplets(cfg, progress=progress, hq=hq_targets)
+    except (DataError, OutputFolderError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {r['triplets']} triplets {r['per_generator']} ({r['per_quality']}) from {r['pairs']} pairs "
+               f"to {out / r['manifest']}; rejected: {r['rejected'] or 'none'}")
+
+
+def register(app: typer.Typer) -> None:
+    """The command is attached to `data_app` at import; `zscir.cli.data` adds the group to ``app``."""

@@ -1,0 +1,204 @@
+"""`zscir data make-triplets`: synthetic training triplets from a user's own image–caption pairs.
+
+Reads any pair spec through `zscir.data.get_pair_data`, runs the chosen generators — ``mine``
+(caption-pair mining, LQ, real target images), ``substitute`` (attribute substitution, text targets),
+``llm`` (a local causal LM's edits, text targets) — optionally renders HQ target images with diffusers
+(`zscir.data.synth.hq`) and writes the canonical triplet manifest ``triplets.jsonl`` (docs/DATA.md) with
+provenance on every row: ``generator``, ``model``, ``seed``, ``scores``, ``quality``. The images the rows
+name are written into ``images/`` of the output folder, so the manifest is self-contained:
+``--data OUT/triplets.jsonl`` trains on it.
+
+Pairs are read twice (captions first, then only the images the triplets use) so that memory stays
+bounded by the captions, not the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
+from zscir.data.synth.templates import ATTRIBUTES, MiningConfig, mine_pairs, substitute
+
+logger = logging.getLogger(__name__)
+
+MARKER = "make-triplets.json"
+MANIFEST = "triplets.jsonl"
+GENERATORS = ("mine", "substitute", "llm")
+
+
+@dataclass
+class MakeTripletsConfig:
+    """Everything one run depends on (written into ``make-triplets.json``)."""
+
+    data: str
+    out: str
+    generators: tuple[str, ...] = ("mine", "substitute")
+    seed: int = 0
+    limit: int | None = None  #: pairs read from the data
+    model: str = "world-clip"  #: backbone whose text encoder embeds captions for mining
+    text_model: str | None = None  #: an HF text model (mean-pooled) instead of the backbone
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    attributes: tuple[str, ...] = tuple(ATTRIBUTES)
+    llm: str | None = None  #: causal LM name for the ``llm`` generator
+    llm_max_new_tokens: int = 48
+    max_per_generator: int | None = None
+    image_size: int = 224  #: side the written images are fitted into
+    image_root: str | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+
+
+def embed_texts(texts: Sequence[str], model: str = "world-clip", text_model: str | None = None,
+                batch_size: int = 256) -> torch.Tensor:
+    """(N, D) unit caption embeddings: a zscir backbone's text tower, or an HF text model mean-pooled."""
+    import torch.nn.functional as F
+
+    if not text_model:
+        from zscir.backbones import create_backbone
+
+        return create_backbone(model).encode_texts(list(texts), batch_size=batch_size).float()
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, enc = AutoTokenizer.from_pretrained(text_model), AutoModel.from_pretrained(text_model).eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(texts), batch_size):
+            b = tok(list(texts[s:s + batch_size]), padding=True, truncation=True, return_tensors="pt")
+            h = enc(**b).last_hidden_state
+            m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+            out.append(F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
+    return torch.cat(out).float()
+
+
+def _image_name(key: str, used: set[str]) -> str:
+    """A file name for an image key, unique among ``used`` (keys may sanitise to the same name)."""
+    from zscir.data.real.item import make_key
+
+    stem = PurePosixPath(key.replace("\\", "/")).name.rsplit(".", 1)[0] if ("/" in key or "." in key) else key
+    base = make_key(stem)
+    name, n = f"images/{base}.png", 1
+    while name in used:
+        n += 1
+        name = f"images/{base}-{n}.png"
+    used.add(name)
+    return name
+
+
+def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=None, hq=None,
+                  pair_data=None) -> dict:
+    """Run the generators and write ``triplets.jsonl`` + ``images/`` into ``cfg.out``; returns the summary.
+
+    ``llm_editor`` (an `LLMEditor`) and ``hq`` (an `HQTargets`) may be passed ready-made (tests use tiny
+    random models); otherwise they are loaded from ``cfg.llm`` / not used. ``pair_data`` overrides
+    ``cfg.data`` with an already opened `PairData`.
+    """
+    from zscir.data import DataError, get_pair_data
+    from zscir.data.real.corpus import fit_square, png_bytes
+
+    bad = [g for g in cfg.generators if g not in GENERATORS]
+    if bad or not cfg.generators:
+        raise DataError(f"unknown generator(s) {bad or '(none)'}: expected some of {', '.join(GENERATORS)}")
+    if "llm" in cfg.generators and llm_editor is None and not cfg.llm:
+        raise DataError("the llm generator needs --llm MODEL_NAME (a local causal LM)")
+    out = Path(cfg.out)
+    check_out(out, MARKER, "zscir data make-triplets")
+    data = pair_data or get_pair_data(cfg.data, image_root=cfg.image_root, image_column=cfg.image_column,
+                                      text_column=cfg.text_column, limit=cfg.limit)
+    keys, captions = [], []
+    for r in tqdm(data.records(), desc="reading captions", disable=not progress):
+        keys.append(r.key)
+        captions.append(r.caption)
+    if len(keys) < 2:
+        raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2")
+    rows: list[dict] = []
+    rejected: Counter[str] = Counter()
+    cap = cfg.max_per_generator
+    base = {"seed": cfg.seed}
+
+    if "mine" in cfg.generators:
+        emb = embed_texts(captions, cfg.model, cfg.text_model)
+        mined = mine_pairs(captions, emb, cfg.mining, cfg.seed)[:cap]
+        for m in mined:
+            rows.append({"reference": keys[m.ref], "modification": m.modification, "target": keys[m.tgt],
+                         "reference_caption": captions[m.ref], "target_caption": captions[m.tgt], "quality": "lq",
+                         "source": "make-triplets", "generator": "mine", "model": cfg.text_model or cfg.model,
+                         **base, "scores": {"text_similarity": round(m.similarity, 6)},
+                         "edits": [{"old": " ".join(e.old), "new": " ".join(e.new)} for e in m.edits]})
+    if "substitute" in cfg.generators:
+        n = 0
+        for k, c in zip(keys, captions):
+            if cap is not None and n >= cap:
+                break
+            s = substitute(c, cfg.seed, k, cfg.attributes)
+            if s is None:
+                rejected["substitute:no_attribute"] += 1
+                continue
+            n += 1
+            rows.append({"reference": k, "modification": s.modification, "target": "", "reference_caption": c,
+                         "target_caption": s.target_caption, "quality": "lq", "source": "make-triplets",
+                         "generator": "substitute", "model": None, **base, "scores": {},
+                         "attribute": s.attribute, "edits": [{"old": s.old, "new": s.new}]})
+    if "llm" in cfg.generators:
+        from zscir.data.synth.llm import LLMEditor, ParseError
+
+        editor = llm_editor or LLMEditor.from_pretrained(cfg.llm, max_new_tokens=cfg.llm_max_new_tokens)
+        n = 0
+        for i, (k, c) in enumerate(tqdm(list(zip(keys, captions)), desc="llm edits", disable=not progress)):
+            if cap is not None and n >= cap:
+                break
+            try:
+                edit, target = editor.edit(c, seed=cfg.seed * 1_000_003 + i)
+            except ParseError as e:
+                rejected[f"llm:{e}"] += 1
+                continue
+            n += 1
+            rows.append({"reference": k, "modification": edit, "target": "", "reference_caption": c,
+                         "target_caption": target, "quality": "lq", "source": "make-triplets", "generator": "llm",
+                         "model": editor.name, **base, "scores": {}})
+    if hq is not None:
+        rows = hq.run(rows, data, rejected, progress=progress)
+
+    if not rows:
+        raise DataError(f"{cfg.data}: no triplet was generated from {len(keys)} pairs "
+                        f"(rejected: {dict(rejected) or 'none'}); try other generators or looser options")
+    # write: the output folder is prepared only now, so a failing generator leaves nothing behind
+    prepare_out(out, MARKER, "zscir data make-triplets")
+    start_marker(out, MARKER, "zscir data make-triplets", ["images"])
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    needed = {r["reference"] for r in rows} | {r["target"] for r in rows if r["target"] and not r.get("_generated")}
+    for r in tqdm(data.records(), desc="writing images", disable=not progress, total=len(keys)):
+        if r.key in needed and r.key not in names:
+            names[r.key] = _image_name(r.key, used)
+            (out / names[r.key]).write_bytes(png_bytes(fit_square(r.image, cfg.image_size)))
+    if hq is not None:
+        names.update(hq.write(out))
+    missing = needed - set(names)
+    if missing:  # an image that decoded in the first pass and not in the second (a changed file)
+        rejected["image_vanished"] += sum(1 for r in rows if r["reference"] in missing or r["target"] in missing)
+        rows = [r for r in rows if r["reference"] not in missing and r["target"] not in missing]
+    with open(out / MANIFEST, "w", encoding="utf-8") as f:
+        for i, r in enumerate(rows):
+            r = {k: v for k, v in r.items() if not k.startswith("_")}
+            r = {"id": f"{r['generator']}-{i}", **r, "reference": names[r["reference"]],
+                 "target": names[r["target"]] if r["target"] else ""}
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    per_gen = Counter(r["generator"] for r in rows)
+    per_q = Counter(r["quality"] for r in rows)
+    summary = {"created_by": "zscir data make-triplets", "complete": True, "dirs": ["images"],
+               "config": asdict(cfg), "pairs": len(keys), "triplets": len(rows), "per_generator": dict(per_gen),
+               "per_quality": dict(per_q), "rejected": dict(rejected), "data_problems": data.problems.summary(),
+               "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST]}
+    (out / MARKER).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    return summary
+
+
+__all__ = ["MakeTripletsConfig", "make_triplets", "embed_texts", "OutputFolderError", "GENERATORS"]
