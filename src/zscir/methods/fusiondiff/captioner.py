@@ -6,6 +6,16 @@ caption bank built from the training pairs, by the backbone's own image–text s
 needs no generative captioning model and runs on CPU. The oracle captioner (the world's exact scene
 caption, found by the image's pixels) bounds how much a better captioner could help (ablation 7).
 
+For real galleries the world bank describes the wrong pictures, so two more sources of captions:
+
+* `bank_from_data` collects the distinct captions of any pair spec (WebDataset shards, a manifest, an HF
+  dataset: ``caption_bank=SPEC`` / ``--caption-bank SPEC``) without decoding a single image, for the
+  `RetrievalCaptioner`;
+* `GenerativeCaptioner` writes a caption per image with any ``transformers`` image-to-text model chosen by
+  name (BLIP, GIT, VisionEncoderDecoder... — what ``AutoModelForImageTextToText`` loads). Generating is
+  slow, so captions are cached by image content hash (`image_key`) in one JSONL file per model under the
+  zscir cache root (``$ZSCIR_CACHE``): a gallery is captioned once, whatever its file names.
+
 Both expose `embed_captions(image_embeds, images)` → normalised text embeddings, which is all the fusion
 needs; `captions(...)` returns the strings for inspection and visualisation.
 """
@@ -13,6 +23,7 @@ needs; `captions(...)` returns the strings for inspection and visualisation.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -153,13 +164,153 @@ class OracleCaptioner(Captioner):
         return self.name
 
 
-def build_captioner(backbone: Backbone, cfg, cache_dir: str | Path | None = None, world_seed: int = 0) -> Captioner:
-    """The captioner a `JointConfig` names (``retrieval`` over the world caption bank, or ``oracle``)."""
-    if cfg.captioner == "retrieval":
-        from zscir.methods.fusiondiff.features import caption_bank
+def bank_from_data(spec: str, limit: int | None = None, **data_kw) -> list[str]:
+    """Distinct captions (every variant, first-seen order) of a pair dataset; images are not decoded.
 
-        return RetrievalCaptioner(backbone, caption_bank(cfg.bank_pairs, cfg.bank_world_seed), k=cfg.caption_k,
-                                  cache_dir=cache_dir)
+    ``data_kw`` goes to `zscir.data.get_pair_data` (``image_root``, ``text_column``, ...). Raises
+    `zscir.data.DataError` for a bad spec or an empty bank.
+    """
+    from zscir.data import DataError, get_pair_data
+    from zscir.data.records import Problem
+    from zscir.data.source import Partition
+
+    data = get_pair_data(spec, **data_kw)
+    seen: dict[str, None] = {}
+    n = 0
+    for item in data.source.iter_raw(Partition()):
+        if isinstance(item, Problem):
+            continue
+        for c in item.captions:
+            if c and c.strip():
+                seen.setdefault(c.strip(), None)
+        n += 1
+        if limit is not None and n >= limit:
+            break
+    if not seen:
+        raise DataError(f"{spec}: no captions found for a caption bank")
+    logger.info("caption bank from %s: %d distinct captions of %d items", spec, len(seen), n)
+    return list(seen)
+
+
+class GenerativeCaptioner(Captioner):
+    """Captions from an image-to-text model, cached by image hash (see the module docstring)."""
+
+    def __init__(self, backbone: Backbone, model, image_processor, tokenizer, name: str,
+                 cache_dir: str | Path | None = None, batch_size: int = 16, max_new_tokens: int = 30):
+        self.backbone = backbone
+        self.model = model.eval()
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+        tag = hashlib.sha1(f"{name}|{self.max_new_tokens}".encode()).hexdigest()[:16]
+        self.cache_path = Path(cache_dir) / "captions" / f"{tag}.jsonl" if cache_dir else None
+        self.cache: dict[str, str] = {}
+        self.generated = 0  #: captions generated (not read from the cache) by this object
+        if self.cache_path is not None and self.cache_path.exists():
+            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.cache[row["image"]] = row["caption"]
+                except (ValueError, KeyError):  # a line cut by a crash: ignore it
+                    continue
+
+    @classmethod
+    def from_pretrained(cls, backbone: Backbone, name: str, cache_dir: str | Path | None = None,
+                        device: str | torch.device | None = None, **kw) -> "GenerativeCaptioner":
+        """Load any ``AutoModelForImageTextToText`` captioner (hub name in the local HF cache, or a folder)."""
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(name)
+            image_processor = AutoImageProcessor.from_pretrained(name)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"cannot load the image-to-text model {name!r} ({e})") from None
+        model = model.to(device or backbone.device)
+        return cls(backbone, model, image_processor, tokenizer, name, cache_dir, **kw)
+
+    @torch.no_grad()
+    def _generate(self, images: Sequence[Image.Image]) -> list[str]:
+        pix = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        device = next(self.model.parameters()).device
+        out = self.model.generate(pixel_values=pix.to(device), max_new_tokens=self.max_new_tokens, do_sample=False)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def captions(self, image_embeds: torch.Tensor | None = None,
+                 images: Sequence[Image.Image] | None = None) -> list[str]:
+        if images is None:
+            raise ValueError("the generative captioner needs the images themselves")
+        keys = [image_key(im) for im in images]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        new: list[tuple[str, str]] = []
+        for s in range(0, len(todo), self.batch_size):
+            chunk = todo[s:s + self.batch_size]
+            for k, cap in zip(chunk, self._generate([images[first[k]] for k in chunk])):
+                self.cache[k] = cap
+                new.append((k, cap))
+        self.generated += len(new)
+        if new and self.cache_path is not None:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.cache_path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps({"image": k, "caption": c}, ensure_ascii=False) + "\n" for k, c in new)
+        return [self.cache[k] for k in keys]
+
+    def cache_key(self) -> str:
+        return f"generative({self.name},max_new_tokens={self.max_new_tokens})"
+
+
+def tiny_random_captioner_model(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random ViT→GPT-2 `VisionEncoderDecoderModel` with its image processor and a word-level
+    tokenizer into ``folder`` (loadable by name through `GenerativeCaptioner.from_pretrained`; tests only)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, ViTConfig, ViTImageProcessor,
+                              ViTModel, VisionEncoderDecoderModel)
+
+    words = "a an the red blue green square circle star small large picture of with and on".split()
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<bos>", "<eos>"] + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
+                                  eos_token="<eos>")
+    torch.manual_seed(seed)
+    enc = ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64, initializer_range=0.5))
+    dec = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                                     add_cross_attention=True, is_decoder=True, bos_token_id=2, eos_token_id=3,
+                                     pad_token_id=0, initializer_range=0.5))
+    model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
+    model.config.decoder_start_token_id, model.config.pad_token_id, model.config.eos_token_id = 2, 0, 3
+    model.generation_config.decoder_start_token_id = 2
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 3
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def build_captioner(backbone: Backbone, cfg, cache_dir: str | Path | None = None, world_seed: int = 0) -> Captioner:
+    """The captioner a `JointConfig` names — the public entry point for trainers and composers.
+
+    ``retrieval``: nearest captions of ``cfg.caption_bank`` (any pair spec) or, when unset, of the world
+    caption bank; ``generative``: ``cfg.captioner_model`` (an image-to-text model name or folder), captions
+    cached under ``cache_dir``; ``oracle``: the world benchmark's exact captions.
+    """
+    if cfg.captioner == "retrieval":
+        if getattr(cfg, "caption_bank", None):
+            bank = bank_from_data(cfg.caption_bank, limit=getattr(cfg, "caption_bank_limit", None))
+        else:
+            from zscir.methods.fusiondiff.features import caption_bank
+
+            bank = caption_bank(cfg.bank_pairs, cfg.bank_world_seed)
+        return RetrievalCaptioner(backbone, bank, k=cfg.caption_k, cache_dir=cache_dir)
+    if cfg.captioner == "generative":
+        if not getattr(cfg, "captioner_model", None):
+            raise ValueError("captioner=generative needs captioner_model=NAME (a transformers image-to-text model)")
+        return GenerativeCaptioner.from_pretrained(backbone, cfg.captioner_model, cache_dir=cache_dir)
     if cfg.captioner == "oracle":
         return OracleCaptioner.from_world_benchmark(backbone, world_seed=world_seed)
-    raise ValueError(f"unknown captioner {cfg.captioner!r}: expected 'retrieval' or 'oracle'")
+    raise ValueError(f"unknown captioner {cfg.captioner!r}: expected 'retrieval', 'generative' or 'oracle'")

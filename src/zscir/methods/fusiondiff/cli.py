@@ -37,6 +37,10 @@ def register_train(train_app: typer.Typer) -> None:
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
         text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+        captioner: str = typer.Option(None, help="Gallery captioner stored in the checkpoint: retrieval | generative."),
+        caption_bank: str = typer.Option(None, "--caption-bank", help="Pair SPEC whose captions the retrieval "
+                                         "captioner uses (default: --data when it is not the world)."),
+        captioner_model: str = typer.Option(None, help="transformers image-to-text model for --captioner generative."),
     ) -> None:
         """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
@@ -44,8 +48,14 @@ def register_train(train_app: typer.Typer) -> None:
         cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
                                data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
         cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
+        if caption_bank is None and captioner in (None, "retrieval") and data != "world":
+            caption_bank = data  # a real gallery is captioned from the captions the prior was trained on
+        if captioner_model and captioner is None:
+            captioner = "generative"
         cfg.joint = replace(cfg.joint, space=space, **_overrides(fusion_weight=fusion_weight, bank_pairs=bank_pairs,
-                                                                 bank_world_seed=world_seed))
+                                                                 bank_world_seed=world_seed, captioner=captioner,
+                                                                 caption_bank=caption_bank,
+                                                                 captioner_model=captioner_model))
         cfg.prior = replace(cfg.prior, **_overrides(width=width, layers=layers, prediction_type=prediction_type))
         with data_errors():
             r = train_prior(cfg, out, resume=resume, progress=progress)

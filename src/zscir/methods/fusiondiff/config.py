@@ -19,12 +19,16 @@ class JointConfig:
         space: ``"joint"`` (fused image + caption, the paper's space) or ``"image"`` (the plain image
             embedding; the CompoDiff-like ablation, retrieval is then cross-modal as in earlier work).
         fusion_weight: text share w of ``normalise((1 - w) · image + w · text)``.
-        captioner: ``"retrieval"`` (nearest captions of a caption bank) or ``"oracle"`` (exact scene
-            captions; world benchmark only, for the ablation).
+        captioner: ``"retrieval"`` (nearest captions of a caption bank), ``"generative"`` (an image-to-text
+            model, ``captioner_model``) or ``"oracle"`` (exact scene captions; world benchmark only, for the
+            ablation).
         caption_k: number of nearest bank captions averaged for a gallery image.
         bank_pairs: number of world training pairs whose caption variants form the caption bank; the bank
             is rebuilt deterministically from ``bank_world_seed`` rather than shipped (it is ~1 s to
             generate and several MB to store).
+        caption_bank: a pair data spec whose captions form the retrieval bank instead of the world's
+            (a real gallery needs captions of its kind of pictures); ``caption_bank_limit`` caps the items read.
+        captioner_model: the transformers image-to-text model of the generative captioner.
     """
 
     space: str = "joint"
@@ -33,6 +37,9 @@ class JointConfig:
     caption_k: int = 1
     bank_pairs: int = 10000
     bank_world_seed: int = 0
+    caption_bank: str | None = None
+    caption_bank_limit: int | None = None
+    captioner_model: str | None = None
 
 
 @dataclass

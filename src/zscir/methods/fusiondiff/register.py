@@ -2,8 +2,9 @@
 
 Both load ``checkpoint=DIR`` when given, otherwise the checkpoint shipped in zscir/assets/fusiondiff for
 the default backbone. Retrieval-time options: steps, guidance_scale, n_samples, eta, seed (DDIM);
-use_adapter=false (prior with the text condition only); captioner=oracle|retrieval and caption_k
-(gallery captions); fusion_weight (overrides the checkpoint's, for the sensitivity sweep); world_seed
+use_adapter=false (prior with the text condition only); captioner=retrieval|generative|oracle, caption_k,
+caption_bank=SPEC (retrieval over any pair dataset's captions) and captioner_model=NAME (generative
+image-to-text model) for the gallery captions; fusion_weight (overrides the checkpoint's, for the sensitivity sweep); world_seed
 (which world benchmark the oracle captioner reads).
 """
 
@@ -22,7 +23,7 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
                   guidance_scale: float | None = None, n_samples: int | None = None, eta: float | None = None,
                   seed: int | None = None, strength: float | None = None, use_adapter: bool = True, captioner: str | None = None,
                   caption_k: int | None = None, fusion_weight: float | None = None, world_seed: int = 0,
-                  cache_dir: str | None = None):
+                  cache_dir: str | None = None, caption_bank: str | None = None, captioner_model: str | None = None):
     """Build a `FusionDiffComposer` from a checkpoint folder (or the shipped one) on ``backbone``."""
     from zscir.methods.fusiondiff.captioner import build_captioner
     from zscir.methods.fusiondiff.checkpoint import load_checkpoint, shipped_checkpoint_dir
@@ -38,8 +39,11 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
         logger.warning("checkpoint %s was trained on backbone %s (%s), running on %s (%s)", path, cfg.backbone,
                        cfg.backbone_fingerprint, backbone.name, backbone.fingerprint())
     joint = cfg.joint
-    overrides = {k: v for k, v in dict(captioner=captioner, caption_k=caption_k,
-                                        fusion_weight=fusion_weight).items() if v is not None}
+    overrides = {k: v for k, v in dict(captioner=captioner, caption_k=caption_k, fusion_weight=fusion_weight,
+                                        caption_bank=caption_bank, captioner_model=captioner_model).items()
+                 if v is not None}
+    if captioner_model and captioner is None:
+        overrides["captioner"] = "generative"
     joint = replace(joint, **overrides)
     cfg = replace(cfg, joint=joint)
     cap = None
