@@ -160,22 +160,26 @@ def list_models() -> list[str]:
 def create_backbone(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", **kw) -> Backbone:
     """Create a backbone from a model name (see module docstring for the accepted forms)."""
     from zscir.backbones.hf_clip import HFCLIPBackbone
+    from zscir.backbones.hub import check_local_dir, resolve_hub_model
 
+    # hub ids and folders are checked (files present, cache first, one short network try) before
+    # transformers sees them: its own offline path retries for a minute and then names no missing file
     if name in _BUILTIN:
         bb = _BUILTIN[name](**kw)
     elif (lit_dir := lit_folder_of(name)) is not None:  # a LiT folder, by local-dir: or bare path
         bb = LiTBackbone.from_pretrained(lit_dir, name=name, **kw)
     elif name.startswith("hf-hub:"):
-        bb = HFCLIPBackbone.from_pretrained(name[len("hf-hub:"):], name=name, **kw)
+        bb = HFCLIPBackbone.from_pretrained(resolve_hub_model(name[len("hf-hub:"):]), name=name,
+                                            local_files_only=True, **kw)
     elif name.startswith("local-dir:"):
-        bb = HFCLIPBackbone.from_pretrained(Path(name[len("local-dir:"):]).expanduser(), name=name,
+        bb = HFCLIPBackbone.from_pretrained(check_local_dir(name[len("local-dir:"):]), name=name,
                                             local_files_only=True, **kw)
     elif name.startswith("open_clip:"):
         from zscir.backbones.open_clip_backend import OpenCLIPBackbone
 
         bb = OpenCLIPBackbone.create(name[len("open_clip:"):], **kw)
     elif Path(name).expanduser().is_dir():
-        bb = HFCLIPBackbone.from_pretrained(Path(name).expanduser(), name=name, local_files_only=True, **kw)
+        bb = HFCLIPBackbone.from_pretrained(check_local_dir(name), name=name, local_files_only=True, **kw)
     else:
         raise ValueError(
             f"unknown model {name!r}: use a built-in name ({', '.join(sorted(_BUILTIN))}), "

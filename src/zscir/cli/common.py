@@ -28,7 +28,7 @@ def make_composer(method: str, model: str | None, checkpoint: str | None, device
 
     try:
         return create_composer(method, model=model, checkpoint=checkpoint, device=device, **options)
-    except (ValueError, FileNotFoundError, OSError, TypeError) as e:
+    except (ValueError, FileNotFoundError, OSError, TypeError, ImportError) as e:
         raise typer.BadParameter(str(e)) from e
 
 

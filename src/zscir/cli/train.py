@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 train_app = typer.Typer(help="Train models (world CLIP, method stages).", no_args_is_help=True)
 
@@ -28,6 +29,8 @@ def train_clip_cmd(
     text_column: str = TEXT_COLUMN, workers: int = WORKERS,
     streaming: bool = typer.Option(None, "--streaming/--in-memory", help="Stream batches (default for shards) "
                                    "or decode every image into RAM first (default otherwise)."),
+    precision: Precision = typer.Option(
+        Precision.fp32, help=PRECISION_HELP + " Default here fp32: it reproduces the shipped model."),
 ) -> None:
     """Train a CLIP contrastively: the world CLIP by default, or on --data image–caption pairs."""
     from dataclasses import replace
@@ -36,6 +39,7 @@ def train_clip_cmd(
     from zscir.train.distributed import report_once
 
     cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads, model=model,
+                          bf16=parse_precision(precision),
                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
                                             streaming=streaming))
     overrides = {k: v for k, v in dict(steps=steps, batch_size=batch_size, n_pairs=n_pairs, lr=lr,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from zscir.train.distributed import (
     local_slice,
     wrap_ddp,
 )
+from zscir.train.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class CLIPTrainConfig:
     eval_every: int = 250
     vocab_size: int = 1024
     threads: int | None = 1  # one intra-op thread: robust on a shared 2-core machine (OpenMP spin-waits)
-    bf16: bool = False  # bf16 autocast is faster on an idle AVX512-BF16 CPU, slower on a busy one
+    # fp32 by default: it reproduces the shipped world CLIP, and bf16 autocast is faster only on an idle
+    # AVX512-BF16 CPU (slower on a busy one); None = from the hardware (zscir.train.precision)
+    bf16: bool | None = False
     tokenizer: str | None = None  # a saved tokenizer folder to use instead of training one, e.g. the shipped
     # model's (trained before BPE learning was made deterministic); under DDP rank 0 builds it and broadcasts
     arch: TinyCLIPConfig = field(default_factory=lambda: WORLD_CLIP_CONFIG)
@@ -152,6 +155,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # the world CLIP trains on the CPU
     seed_everything(cfg.seed)
     base = None
     if cfg.model and not (resume and (out / "config.json").exists()):

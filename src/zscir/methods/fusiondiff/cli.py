@@ -13,8 +13,6 @@ import typer
 
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 
-from zscir.train.distributed import report_once
-
 
 def _overrides(**kw):
     return {k: v for k, v in kw.items() if v is not None}
@@ -44,6 +42,7 @@ def register_train(train_app: typer.Typer) -> None:
     ) -> None:
         """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
+        from zscir.train.distributed import report_once
 
         cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
                                data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
@@ -80,6 +79,7 @@ def register_train(train_app: typer.Typer) -> None:
     ) -> None:
         """Stage 2: train the Control-Adapter (prior frozen) on the world's synthetic triplets."""
         from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
+        from zscir.train.distributed import report_once
 
         cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads,
                                  data=data_options(data, val_data, image_root, id_template=id_template))

@@ -6,7 +6,22 @@ alignment); Stage II (composing) freezes Stage I and trains lightweight composin
 encoder on a small triplet set. Pic2Word = Stage I with φ only (no VSI, no soft alignment, no Stage II).
 """
 
-from zscir.methods.tscir.composer import PseudoTokenComposer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from zscir.methods.tscir.config import AdapterConfig, MappingConfig, Stage1Config, Stage2Config
 
+if TYPE_CHECKING:
+    from zscir.methods.tscir.composer import PseudoTokenComposer
+
 __all__ = ["AdapterConfig", "MappingConfig", "PseudoTokenComposer", "Stage1Config", "Stage2Config"]
+
+
+def __getattr__(name: str) -> Any:
+    """`PseudoTokenComposer` on first use: it imports torch, which ``zscir --help`` must not pay for."""
+    if name == "PseudoTokenComposer":
+        from zscir.methods.tscir.composer import PseudoTokenComposer
+
+        return PseudoTokenComposer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
-
-from zscir.train.distributed import report_once
+from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -43,10 +42,12 @@ def register_train(train_app: typer.Typer) -> None:
         text_column: str = TEXT_COLUMN, workers: int = WORKERS,
         streaming: bool = typer.Option(False, "--streaming/--cached-features", help="Encode each step's images "
                                        "(data larger than RAM) instead of encoding the whole set once."),
+        precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     ) -> None:
         """Stage I (mapping): train φ (+ VSI, + soft text alignment) on world image–caption pairs."""
         from zscir.methods.tscir.config import MappingConfig, Stage1Config
         from zscir.methods.tscir.stage1 import train_stage1
+        from zscir.train.distributed import report_once
 
         mapping = MappingConfig()
         if vsi_layers is not None:
@@ -56,7 +57,8 @@ def register_train(train_app: typer.Typer) -> None:
         cfg = Stage1Config(model=model, method="pic2word" if pic2word else "tscir", mapping=mapping, seed=seed,
                            world_seed=world_seed, threads=threads, device=device,
                            data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
-                                             streaming=streaming or None))
+                                             streaming=streaming or None),
+                           bf16=parse_precision(precision))
         if soft_weight is not None:
             cfg.soft_weight = soft_weight
         if pic2word or not soft:
@@ -86,10 +88,12 @@ def register_train(train_app: typer.Typer) -> None:
         threads: int = typer.Option(None), device: str = typer.Option("cpu"),
         resume: bool = typer.Option(False), progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
+        precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     ) -> None:
         """Stage II (composing): train composing adapters on world triplets, Stage I frozen."""
         from zscir.methods.tscir.config import AdapterConfig, Stage2Config
         from zscir.methods.tscir.stage2 import train_stage2
+        from zscir.train.distributed import report_once
 
         if quality not in ("hq", "lq"):
             raise typer.BadParameter("--quality must be hq or lq")
@@ -100,7 +104,8 @@ def register_train(train_app: typer.Typer) -> None:
             acfg.lora_rank = lora_rank
         cfg = Stage2Config(stage1=str(stage1), model=model, adapter=acfg, quality=quality, seed=seed,
                            world_seed=world_seed, threads=threads, device=device,
-                           data=data_options(data, val_data, image_root, id_template=id_template))
+                           data=data_options(data, val_data, image_root, id_template=id_template),
+                           bf16=parse_precision(precision))
         for k, v in dict(max_triplets=max_triplets, template=template, hard_negatives=hard_negatives,
                          hn_refresh=hn_refresh, steps=steps, batch_size=batch_size, lr=lr,
                          eval_every=eval_every).items():

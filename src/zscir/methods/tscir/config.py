@@ -99,7 +99,9 @@ class Stage1Config:
     soft_weight: float = 1.0  # weight of the soft text-alignment loss (0 = off)
     soft_temperature: float = 0.05  # temperature of the caption–caption soft targets
     eval_every: int = 500
-    bf16: bool = True  # bf16 autocast (frozen encoders and the step); ~2-5x faster on CPU
+    # bf16 autocast (frozen encoders and the step): None = where the hardware has native bf16
+    # (zscir.train.precision; emulated bf16 was ~9x slower); the saved config records the resolved value
+    bf16: bool | None = None
     threads: int | None = None
     device: str = "cpu"
     data: DataOptions = field(default_factory=DataOptions)  # --data / --val-data (world by default)
@@ -155,7 +157,7 @@ class Stage2Config:
     hn_refresh: int = 200
     gallery_pairs: int = 10000
     eval_every: int = 400
-    bf16: bool = True
+    bf16: bool | None = None  # None: from the hardware, as in Stage1Config
     threads: int | None = None
     device: str = "cpu"
     data: DataOptions = field(default_factory=DataOptions)  # --data (triplets) / --val-data

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from zscir.train.common import (cosine_lr, load_training_state, save_training_st
 from zscir.train.pair_features import encode_pixels
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_range, main_first, sync_torch_rng)
+from zscir.train.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     if cfg.mapping.prompt.count("$") != 1:
         raise ValueError(f"the Stage I prompt must contain exactly one '$': {cfg.mapping.prompt!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -42,6 +43,7 @@ from zscir.train.common import (cosine_lr, load_training_state, save_training_st
                                 set_threads, write_json)
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_slice)
+from zscir.train.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     if not cfg.stage1:
         raise ValueError("Stage II needs a Stage I checkpoint (--stage1 DIR)")
