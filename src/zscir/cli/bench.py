@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from zscir.cli.options import OUT
+
 ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
 
 
@@ -36,7 +38,7 @@ def register(app: typer.Typer) -> None:
         items: Optional[List[str]] = typer.Argument(None, help=f"items to run (default all: {', '.join(ITEMS)})"),
         large: bool = typer.Option(False, "--large", help="add the 1M-row galleries (exact search, FAISS)"),
         tiny: bool = typer.Option(False, "--tiny", help="tiny sizes (seconds; for tests)"),
-        out: Path = typer.Option(Path("runs/bench"), "--out", help="folder for <item>.json/.md and report.md"),
+        out: Path = typer.Option(Path("runs/bench"), *OUT, help="folder for <item>.json/.md and report.md"),
         threads: int = typer.Option(1, "--threads", help="torch/faiss threads (default 1: shared machines)"),
         repeats: int = typer.Option(3, "--repeats", help="timed repeats per measurement (median reported)"),
     ) -> None:

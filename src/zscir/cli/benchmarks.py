@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from zscir.cli.options import OPTION, OUT, check_out_path
+
 __all__ = ["register"]
 
 _MAX_PRINTED_ERRORS = 30
@@ -24,21 +26,22 @@ def _submit(
     split: Optional[str] = typer.Option(None, "--split", help="default: test1 for cirr, test for circo"),
     model: Optional[str] = typer.Option(None, "--model", help="backbone model name"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="method checkpoint"),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="method option KEY=VALUE (repeatable)"),
+    option: Optional[list[str]] = typer.Option(None, *OPTION, help="method option KEY=VALUE (repeatable)"),
     flag: Optional[list[str]] = typer.Option(
         None, "--flag", help="protocol flag KEY=VALUE, e.g. preprocessing=targetpad, use_shared_concept=true"),
-    out_dir: Path = typer.Option(Path("submissions"), "--out-dir", help="folder for the submission files"),
+    out_dir: Path = typer.Option(Path("submissions"), *OUT, "--out-dir", help="folder for the submission files"),
     name: Optional[str] = typer.Option(None, "--name", help="file name stem (default <benchmark>_<split>_<method>)"),
     batch_size: int = typer.Option(64, "--batch-size"),
     num_workers: int = typer.Option(0, "--num-workers", help="image decoding worker processes"),
     device: str = typer.Option("cpu", "--device"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="gallery feature cache (default ~/.cache/zscir/features)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="gallery feature cache (default $ZSCIR_CACHE/features)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Rank a test split and write the evaluation-server submission file(s)."""
     from ..eval.benchmarks import BenchmarkDataError, write_submission
     from .common import make_composer, parse_options
 
+    check_out_path(out_dir)
     composer = make_composer(method, model, checkpoint, device, parse_options(option))
     try:
         paths = write_submission(benchmark, data_root, split, composer, out_dir, batch_size=batch_size,

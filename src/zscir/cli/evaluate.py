@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail, make_composer, parse_options
+from zscir.cli.options import OPTION, OUT, check_out_path
 
 
 def register(app: typer.Typer) -> None:
@@ -21,20 +22,21 @@ def register(app: typer.Typer) -> None:
         ),
         model: str = typer.Option(None, help="Backbone name (default: world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of a trained method."),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
+        option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE (repeatable)."),
         data_root: Path = typer.Option(None, help="Dataset root (real benchmarks)."),
         split: str = typer.Option("val", help="Split (real benchmarks)."),
         world_seed: int = typer.Option(0, help="Seed of the world benchmark."),
-        output: Path = typer.Option(None, help="Write the results (metrics + configuration) as JSON."),
+        output: Path = typer.Option(None, *OUT, "--output", help="Write the results (metrics + configuration) as JSON."),
         batch_size: int = typer.Option(128, help="Encoding batch size."),
         limit: int = typer.Option(None, help="Evaluate only the first N queries (quick runs)."),
-        cache_dir: Path = typer.Option(None, help="Feature cache folder."),
+        cache_dir: Path = typer.Option(None, help="Feature cache folder (default: under $ZSCIR_CACHE)."),
         device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
         flag: list[str] = typer.Option(None, "--flag", help="Protocol flag KEY=VALUE (real benchmarks)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
         breakdown: bool = typer.Option(False, help="World: also print R@1/R@5 per edit kind and held-out combos."),
     ) -> None:
         """Evaluate one or more methods and print the standard table."""
+        check_out_path(output)
         options = parse_options(option)
         results = []
         for m in method:

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail, make_composer, parse_options
+from zscir.cli.options import OPTION
 
 
 def register(app: typer.Typer) -> None:
@@ -181,7 +182,7 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "-k", min=1, max=1000),
         method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
         checkpoint: str = typer.Option(None),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
+        option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE."),
         backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
         use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
                                      "exact search. Default: ANN when the index has an up-to-date one."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail, parse_options
+from zscir.cli.options import OPTION
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(None, "--method", "-m", help="Default method (default: the index's)."),
         model: str = typer.Option(None, help="Backbone (default: the index's, or world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of the default method."),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
+        option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE."),
         method_checkpoint: list[str] = typer.Option(
             None, "--method-checkpoint", help="METHOD=DIR: checkpoint a selectable trained method loads."),
         backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.options import OUT
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 train_app = typer.Typer(help="Train models (world CLIP, method stages).", no_args_is_help=True)
@@ -14,7 +15,7 @@ train_app = typer.Typer(help="Train models (world CLIP, method stages).", no_arg
 
 @train_app.command("clip")
 def train_clip_cmd(
-    out: Path = typer.Option(Path("runs/world-clip"), help="Output HF model folder."),
+    out: Path = typer.Option(Path("runs/world-clip"), *OUT, help="Output HF model folder."),
     steps: int = typer.Option(None, help="Training steps (default: the shipped recipe)."),
     batch_size: int = typer.Option(None),
     n_pairs: int = typer.Option(None, help="Number of world image–caption pairs."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import make_composer, parse_options
+from zscir.cli.options import OPTION, OUT, check_out_path
 
 viz_app = typer.Typer(help="Visualisations of methods' embedding spaces.", no_args_is_help=True)
 
@@ -18,10 +19,10 @@ def _floats(text: str | None) -> list[float]:
 def register(app: typer.Typer) -> None:
     @viz_app.command("fused")
     def fused_cmd(
-        output: Path = typer.Option(Path("fused_map.png"), "--output", "-O", help="PNG to write (+ .json)."),
+        output: Path = typer.Option(Path("fused_map.png"), *OUT, "--output", help="PNG to write (+ .json)."),
         method: str = typer.Option("fusiondiff", "--method", "-m", help="fusiondiff | fusiondiff-image"),
         model: str = typer.Option(None), checkpoint: str = typer.Option(None),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE."),
+        option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE."),
         projection: str = typer.Option("pca", help="pca | tsne"),
         n_queries: int = typer.Option(8), n_gallery: int = typer.Option(600),
         seed: int = typer.Option(0), world_seed: int = typer.Option(0),
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
         """Map reference, query, generated and target fused embeddings over the gallery (PCA/t-SNE)."""
         from zscir.viz.fused import FusedMapConfig, fused_map
 
+        check_out_path(output)
         composer = make_composer(method, model, checkpoint, "cpu", parse_options(option))
         info = fused_map(composer, output, FusedMapConfig(n_queries, n_gallery, projection, seed=seed), world_seed)
         typer.echo(f"wrote {info['png']} (mean cosine to target: {info['mean_cosine_to_target']})")
@@ -39,10 +41,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep_cmd(
-        out: Path = typer.Option(Path("runs/sweep"), help="Folder for sweep.csv and sweep.png."),
+        out: Path = typer.Option(Path("runs/sweep"), *OUT, help="Folder for sweep.csv and sweep.png."),
         method: str = typer.Option("fusiondiff", "--method", "-m"),
         model: str = typer.Option(None), checkpoint: str = typer.Option(None),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Fixed method option KEY=VALUE."),
+        option: list[str] = typer.Option(None, *OPTION, help="Fixed method option KEY=VALUE."),
         guidance: str = typer.Option("1,1.5,2,3", help="Comma-separated guidance scales ('' to skip)."),
         steps: str = typer.Option("2,5,10,20", help="Comma-separated DDIM step counts ('' to skip)."),
         weights: str = typer.Option("0.3,0.4,0.5,0.6,0.7", help="Comma-separated fusion weights ('' to skip)."),
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
         """R@1/R@10 vs guidance scale, DDIM steps and fusion weight on the world benchmark (PNG + CSV)."""
         from zscir.viz.sweep import run_sweep
 
+        check_out_path(out)
         base = parse_options(option)
         grid = {k: v for k, v in (("guidance_scale", _floats(guidance)), ("steps", _floats(steps)),
                                   ("fusion_weight", _floats(weights))) if v}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,10 @@ WORLD_METRICS = (
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZSCIR_CACHE", Path.home() / ".cache" / "zscir"))
+    """The zscir cache root (``$ZSCIR_CACHE``); see `zscir.cache`."""
+    from zscir.cache import cache_root
+
+    return cache_root()
 
 
 def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, **overrides: Any) -> Path:

@@ -14,7 +14,7 @@ Data layouts, protocols and reference numbers: docs/BENCHMARKS.md.
 from .circo import load_circo
 from .cirr import load_cirr
 from .fashioniq import CAPTION_MODES, compose_fashioniq_texts, load_fashioniq
-from .features import DEFAULT_CACHE_DIR, FeatureCache
+from .features import FeatureCache
 from .images import targetpad_transform
 from .layout import BenchmarkDataError
 from .protocol import BENCHMARK_NAMES, make_protocol
@@ -27,7 +27,6 @@ __all__ = [
     "BenchmarkDataError",
     "BenchmarkRun",
     "CAPTION_MODES",
-    "DEFAULT_CACHE_DIR",
     "FeatureCache",
     "compose_fashioniq_texts",
     "evaluate_benchmark",

@@ -6,7 +6,7 @@ encoder of the same backbone). Features are therefore cached per
 
     (composer.gallery_cache_key(), image preprocessing, fingerprint of the image list)
 
-in ``cache_dir`` (default ``~/.cache/zscir/features``), so evaluating another method or another protocol
+in ``cache_dir`` (default ``$ZSCIR_CACHE/features``, i.e. ``~/.cache/zscir/features``), so evaluating another method or another protocol
 flag on the same backbone re-uses them. The image-list fingerprint hashes, in order, each image's id,
 path relative to the data root, size and modification time: moving a data root keeps the cache valid,
 regenerating or replacing images invalidates it.
@@ -38,7 +38,6 @@ from .layout import GalleryImage
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_CACHE_DIR",
     "FeatureCacheKey",
     "FeatureCache",
     "image_list_fingerprint",
@@ -48,7 +47,6 @@ __all__ = [
     "encode_queries",
 ]
 
-DEFAULT_CACHE_DIR = Path("~/.cache/zscir/features")
 _FORMAT_VERSION = 1
 
 
@@ -88,7 +86,10 @@ class FeatureCache:
     """A folder of cached gallery feature matrices with per-entry JSON manifests."""
 
     def __init__(self, directory: Path | str | None = None) -> None:
-        self.directory = Path(directory if directory is not None else DEFAULT_CACHE_DIR).expanduser()
+        from zscir.cache import cache_dir
+
+        # the default follows ZSCIR_CACHE like every other zscir cache (read when the cache is opened)
+        self.directory = Path(directory).expanduser() if directory is not None else cache_dir("features")
 
     def _paths(self, key: FeatureCacheKey) -> tuple[Path, Path]:
         d = key.digest()

@@ -14,6 +14,7 @@ import typer
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 
 
+
 def _overrides(**kw):
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -21,7 +22,7 @@ def _overrides(**kw):
 def register_train(train_app: typer.Typer) -> None:
     @train_app.command("fusiondiff-prior")
     def prior_cmd(
-        out: Path = typer.Option(Path("runs/fusiondiff-prior"), help="Output checkpoint folder."),
+        out: Path = typer.Option(Path("runs/fusiondiff-prior"), "--out", "-o", help="Output checkpoint folder."),
         model: str = typer.Option("world-clip", help="Backbone."),
         space: str = typer.Option("joint", help="joint (fused image+caption) | image (CompoDiff-like ablation)."),
         fusion_weight: float = typer.Option(None, help="Text share of the fused embedding (default 0.5)."),
@@ -64,7 +65,7 @@ def register_train(train_app: typer.Typer) -> None:
     @train_app.command("fusiondiff-adapter")
     def adapter_cmd(
         prior: Path = typer.Option(Path("runs/fusiondiff-prior"), help="Stage-1 checkpoint folder."),
-        out: Path = typer.Option(Path("runs/fusiondiff"), help="Output checkpoint folder."),
+        out: Path = typer.Option(Path("runs/fusiondiff"), "--out", "-o", help="Output checkpoint folder."),
         max_triplets: int = typer.Option(None, help="Use only the first N training triplets."),
         n_triplets: int = typer.Option(None, help="World HQ triplets generated (training pool + validation)."),
         mode: str = typer.Option("adapter", help="adapter (prior frozen) | full (fine-tune prior + adapter)."),

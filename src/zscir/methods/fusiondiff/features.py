@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    from zscir.eval.world import default_cache_dir as root
+    from zscir.cache import cache_dir
 
-    return root() / "fusiondiff"
+    return cache_dir("fusiondiff")
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ def _layers(text: str | None) -> list[int] | None:
 def register_train(train_app: typer.Typer) -> None:
     @train_app.command("tscir-stage1")
     def stage1_cmd(
-        out: Path = typer.Option(Path("runs/tscir-stage1"), help="Output checkpoint folder."),
+        out: Path = typer.Option(Path("runs/tscir-stage1"), "--out", "-o", help="Output checkpoint folder."),
         model: str = typer.Option("world-clip", help="Backbone (any name of the backbone layer)."),
         pic2word: bool = typer.Option(False, "--pic2word", help="Pic2Word: φ only, no VSI, no soft alignment."),
         vsi: bool = typer.Option(True, help="Visual Semantic Injection (--no-vsi for the ablation)."),
@@ -73,7 +73,7 @@ def register_train(train_app: typer.Typer) -> None:
     @train_app.command("tscir-stage2")
     def stage2_cmd(
         stage1: Path = typer.Option(..., help="Stage I checkpoint folder (from tscir-stage1)."),
-        out: Path = typer.Option(Path("runs/tscir"), help="Output checkpoint folder (includes Stage I)."),
+        out: Path = typer.Option(Path("runs/tscir"), "--out", "-o", help="Output checkpoint folder (includes Stage I)."),
         quality: str = typer.Option("hq", help="hq (rendered targets) | lq (caption-mined targets)."),
         max_triplets: int = typer.Option(None, help="Training triplets (first N of the world's sequence)."),
         adapter: str = typer.Option("bottleneck", help="bottleneck | lora (peft)."),

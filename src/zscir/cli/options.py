@@ -1,0 +1,32 @@
+"""The option vocabulary every `zscir` command shares, so that a short option means one thing everywhere.
+
+* ``-o`` / ``--out`` is where a command writes its result (a folder or a file). Commands keep their older
+  long names as aliases (``--output`` for `zscir eval` and `zscir viz fused`, ``--out-dir`` for
+  `zscir submit`). The trainers in ``zscir.methods.*.cli`` spell the names out: importing this package
+  from there would be an import circle.
+* ``-O`` / ``--option KEY=VALUE`` is a method option (repeatable). Until version 0.1 ``-o`` meant this in
+  most commands but ``--out`` in `zscir index`, so `check_out_path` turns an old-style ``-o weight=0.3``,
+  which would now name an output file, into a clear error instead of a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: the names of the output option (``-o`` is the short one in every command that writes something)
+OUT = ("--out", "-o")
+#: the names of the repeatable method option
+OPTION = ("--option", "-O")
+
+_KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
+
+
+def check_out_path(path: Path | None) -> Path | None:
+    """``path`` unchanged, unless it looks like a ``KEY=VALUE`` method option given to ``-o`` by habit."""
+    if path is not None and _KEY_VALUE.match(str(path)) and "/" not in str(path):
+        from zscir.cli.common import fail
+
+        fail(f"-o/--out {str(path)!r} names the output; a method option is given with --option/-O KEY=VALUE "
+             "(rename the output, e.g. ./" + str(path) + ", if you really meant that file name)")
+    return path
