@@ -1,4 +1,4 @@
-"""zscir performance suite (issue 7): ratios measured side by side in one run.
+"""zscir performance suite (docs/PERFORMANCE.md): ratios measured side by side in one run.
 
 Run ``python -m benchmarks --help`` (or ``zscir bench --help``). Every item writes JSON plus a markdown
 table; absolute times on a shared machine are noisy, so each table reports *ratios* of things measured in

@@ -1,4 +1,4 @@
-"""``zscir bench``: the performance suite of issue 7 (same as ``python -m benchmarks``).
+"""``zscir bench``: the performance suite (same as ``python -m benchmarks``; docs/PERFORMANCE.md).
 
 The suite lives in the top-level ``benchmarks/`` package of the source checkout (it is a development
 tool, not part of the installed library), so this command finds it next to ``src/`` and reports a clear

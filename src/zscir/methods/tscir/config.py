@@ -80,7 +80,7 @@ class Stage1Config:
     """Training of Stage I (mapping) on world image–caption pairs.
 
     ``soft_weight = 0`` and ``mapping.vsi_layers = []`` give Pic2Word. Defaults are sized so that the
-    stage trains in a few minutes on one CPU core with the world CLIP (see docs/design/tscir.md).
+    stage trains in a few minutes on one CPU core with the world CLIP (see docs/DESIGN-CHOICES.md, TSCIR).
     """
 
     model: str = "world-clip"
@@ -151,7 +151,7 @@ class Stage2Config:
     weight_decay: float = 0.01
     warmup: int = 50
     temperature: float = 0.05
-    # Off by default: on the world, mined negatives cost 5.7 R@1 at 20k triplets (docs/results/tscir.md)
+    # Off by default: on the world, mined negatives cost 5.7 R@1 at 20k triplets (docs/RESULTS.md, TSCIR ablations)
     hard_negatives: int = 0
     hn_pool: int = 32
     hn_refresh: int = 200
