@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,9 +33,12 @@ from zscir.index.names import item_path
 from zscir.index.retriever import MethodUnavailable, Retriever
 from zscir.index.store import StoreError
 from zscir.serve.limits import ApiError, BodySizeLimit, ServeLimits, error_body
+from zscir.serve.page import render_page, summary_line
 
 logger = logging.getLogger(__name__)
 
+#: gallery items per page of the web page (app.js asks for the same number)
+PAGE_SIZE = 60
 #: HTTP status for each reason an image is refused
 _IMAGE_STATUS = {"empty": 400, "corrupt": 400, "not_an_image": 415, "too_many_pixels": 413,
                  "file_too_large": 413, "unreadable": 400, "not_a_file": 400}
@@ -123,7 +126,8 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
     def items(offset: int = Query(0, ge=0), limit: int = Query(60, ge=1, le=lim.max_page)) -> dict[str, Any]:
         page = retriever.store.items[offset:offset + limit]
         return {"total": len(retriever.store), "offset": offset,
-                "items": [{"id": it["id"], "thumbnail": thumbnail_url(it["id"])} for it in page]}
+                "items": [{"id": it["id"], "path": it.get("path"), "thumbnail": thumbnail_url(it["id"])}
+                          for it in page]}
 
     @app.get("/items/{item_id:path}/thumbnail", summary="JPEG thumbnail of an indexed item",
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "unknown item"}})
@@ -199,14 +203,19 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                                                                     "height": ref.height}),
                           "indexed": indexed.to_json() if indexed else None,
                           "note": indexed.describe() if indexed else None},
-            "results": [{"rank": h.rank + 1, "id": h.id, "score": round(h.score, 6), "thumbnail": thumbnail_url(h.id)}
-                        for h in hits],
+            "results": [{"rank": h.rank + 1, "id": h.id, "path": h.path, "score": round(h.score, 6),
+                         "thumbnail": thumbnail_url(h.id)} for h in hits],
             "took_ms": round((time.perf_counter() - t0) * 1000, 1),
         }
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(static_dir() / "index.html", media_type="text/html")
+    def page() -> HTMLResponse:
+        # the first screen (summary + first gallery page) is rendered here, not left blank for app.js
+        first = retriever.store.items[:PAGE_SIZE]
+        html = render_page((static_dir() / "index.html").read_text(encoding="utf-8"),
+                           summary_line(retriever.describe()), first, [thumbnail_url(it["id"]) for it in first],
+                           len(retriever.store))
+        return HTMLResponse(html)
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     return app

@@ -14,6 +14,19 @@ function figure(src, caption, title) {
   return fig;
 }
 
+// the file name of a path (what a tile shows; the full path is its hover title)
+function fileName(path, fallback) {
+  if (!path) return fallback;
+  const parts = String(path).split(/[\\/]/);
+  return parts[parts.length - 1] || fallback;
+}
+
+function galleryTile(fig, id, thumbnail) {
+  fig.dataset.id = id;
+  fig.className = "thumb";
+  fig.addEventListener("click", () => setReferenceItem(id, thumbnail, fig));
+}
+
 function showError(msg) { $("error").textContent = msg || ""; }
 
 async function api(path, options) {
@@ -39,10 +52,8 @@ async function loadGallery() {
   const page = await api(`/items?offset=${state.offset}&limit=${state.pageSize}`);
   state.total = page.total;
   for (const it of page.items) {
-    const fig = figure(it.thumbnail, it.id, it.id);
-    fig.dataset.id = it.id;
-    fig.className = "thumb";
-    fig.addEventListener("click", () => setReferenceItem(it.id, it.thumbnail, fig));
+    const fig = figure(it.thumbnail, fileName(it.path, it.id), it.path || it.id);
+    galleryTile(fig, it.id, it.thumbnail);
     $("gallery").append(fig);
   }
   state.offset += page.items.length;
@@ -80,7 +91,7 @@ async function search(ev) {
     const grid = $("results");
     grid.replaceChildren();
     for (const r of res.results) {
-      const fig = figure(r.thumbnail, `#${r.rank} ${r.score.toFixed(3)}`, r.id);
+      const fig = figure(r.thumbnail, `#${r.rank} ${r.score.toFixed(3)} ${fileName(r.path, r.id)}`, r.path || r.id);
       fig.className = "result";
       fig.dataset.id = r.id;
       grid.append(fig);
@@ -106,8 +117,22 @@ $("file").addEventListener("change", () => {
 $("search-form").addEventListener("submit", search);
 $("more").addEventListener("click", () => loadGallery().catch((e) => showError(e.message)));
 
+// The server renders the summary and the first gallery page into the HTML (zscir.serve.page): adopt those
+// tiles and continue after them; without them (an older server) load the first page here.
+function adoptRenderedGallery() {
+  const g = $("gallery");
+  const n = Number(g.dataset.rendered || 0);
+  g.querySelectorAll("figure.thumb").forEach((fig) => {
+    galleryTile(fig, fig.dataset.id, fig.querySelector("img").getAttribute("src"));
+  });
+  state.offset = n; state.total = Number(g.dataset.total || 0);
+  $("more").hidden = state.offset >= state.total;
+  return n > 0 || g.dataset.rendered !== undefined;
+}
+
 (async () => {
   try {
+    const rendered = adoptRenderedGallery();
     const h = await api("/health");
     $("summary").textContent = `${h.items} images · model ${h.model} · default method ${h.method}`;
     const mi = h.model_info || {};
@@ -116,6 +141,6 @@ $("more").addEventListener("click", () => loadGallery().catch((e) => showError(e
       $("model-note").textContent = `Model ${mi.name}: ${mi.purpose}.${hint}`;
       $("model-note").className = mi.real_images ? "" : "caveat";
     }
-    await Promise.all([loadMethods(), loadGallery()]);
+    await Promise.all([loadMethods(), rendered ? Promise.resolve() : loadGallery()]);
   } catch (e) { showError(e.message); }
 })();
