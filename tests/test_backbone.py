@@ -136,7 +136,7 @@ def test_save_and_load_local_dir_round_trip(tiny_backbone, tmp_path):
 
 def test_offline_hub_id_fails_with_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="could not load a CLIP checkpoint"):
+    with pytest.raises(OSError, match="not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"):
         create_backbone("hf-hub:nobody/not-a-cached-model")
 
 

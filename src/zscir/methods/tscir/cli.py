@@ -73,7 +73,8 @@ def register_train(train_app: typer.Typer) -> None:
     @train_app.command("tscir-stage2")
     def stage2_cmd(
         stage1: Path = typer.Option(..., help="Stage I checkpoint folder (from tscir-stage1)."),
-        out: Path = typer.Option(Path("runs/tscir"), "--out", "-o", help="Output checkpoint folder (includes Stage I)."),
+        out: Path = typer.Option(Path("runs/tscir"), "--out", "-o",
+                                 help="Output checkpoint folder (includes Stage I)."),
         quality: str = typer.Option("hq", help="hq (rendered targets) | lq (caption-mined targets)."),
         max_triplets: int = typer.Option(None, help="Training triplets (first N of the world's sequence)."),
         adapter: str = typer.Option("bottleneck", help="bottleneck | lora (peft)."),
