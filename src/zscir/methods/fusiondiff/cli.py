@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
 
@@ -40,13 +41,16 @@ def register_train(train_app: typer.Typer) -> None:
         caption_bank: str = typer.Option(None, "--caption-bank", help="Pair SPEC whose captions the retrieval "
                                          "captioner uses (default: --data when it is not the world)."),
         captioner_model: str = typer.Option(None, help="transformers image-to-text model for --captioner generative."),
+        precision: Precision = typer.Option(
+            Precision.fp32, help=PRECISION_HELP + " Default here fp32: it reproduces the shipped checkpoint."),
     ) -> None:
         """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
         from zscir.train.distributed import report_once
 
         cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
-                               data=data_options(data, val_data, image_root, image_column, text_column, workers=workers))
+                               data=data_options(data, val_data, image_root, image_column, text_column, workers=workers),
+                               bf16=parse_precision(precision))
         cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
         if caption_bank is None and captioner in (None, "retrieval") and data != "world":
             caption_bank = data  # a real gallery is captioned from the captions the prior was trained on
@@ -77,13 +81,16 @@ def register_train(train_app: typer.Typer) -> None:
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
+        precision: Precision = typer.Option(
+            Precision.fp32, help=PRECISION_HELP + " Default here fp32: it reproduces the shipped checkpoint."),
     ) -> None:
         """Stage 2: train the Control-Adapter (prior frozen) on the world's synthetic triplets."""
         from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
         from zscir.train.distributed import report_once
 
         cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads,
-                                 data=data_options(data, val_data, image_root, id_template=id_template))
+                                 data=data_options(data, val_data, image_root, id_template=id_template),
+                                 bf16=parse_precision(precision))
         cfg = replace(cfg, **_overrides(max_triplets=max_triplets, n_triplets=n_triplets, steps=steps,
                                         batch_size=batch_size, lr=lr, eval_every=eval_every))
         parts = tuple(p.strip() for p in control.split(",")) if control else None

@@ -29,6 +29,7 @@ from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, slic
 from zscir.train.common import seed_everything, set_threads
 from zscir.train.data_options import DataOptions
 from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
+from zscir.train.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class AdapterTrainConfig:
     warmup: int = 100
     eval_every: int = 500
     threads: int | None = 1
+    # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
+    bf16: bool | None = False
     cache_dir: str | None = None
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DataOptions = field(default_factory=DataOptions)  # --data (triplets) / --val-data
@@ -92,6 +95,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
     seed_everything(cfg.seed)
     if cfg.adapter.mode not in ("adapter", "full"):
         raise ValueError(f"mode must be 'adapter' or 'full', got {cfg.adapter.mode!r}")
@@ -146,7 +150,8 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
 
     params = list(adapter.parameters()) + list(prior.parameters())
     r = run_loop(f"fusiondiff-adapter[{cfg.adapter.mode}]", params, batch_loss,
-                 LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every), out, save,
+                 LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every, bf16=cfg.bf16),
+                 out, save,
                  evaluate=lambda: _val_recall(prior, adapter, ctrl_all[val], txt[val], z0_all[val]),
                  resume=resume, progress=progress, log_config=asdict(cfg), ctx=ctx)
     return {**r, "trainable_params": trainable, "n_train_triplets": n_train}

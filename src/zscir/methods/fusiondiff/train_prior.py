@@ -28,6 +28,7 @@ from zscir.methods.fusiondiff.trainer import Denoise, LoopConfig, run_loop, slic
 from zscir.train.common import seed_everything, set_threads
 from zscir.train.data_options import DataOptions
 from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
+from zscir.train.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class PriorTrainConfig:
     eval_every: int = 500
     n_val: int = 500
     threads: int | None = 1
+    # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
+    bf16: bool | None = False
     cache_dir: str | None = None
     joint: JointConfig = field(default_factory=JointConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
@@ -92,6 +95,7 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
     seed_everything(cfg.seed)
     backbone = backbone or create_backbone(cfg.model)
     backbone.freeze()
@@ -142,7 +146,8 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     n_params = count_parameters(prior.denoiser)
     logger.info("prior: %d parameters, %d training pairs", n_params, n_train)
     r = run_loop("fusiondiff-prior", prior.parameters(), batch_loss,
-                 LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every), out, save,
+                 LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.eval_every, bf16=cfg.bf16),
+                 out, save,
                  evaluate=lambda: {"val_loss": _val_loss(prior, v_z0, v_txt)}, resume=resume,
                  progress=progress, log_config=asdict(cfg), ctx=ctx)
     return {**r, "trainable_params": n_params}

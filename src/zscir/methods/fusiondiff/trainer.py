@@ -42,6 +42,7 @@ class LoopConfig:
     warmup: int = 100
     eval_every: int = 500
     grad_clip: float = 1.0
+    bf16: bool = False  # bf16 autocast of the loss computation (zscir.train.precision decides the default)
 
 
 class LocalLoss(NamedTuple):
@@ -134,7 +135,8 @@ def run_loop(
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = loop.lr * cosine_lr(step, loop.steps, loop.warmup)
-        loss = batch_loss(step)
+        with torch.autocast(params[0].device.type if params else "cpu", dtype=torch.bfloat16, enabled=loop.bf16):
+            loss = batch_loss(step)
         if isinstance(loss, LocalLoss):
             local, share = loss
             scale = share * ctx.world_size  # DDP averages over ranks: weight each by its share of the batch
