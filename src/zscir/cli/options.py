@@ -4,8 +4,8 @@
   long names as aliases (``--output`` for `zscir eval` and `zscir viz fused`, ``--out-dir`` for
   `zscir submit`). The trainers in ``zscir.methods.*.cli`` spell the names out: importing this package
   from there would be an import circle.
-* ``-O`` / ``--option KEY=VALUE`` is a method option (repeatable). Until version 0.1 ``-o`` meant this in
-  most commands but ``--out`` in `zscir index`, so `check_out_path` turns an old-style ``-o weight=0.3``,
+* ``-O`` / ``--option KEY=VALUE`` is a method option (repeatable). Earlier ``-o`` meant this in most
+  commands but ``--out`` in `zscir index`, so `check_out_path` turns an old-style ``-o weight=0.3``,
   which would now name an output file, into a clear error instead of a silently ignored option.
 """
 
