@@ -104,10 +104,10 @@ def test_cached_model_loads_without_any_hub(no_hub, tiny_files, monkeypatch):
 
 
 def test_partial_cache_names_the_missing_file(no_hub, tiny_files):
-    _fill_cache(no_hub, "someorg/partial", tiny_files, drop=("preprocessor_config.json",))
+    _fill_cache(no_hub, "someorg/partial", tiny_files, drop=("model.safetensors",))
     with pytest.raises(FileNotFoundError) as info:
         create_backbone("hf-hub:someorg/partial")
-    assert "without preprocessor_config.json" in str(info.value)
+    assert "without model.safetensors or pytorch_model.bin" in str(info.value)
 
 
 def test_local_dir_missing_folder_and_missing_files(tmp_path, tiny_files):
@@ -116,8 +116,8 @@ def test_local_dir_missing_folder_and_missing_files(tmp_path, tiny_files):
     assert "Repo id" not in str(info.value) and "config.json" in str(info.value)
     partial = tmp_path / "partial"
     shutil.copytree(tiny_files, partial)
-    (partial / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks tokenizer.json or vocab.json \+ merges.txt"):
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks model.safetensors or pytorch_model.bin"):
         create_backbone(f"local-dir:{partial}")
 
 

@@ -28,6 +28,10 @@ REQUIRED_FILES: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("config.json",),),
     (("model.safetensors",), ("pytorch_model.bin",), ("model.safetensors.index.json",),
      ("pytorch_model.bin.index.json",)),
+)
+#: what a checkpoint normally has besides: without them the loader falls back (OpenAI's tokenizer for an
+#: OpenAI vocabulary, OpenAI's preprocessing) or names what is missing (`HFCLIPBackbone.from_pretrained`)
+EXPECTED_FILES: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("tokenizer.json",), ("vocab.json", "merges.txt")),
     (("preprocessor_config.json",),),
 )
@@ -47,12 +51,13 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _words(groups) -> list[str]:
+    return [" or ".join(" + ".join(names) for names in alternatives) for alternatives in groups]
+
+
 def required_files_text() -> str:
     """The expected file list in words, for error messages and docs."""
-    parts = []
-    for alternatives in REQUIRED_FILES:
-        parts.append(" or ".join(" + ".join(names) for names in alternatives))
-    return "; ".join(parts)
+    return "; ".join(_words(REQUIRED_FILES)) + "; normally also " + " and ".join(_words(EXPECTED_FILES))
 
 
 def missing_files(present: set[str]) -> list[str]:
@@ -109,7 +114,7 @@ def _wanted_files(siblings: list[str]) -> list[str]:
     """Of a repository's files, the ones to download: the first available alternative per group."""
     have = set(siblings)
     wanted: list[str] = []
-    for alternatives in REQUIRED_FILES:
+    for alternatives in REQUIRED_FILES + EXPECTED_FILES:
         for names in alternatives:
             if all(n in have for n in names):
                 wanted.extend(names)
