@@ -25,7 +25,7 @@ def _options(*path: str) -> dict[str, tuple[str, ...]]:
 WRITERS = {("index",): "out", ("demo",): "out", ("eval",): "output", ("submit",): "out_dir", ("sweep",): "out",
            ("viz", "fused"): "output", ("bench",): "out", ("train", "clip"): "out",
            ("train", "tscir-stage1"): "out", ("train", "tscir-stage2"): "out",
-           ("train", "fusiondiff-prior"): "out", ("train", "fusiondiff-adapter"): "out"}
+           ("train", "fusiondiff-prior"): "out", ("train", "fusiondiff-adapter"): "out", ("train", "lit"): "out"}
 #: commands taking method options
 OPTION_TAKERS = [("eval",), ("submit",), ("search",), ("serve",), ("sweep",), ("viz", "fused")]
 

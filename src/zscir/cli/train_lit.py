@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail
+from zscir.cli.options import OUT
 
 
 def register_train(train_app: typer.Typer) -> None:
     @train_app.command("lit")
     def lit_cmd(
         data: str = typer.Option("world", help="Pair dataset: 'world' (procedural shapes)."),
-        out: Path = typer.Option(Path("runs/lit"), help="Output model folder (load it with --model local-dir:OUT)."),
+        out: Path = typer.Option(Path("runs/lit"), *OUT,
+                                 help="Output model folder (load it with --model local-dir:OUT)."),
         steps: int = typer.Option(None, help="Training steps of the heads (default 2000)."),
         batch_size: int = typer.Option(None, help="Distinct images per batch (default 256)."),
         lr: float = typer.Option(None, help="AdamW learning rate (default 1e-3)."),
