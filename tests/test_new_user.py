@@ -97,10 +97,19 @@ def _bash_blocks(path: Path) -> list[str]:
 
 
 def _commands(block: str) -> list[str]:
-    """The zscir commands of a bash block: continuations joined, comments dropped, `&&` chains split."""
-    out = []
+    """The zscir commands of a bash block: continuations joined, comments dropped, `&&` chains split, and
+    shell variables set in the block (``B32="--model ... -m searle"``) expanded as the shell would."""
+    out: list[str] = []
+    variables: dict[str, str] = {}
     for line in block.replace("\\\n", " ").splitlines():
         line = line.split(" #", 1)[0].strip()
+        if line.startswith("#"):
+            continue
+        assignment = re.fullmatch(r"([A-Za-z_]\w*)=(.*)", line)
+        if assignment:
+            variables[assignment.group(1)] = " ".join(shlex.split(assignment.group(2)))
+            continue
+        line = re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: variables.get(m.group(1), m.group(0)), line)
         for part in line.split("&&"):
             part = part.strip()
             if part.startswith("zscir "):
