@@ -68,5 +68,10 @@ def test_zscir_cache_governs_every_cache(tmp_path, monkeypatch):
     assert FeatureCache().directory == root / "features" == cache_dir("features")  # was ~/.cache/zscir/features
     assert fusiondiff_cache() == root / "fusiondiff"
     assert world_gallery_dir("world-clip", "sum").parent == root / "serve"
+    # `zscir train lit --cache-dir` defaults to None = cache_dir("lit") inside the command (was ./runs/cache)
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("zscir", ["train", "lit", "--help"], resilient_parsing=True)
+    tr = cmd.get_command(ctx, "train")
+    assert [p.default for p in tr.get_command(ctx, "lit").params if p.name == "cache_dir"] == [None]
     monkeypatch.delenv("ZSCIR_CACHE")
     assert cache_root().name == "zscir" and cache_root().parent.name == ".cache"

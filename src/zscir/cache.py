@@ -6,7 +6,8 @@ tests do) all of them. The sub-folders:
 * ``world/``       the procedural world benchmarks (rendered once per seed and configuration);
 * ``features/``    gallery features of the real benchmarks (CIRR, FashionIQ, CIRCO), shared by methods;
 * ``fusiondiff/``  Fusion-Diff's training features and caption banks;
-* ``serve/``       the built-in world gallery index of ``zscir serve`` without an index folder.
+* ``serve/``       the built-in world gallery index of ``zscir serve`` without an index folder;
+* ``lit/``         frozen tower features of ``zscir train lit``.
 
 Model files are not zscir's: the Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) holds hub models.
 """

@@ -27,7 +27,7 @@ def register_train(train_app: typer.Typer) -> None:
                                                   "(default sentence-transformers/all-MiniLM-L6-v2)."),
         image_tower: str = typer.Option(None, help="Registered image tower, optionally NAME:WEIGHTS "
                                                    "(default efficientnet-lite0)."),
-        cache_dir: Path = typer.Option(Path("runs/cache"), help="Frozen-feature cache folder."),
+        cache_dir: Path = typer.Option(None, help="Frozen-feature cache folder (default $ZSCIR_CACHE/lit)."),
         seed: int = typer.Option(0),
         threads: int = typer.Option(1, help="torch intra-op threads (1 is fastest on a shared 2-core machine)."),
         device: str = typer.Option("cpu", help="Device of the towers and heads (e.g. cuda)."),
@@ -37,6 +37,7 @@ def register_train(train_app: typer.Typer) -> None:
         from dataclasses import replace
 
         from zscir.backbones.lit import LiTConfig
+        from zscir.cache import cache_dir as zscir_cache_dir
         from zscir.train.lit import LiTTrainConfig, pair_data, train_lit
 
         model = replace(LiTConfig(), **{k: v for k, v in dict(
@@ -46,7 +47,7 @@ def register_train(train_app: typer.Typer) -> None:
             steps=steps, batch_size=batch_size, lr=lr).items() if v is not None})
         try:
             pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size)
-            r = train_lit(pairs, out, cfg, cache_dir=cache_dir, progress=progress)
+            r = train_lit(pairs, out, cfg, cache_dir=cache_dir or zscir_cache_dir("lit"), progress=progress)
         except (ValueError, FileNotFoundError, OSError) as e:
             fail(str(e))
         m = r["metrics"]
