@@ -8,20 +8,22 @@ encoder on a small triplet set. Pic2Word = Stage I with φ only (no VSI, no soft
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from zscir.methods.tscir.config import AdapterConfig, MappingConfig, Stage1Config, Stage2Config
 
 if TYPE_CHECKING:
     from zscir.methods.tscir.composer import PseudoTokenComposer
+    from zscir.methods.tscir.config import AdapterConfig, MappingConfig, Stage1Config, Stage2Config
 
 __all__ = ["AdapterConfig", "MappingConfig", "PseudoTokenComposer", "Stage1Config", "Stage2Config"]
+_HOME = {"PseudoTokenComposer": "zscir.methods.tscir.composer", "AdapterConfig": "zscir.methods.tscir.config",
+         "MappingConfig": "zscir.methods.tscir.config", "Stage1Config": "zscir.methods.tscir.config",
+         "Stage2Config": "zscir.methods.tscir.config"}
 
 
 def __getattr__(name: str) -> Any:
-    """`PseudoTokenComposer` on first use: it imports torch, which ``zscir --help`` must not pay for."""
-    if name == "PseudoTokenComposer":
-        from zscir.methods.tscir.composer import PseudoTokenComposer
-
-        return PseudoTokenComposer
+    """Names on first use: ``zscir --help`` imports this package (its ``cli`` module) and must not pay for
+    torch (the composer) or the data layer (the configs)."""
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
