@@ -205,17 +205,12 @@ def doors(photo_index) -> dict[str, list[tuple[str, float]]]:
     return doors
 
 
-@pytest.mark.xfail(strict=False, reason="issue 16 §1/§2, fixed on another branch: GET /methods attaches TSCIR's "
-                   "composing adapters to the shared backbone (the server's sum scores change), and an indexed "
-                   "reference given by path or upload is not excluded (only the item-id form is)")
 def test_same_query_same_answer_through_every_door(doors):
     assert len(doors["cli"]) == 10
     for name, hits in doors.items():
         assert hits == doors["cli"], f"{name} differs from the CLI:\n{hits}\n{doors['cli']}"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 16 §2, fixed on another branch: an indexed reference given by path "
-                   "(README's --image ~/Pictures/beach.jpg) or by upload comes back as its own #1")
 def test_indexed_reference_is_not_its_own_best_match(doors):
     for name, hits in doors.items():
         assert "beach.jpg" not in [i for i, _ in hits], f"{name} returned the reference itself: {hits}"
