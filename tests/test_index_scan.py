@@ -67,7 +67,10 @@ def test_undecodable_control_and_ansi_names_are_indexed_and_openable(tmp_path):
     res = CliRunner().invoke(app, ["search", str(tmp_path / "idx"), "--image", "new\\nline.png", "--text", "x",
                                    "-k", "6"])
     assert res.exit_code == 0 and "\x1b" not in res.output and "\udce9" not in res.output, res.output
-    assert len(res.output.strip().splitlines()) == 5  # one line per hit, the reference excluded
+    lines = res.output.strip().splitlines()
+    # the exclusion note names the reference escaped (one line), then one line per hit without the reference
+    assert lines[0] == "reference is indexed item new\\nline.png: excluded"
+    assert len(lines[1:]) == 5 and not any("new" in line for line in lines[1:])
 
 
 @posix_bytes_names
