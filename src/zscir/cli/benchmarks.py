@@ -59,13 +59,12 @@ def _validate(
     split: Optional[str] = typer.Option(None, "--split", help="default: test1 for cirr, test for circo"),
 ) -> None:
     """Check a submission file against the test server's rules (exit status 1 if invalid)."""
-    from ..eval.benchmarks import BenchmarkDataError, validate_submission
+    from ..eval.benchmarks import check_submission
 
-    try:
-        errors = validate_submission(file, benchmark, data_root=data_root, split=split)
-    except (BenchmarkDataError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    check = check_submission(file, benchmark, data_root=data_root, split=split)  # data errors: cli/common.py
+    for warning in check.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    errors = check.errors
     if errors:
         for err in errors[:_MAX_PRINTED_ERRORS]:
             typer.echo(f"invalid: {err}")
