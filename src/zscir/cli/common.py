@@ -196,6 +196,14 @@ def finite_positive(value: float | None) -> float | None:
     return value
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a result file the user asked for; an OS error (disk full, ...) names the file."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
+
+
 def check_output_file(path: Path | None, what: str = "output file") -> Path | None:
     """Fail *before* any work unless ``path`` can be created: its folder exists and it is not a folder.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.common import check_output_file, fail, make_composer, parse_options
+from zscir.cli.common import check_output_file, fail, make_composer, parse_options, write_output
 
 
 def register(app: typer.Typer) -> None:
@@ -73,5 +73,5 @@ def register(app: typer.Typer) -> None:
                 typer.echo(format_table(r))
         if output:
             payload = results[0] if len(results) == 1 else {"results": results}
-            output.write_text(json.dumps(payload, indent=2, default=str))
+            write_output(output, json.dumps(payload, indent=2, default=str))
             typer.echo(f"wrote {output}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options
+from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
 
 
 def register(app: typer.Typer) -> None:
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
             except (NotADirectoryError, StoreError, IndexLockedError, ImportError, ValueError) as e:
                 fail(str(e))
         if report:
-            report.write_text(json.dumps(asdict(rep), indent=2) + "\n")
+            write_output(report, json.dumps(asdict(rep), indent=2) + "\n")
         if rep.up_to_date:
             typer.echo(f"{printable(out)}: index up to date ({rep.indexed} items, skipped {len(rep.skipped)})")
         else:

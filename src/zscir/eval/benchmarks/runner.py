@@ -34,9 +34,9 @@ import torch
 
 from ...methods.base import Composer
 from ..metrics import map_at_k, recall_at_k, recall_subset_at_k
-from .circo import SEMANTIC_ASPECTS, CircoData, load_circo
+from .circo import CIRCO_SPLITS, SEMANTIC_ASPECTS, CircoData, load_circo
 from .cirr import CirrData, load_cirr, normalize_cirr_split
-from .fashioniq import FashionIQCategory, FashionIQData, compose_fashioniq_texts, load_fashioniq
+from .fashioniq import FIQ_SPLITS, FashionIQCategory, FashionIQData, compose_fashioniq_texts, load_fashioniq
 from .features import GalleryFeatures, encode_gallery, encode_queries
 from .layout import DirectoryListing, GalleryImage, check_images_exist
 from .protocol import BENCHMARK_NAMES, CircoProtocol, CirrProtocol, FashionIQProtocol, Protocol, make_protocol
@@ -316,7 +316,14 @@ def _method_preset(composer: Composer, name: str, flags: dict[str, Any]) -> dict
 
 
 def _normalize_split(name: str, split: str) -> str:
-    return normalize_cirr_split(split) if name == "cirr" else split.lower()
+    """The benchmark's spelling of ``split``; a split the benchmark does not have is a ``ValueError``."""
+    if name == "cirr":
+        return normalize_cirr_split(split)
+    known = {"fashioniq": FIQ_SPLITS, "circo": CIRCO_SPLITS}.get(name)
+    if known is not None and split.lower() not in known:
+        raise ValueError(f"unknown {'FashionIQ' if name == 'fashioniq' else 'CIRCO'} split {split!r}; expected one "
+                         f"of {', '.join(known)}")
+    return split.lower()
 
 
 def run_benchmark(
