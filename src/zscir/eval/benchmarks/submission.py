@@ -121,7 +121,7 @@ def _validate_cirr(data: dict[str, Any], data_root: Path | str | None, split: st
     if data.get("version") != "rc2":
         errors.append(f"'version' must be \"rc2\", got {data.get('version')!r}")
     metric = data.get("metric")
-    if metric not in _CIRR_METRICS:
+    if not isinstance(metric, str) or metric not in _CIRR_METRICS:
         errors.append(f"'metric' must be \"recall\" or \"recall_subset\", got {metric!r}")
         return errors
     length = _CIRR_METRICS[metric]
