@@ -169,3 +169,18 @@ def test_large_png_is_downsized_before_it_is_copied(tmp_path):
     Image.new("RGB", (3000, 2000), (10, 20, 30)).save(buf, "PNG")
     im = load_image(buf.getvalue(), ImageLimits(max_side=256))
     assert im.size == (256, 171) and im.info[SOURCE_SIZE_KEY] == (3000, 2000)
+
+
+def test_an_indexed_reference_is_decoded_once_not_per_search(indexed, monkeypatch):
+    """A cheap file that claims many pixels (or any large photo) costs one decode, not one per search."""
+    import zscir.serve.app as app_mod
+
+    _, _, retriever, ids = indexed
+    calls = []
+    real = app_mod.load_image
+    monkeypatch.setattr(app_mod, "load_image", lambda source, limits: calls.append(source) or real(source, limits))
+    client = _client(retriever)
+    for i in range(5):
+        r = client.post("/search", data={"text": f"red {i}", "k": "2", "item_id": ids[1]})
+        assert r.status_code == 200
+    assert len(calls) == 1
