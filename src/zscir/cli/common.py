@@ -6,8 +6,9 @@ app) runs each command and turns an *expected* error — bad data, a user mistak
 configuration errors derive from it: ``BenchmarkDataError``, ``StoreError``, ``ImageRejected``,
 ``MethodUnavailable``), ``OSError`` (missing, unreadable or unwritable files, disk full), ``ImportError``
 (an optional extra not installed) and the index lock. Anything else is a bug and keeps its traceback; so
-does every error under the global ``--debug`` flag. Option callbacks (`check_device`, `finite_positive`,
-`check_output_file`) reject impossible values before any work starts.
+does every error under the global ``--debug`` flag. Option checks (`check_device`, `finite_number`,
+`finite_positive`, `check_output_file`) reject impossible values before any work starts; `printable`
+makes every printed message one safe line.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def make_composer(method: str, model: str | None, checkpoint: str | None, device
 
 
 def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    """Print ``error: message`` (control characters and undecodable bytes escaped) and exit with status 2."""
+    typer.secho(f"error: {printable(message)}", fg="red", err=True)
     raise typer.Exit(2)
 
 
@@ -80,19 +82,19 @@ def error_message(exc: BaseException) -> str:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what += ("; what was written before stays consistent (an index keeps its last committed "
                      "generation): free some space and run the command again")
-        msg = f"{_shown(where)}: {what}" if where is not None else what
+        msg = f"{printable(where)}: {what}" if where is not None else what
         if exc.filename2 is not None:
-            msg += f" (and {_shown(exc.filename2)})"
+            msg += f" (and {printable(exc.filename2)})"
     else:
         msg = str(exc) or type(exc).__name__
-        if isinstance(exc, ImportError) and not isinstance(exc, ModuleNotFoundError) and not str(exc):
-            msg = f"{type(exc).__name__}"
-    return msg.replace("\r", "\\r").replace("\n", "\\n")
+    return printable(msg)
 
 
-def _shown(path: Any) -> str:
-    """A path printed safely: undecodable bytes and control characters escaped."""
-    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+def printable(text: Any) -> str:
+    """``text`` (or a path) on one safe line: undecodable bytes, newlines, ANSI escapes and other control
+    characters are escaped (``\\udce9``, ``\\n``, ``\\x1b``), so a hostile file name can neither break the
+    ``error:`` line, nor recolour the terminal, nor make printing itself fail."""
+    text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
@@ -117,7 +119,7 @@ class ZscirGroup(typer.core.TyperGroup):
             if ctx.params.get("debug"):
                 raise
             cmd = exc.ctx.command_path if exc.ctx is not None else "zscir"
-            typer.secho(f"error: {exc.format_message()} (see `{cmd} --help`)", fg="red", err=True)
+            typer.secho(f"error: {printable(exc.format_message())} (see `{cmd} --help`)", fg="red", err=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
@@ -214,9 +216,9 @@ def check_output_file(path: Path | None, what: str = "output file") -> Path | No
         return None
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        fail(f"{_shown(path)}: is a folder; expected the {what} to write")
+        fail(f"{printable(path)}: is a folder; expected the {what} to write")
     if not parent.is_dir():
-        fail(f"{_shown(parent)}: folder does not exist; create it first or choose another {what}")
+        fail(f"{printable(parent)}: folder does not exist; create it first or choose another {what}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        fail(f"{_shown(parent)}: folder is not writable; choose another {what}")
+        fail(f"{printable(parent)}: folder is not writable; choose another {what}")
     return path
