@@ -197,7 +197,7 @@ def _run_cirr(data: CirrData, composer: Composer, proto: CirrProtocol, opts: Run
     protocol = {
         **proto.as_dict(),
         "gallery": _gallery_note(opts, f"every image of split.rc2.{data.split}.json"),
-        "subset": "img_set.members minus the reference, ordered by the full-gallery scores",
+        "subset": "the full ranking masked with img_set.members minus the reference (official evaluator)",
         "ranking": _RANKING,
     }
     return BenchmarkRun(
