@@ -76,9 +76,10 @@ def test_eval_runs_on_the_tiny_roots(roots):
     ("cirr", ["--device", "bogus"], ["'bogus' is not a device"]),
     ("cirr", ["--device", "cuda:7"], ["cuda:7"]),
     ("cirr", ["-o", "weight=abc"], ["invalid option"]),
-    ("cirr", ["--output", "/nonexistent-zscir/r.json"], ["/nonexistent-zscir", "does not exist"]),
+    ("cirr", ["--output", "MISSING/r.json"], ["missing-folder", "does not exist"]),
 ])
-def test_eval_mistakes(roots, bench, extra, needles):
+def test_eval_mistakes(roots, bench, extra, needles, tmp_path):
+    extra = [e.replace("MISSING", str(tmp_path / "missing-folder")) for e in extra]
     if "cuda:7" in extra:
         import torch
 
@@ -87,6 +88,7 @@ def test_eval_mistakes(roots, bench, extra, needles):
     if "weight=abc" in extra:
         extra = ["-m", "sum", *extra]
     assert_one_error_line(_eval(roots, bench, *extra), *needles)
+    assert not (tmp_path / "missing-folder").exists()
 
 
 def test_eval_output_on_a_full_disk_is_one_line(roots):
@@ -127,13 +129,15 @@ def test_submit_and_validate_data_errors(roots, tmp_path):
     (["--max-file-mb", "inf"], ["--max-file-mb", "inf"]),
     (["--batch-size", "0"], ["--batch-size"]),
     (["--device", "bogus"], ["bogus"]),
-    (["--report", "/nonexistent-zscir/report.json"], ["/nonexistent-zscir", "does not exist"]),
+    (["--report", "MISSING/report.json"], ["missing-folder", "does not exist"]),
 ])
 def test_index_mistakes_fail_before_writing(tmp_path, extra, needles):
     photos = tmp_path / "photos"
     make_photos(photos, n=2)
     out = tmp_path / "idx"
+    extra = [e.replace("MISSING", str(tmp_path / "missing-folder")) for e in extra]
     assert_one_error_line(zscir("index", photos, "--out", out, "--model", MODEL, *extra), *needles)
+    assert not (tmp_path / "missing-folder").exists()
     assert not out.exists(), "the index was written before the mistake was reported"
 
 
@@ -170,7 +174,7 @@ def test_index_disk_full_is_one_line_and_the_index_stays_consistent(tmp_path, mo
     (["-o", "weight=abc"], ["invalid option"]),
     (["-o", "weight"], ["KEY=VALUE"]),
     (["--device", "cuda:7"], ["cuda:7"]),
-    (["--grid", "/nonexistent-zscir/g.png"], ["/nonexistent-zscir", "does not exist"]),
+    (["--grid", "GRIDDIR/missing-folder/g.png"], ["missing-folder", "does not exist"]),
     (["--grid", "GRIDDIR/g.unknownext"], ["unknown image file extension"]),
     (["-k", "0"], ["-k"]),
 ])
