@@ -194,8 +194,8 @@ def test_search_missing_reference_and_index(index, tmp_path):
 def test_error_lines_escape_hostile_names(index, tmp_path):
     """ANSI escapes, newlines and undecodable bytes in a name are printed escaped, on one line."""
     _, idx, _ = index
-    for name, escaped in (("\x1b[31mred\x1b[0m.png", "\\x1b[31mred"), ("new\nline.png", "new\\nline.png"),
-                          (os.fsdecode(b"caf\xe9.png"), "caf\\udce9.png")):
+    for name, escaped in (("\x1b[31mred\x1b[0m.png", "\\u001b[31mred"), ("new\nline.png", "new\\nline.png"),
+                          (os.fsdecode(b"caf\xe9.png"), "caf\\xe9.png")):
         res = zscir("search", idx, "-i", str(tmp_path / name), "-t", "red")
         line = assert_one_error_line(res, escaped)
         assert "\x1b" not in res.stderr
@@ -205,6 +205,6 @@ def test_error_message_of_os_errors_names_the_file():
     from zscir.cli.common import error_message
 
     msg = error_message(OSError(errno.ENOSPC, "No space left on device", "/x/\x1bidx/seg.npz"))
-    assert msg.startswith("/x/\\x1bidx/seg.npz: No space left on device; ") and "free some space" in msg
+    assert msg.startswith("/x/\\u001bidx/seg.npz: No space left on device; ") and "free some space" in msg
     assert error_message(PermissionError(errno.EACCES, "Permission denied", "/root/x")) == \
         "/root/x: Permission denied"

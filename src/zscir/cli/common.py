@@ -7,8 +7,9 @@ configuration errors derive from it: ``BenchmarkDataError``, ``StoreError``, ``I
 ``MethodUnavailable``), ``OSError`` (missing, unreadable or unwritable files, disk full), ``ImportError``
 (an optional extra not installed) and the index lock. Anything else is a bug and keeps its traceback; so
 does every error under the global ``--debug`` flag. Option checks (`check_device`, `finite_number`,
-`finite_positive`, `check_output_file`) reject impossible values before any work starts; `printable`
-makes every printed message one safe line.
+`finite_positive`, `check_output_file`) reject impossible values before any work starts; every printed
+message goes through `zscir.index.names.printable` (one safe line: control characters, ANSI escapes and
+undecodable bytes escaped).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def make_composer(method: str, model: str | None, checkpoint: str | None, device
         raise typer.BadParameter(str(e)) from e
 
 
+def printable(text: Any) -> str:
+    """`zscir.index.names.printable`, imported on first use (``zscir.index`` imports torch: slow start-up)."""
+    from zscir.index.names import printable as _printable
+
+    return _printable(text)
+
+
 def fail(message: str) -> None:
     """Print ``error: message`` (control characters and undecodable bytes escaped) and exit with status 2."""
     typer.secho(f"error: {printable(message)}", fg="red", err=True)
@@ -88,15 +96,6 @@ def error_message(exc: BaseException) -> str:
     else:
         msg = str(exc) or type(exc).__name__
     return printable(msg)
-
-
-def printable(text: Any) -> str:
-    """``text`` (or a path) on one safe line: undecodable bytes, newlines, ANSI escapes and other control
-    characters are escaped (``\\udce9``, ``\\n``, ``\\x1b``), so a hostile file name can neither break the
-    ``error:`` line, nor recolour the terminal, nor make printing itself fail."""
-    text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class ZscirGroup(typer.core.TyperGroup):
