@@ -31,7 +31,8 @@ def assert_one_error_line(res, *needles: str) -> str:
     text = res.output + (res.stderr or "")
     assert "Traceback" not in text, text
     assert res.exit_code == 2, (res.exit_code, text, res.exception)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and " WARNING " not in ln]
+    lines = [ln for ln in res.stderr.splitlines()  # log records and notes (e.g. "random weights") aside
+             if ln.strip() and " WARNING " not in ln and not ln.startswith(("note:", "warning:"))]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
