@@ -10,7 +10,10 @@ import logging
 
 import typer
 
+from zscir.cli.common import ZscirGroup
+
 app = typer.Typer(
+    cls=ZscirGroup,  # the error rule: expected errors -> one `error:` line, exit 2 (see cli/common.py)
     name="zscir",
     help="Zero-shot composed image retrieval: reference image + modification text → target image.",
     no_args_is_help=True,
@@ -23,6 +26,7 @@ app = typer.Typer(
 def _configure(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v for info, -vv for debug logs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error."),
 ) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

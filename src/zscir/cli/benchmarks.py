@@ -31,8 +31,8 @@ def _submit(
         None, "--flag", help="protocol flag KEY=VALUE, e.g. preprocessing=targetpad, use_shared_concept=true"),
     out_dir: Path = typer.Option(Path("submissions"), *OUT, "--out-dir", help="folder for the submission files"),
     name: Optional[str] = typer.Option(None, "--name", help="file name stem (default <benchmark>_<split>_<method>)"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    num_workers: int = typer.Option(0, "--num-workers", help="image decoding worker processes"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="image decoding worker processes"),
     device: str = typer.Option("cpu", "--device"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="gallery feature cache (default $ZSCIR_CACHE/features)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -62,13 +62,12 @@ def _validate(
     split: Optional[str] = typer.Option(None, "--split", help="default: test1 for cirr, test for circo"),
 ) -> None:
     """Check a submission file against the test server's rules (exit status 1 if invalid)."""
-    from ..eval.benchmarks import BenchmarkDataError, validate_submission
+    from ..eval.benchmarks import check_submission
 
-    try:
-        errors = validate_submission(file, benchmark, data_root=data_root, split=split)
-    except (BenchmarkDataError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    check = check_submission(file, benchmark, data_root=data_root, split=split)  # data errors: cli/common.py
+    for warning in check.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    errors = check.errors
     if errors:
         for err in errors[:_MAX_PRINTED_ERRORS]:
             typer.echo(f"invalid: {err}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.common import fail, make_composer, parse_options
+from zscir.cli.common import check_output_file, fail, make_composer, parse_options, write_output
 from zscir.cli.options import OPTION, OUT, check_out_path
 
 
@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
         world_seed: int = typer.Option(0, help="Seed of the world benchmark."),
         output: Path = typer.Option(None, *OUT, "--output",
                                     help="Write the results (metrics + configuration) as JSON."),
-        batch_size: int = typer.Option(128, help="Encoding batch size."),
-        limit: int = typer.Option(None, help="Evaluate only the first N queries (quick runs)."),
+        batch_size: int = typer.Option(128, min=1, help="Encoding batch size."),
+        limit: int = typer.Option(None, min=1, help="Evaluate only the first N queries (quick runs)."),
         cache_dir: Path = typer.Option(None, help="Feature cache folder (default: under $ZSCIR_CACHE)."),
         device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
         flag: list[str] = typer.Option(None, "--flag", help="Protocol flag KEY=VALUE (real benchmarks)."),
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate one or more methods and print the standard table."""
         check_out_path(output)
+        check_output_file(output, "results file (--out)")
         options = parse_options(option)
         results = []
         for m in method:
@@ -52,14 +53,11 @@ def register(app: typer.Typer) -> None:
             elif benchmark in ("cirr", "fashioniq", "circo"):
                 if data_root is None:
                     fail(f"--data-root is required for --benchmark {benchmark} (see docs/BENCHMARKS.md)")
-                from zscir.eval.benchmarks import BenchmarkDataError, evaluate_benchmark
+                from zscir.eval.benchmarks import evaluate_benchmark
 
-                try:
-                    r = evaluate_benchmark(benchmark, data_root, split, composer, batch_size=batch_size,
-                                           limit=limit, cache_dir=cache_dir, device=device,
-                                           progress=progress, **parse_options(flag))
-                except BenchmarkDataError as e:
-                    fail(str(e))
+                r = evaluate_benchmark(benchmark, data_root, split, composer, batch_size=batch_size,
+                                       limit=limit, cache_dir=cache_dir, device=device,
+                                       progress=progress, **parse_options(flag))
             else:
                 fail(f"unknown benchmark {benchmark!r}: expected world, cirr, fashioniq or circo")
             r["label"] = m
@@ -77,7 +75,6 @@ def register(app: typer.Typer) -> None:
             for r in results:
                 typer.echo(format_table(r))
         if output:
-            output.parent.mkdir(parents=True, exist_ok=True)
             payload = results[0] if len(results) == 1 else {"results": results}
-            output.write_text(json.dumps(payload, indent=2, default=str))
+            write_output(output, json.dumps(payload, indent=2, default=str))
             typer.echo(f"wrote {output}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.common import fail, make_composer, parse_options
+from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
 from zscir.cli.options import OPTION
 
 
@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64, min=1, max=4096),
         fp16: bool = typer.Option(False, help="Store embeddings as float16 (half the size)."),
         hash_content: bool = typer.Option(False, "--hash", help="Detect changes by SHA-256 instead of size+mtime."),
-        max_pixels: int = typer.Option(64_000_000, help="Skip images with more pixels (decompression bombs)."),
-        max_file_mb: float = typer.Option(100.0, help="Skip files larger than this."),
+        max_pixels: int = typer.Option(64_000_000, min=1, help="Skip images with more pixels (decompression bombs)."),
+        max_file_mb: float = typer.Option(100.0, callback=finite_positive, help="Skip files larger than this."),
         workers: int = typer.Option(2, min=0, max=64, help="Threads decoding images."),
         throttle: float = typer.Option(0.0, hidden=True, help="Sleep after each batch (seconds)."),
         report: Path = typer.Option(None, help="Write the run report (incl. skipped files) as JSON here."),
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         `zscir index ann IDX [IDX ...]` builds (or refreshes) the FAISS IVF-PQ index of finished indexes,
         e.g. of each shard; `--remove` deletes it.
         """
+        check_output_file(report, "run report (--report)")  # before the index is written, not after
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.ann import AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
@@ -156,7 +157,7 @@ def register(app: typer.Typer) -> None:
             except (NotADirectoryError, StoreError, IndexLockedError, ImportError, ValueError) as e:
                 fail(str(e))
         if report:
-            report.write_text(json.dumps(asdict(rep), indent=2) + "\n")
+            write_output(report, json.dumps(asdict(rep), indent=2) + "\n")
         if rep.up_to_date:
             typer.echo(f"{printable(out)}: index up to date ({rep.indexed} items, skipped {len(rep.skipped)})")
         else:
@@ -193,6 +194,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu"),
     ) -> None:
         """Composed search: reference image + modification text → ranked images of the index."""
+        check_grid_path(grid)
         from zscir.index.imageio import ImageRejected
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
         from zscir.index.store import StoreError
@@ -240,6 +242,18 @@ def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool) -
         fail(str(e))
 
 
+def check_grid_path(grid: Path | None) -> None:
+    """Fail before searching when ``--grid`` cannot be written (missing folder, unknown image extension)."""
+    if grid is None:
+        return
+    check_output_file(grid, "image grid (--grid)")
+    from PIL import Image
+
+    Image.init()
+    if grid.suffix.lower() not in Image.EXTENSION:
+        fail(f"--grid {grid}: unknown image file extension {grid.suffix!r}; use .png or .jpg")
+
+
 def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 160) -> None:
     """Reference + results side by side with rank and score under each image (PIL only)."""
     from PIL import Image, ImageDraw
@@ -267,5 +281,4 @@ def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 1
         y = 24 + (i // cols) * (cell + label + pad)
         canvas.paste(t, (x + (cell - t.width) // 2, y + (cell - t.height) // 2))
         draw.text((x, y + cell + 2), caption, fill="black")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.common import fail, parse_options
+from zscir.cli.common import fail, finite_positive, parse_options
 from zscir.cli.options import OPTION
 
 
@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
         use_ann: bool = typer.Option(None, "--ann/--exact", help="Use the index's ANN (IVF-PQ) index / force "
                                      "exact search. Default: ANN when the index has an up-to-date one."),
         nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, max(64, nlist/16))."),
-        max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload."),
-        max_pixels: int = typer.Option(40_000_000, help="Largest accepted decoded upload (pixels)."),
+        max_upload_mb: float = typer.Option(10.0, callback=finite_positive, help="Largest accepted upload."),
+        max_pixels: int = typer.Option(40_000_000, min=1, help="Largest accepted decoded upload (pixels)."),
         max_text: int = typer.Option(500, help="Longest accepted modification text (characters)."),
         max_k: int = typer.Option(100, help="Largest accepted k."),
         threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),

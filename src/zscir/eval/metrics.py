@@ -101,10 +101,14 @@ def subset_ranking(row: Sequence[Hashable], members: Iterable[Hashable], referen
 def rank_subset(scores_row: Sequence[float] | np.ndarray, member_indices: Sequence[int]) -> np.ndarray:
     """Order ``member_indices`` (gallery indices) by descending ``scores_row[i]``, ties by gallery index.
 
-    ``scores_row`` is one query's score vector over the whole gallery.
-    Equivalent to masking a full-gallery ranking with the members (what the CIRR evaluator does) but
-    needs only the members' scores; the caller removes the reference index first. Returns the indices as
-    an int64 array.
+    ``scores_row`` is one query's score vector over the whole gallery, and it must hold *the very scores
+    the full ranking was sorted by*. Then the result is exactly the full ranking masked with the members
+    (what the CIRR evaluator does): a stable descending sort restricted to a subset keeps the subset's
+    relative order, and NaN scores sort last, as `zscir.index.search.exact_topk` treats them. Scores
+    recomputed with another product (e.g. a matrix-vector product instead of the matrix product behind
+    the ranking) may round differently in the last bits and reorder near-duplicate members; the benchmark
+    runner therefore masks its full ranking instead of re-scoring. The caller removes the reference
+    index first. Returns the indices as an int64 array.
     """
     scores = np.asarray(scores_row, dtype=np.float64)
     idx = np.asarray(member_indices, dtype=np.int64)
@@ -112,7 +116,7 @@ def rank_subset(scores_row: Sequence[float] | np.ndarray, member_indices: Sequen
         return idx
     if scores.ndim != 1:
         raise ValueError(f"scores_row must be one query's 1-D full-gallery score vector, got shape {scores.shape}")
-    member_scores = scores[idx]
+    member_scores = np.nan_to_num(scores[idx], nan=-np.inf)
     # np.lexsort sorts by the last key first: descending score, then ascending gallery index.
     order = np.lexsort((idx, -member_scores))
     return idx[order]

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+#: ``Image.info`` key of a decoded image: the (width, height) of the file before downsizing
+SOURCE_SIZE_KEY = "zscir_source_size"
+
 #: decoders PIL may use; anything else (EPS via Ghostscript, exotic plugins) is refused
 PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "MPO")
 
@@ -36,6 +39,10 @@ class ImageLimits:
     max_bytes: int = 100 * 2**20
     max_pixels: int = 64_000_000  # below PIL's own bomb warning (89 MP), so ours fires first
     max_side: int = 512  # decoded images are downsized to this at once (the models need <= 336 px)
+
+
+#: modes that resample correctly as they are, so a large image is downsized before it is copied
+_RESIZE_FIRST = ("RGB", "RGBA", "RGBX", "L", "LA", "CMYK")
 
 
 def _formats() -> list[str]:
@@ -59,6 +66,8 @@ def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
         if im.format == "JPEG":
             im.draft("RGB", (limits.max_side, limits.max_side))  # decode at reduced scale: fast, small
         im.load()
+        if im.mode in _RESIZE_FIRST:  # downsize before any full-size copy (transpose, convert)
+            im.thumbnail((limits.max_side, limits.max_side))
         with contextlib.suppress(Exception):
             im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -68,13 +77,20 @@ def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
         else:
             im = im.convert("RGB")
         im.thumbnail((limits.max_side, limits.max_side))
+        im.info[SOURCE_SIZE_KEY] = (w, h)
         return im
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data, odd modes, decoder bugs
         raise ImageRejected("corrupt", f"cannot decode image ({type(e).__name__}: {e})") from None
 
 
 def read_file_bytes(path: str | Path, max_bytes: int) -> bytes:
-    """Read a regular file of at most ``max_bytes``; FIFOs, devices, loops and dangling links are refused."""
+    """Read a regular file of at most ``max_bytes``; FIFOs, devices, loops and dangling links are refused.
+
+    This is the one file check of the project (indexer, retriever, server and the benchmark loaders all
+    read images through it): the file is opened non-blocking, so a FIFO named like an image is refused
+    at once instead of blocking the reader forever, and its type and size come from the same ``fstat``
+    of the opened descriptor, so a file swapped between check and read cannot slip through.
+    """
     try:
         fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:

@@ -60,7 +60,11 @@ def create_composer(
     if backbone is None:
         backbone = create_backbone(model or DEFAULT_MODEL, device=device)
     spec = _METHODS[method]
-    return spec.factory(backbone, checkpoint=checkpoint, **options)
+    try:
+        return spec.factory(backbone, checkpoint=checkpoint, **options)
+    except TypeError as e:  # an unknown option name or a value of the wrong type (`-o weight=abc`)
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+        raise ValueError(f"method {method!r}: invalid option(s) ({given}): {e}") from e
 
 
 _loaded = False

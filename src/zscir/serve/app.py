@@ -6,11 +6,16 @@ memory-mapped, galleries computed on demand stay in memory, thumbnails are gener
 are addressed by their id (the path relative to the indexed folder) looked up in the index; a client-sent
 id is never joined to a file-system path, so there is nothing to traverse. Model calls run in FastAPI's
 thread pool and are serialised inside the retriever (HF tokenizers are not safe for concurrent use);
-decoding uploads and thumbnails happens outside that lock.
+decoding uploads and thumbnails happens outside that lock, but at most ``max_concurrent_decodes`` at once
+(a decode may briefly need ~3 bytes per pixel, so unbounded concurrent decodes of large images are what
+made the server's memory balloon), and freed decode buffers are handed back to the OS afterwards.
+Decoded indexed references are kept in a small LRU, so an expensive item is decoded once, not per search.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import logging
 import threading
@@ -26,9 +31,11 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.index.imageio import SOURCE_SIZE_KEY, ImageLimits, ImageRejected, load_image
 from zscir.index.names import item_path
 from zscir.index.retriever import MethodUnavailable, Retriever
 from zscir.index.store import StoreError
@@ -54,27 +61,88 @@ class ServeConfig:
     title: str = "zscir search"
 
 
+class _AnyTextConvertor(Convertor):
+    """Like starlette's ``path`` convertor, but also matches newlines: item ids are file names and may
+    contain any character (an id with a newline got a 404 from its own thumbnail URL)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("itemid", _AnyTextConvertor())
+
+
 class _ThumbnailCache:
-    """Bounded LRU of encoded JPEG thumbnails (thread-safe)."""
+    """Bounded LRU (thread-safe): encoded JPEG thumbnails, or decoded indexed reference images."""
 
     def __init__(self, size: int):
         self.size = size
-        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._data: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Any:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key]
         return None
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+
+#: decodes of more pixels than this hand their freed buffers back to the OS afterwards (glibc keeps them)
+_TRIM_PIXELS = 4_000_000
+
+
+def _release_freed_memory() -> None:
+    """``malloc_trim(0)``: return freed heap pages to the OS (glibc only; elsewhere a no-op).
+
+    A decoded 40 MP image is ~120 MB in 16 MB blocks; after the first large free glibc raises its mmap
+    threshold, so later blocks come from the heap and stay resident after being freed. Trimming after a
+    large decode keeps the server's resident size near its working set.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
+class DecodeSlots:
+    """At most ``n`` image decodes at once (a bounded semaphore), memory trimmed after large ones."""
+
+    def __init__(self, n: int):
+        if n < 1:
+            raise ValueError(f"max_concurrent_decodes must be >= 1, got {n}")
+        self._sem = threading.BoundedSemaphore(n)
+
+    def load(self, source: str | Path | bytes, limits: ImageLimits) -> Image.Image:
+        with self._sem:
+            try:
+                im = load_image(source, limits)
+            except ImageRejected:
+                _release_freed_memory()  # a decode may have failed half-way through a large image
+                raise
+            w, h = im.info.get(SOURCE_SIZE_KEY, im.size)
+            if w * h > _TRIM_PIXELS:
+                _release_freed_memory()
+            return im
 
 
 def static_dir() -> Path:
@@ -91,9 +159,11 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
     lim = cfg.limits
     upload_limits = ImageLimits(max_bytes=lim.max_upload_bytes, max_pixels=lim.max_pixels)
     thumbs = _ThumbnailCache(cfg.thumbnail_cache)
+    references = _ThumbnailCache(64)  # decoded indexed references (<= 512 px each)
+    slots = DecodeSlots(lim.max_concurrent_decodes)
     app = FastAPI(title=cfg.title, version="1",
                   description="Composed image retrieval over an index: reference image + modification text.")
-    app.add_middleware(BodySizeLimit, max_bytes=lim.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=lim.max_body_bytes, timeout_s=lim.body_timeout_s)
     app.state.retriever = retriever
     app.state.config = cfg
 
@@ -129,7 +199,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 "items": [{"id": it["id"], "path": it.get("path"), "thumbnail": thumbnail_url(it["id"])}
                           for it in page]}
 
-    @app.get("/items/{item_id:path}/thumbnail", summary="JPEG thumbnail of an indexed item",
+    @app.get("/items/{item_id:itemid}/thumbnail", summary="JPEG thumbnail of an indexed item",
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "unknown item"}})
     def thumbnail(item_id: str) -> Response:
         try:
@@ -139,8 +209,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         data = thumbs.get(item_id)
         if data is None:
             try:
-                im = load_image(item_path(retriever.store.items[idx]),
-                                ImageLimits(max_side=max(cfg.thumbnail_px, 64)))
+                im = slots.load(item_path(retriever.store.items[idx]), ImageLimits(max_side=max(cfg.thumbnail_px, 64)))
             except ImageRejected as e:
                 raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
             im.thumbnail((cfg.thumbnail_px, cfg.thumbnail_px))
@@ -178,15 +247,18 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 row = retriever.store.index_of(item_id)
             except KeyError:
                 raise ApiError(404, "unknown_item", "no such item in the index") from None
-            try:
-                ref = load_image(item_path(retriever.store.items[row]), retriever.config.limits)
-            except ImageRejected as e:
-                raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
+            ref = references.get(item_id)
+            if ref is None:
+                try:
+                    ref = slots.load(item_path(retriever.store.items[row]), retriever.config.limits)
+                except ImageRejected as e:
+                    raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
+                references.put(item_id, ref)
             indexed = retriever.references.find(item_id, paths=False)  # an id only: never a client path
         else:
             data = image.file.read(lim.max_upload_bytes + 1)
             try:
-                ref = load_image(data, upload_limits)
+                ref = slots.load(data, upload_limits)
             except ImageRejected as e:
                 raise ApiError(_IMAGE_STATUS.get(e.code, 400), e.code, str(e)) from None
             indexed = retriever.references.find(data)  # an upload of an indexed photo: by content

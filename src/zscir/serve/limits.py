@@ -9,6 +9,7 @@ count, text length and ``k`` are checked before any model runs. Every violation 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,12 @@ class ServeLimits:
     max_k: int = 100
     max_page: int = 500  # items per GET /items page
     body_overhead_bytes: int = 64 * 1024  # multipart boundaries and the small form fields
+    #: seconds to wait for the next part of a request body before answering 408 (a declared body that
+    #: never comes would otherwise hold a connection and a worker forever)
+    body_timeout_s: float = 30.0
+    #: image decodes (uploads, indexed references, thumbnails) running at once; each may need
+    #: ~3 bytes x max_pixels while it runs, so this bounds the server's memory under concurrent uploads
+    max_concurrent_decodes: int = 2
 
     @property
     def max_body_bytes(self) -> int:
@@ -46,11 +53,13 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: 413 when Content-Length or the streamed body exceeds ``max_bytes``."""
+    """Pure ASGI middleware: 413 when Content-Length or the streamed body exceeds ``max_bytes``, 408 when
+    the next part of the body does not arrive within ``timeout_s`` (uvicorn has no body-read timeout)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def _error(self) -> ApiError:
         return ApiError(413, "body_too_large", f"request body exceeds the limit of {self.max_bytes} bytes",
@@ -67,21 +76,30 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await _drain(receive, DRAIN_BYTES)
+                    await _drain(receive, DRAIN_BYTES, self.timeout_s)
                     await _send_json(send, 413, error_body("body_too_large",
                                                            f"request body exceeds the limit of {self.max_bytes} "
                                                            f"bytes", limit=self.max_bytes))
                     return
         seen = 0
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # later receives only wait for a disconnect: no timeout there
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(408, "body_timeout", f"the request body did not arrive within {self.timeout_s:g} "
+                                                   "seconds", limit=self.timeout_s) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     if message.get("more_body", False):
-                        await _drain(receive, DRAIN_BYTES)
+                        await _drain(receive, DRAIN_BYTES, self.timeout_s)
                     raise self._error()
             return message
 
@@ -92,11 +110,17 @@ class BodySizeLimit:
 DRAIN_BYTES = 64 * 2**20
 
 
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read (a bounded part of) an unwanted body so the client sees the response, not a reset."""
+async def _drain(receive: Receive, budget: int, timeout_s: float) -> None:
+    """Read (a bounded part of) an unwanted body so the client sees the response, not a reset.
+
+    Bounded in bytes and in waiting time: a body that stops arriving ends the drain after ``timeout_s``.
+    """
     read = 0
     while read <= budget:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout_s)
+        except asyncio.TimeoutError:
+            return
         if message["type"] != "http.request":
             return
         read += len(message.get("body", b""))

@@ -20,7 +20,7 @@ from .layout import BenchmarkDataError
 from .protocol import BENCHMARK_NAMES, make_protocol
 from .report import format_table
 from .runner import BenchmarkRun, evaluate_benchmark, run_benchmark
-from .submission import validate_submission, write_submission
+from .submission import SubmissionCheck, check_submission, validate_submission, write_submission
 
 __all__ = [
     "BENCHMARK_NAMES",
@@ -38,5 +38,7 @@ __all__ = [
     "run_benchmark",
     "targetpad_transform",
     "validate_submission",
+    "check_submission",
+    "SubmissionCheck",
     "write_submission",
 ]

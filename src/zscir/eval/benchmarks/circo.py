@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import BenchmarkDataError, DirectoryListing, GalleryImage, find_annotation_dir, read_json, require
+from .layout import (BenchmarkDataError, DirectoryListing, GalleryImage, as_int_id, find_annotation_dir, read_json,
+                     require, require_unique)
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +93,6 @@ class CircoData:
         return all(q.target is not None for q in self.queries)
 
 
-def _as_int(value: Any, path: Path, what: str) -> int:
-    if isinstance(value, bool):
-        raise BenchmarkDataError(f"{path}: {what} {value!r} is not an integer image id")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BenchmarkDataError(f"{path}: {what} {value!r} is not an integer image id") from None
-
-
 def _parse_query(entry: Any, i: int, path: Path, with_target: bool) -> CircoQuery:
     require(isinstance(entry, dict), path, f"entry {i} is not an object; expected CIRCO query entries")
     for key in ("id", "reference_img_id", "relative_caption"):
@@ -108,14 +100,14 @@ def _parse_query(entry: Any, i: int, path: Path, with_target: bool) -> CircoQuer
     require(isinstance(entry["relative_caption"], str), path, f"entry {i}: relative_caption must be a string")
     shared = entry.get("shared_concept")
     require(shared is None or isinstance(shared, str), path, f"entry {i}: shared_concept must be a string")
-    qid = _as_int(entry["id"], path, f"entry {i}: id")
-    ref = _as_int(entry["reference_img_id"], path, f"entry {i}: reference_img_id")
+    qid = as_int_id(entry["id"], path, f"entry {i}: id")
+    ref = as_int_id(entry["reference_img_id"], path, f"entry {i}: reference_img_id")
     target, gt, aspects = None, (), ()
     if with_target:
         require("target_img_id" in entry and isinstance(entry.get("gt_img_ids"), list) and entry["gt_img_ids"],
                 path, f"entry {i} lacks target_img_id / a non-empty gt_img_ids list (needed on val)")
-        target = _as_int(entry["target_img_id"], path, f"entry {i}: target_img_id")
-        gt = tuple(_as_int(g, path, f"entry {i}: gt_img_ids item") for g in entry["gt_img_ids"])
+        target = as_int_id(entry["target_img_id"], path, f"entry {i}: target_img_id")
+        gt = tuple(as_int_id(g, path, f"entry {i}: gt_img_ids item") for g in entry["gt_img_ids"])
         require(target in gt, path, f"entry {i}: target_img_id {target} is not among gt_img_ids")
         raw_aspects = entry.get("semantic_aspects", [])
         require(isinstance(raw_aspects, list) and all(isinstance(a, str) for a in raw_aspects), path,
@@ -134,7 +126,7 @@ def _gallery_from_info(info_path: Path, image_dir: Path, root: Path) -> list[Gal
     for i, im in enumerate(images):
         require(isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str), info_path,
                 f"images[{i}] lacks id / file_name")
-        img_id = _as_int(im["id"], info_path, f"images[{i}].id")
+        img_id = as_int_id(im["id"], info_path, f"images[{i}].id")
         name = im["file_name"]
         if not listing.exists(image_dir / name):  # tolerate a PNG copy of a JPEG-named set
             alt = listing.find(image_dir, Path(name).stem, (".png", ".jpg", ".jpeg"))
@@ -176,8 +168,7 @@ def load_circo(data_root: Path | str, split: str = "val", *, with_gallery: bool 
     entries = read_json(ann_path, "CIRCO annotations: a list of {id, reference_img_id, relative_caption, ...}")
     require(isinstance(entries, list) and entries, ann_path, "expected a non-empty list of query entries")
     queries = [_parse_query(e, i, ann_path, split == "val") for i, e in enumerate(entries)]
-    ids = [q.id for q in queries]
-    require(len(set(ids)) == len(ids), ann_path, "query ids are not unique")
+    require_unique([q.id for q in queries], ann_path, "query ids")
 
     gallery: list[GalleryImage] = []
     source = "none"
@@ -202,6 +193,15 @@ def load_circo(data_root: Path | str, split: str = "val", *, with_gallery: bool 
                     f"{image_dir / (circo_file_stem(q.reference) + '.jpg')}: reference image of query {q.id} is not "
                     f"in the gallery ({source}); expected every reference image among the unlabeled2017 images"
                 )
+        # a ground-truth image missing from the gallery could never be retrieved: mAP would be silently low
+        missing_gt = [(q.id, g) for q in queries for g in q.gt if not data.contains(g)]
+        if missing_gt:
+            qid, g = missing_gt[0]
+            shown = ", ".join(f"{gid} (query {q_})" for q_, gid in missing_gt[:5])
+            raise BenchmarkDataError(
+                f"{image_dir / (circo_file_stem(g) + '.jpg')}: {len(missing_gt)} ground-truth image(s) are not in "
+                f"the gallery ({source}): {shown}; expected every gt_img_ids image among the unlabeled2017 images"
+            )
         logger.info("CIRCO %s: %d queries, %d gallery images (%s)", split, len(queries), len(gallery), source)
         return data
     return CircoData(split, root, queries, gallery, source)

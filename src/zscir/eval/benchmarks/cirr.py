@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import BenchmarkDataError, DirectoryListing, GalleryImage, find_annotation_dir, read_json, require
+from .layout import (BenchmarkDataError, DirectoryListing, GalleryImage, as_int_id, find_annotation_dir, read_json,
+                     require, require_unique)
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +84,13 @@ def _parse_query(entry: Any, i: int, path: Path, names: dict[str, str], with_tar
     require(isinstance(members, list) and all(isinstance(m, str) for m in members), path,
             f"entry {i}: img_set.members must be a list of image names")
     require(isinstance(entry["caption"], str), path, f"entry {i}: caption must be a string")
-    try:
-        pairid = int(entry["pairid"])
-    except (TypeError, ValueError):
-        raise BenchmarkDataError(f"{path}: entry {i}: pairid {entry['pairid']!r} is not an integer") from None
+    require(isinstance(entry["reference"], str), path, f"entry {i}: reference must be an image name (a string)")
+    pairid = as_int_id(entry["pairid"], path, f"entry {i}: pairid")
     target = None
     if with_target:
-        require("target_hard" in entry, path, f"entry {i} lacks 'target_hard' (needed on the val split)")
-        target = str(entry["target_hard"])
+        require(isinstance(entry.get("target_hard"), str), path,
+                f"entry {i} lacks 'target_hard' as an image name (needed on the val split)")
+        target = entry["target_hard"]
     for role, name in [("reference", entry["reference"]), ("target_hard", target)] + [
         ("img_set member", m) for m in members
     ]:
@@ -132,6 +132,7 @@ def load_cirr(data_root: Path | str, split: str = "val") -> CirrData:
     require(isinstance(entries, list) and entries, cap_path, "expected a non-empty list of caption entries")
     with_target = split != "test1"
     queries = [_parse_query(e, i, cap_path, mapping, with_target) for i, e in enumerate(entries)]
+    require_unique([q.pairid for q in queries], cap_path, "pairids")
 
     relpaths = [p[2:] if p.startswith("./") else p for p in mapping.values()]
     bases = [root] if ann_dir == root else [root, ann_dir]

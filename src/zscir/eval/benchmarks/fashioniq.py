@@ -118,8 +118,10 @@ def _parse_query(entry: Any, i: int, path: Path, category: str, with_target: boo
     require(isinstance(entry, dict), path, f"entry {i} is not an object; expected {{candidate, target, captions}}")
     require(isinstance(entry.get("candidate"), str), path, f"entry {i} lacks a string 'candidate'")
     caps = entry.get("captions")
-    require(isinstance(caps, list) and caps and all(isinstance(c, str) for c in caps), path,
-            f"entry {i}: 'captions' must be a non-empty list of strings")
+    require(isinstance(caps, list) and all(isinstance(c, str) for c in caps), path,
+            f"entry {i}: 'captions' must be a list of two strings")
+    require(len(caps) == 2, path, f"entry {i}: {len(caps)} captions; FashionIQ entries have exactly two relative "
+                                  "captions (from two annotators)")
     target = None
     if with_target:
         require(isinstance(entry.get("target"), str), path, f"entry {i} lacks a string 'target' (needed on val)")

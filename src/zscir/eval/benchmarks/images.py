@@ -12,7 +12,9 @@ worker processes), so a 123K-image gallery never sits in memory as pixels.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ...index.imageio import ImageRejected, read_file_bytes
 from .layout import BenchmarkDataError
 
 logger = logging.getLogger(__name__)
@@ -84,15 +87,31 @@ class ImagePreprocessing:
         return f"targetpad(ratio={self.target_ratio:g})" if self.kind == "targetpad" else "default"
 
 
+#: largest benchmark image file read (the real benchmarks' largest is a few MB)
+MAX_IMAGE_BYTES = 100 * 2**20
+
+
 def load_image(path: Path, preprocessing: ImagePreprocessing) -> Image.Image:
-    """Open, fully decode and preprocess one image; unreadable files raise `BenchmarkDataError`."""
+    """Open, fully decode and preprocess one image; unreadable files raise `BenchmarkDataError`.
+
+    The file goes through the project's one file check (`zscir.index.imageio.read_file_bytes`: regular
+    file, opened non-blocking, size limit), so a FIFO or device named like an image is an error instead
+    of a hang; images over Pillow's decompression-bomb limit are an error too. Pixels are not resized
+    here: that would change benchmark numbers.
+    """
     try:
-        with Image.open(path) as im:
+        data = read_file_bytes(path, MAX_IMAGE_BYTES)
+    except ImageRejected as e:
+        if e.code == "unreadable" and not os.path.lexists(path):
+            raise BenchmarkDataError(f"{path}: image file not found") from None
+        raise BenchmarkDataError(f"{path}: cannot read image ({e})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             return preprocessing(im)
-    except FileNotFoundError:
-        raise BenchmarkDataError(f"{path}: image file not found") from None
-    except OSError as e:  # PIL.UnidentifiedImageError is an OSError
+    except Image.DecompressionBombError as e:
+        raise BenchmarkDataError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
         raise BenchmarkDataError(f"{path}: cannot read image ({e})") from None
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "DirectoryListing",
     "read_json",
     "require",
+    "as_int_id",
+    "require_unique",
     "find_annotation_dir",
     "check_images_exist",
 ]
@@ -69,6 +71,8 @@ def read_json(path: Path, expected: str) -> Any:
             return json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BenchmarkDataError(f"{path}: malformed JSON ({e}); expected {expected}") from None
+    except RecursionError:
+        raise BenchmarkDataError(f"{path}: JSON nested too deeply to read; expected {expected}") from None
     except OSError as e:
         raise BenchmarkDataError(f"{path}: cannot read ({e.strerror or e}); expected {expected}") from None
 
@@ -77,6 +81,43 @@ def require(condition: bool, path: Path, message: str) -> None:
     """Raise `BenchmarkDataError` naming ``path`` unless ``condition`` holds (schema checks)."""
     if not condition:
         raise BenchmarkDataError(f"{path}: {message}")
+
+
+def as_int_id(value: Any, path: Path, what: str) -> int:
+    """An integer id (CIRR pairid, CIRCO query / COCO image id) read from JSON, or `BenchmarkDataError`.
+
+    Accepted: an int, an integral float (``12.0``) or a decimal string (``"12"``). Refused with the path:
+    booleans, fractions, ``1e400`` (JSON reads it as infinity), NaN, lists, objects.
+    """
+    if isinstance(value, bool):
+        raise BenchmarkDataError(f"{path}: {what} {value!r} is not an integer id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise BenchmarkDataError(f"{path}: {what} {shown} is not an integer id")
+
+
+def require_unique(ids: Sequence[Any], path: Path, what: str) -> None:
+    """Raise `BenchmarkDataError` naming the repeated values when ``ids`` has duplicates.
+
+    A repeated query id makes a submission (a JSON object keyed by id) silently drop queries, so it is
+    refused when the annotations are loaded.
+    """
+    seen: set[Any] = set()
+    dups = []
+    for i in ids:
+        if i in seen and i not in dups:
+            dups.append(i)
+        seen.add(i)
+    if dups:
+        shown = ", ".join(repr(d) for d in dups[:_MAX_EXAMPLES])
+        more = f" and {len(dups) - _MAX_EXAMPLES} more" if len(dups) > _MAX_EXAMPLES else ""
+        raise BenchmarkDataError(f"{path}: {len(dups)} {what} occur more than once ({shown}{more}); "
+                                 f"expected unique {what}")
 
 
 def find_annotation_dir(

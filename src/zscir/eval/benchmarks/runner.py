@@ -34,9 +34,9 @@ import torch
 
 from ...methods.base import Composer
 from ..metrics import map_at_k, recall_at_k, recall_subset_at_k
-from .circo import SEMANTIC_ASPECTS, CircoData, load_circo
+from .circo import CIRCO_SPLITS, SEMANTIC_ASPECTS, CircoData, load_circo
 from .cirr import CirrData, load_cirr, normalize_cirr_split
-from .fashioniq import FashionIQCategory, FashionIQData, compose_fashioniq_texts, load_fashioniq
+from .fashioniq import FIQ_SPLITS, FashionIQCategory, FashionIQData, compose_fashioniq_texts, load_fashioniq
 from .features import GalleryFeatures, encode_gallery, encode_queries
 from .layout import DirectoryListing, GalleryImage, check_images_exist
 from .protocol import BENCHMARK_NAMES, CircoProtocol, CirrProtocol, FashionIQProtocol, Protocol, make_protocol
@@ -128,6 +128,40 @@ def _gallery_note(opts: RunOptions, full: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- CIRR
+#: queries ranked over the full gallery at once for Recall_subset (bounds the Q x N score/index block)
+_FULL_RANK_BLOCK = 512
+
+
+def _rank_with_subsets(qfeat: torch.Tensor, gal: GalleryFeatures, gallery: Sequence[GalleryImage],
+                       queries: Sequence[Any], device: str,
+                       exclude: np.ndarray | None) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The R@K rankings (top `RANK_DEPTH`) and the Recall_subset rankings from *one* full-gallery ranking.
+
+    The official CIRR evaluator masks the full ranking with ``img_set.members`` minus the reference.
+    Re-scoring the members with a separate product rounds differently in the last bits, so near-duplicate
+    members could come out in another order than in the ranking R@K is computed from; here both come from
+    the same `exact_topk` call (same scores, same tie rule), queries in blocks of `_FULL_RANK_BLOCK`.
+    """
+    from ...index.search import exact_topk
+
+    ids = [im.id for im in gallery]
+    index = {im_id: i for i, im_id in enumerate(ids)}
+    n = len(ids)
+    ranked: list[list[Any]] = []
+    subsets: list[list[Any]] = []
+    for q0 in range(0, len(queries), _FULL_RANK_BLOCK):
+        q1 = min(len(queries), q0 + _FULL_RANK_BLOCK)
+        ex = exclude[q0:q1] if exclude is not None else None
+        _, idx = exact_topk(qfeat[q0:q1], gal.features, n, exclude=ex, device=device)
+        for row, q in zip(idx, queries[q0:q1]):
+            row = row[row >= 0]
+            ranked.append([ids[i] for i in row[:RANK_DEPTH]])
+            wanted = np.zeros(n, dtype=bool)
+            wanted[[index[m] for m in q.members if m != q.reference]] = True
+            subsets.append([ids[i] for i in row[wanted[row]]])
+    return ranked, subsets
+
+
 def _run_cirr(data: CirrData, composer: Composer, proto: CirrProtocol, opts: RunOptions) -> BenchmarkRun:
     queries = data.queries[: opts.limit] if opts.limit is not None else data.queries
     gallery = data.gallery
@@ -144,17 +178,8 @@ def _run_cirr(data: CirrData, composer: Composer, proto: CirrProtocol, opts: Run
     qfeat, q_sec = _queries(composer, refs, [[q.caption] for q in queries], proto, opts, f"CIRR {data.split} queries")
 
     ref_idx = np.array([index[q.reference] for q in queries], dtype=np.int64)
-    idx = _rank(qfeat, gal, RANK_DEPTH, opts.device, exclude=ref_idx if proto.remove_reference else None)
-    ranked = _ids(idx, gallery)
-
-    # Recall_subset: members minus reference, ordered by score (ties: gallery order), as the official
-    # evaluator's mask over the full ranking does.
-    subset_ranked: list[list[str]] = []
-    for qi, q in enumerate(queries):
-        member_idx = np.array(sorted({index[m] for m in q.members if m != q.reference}), dtype=np.int64)
-        scores = (gal.features[torch.from_numpy(member_idx)] @ qfeat[qi]).numpy().astype(np.float64)
-        order = np.lexsort((member_idx, -scores))
-        subset_ranked.append([gallery[i].id for i in member_idx[order]])
+    ranked, subset_ranked = _rank_with_subsets(qfeat, gal, gallery, queries, opts.device,
+                                               ref_idx if proto.remove_reference else None)
 
     keys = [str(q.pairid) for q in queries]
     rankings = {"recall": dict(zip(keys, ranked)), "recall_subset": dict(zip(keys, subset_ranked))}
@@ -172,7 +197,7 @@ def _run_cirr(data: CirrData, composer: Composer, proto: CirrProtocol, opts: Run
     protocol = {
         **proto.as_dict(),
         "gallery": _gallery_note(opts, f"every image of split.rc2.{data.split}.json"),
-        "subset": "img_set.members minus the reference, ordered by the full-gallery scores",
+        "subset": "the full ranking masked with img_set.members minus the reference (official evaluator)",
         "ranking": _RANKING,
     }
     return BenchmarkRun(
@@ -291,7 +316,14 @@ def _method_preset(composer: Composer, name: str, flags: dict[str, Any]) -> dict
 
 
 def _normalize_split(name: str, split: str) -> str:
-    return normalize_cirr_split(split) if name == "cirr" else split.lower()
+    """The benchmark's spelling of ``split``; a split the benchmark does not have is a ``ValueError``."""
+    if name == "cirr":
+        return normalize_cirr_split(split)
+    known = {"fashioniq": FIQ_SPLITS, "circo": CIRCO_SPLITS}.get(name)
+    if known is not None and split.lower() not in known:
+        raise ValueError(f"unknown {'FashionIQ' if name == 'fashioniq' else 'CIRCO'} split {split!r}; expected one "
+                         f"of {', '.join(known)}")
+    return split.lower()
 
 
 def run_benchmark(

@@ -8,12 +8,18 @@ upload and sometimes a queue; checking locally first saves a round trip. The for
   [50 image names]}`` and ``{"version": "rc2", "metric": "recall_subset", "<pairid>": [3 names]}``; names
   without file extension, the reference image never among them, every test1 pairid present; the
   subset names are members of the query's ``img_set`` other than the reference.
-* CIRCO (https://circo.micc.unifi.it) — ``{"<query id>": [50 unique integer COCO image ids]}`` for every
-  test query (ids 0..N-1); the server rejects duplicates and missing query ids.
+* CIRCO (https://circo.micc.unifi.it) — ``{"<query id>": [ranked COCO image ids]}`` for every test query
+  (ids 0..N-1). The server (CIRCO's ``evaluation.py``) rejects missing and unknown query ids and duplicate
+  image ids in a ranking; it accepts ids written as strings (SEARLE's ``generate_test_submission.py`` writes
+  ``"123456"``) and does not check the length. zscir writes 50 integer ids; the validator accepts string
+  ids and other lengths with a *warning* (mAP@K only sees the first K <= 50 ids, and a shorter list can
+  only score lower), and keeps as errors what the server refuses.
 
-`validate_submission` checks exactly these rules. Without ``data_root`` only the structure can be checked
-(lengths, types, duplicates, extensions, consecutive CIRCO ids); with it, also the query-id set, that every
-name/id exists in the split, and the reference / subset rules.
+`check_submission` returns errors and warnings, `validate_submission` just the errors. Without
+``data_root`` only the structure can be checked (lengths, types, duplicates, extensions, consecutive CIRCO
+ids); with it, also the query-id set, that every name/id exists in the split, and the reference / subset
+rules. A JSON object that repeats a key is an error for both benchmarks (the later value would silently
+replace the earlier query).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,8 @@ from .cirr import load_cirr, normalize_cirr_split
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_submission", "validate_submission", "CIRR_RECALL_LENGTH", "CIRR_SUBSET_LENGTH", "CIRCO_LENGTH"]
+__all__ = ["write_submission", "validate_submission", "check_submission", "SubmissionCheck", "CIRR_RECALL_LENGTH",
+           "CIRR_SUBSET_LENGTH", "CIRCO_LENGTH"]
 
 CIRR_RECALL_LENGTH = 50
 CIRR_SUBSET_LENGTH = 3
@@ -113,7 +121,7 @@ def _validate_cirr(data: dict[str, Any], data_root: Path | str | None, split: st
     if data.get("version") != "rc2":
         errors.append(f"'version' must be \"rc2\", got {data.get('version')!r}")
     metric = data.get("metric")
-    if metric not in _CIRR_METRICS:
+    if not isinstance(metric, str) or metric not in _CIRR_METRICS:
         errors.append(f"'metric' must be \"recall\" or \"recall_subset\", got {metric!r}")
         return errors
     length = _CIRR_METRICS[metric]
@@ -159,8 +167,21 @@ def _validate_cirr(data: dict[str, Any], data_root: Path | str | None, split: st
     return errors
 
 
-def _validate_circo(data: dict[str, Any], data_root: Path | str | None, split: str | None) -> list[str]:
+def _circo_id(value: Any) -> int | None:
+    """A CIRCO image id as the server reads it: an int, or a string of digits (SEARLE writes strings)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INT_KEY.match(value.lstrip("0") or "0"):
+        return int(value)
+    return None
+
+
+def _validate_circo(data: dict[str, Any], data_root: Path | str | None, split: str | None,
+                    warnings: list[str]) -> list[str]:
     errors: list[str] = []
+    string_ids, other_lengths = [], []
     bad_keys = [k for k in data if not _INT_KEY.match(k)]
     if bad_keys:
         errors.append(_summarise("keys that are not query ids (integers as strings)", bad_keys))
@@ -184,13 +205,16 @@ def _validate_circo(data: dict[str, Any], data_root: Path | str | None, split: s
     for key in data:
         if not _INT_KEY.match(key):
             continue
-        ranked = data[key]
+        raw = data[key]
         where = f"query {key!r}"
-        if not isinstance(ranked, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ranked):
-            errors.append(f"{where}: expected a list of {CIRCO_LENGTH} integer image ids")
+        ranked = [_circo_id(i) for i in raw] if isinstance(raw, list) else None
+        if ranked is None or any(i is None for i in ranked):
+            errors.append(f"{where}: expected a list of {CIRCO_LENGTH} image ids (integers, or strings of digits)")
             continue
+        if any(isinstance(i, str) for i in raw):
+            string_ids.append(key)
         if len(ranked) != CIRCO_LENGTH:
-            errors.append(f"{where}: {len(ranked)} ids, expected exactly {CIRCO_LENGTH}")
+            other_lengths.append((key, len(ranked)))
         dups = sorted({i for i in ranked if ranked.count(i) > 1})
         if dups:
             errors.append(f"{where}: duplicate image ids {dups}")
@@ -198,13 +222,45 @@ def _validate_circo(data: dict[str, Any], data_root: Path | str | None, split: s
             unknown = [i for i in ranked if i not in gallery_ids]
             if unknown:
                 errors.append(f"{where}: ids not in the gallery: {unknown[:3]}")
+    if string_ids:
+        warnings.append(_summarise("queries with image ids written as strings (accepted by the server; zscir "
+                                   "writes integers)", string_ids))
+    if other_lengths:
+        warnings.append(_summarise(f"queries whose ranking does not have {CIRCO_LENGTH} ids (accepted by the "
+                                   f"server; mAP@K reads the first K <= {CIRCO_LENGTH}, fewer can only score "
+                                   "lower)", [f"{k} ({n} ids)" for k, n in other_lengths]))
     return errors
 
 
-def validate_submission(
+@dataclass
+class SubmissionCheck:
+    """What `check_submission` found: ``errors`` (the server would refuse the file) and ``warnings``."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _RepeatedKeys(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    repeated = []
+    for k, v in pairs:
+        if k in seen:
+            repeated.append(k)
+        seen[k] = v
+    if repeated:
+        raise _RepeatedKeys(_summarise("keys that occur more than once (the later value replaces the earlier "
+                                       "query)", sorted(set(repeated))))
+    return seen
+
+
+def check_submission(
     path: Path | str, benchmark: str, data_root: Path | str | None = None, split: str | None = None
-) -> list[str]:
-    """Check a submission file against its server's rules; returns the errors (empty list = valid).
+) -> SubmissionCheck:
+    """Check a submission file against its server's rules; returns errors and warnings.
 
     ``benchmark`` is "cirr" (either of the two files) or "circo". ``data_root`` enables the checks that need
     the annotations (query-id coverage, names in the split, references, subset membership); ``split``
@@ -215,15 +271,32 @@ def validate_submission(
         raise ValueError(f"no submission format for {benchmark!r}; expected cirr or circo")
     path = Path(path).expanduser()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_repeated_keys)
     except FileNotFoundError:
-        return [f"{path}: file not found"]
+        return SubmissionCheck([f"{path}: file not found"])
+    except _RepeatedKeys as e:
+        return SubmissionCheck([f"{path}: {e}"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return [f"{path}: not valid JSON ({e})"]
+        return SubmissionCheck([f"{path}: not valid JSON ({e})"])
+    except RecursionError:
+        return SubmissionCheck([f"{path}: not valid JSON (nested too deeply)"])
     if not isinstance(data, dict):
-        return [f"{path}: the top level must be a JSON object"]
+        return SubmissionCheck([f"{path}: the top level must be a JSON object"])
     if data_root is None:
         logger.info("no data root given: checking the structure of %s only", path)
+    check = SubmissionCheck()
     if benchmark == "cirr":
-        return _validate_cirr(data, data_root, split)
-    return _validate_circo(data, data_root, split)
+        check.errors = _validate_cirr(data, data_root, split)
+    else:
+        check.errors = _validate_circo(data, data_root, split, check.warnings)
+    return check
+
+
+def validate_submission(
+    path: Path | str, benchmark: str, data_root: Path | str | None = None, split: str | None = None
+) -> list[str]:
+    """The errors of `check_submission` (empty list = the server accepts the file); warnings are logged."""
+    check = check_submission(path, benchmark, data_root=data_root, split=split)
+    for w in check.warnings:
+        logger.warning("%s: %s", path, w)
+    return check.errors

@@ -35,6 +35,9 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
         raise FileNotFoundError(f"no Fusion-Diff checkpoint at {path}; train one with `zscir train "
                                 "fusiondiff-prior` + `zscir train fusiondiff-adapter` and pass --checkpoint")
     cfg, prior, adapter = load_checkpoint(path)
+    if cfg.embed_dim != backbone.embed_dim:  # the capability check: the prior only runs in its own space
+        raise ValueError(f"checkpoint {path} was trained for embed_dim={cfg.embed_dim}, but backbone "
+                         f"{backbone.name!r} has {backbone.embed_dim}")
     if cfg.backbone_fingerprint and cfg.backbone_fingerprint != backbone.fingerprint():
         logger.warning("checkpoint %s was trained on backbone %s (%s), running on %s (%s)", path, cfg.backbone,
                        cfg.backbone_fingerprint, backbone.name, backbone.fingerprint())
