@@ -76,7 +76,8 @@ def test_eval_runs_on_the_tiny_roots(roots):
     ("cirr", ["--flag", "bogus=1"], ["unknown protocol flag(s) for cirr: bogus"]),
     ("cirr", ["--device", "bogus"], ["'bogus' is not a device"]),
     ("cirr", ["--device", "cuda:7"], ["cuda:7"]),
-    ("cirr", ["-o", "weight=abc"], ["invalid option"]),
+    ("cirr", ["-O", "weight=abc"], ["invalid option"]),
+    ("cirr", ["-o", "weight=abc"], ["names the output", "--option/-O"]),  # old habit: -o is the output now
     ("cirr", ["--output", "MISSING/r.json"], ["missing-folder", "does not exist"]),
 ])
 def test_eval_mistakes(roots, bench, extra, needles, tmp_path):
@@ -172,8 +173,8 @@ def test_index_disk_full_is_one_line_and_the_index_stays_consistent(tmp_path, mo
 
 @pytest.mark.parametrize("extra, needles", [
     (["-m", "fusiondiff"], ["embed_dim"]),
-    (["-o", "weight=abc"], ["invalid option"]),
-    (["-o", "weight"], ["KEY=VALUE"]),
+    (["-O", "weight=abc"], ["invalid option"]),
+    (["-O", "weight"], ["KEY=VALUE"]),
     (["--device", "cuda:7"], ["cuda:7"]),
     (["--grid", "GRIDDIR/missing-folder/g.png"], ["missing-folder", "does not exist"]),
     (["--grid", "GRIDDIR/g.unknownext"], ["unknown image file extension"]),

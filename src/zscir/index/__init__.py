@@ -34,36 +34,30 @@ validates everything against the manifest.  :mod:`zscir.index.atomic` holds the
 reusable atomic-write helpers.
 """
 
-from zscir.index.atomic import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from zscir.index.ann import AnnConfig
-from zscir.index.faiss_search import AnnSearcher, FaissSearcher
-from zscir.index.search import (
-    ExactSearcher,
-    Searcher,
-    exact_topk,
-    list_search_backends,
-    make_searcher,
-    register_search_backend,
-)
-from zscir.index.store import FORMAT, FORMAT_VERSION, EmbeddingStore, SearchHit, StoreError
+import importlib
 
-__all__ = [
-    "exact_topk",
-    "Searcher",
-    "ExactSearcher",
-    "FaissSearcher",
-    "AnnSearcher",
-    "AnnConfig",
-    "make_searcher",
-    "list_search_backends",
-    "register_search_backend",
-    "EmbeddingStore",
-    "SearchHit",
-    "StoreError",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "atomic_open",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
-]
+#: public name -> the submodule that owns it. Resolved on first use (PEP 562), so importing a light
+#: submodule such as ``zscir.index.names`` (CLI error lines) does not pull in torch through this package.
+_EXPORTS = {
+    "exact_topk": "search", "Searcher": "search", "ExactSearcher": "search",
+    "list_search_backends": "search", "make_searcher": "search", "register_search_backend": "search",
+    "FaissSearcher": "faiss_search", "AnnSearcher": "faiss_search", "AnnConfig": "ann",
+    "EmbeddingStore": "store", "SearchHit": "store", "StoreError": "store", "FORMAT": "store",
+    "FORMAT_VERSION": "store",
+    "atomic_open": "atomic", "atomic_write_bytes": "atomic", "atomic_write_text": "atomic",
+    "atomic_write_json": "atomic",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"zscir.index.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zscir.index' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
