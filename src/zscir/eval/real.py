@@ -83,12 +83,10 @@ def kind_breakdown(rankings: dict[Any, list[Any]], target: dict[str, str], meta:
 
 
 def format_real_table(results: list[dict[str, Any]]) -> str:
-    names = [n for _, n in REAL_METRICS]
-    head = f"{'method':<26}" + "".join(f"{n:>11}" for n in names)
-    lines = [head, "-" * len(head)]
-    for r in results:
-        label = r.get("label") or r["method"].get("method", "?")
-        lines.append(f"{label:<26}" + "".join(f"{r['metrics'].get(n, float('nan')):>11.2f}" for n in names))
+    """The metric table (`zscir.eval.world.metric_table`) and, below it, R@1 per edit kind."""
+    from zscir.eval.world import metric_table
+
+    lines = [metric_table(results, [n for _, n in REAL_METRICS], label_width=26)]
     kinds = sorted({k for r in results for k in r.get("breakdown", {})})
     if kinds:
         lines.append("R@1 per edit kind (CIRR part): " + ", ".join(kinds))
