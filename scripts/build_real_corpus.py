@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", type=int, default=1000, help="Samples per tar shard.")
     ap.add_argument("--tint-colours", default=None,
                     help="Comma-separated Tux Paint tints for recolourable stamps ('' = none; default: all).")
+    ap.add_argument("--exclude-split", default=None,
+                    help="Concept split JSON (zscir data build-benchmark writes one): leave out its test and "
+                         "val families.")
     ap.add_argument("--no-images", action="store_true", help="Shards only (the CSV then has no file paths).")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     tints = None if a.tint_colours is None else tuple(c.strip() for c in a.tint_colours.split(",") if c.strip())
     cfg = CorpusConfig(out=a.out, sources=tuple(s.strip() for s in a.sources.split(",") if s.strip()),
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
-                       shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images)
+                       shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,
+                       exclude_split=a.exclude_split)
     try:
         r = build_corpus(cfg, progress=not a.no_progress)
     except OutputFolderError as e:  # CorpusError and a foreign output folder

@@ -1,4 +1,4 @@
-"""`zscir eval`: the world benchmark and the real benchmarks (CIRR, FashionIQ, CIRCO)."""
+"""`zscir eval`: the world benchmark, the real-picture benchmark and the public ones (CIRR, FashionIQ, CIRCO)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from zscir.cli.options import OPTION, OUT, check_out_path
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        benchmark: str = typer.Option("world", help="world | cirr | fashioniq | circo"),
+        benchmark: str = typer.Option("world", help="world | real | cirr | fashioniq | circo"),
         method: list[str] = typer.Option(
             ["sum"], "--method", "-m",
             help="Method(s) to evaluate (repeatable); per-method options as NAME:KEY=VALUE,KEY=VALUE "
@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option(None, help="Checkpoint folder of a trained method."),
         option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE (repeatable)."),
         data_root: Path = typer.Option(None, help="Dataset root (real benchmarks)."),
-        split: str = typer.Option("val", help="Split (real benchmarks)."),
+        split: str = typer.Option(None, help="Split: val (default) for cirr/fashioniq/circo; test (default) or "
+                                               "val for --benchmark real."),
         world_seed: int = typer.Option(0, help="Seed of the world benchmark."),
         output: Path = typer.Option(None, *OUT, "--output",
                                     help="Write the results (metrics + configuration) as JSON."),
@@ -50,16 +51,25 @@ def register(app: typer.Typer) -> None:
 
                 r = evaluate_world(composer, world_seed=world_seed, batch_size=batch_size,
                                    cache_dir=cache_dir, progress=progress, limit=limit)
+            elif benchmark == "real":
+                from zscir.data.outdir import OutputFolderError
+                from zscir.eval.real import evaluate_real
+
+                try:
+                    r = evaluate_real(composer, split=split or "test", batch_size=batch_size, cache_dir=cache_dir,
+                                      progress=progress, limit=limit)
+                except (OutputFolderError, ValueError) as e:
+                    fail(str(e))
             elif benchmark in ("cirr", "fashioniq", "circo"):
                 if data_root is None:
                     fail(f"--data-root is required for --benchmark {benchmark} (see docs/BENCHMARKS.md)")
                 from zscir.eval.benchmarks import evaluate_benchmark
 
-                r = evaluate_benchmark(benchmark, data_root, split, composer, batch_size=batch_size,
+                r = evaluate_benchmark(benchmark, data_root, split or "val", composer, batch_size=batch_size,
                                        limit=limit, cache_dir=cache_dir, device=device,
                                        progress=progress, **parse_options(flag))
             else:
-                fail(f"unknown benchmark {benchmark!r}: expected world, cirr, fashioniq or circo")
+                fail(f"unknown benchmark {benchmark!r}: expected world, real, cirr, fashioniq or circo")
             r["label"] = m
             results.append(r)
         if benchmark == "world":
@@ -69,6 +79,10 @@ def register(app: typer.Typer) -> None:
             if breakdown:
                 for r in results:
                     typer.echo(format_breakdown(r))
+        elif benchmark == "real":
+            from zscir.eval.real import format_real_table
+
+            typer.echo(format_real_table(results))
         else:
             from zscir.eval.benchmarks import format_table
 

@@ -13,7 +13,8 @@ from zscir.cli.options import OUT
 def register_train(train_app: typer.Typer) -> None:
     @train_app.command("lit")
     def lit_cmd(
-        data: str = typer.Option("world", help="Pair dataset: 'world' (procedural shapes)."),
+        data: str = typer.Option("world", help="Pair dataset SPEC: 'world' (procedural shapes), WebDataset "
+                                               "shards, a manifest, hf:... (docs/DATA.md)."),
         out: Path = typer.Option(Path("runs/lit"), *OUT,
                                  help="Output model folder (load it with --model local-dir:OUT)."),
         steps: int = typer.Option(None, help="Training steps of the heads (default 2000)."),

@@ -111,10 +111,14 @@ def format_breakdown(result: dict[str, Any]) -> str:
 
 def format_world_table(results: list[dict[str, Any]]) -> str:
     """One row per result (method), one column per world metric."""
-    names = [name for _, name in WORLD_METRICS]
-    head = f"{'method':<22}" + "".join(f"{n:>11}" for n in names)
+    return metric_table(results, [name for _, name in WORLD_METRICS])
+
+
+def metric_table(results: list[dict[str, Any]], names: list[str], label_width: int = 22) -> str:
+    """A text table: one row per result (its label or method name), one column per metric in ``names``."""
+    head = f"{'method':<{label_width}}" + "".join(f"{n:>11}" for n in names)
     lines = [head, "-" * len(head)]
     for r in results:
         label = r.get("label") or r["method"].get("method", "?")
-        lines.append(f"{label:<22}" + "".join(f"{r['metrics'].get(n, float('nan')):>11.2f}" for n in names))
+        lines.append(f"{label:<{label_width}}" + "".join(f"{r['metrics'].get(n, float('nan')):>11.2f}" for n in names))
     return "\n".join(lines)

@@ -285,14 +285,12 @@ def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 1
               ) -> Iterable[tuple[Image.Image, str]]:
     """Resolve ``--data SPEC`` to an iterable of (PIL image, caption) pairs.
 
-    ``world`` is the procedural CIR world. Other specs go to the real-data layer
-    (``zscir.data.get_pair_data``) once it exists.
+    ``world`` is the procedural CIR world. Other specs go to the real-data layer (`zscir.data.get_pair_data`:
+    WebDataset shards, manifests, HF datasets); every caption variant of a record becomes one pair.
     """
     if spec == "world":
         return world_pair_data(n_pairs, seed, image_size)
-    try:
-        from zscir.data import get_pair_data  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValueError(f"unknown --data {spec!r}: this version knows only 'world' (real pair datasets "
-                         "come with the real-data layer)") from None
-    return get_pair_data(spec)
+    from zscir.data import get_pair_data
+
+    data = get_pair_data(spec)  # a bad spec raises DataError (a ValueError) here, before any work
+    return ((r.image, c) for r in data for c in r.captions)

@@ -81,6 +81,7 @@ class CorpusConfig:
     shard_size: int = 1000
     tint_colours: tuple[str, ...] | None = None  #: Tux Paint tints (None: all of tuxpaint.TINT_COLOURS)
     write_images: bool = True  #: also write images/<key>.png for the CSV manifest
+    exclude_split: str | None = None  #: a concept split file: leave out its test and val families
     extra: dict = field(default_factory=dict)
 
 
@@ -125,6 +126,14 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     check_out(out, MARKER, "build_real_corpus")  # before the slow listing
     chosen: list[RealItem] = []
     counts: dict[str, dict] = {}
+    held = None
+    if cfg.exclude_split:
+        from zscir.data.real.split import read_split
+
+        try:
+            held = read_split(cfg.exclude_split)
+        except ValueError as e:
+            raise CorpusError(str(e)) from None
     for name in cfg.sources:
         try:
             items = list(READERS[name](cfg.tint_colours) if name == "tuxpaint" else READERS[name]())
@@ -134,8 +143,13 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             continue
         except ValueError as e:
             raise CorpusError(str(e)) from None
+        n_all = len(items)
+        if held is not None:  # benchmark test/val concepts never enter training data
+            items = [it for it in items if not held.held_out(it.metadata())]
         picked = select(items, cfg.max_per_source, cfg.seed, name)
-        counts[name] = {"available": len(items), "selected": len(picked)}
+        counts[name] = {"available": n_all, "selected": len(picked)}
+        if held is not None:
+            counts[name]["held_out"] = n_all - len(items)
         chosen.extend(picked)
     if not chosen:
         raise CorpusError("no source is available: install fonts-noto-color-emoji + unicode-data, "
