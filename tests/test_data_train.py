@@ -159,3 +159,36 @@ def test_datawait_benchmark_item_tiny(tmp_path):
     rows = json.loads((tmp_path / "datawait.json").read_text())["rows"]
     assert len(rows) == 1 and rows[0]["steps_timed"] == 2 and 0 <= rows[0]["wait_share"] < 1
     assert "wait_share" in (tmp_path / "datawait.md").read_text()
+
+
+def test_stage2_and_adapter_train_from_make_triplets_output(tmp_path, files, tiny):
+    """The documented chain: pairs → `make-triplets -g mine` → Stage II and the Control-Adapter train on its rows."""
+    from zscir.data.synth.make import MakeTripletsConfig, make_triplets
+    from zscir.data.synth.templates import MiningConfig
+    from zscir.methods.fusiondiff.config import JointConfig, PriorConfig
+    from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
+    from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
+    from zscir.methods.tscir.config import AdapterConfig, MappingConfig, Stage1Config, Stage2Config
+    from zscir.methods.tscir.stage1 import train_stage1
+    from zscir.methods.tscir.stage2 import train_stage2
+
+    r = make_triplets(MakeTripletsConfig(data=files["csv"], out=str(tmp_path / "mt"), generators=("mine",),
+                                         model=tiny, image_size=32, mining=MiningConfig(k=7, per_reference=3)),
+                      progress=False)
+    assert r["per_generator"]["mine"] >= 24, r
+    trip = DataOptions(data=str(tmp_path / "mt" / "triplets.jsonl"))
+    train_stage1(Stage1Config(model=tiny, mapping=MappingConfig(vsi_layers=[0], phi_hidden=64), steps=2, batch_size=8,
+                              n_val=4, bf16=False, data=DataOptions(data=files["csv"], workers=0)),
+                 tmp_path / "s1", progress=False)
+    s2 = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), adapter=AdapterConfig(bottleneck=16), steps=12,
+                                   batch_size=12, lr=1e-2, warmup=1, eval_every=1000, n_val=6, bf16=False, data=trip),
+                      tmp_path / "s2", progress=False)
+    assert _falls(s2["losses"], 3)
+    small = PriorConfig(width=32, layers=2, heads=2, num_train_timesteps=100)
+    train_prior(PriorTrainConfig(model=tiny, steps=4, batch_size=16, lr=1e-2, warmup=1, eval_every=1000, n_val=6,
+                                 cache_dir=str(tmp_path / "cache"), prior=small, joint=JointConfig(bank_pairs=50),
+                                 data=DataOptions(data=files["csv"], workers=0)), tmp_path / "prior", progress=False)
+    a = train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), steps=12, batch_size=16, lr=1e-2, warmup=1,
+                                         eval_every=1000, n_val=6, cache_dir=str(tmp_path / "cache"), data=trip),
+                      tmp_path / "fd", progress=False)
+    assert _falls(a["losses"], 3)
