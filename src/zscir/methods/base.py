@@ -14,7 +14,7 @@ the gallery with the plain image encoder of the same backbone).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -53,3 +53,19 @@ class Composer(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description of the method's configuration, written into result files."""
         return {"method": self.name}
+
+    def encode_query_batches(self, backbone, batch_size: int, reference_images: Sequence[Image.Image],
+                             texts: Sequence[str], encode: Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+                             ) -> torch.Tensor:
+        """Preprocess the references batch by batch and concatenate ``encode(pixels, texts)`` on the CPU.
+
+        The one loop of the pseudo-word methods (TSCIR, Pic2Word, the peer reproductions): they differ only in
+        how a batch of pixels and texts becomes query embeddings.
+        """
+        if len(reference_images) != len(texts):
+            raise ValueError(f"{len(reference_images)} reference images but {len(texts)} texts")
+        out = []
+        for i in range(0, len(texts), batch_size):
+            pix = backbone.preprocess(list(reference_images[i:i + batch_size])).to(backbone.device)
+            out.append(encode(pix, texts[i:i + batch_size]).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, backbone.embed_dim)

@@ -100,13 +100,8 @@ class PeerComposer(ImageGalleryComposer):
 
     @torch.no_grad()
     def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        if len(reference_images) != len(texts):
-            raise ValueError(f"{len(reference_images)} reference images but {len(texts)} texts")
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            pix = self.backbone.preprocess(list(reference_images[i:i + self.batch_size])).to(self.backbone.device)
-            out.append(self.encode_prompts(self.prompts(texts[i:i + self.batch_size]), self.pseudo_tokens(pix)))
-        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim)
+        return self.encode_query_batches(self.backbone, self.batch_size, reference_images, texts,
+                                         lambda pix, t: self.encode_prompts(self.prompts(t), self.pseudo_tokens(pix)))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.spec.describe(), "template": self.template,

@@ -50,15 +50,12 @@ class PseudoTokenComposer(ImageGalleryComposer):
 
     @torch.no_grad()
     def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        if len(reference_images) != len(texts):
-            raise ValueError(f"{len(reference_images)} reference images but {len(texts)} texts")
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            pix = self.backbone.preprocess(list(reference_images[i : i + self.batch_size])).to(self.backbone.device)
+        def encode(pix: torch.Tensor, batch: Sequence[str]) -> torch.Tensor:
             glob, patches = self.mapping.image_inputs(self.backbone, pix)
-            prompts = [fill_template(self.template, t) for t in texts[i : i + self.batch_size]]
-            out.append(self.mapping.encode(self.backbone, prompts, glob, patches, self.adapters).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim)
+            prompts = [fill_template(self.template, t) for t in batch]
+            return self.mapping.encode(self.backbone, prompts, glob, patches, self.adapters)
+
+        return self.encode_query_batches(self.backbone, self.batch_size, reference_images, texts, encode)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "template": self.template, **self.info}
