@@ -102,6 +102,20 @@ def _chunk_topk(s: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return vals, pos
 
 
+def score_chunk_rows(n_gallery: int, dim: int, needs_copy: bool, device_type: str, chunk_size: int = 65536) -> int:
+    """Gallery rows :func:`exact_topk` scores per matrix product.
+
+    Upcast chunks (half-precision storage, or another device) stay below glibc's largest mmap threshold
+    (32 MB) on CPU: bigger temporaries are mmap-ed and page-faulted afresh on every chunk, which made fp16
+    search ~2x slower than fp32. The top-k does not depend on the chunk size; the single-query fast path
+    (:mod:`zscir.index.single_query`) uses this to reproduce the scores of this path bit for bit.
+    """
+    chunk = int(max(1, min(chunk_size, n_gallery)))
+    if needs_copy and device_type == "cpu":
+        chunk = max(1, min(chunk, COPY_CHUNK_BYTES // (4 * dim)))
+    return chunk
+
+
 # --------------------------------------------------------------------------- #
 # exact top-k
 # --------------------------------------------------------------------------- #
@@ -179,13 +193,8 @@ def exact_topk(
             return pf.prefiltered_topk(q_t, g_t, gallery, k, k_out, k_fetch, int(min(chunk_size, n_g)), dev,
                                        ex_rows, ex_cols, cached, fallback=exact_topk)
 
-    chunk = int(min(chunk_size, n_g))
     needs_copy = g_t.dtype != torch.float32 or g_t.device != dev
-    if needs_copy and dev.type == "cpu":
-        # Upcast chunks stay below glibc's largest mmap threshold (32 MB): bigger temporaries are
-        # mmap-ed and page-faulted afresh on every chunk, which made fp16 search ~2x slower than fp32.
-        # Results do not depend on the chunk size.
-        chunk = max(1, min(chunk, COPY_CHUNK_BYTES // (4 * dim)))
+    chunk = score_chunk_rows(n_g, dim, needs_copy, dev.type, chunk_size)
     q_block = int(max(1, min(n_q, SCORE_BLOCK_BYTES // (4 * chunk))))
     logger.debug("exact_topk: Q=%d N=%d D=%d k=%d chunk=%d q_block=%d device=%s",
                  n_q, n_g, dim, k, chunk, q_block, dev)
@@ -250,9 +259,17 @@ class ExactSearcher(Searcher):
 
     def __init__(self, embeddings: ArrayLike, chunk_size: int = 65536,
                  device: Union[str, torch.device, None] = None, prefilter: str | None = None,
-                 cache: bool = False) -> None:
+                 cache: bool = False, single_query: str = "exact") -> None:
         """``prefilter="bf16"``: see :func:`exact_topk`; ``cache=True`` keeps the bf16 copy of the gallery
-        (made on the first batched search) instead of converting it on every search."""
+        (made on the first batched search) instead of converting it on every search.
+
+        ``single_query="fast"`` answers one-query searches on CPU with :mod:`zscir.index.single_query`
+        (the same ids and scores as the default ``"exact"`` path, at the memory-bandwidth limit; an fp16
+        gallery keeps a bf16 copy of itself, made on the first single query). Serving uses it;
+        evaluation keeps the default.
+        """
+        if single_query not in ("exact", "fast"):
+            raise ValueError(f"single_query must be 'exact' or 'fast', got {single_query!r}")
         self._emb = embeddings
         t = as_tensor(embeddings, "embeddings")
         self._n, self._dim = int(t.shape[0]), int(t.shape[1])
@@ -260,9 +277,39 @@ class ExactSearcher(Searcher):
         self.device = device
         self.prefilter = prefilter
         self.cache = bool(cache)
+        self.single_query = single_query
         self._bf16: Any = None
+        self._single: Any = None
+
+    def _fast_single(self, queries: ArrayLike, k: int, exclude: ExcludeLike) -> tuple[np.ndarray, np.ndarray] | None:
+        """One query through :class:`~zscir.index.single_query.SingleQueryKernel`; None: use the plain path."""
+        from zscir.index.single_query import SingleQueryKernel
+
+        g_t = _as_tensor(self._emb, "embeddings")
+        if g_t.device.type != "cpu" or (self.device is not None and torch.device(self.device).type != "cpu"):
+            return None
+        if self._single is None:
+            ref_chunk = score_chunk_rows(self._n, self._dim, g_t.dtype != torch.float32, "cpu", self.chunk_size)
+            self._single = SingleQueryKernel(self._emb, ref_chunk)
+        if not self._single.available:
+            return None
+        q_t = _as_tensor(queries, "queries")
+        if q_t.shape[1] != self._dim:
+            raise ValueError(f"dimension mismatch: queries have dim {q_t.shape[1]}, gallery has dim {self._dim}")
+        ex_rows, ex_cols = (_normalize_exclude(exclude, 1, self._n) if exclude is not None
+                            else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        k_out = min(int(k), self._n)
+        res = self._single.topk(q_t, min(self._n, int(k) + ex_cols.size), ex_cols)
+        if res is None:
+            return None
+        return _drop_excluded(res[0][None], res[1][None], ex_rows, ex_cols, 0, self._n, k_out)
 
     def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
+        if (self.single_query == "fast" and self.prefilter is None and len(queries) == 1 and self._n > 0
+                and isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
+            res = self._fast_single(queries, k, exclude)
+            if res is not None:
+                return res
         pf: Any = self.prefilter
         if pf == "bf16" and self.cache and len(queries) >= 16:
             if self._bf16 is None:
