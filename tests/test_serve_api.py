@@ -150,6 +150,21 @@ def test_search_by_item_and_by_upload(server):
     assert up.json()["reference"]["indexed"] is None
 
 
+def test_server_timing_header_splits_the_request(server):
+    """decode / encode / search / app (the whole handler) in Server-Timing; parts add up to at most app."""
+    from zscir.serve.app import parse_server_timing
+
+    client, ids, photos, _ = server
+    for kw in ({"data": {"text": "blue", "item_id": ids[1]}},
+               {"data": {"text": "blue"}, "files": {"image": ("q.png", (photos / ids[2]).read_bytes(), "image/png")}}):
+        r = client.post("/search", **kw)
+        assert r.status_code == 200, r.text
+        t = parse_server_timing(r.headers["server-timing"])
+        assert set(t) == {"decode", "encode", "search", "app"} and all(v >= 0 for v in t.values())
+        assert t["decode"] + t["encode"] + t["search"] <= t["app"] + 0.05
+        assert t["encode"] > 0 and t["app"] <= r.json()["took_ms"] + 0.1  # took_ms is read a little later
+
+
 def test_limits_give_clear_4xx(server):
     client, ids, _, _ = server
     ok = {"text": "x", "k": "5", "item_id": ids[0]}

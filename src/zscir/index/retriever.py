@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,10 +60,12 @@ class RetrieverConfig:
     ``ann``: None (default) uses a gallery's up-to-date ANN index when the index has one, False always
     searches exactly, True requires one (error otherwise). ``nprobe`` / ``k_factor`` override the ANN
     index's recorded search defaults. ``backend`` ("exact" or "faiss" flat) is the exact search used
-    without ANN.
+    without ANN. ``single_query`` ("fast" or "exact"): how the exact backend answers one query
+    (:mod:`zscir.index.single_query`: the same ids and scores, at the memory-bandwidth limit).
     """
 
     backend: str = "exact"
+    single_query: str = "fast"
     ann: bool | None = None
     nprobe: int | None = None
     k_factor: int | None = None
@@ -188,7 +191,7 @@ class Retriever:
                 if self.config.ann:
                     raise StoreError(f"method {composer.name!r}: its gallery is not in the index, so it has no ANN "
                                      f"index; index it with --method {composer.name}")
-                searcher = make_searcher(self._encode_gallery(composer), self.config.backend)
+                searcher = make_searcher(self._encode_gallery(composer), self.config.backend, **self._exact_kw())
                 self._search_modes[key] = "exact (on demand)"
             self._galleries[key] = searcher
             return searcher
@@ -207,7 +210,10 @@ class Retriever:
                                     k_factor=self.config.k_factor, required=bool(self.config.ann))
             if ann is not None:
                 return ann
-        return make_searcher(emb, self.config.backend)
+        return make_searcher(emb, self.config.backend, **self._exact_kw())
+
+    def _exact_kw(self) -> dict[str, Any]:
+        return {"single_query": self.config.single_query} if self.config.backend == "exact" else {}
 
     def _encode_gallery(self, composer: Composer) -> np.ndarray:
         n = len(self.store)
@@ -284,19 +290,29 @@ class Retriever:
                                  exclude=ref.rows if (ref is not None and exclude_reference) else None)
 
     def search_image(self, image: Image.Image, text: str, k: int = 10, method: str | None = None,
-                     exclude: int | Sequence[int] | None = None) -> list[SearchHit]:
-        """Like :meth:`search` for an already decoded image; ``exclude`` is a row or rows to leave out."""
+                     exclude: int | Sequence[int] | None = None,
+                     timings: dict[str, float] | None = None) -> list[SearchHit]:
+        """Like :meth:`search` for an already decoded image; ``exclude`` is a row or rows to leave out.
+
+        ``timings``: a dict that receives ``encode`` (waiting for the model lock included) and ``search``
+        seconds (the server's ``Server-Timing`` header).
+        """
         composer = self.composer(method)
         if len(self.store) == 0:
             return []
         searcher = self.searcher_for(composer)
+        t0 = time.perf_counter()
         with self._model_lock, torch.no_grad():
             q = composer.encode_queries([image], [text]).float().cpu().numpy()
+        t1 = time.perf_counter()
         if q.shape[1] != searcher.dim:
             raise StoreError(f"method {composer.name!r} gives {q.shape[1]}-d queries but the gallery is "
                              f"{searcher.dim}-d: the index was built with another model")
         rows = [] if exclude is None else [int(exclude)] if isinstance(exclude, (int, np.integer)) else list(exclude)
         scores, indices = searcher.search(q, min(k, max(len(self.store), 1)), exclude=[rows or -1])
+        if timings is not None:
+            timings["encode"] = t1 - t0
+            timings["search"] = time.perf_counter() - t1
         return [SearchHit(rank=r, index=int(i), score=float(s), item=self.store.items[int(i)])
                 for r, (s, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist())) if i >= 0]
 

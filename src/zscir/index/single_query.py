@@ -48,7 +48,7 @@ from zscir.index.prefilter import error_factor
 logger = logging.getLogger(__name__)
 
 #: candidates kept beyond k' (more = fewer uncertified queries, negligible cost at one query)
-DEFAULT_MARGIN = 128
+DEFAULT_MARGIN = 64
 #: rows the fp32 ``sgemm`` of one query row computes with one summation order (see the module docstring)
 SGEMM_GROUP = 4
 #: rows per block when making the bf16 copy of a gallery (8 MB of fp32 at d = 512)
@@ -208,11 +208,11 @@ class SingleQueryKernel:
                         ex: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
         assert self.bf16 is not None
         approx = torch.mv(self.bf16, q32[0].bfloat16()).float()
-        if not bool(torch.isfinite(approx).all()):
-            return None  # inf / NaN in the data: leave it to the plain path's conventions
         approx[ex] = float("-inf")
         m = min(self.n, k_fetch + self.margin)
-        a_vals, cand = torch.topk(approx, m)
+        a_vals, cand = torch.topk(approx, m)  # NaN and +inf rank first, so they show up here
+        if not (np.isfinite(self.max_norm) and bool(torch.isfinite(a_vals[:1]).all() or a_vals[0] < 0)):
+            return None  # inf / NaN in the data: leave it to the plain path's conventions
         exact = reference_scores(q32, self.g_t, cand, self.ref_chunk)
         exact = torch.nan_to_num(exact, nan=float("-inf"))
         exact[torch.isin(cand, ex)] = float("-inf")

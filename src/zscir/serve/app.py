@@ -153,6 +153,23 @@ def thumbnail_url(item_id: str) -> str:
     return f"/items/{quote(item_id, safe='')}/thumbnail"
 
 
+def server_timing(timings: dict[str, float]) -> str:
+    """A ``Server-Timing`` header value (milliseconds) from ``{name: seconds}``."""
+    return ", ".join(f"{name};dur={sec * 1000:.2f}" for name, sec in timings.items())
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    """``{name: milliseconds}`` from a ``Server-Timing`` header (the benchmark and tests read it)."""
+    out: dict[str, float] = {}
+    for part in value.split(","):
+        name, _, rest = part.strip().partition(";")
+        for param in rest.split(";"):
+            key, _, val = param.strip().partition("=")
+            if key == "dur" and name:
+                out[name] = float(val)
+    return out
+
+
 def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastAPI:
     """Build the app serving ``retriever``; see docs/SEARCH.md for the HTTP API."""
     cfg = config or ServeConfig()
@@ -223,6 +240,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
               description="Multipart form: `text`, `k`, optional `method`, and exactly one of `image` "
                           "(an uploaded reference image) or `item_id` (an indexed item as reference).")
     def search(
+        response: Response,  # injected by FastAPI: the Server-Timing header is set on it
         text: str = Form("", description="Modification text"),
         k: str = Form("10", description=f"Number of results (1..{lim.max_k})"),
         method: Optional[str] = Form(None, description="Method name (GET /methods); default: the index's"),
@@ -230,6 +248,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         image: Optional[UploadFile] = File(None, description="Reference image upload"),
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
         if len(text) > lim.max_text_chars:
             raise ApiError(422, "text_too_long", f"text has {len(text)} characters; the limit is {lim.max_text_chars}",
                            limit=lim.max_text_chars)
@@ -247,6 +266,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 row = retriever.store.index_of(item_id)
             except KeyError:
                 raise ApiError(404, "unknown_item", "no such item in the index") from None
+            t_dec = time.perf_counter()  # a cached decoded reference counts as (a very fast) decode
             ref = references.get(item_id)
             if ref is None:
                 try:
@@ -254,21 +274,28 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 except ImageRejected as e:
                     raise ApiError(404, "item_file_unavailable", f"the item's file can no longer be read ({e.code})")
                 references.put(item_id, ref)
+            timings["decode"] = time.perf_counter() - t_dec
             indexed = retriever.references.find(item_id, paths=False)  # an id only: never a client path
         else:
             data = image.file.read(lim.max_upload_bytes + 1)
+            t_dec = time.perf_counter()
             try:
                 ref = slots.load(data, upload_limits)
             except ImageRejected as e:
                 raise ApiError(_IMAGE_STATUS.get(e.code, 400), e.code, str(e)) from None
+            timings["decode"] = time.perf_counter() - t_dec
             indexed = retriever.references.find(data)  # an upload of an indexed photo: by content
         try:
             hits = retriever.search_image(ref, text, k_int, method=method or None,
-                                          exclude=indexed.rows if indexed else None)
+                                          exclude=indexed.rows if indexed else None, timings=timings)
         except MethodUnavailable as e:
             raise ApiError(400, "method_unavailable", str(e)) from None
         except StoreError as e:
             raise ApiError(409, "index_incompatible", str(e)) from None
+        timings["app"] = time.perf_counter() - t0
+        # where a request's time goes (decode / encode / search / the whole handler), cheap and always on:
+        # the rest of a client's latency is HTTP + framework (docs/PERFORMANCE.md, table 6)
+        response.headers["Server-Timing"] = server_timing(timings)
         return {
             "method": method or retriever.default_method, "k": k_int, "text": text,
             "reference": {**({"item_id": item_id} if item_id else {"upload": True, "width": ref.width,
