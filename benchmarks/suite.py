@@ -18,7 +18,7 @@ from benchmarks.common import machine_info, markdown_table, write_results
 
 logger = logging.getLogger(__name__)
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
+ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
 
 
 @dataclass
@@ -47,6 +47,7 @@ def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool =
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Run ``cfg.items`` in order and return ``{item: payload}``; each item is also written to disk."""
     from benchmarks import ann, datawait, eval_memory, latency, memory, pipeline, roofline, search
+    from benchmarks import serve_latency, single_query
 
     torch.set_num_threads(cfg.threads)
     info = machine_info()
@@ -81,6 +82,35 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                 md += ("\nWith the opt-in bf16 pre-filter + certified exact re-rank (`exact_topk(..., "
                        "prefilter=\"bf16\")`); `bf16_same_topk_as_peer` checks 32 queries:\n\n")
                 md += markdown_table(rows, search.BF16_COLUMNS)
+        elif item == "single":
+            rcfg = roofline.RooflineConfig(matmul_n=256 if cfg.tiny else 1024, copy_mb=16 if cfg.tiny else 256,
+                                           repeats=max(r, 5))
+            roof = roofline.measure_roofline(rcfg)
+            qcfg = single_query.SingleQueryBenchConfig(repeats=r)
+            if cfg.tiny:
+                qcfg.sizes, qcfg.dims, qcfg.n_queries, qcfg.plain_queries = [3001], [64], 4, 2
+            elif cfg.large:
+                qcfg.sizes = [100_000, 1_000_000]
+            rows = single_query.run_single_query_bench(qcfg, roof)
+            roof_after = roofline.measure_roofline(rcfg)
+            payload = {"roofline": roof, "roofline_after": roof_after, "config": qcfg.__dict__, "rows": rows}
+            md = _header("Single-query exact top-k vs the bandwidth roof", info, cfg)
+            md += (f"Copy bandwidth {roof['bandwidth']['gbs_median']:.2f} GB/s before, "
+                   f"{roof_after['bandwidth']['gbs_median']:.2f} GB/s after the grid (`stream_ms` uses the first); "
+                   f"k={qcfg.k}, {qcfg.n_queries} queries ({qcfg.plain_queries} for the plain path) x {r} repeats, "
+                   f"one query per call; `x_stream` = ms_median / stream_ms (goal <= 1.5).\n\n")
+            md += markdown_table(rows, single_query.SINGLE_COLUMNS)
+        elif item == "serve":
+            vcfg = serve_latency.ServeLatencyConfig(threads=cfg.threads)
+            if cfg.tiny:
+                vcfg.model, vcfg.n_items, vcfg.requests, vcfg.warmup = "tiny-clip-test", 2000, 5, 1
+                vcfg.image_size, vcfg.n_photos = (256, 192), 2
+            payload = serve_latency.run_serve_latency_bench(vcfg)
+            md = _header(f"`POST /search` latency: {vcfg.model}, {vcfg.n_items:,} items", info, cfg, repeated=False)
+            md += (f"{vcfg.requests} requests per row after {vcfg.warmup} warm-up; upload "
+                   f"{payload['upload_bytes']:,} bytes ({vcfg.image_size[0]}x{vcfg.image_size[1]} JPEG); parts are "
+                   f"medians of the server's Server-Timing; http_overhead = client total - handler time.\n\n")
+            md += markdown_table(payload["rows"], serve_latency.SERVE_COLUMNS)
         elif item == "faiss":
             acfg = ann.AnnBenchConfig(repeats=r, threads=cfg.threads, noise=cfg.ann_noise)
             if cfg.ann_indexes:

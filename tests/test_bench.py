@@ -81,6 +81,35 @@ def test_suite_tiny_writes_results(tmp_path):
     assert "Exact search" in (tmp_path / "report.md").read_text()
 
 
+def test_suite_tiny_single_query_item(tmp_path):
+    """Item `single` (issue 15 §1) at tiny sizes: every kernel timed, zscir's answers identical to the plain path."""
+    out = run_suite(SuiteConfig(items=["single"], out_dir=tmp_path, tiny=True, repeats=1, command="pytest"))
+    rows = out["single"]["rows"]
+    kernels = {(r["storage"], r["kernel"]) for r in rows}
+    assert {("float32", "zscir fast"), ("float16", "zscir fast"), ("bfloat16", "zscir fast"),
+            ("float16", "zscir plain")} <= kernels
+    if out["machine"]["faiss"]:
+        assert ("float32", "faiss flat") in kernels and ("float16", "faiss sq-fp16") in kernels
+    for r in rows:
+        assert r["ms_median"] > 0 and r["stream_ms"] > 0
+        assert r["x_stream"] == pytest.approx(r["ms_median"] / r["stream_ms"])
+        if r["kernel"].startswith("zscir"):
+            assert r["same_as_plain"], r
+    assert all(r["certified"] == 1.0 for r in rows if r["kernel"] == "zscir fast" and r["storage"] != "float32")
+
+
+@pytest.mark.slow
+def test_suite_tiny_serve_item(tmp_path):
+    """Item `serve` (issue 15 §3) with a tiny model: a real uvicorn process, a sane latency split (~40 s)."""
+    out = run_suite(SuiteConfig(items=["serve"], out_dir=tmp_path, tiny=True, repeats=1, command="pytest"))
+    serve = {r["reference"]: r for r in out["serve"]["rows"]}
+    assert set(serve) == {"upload JPEG", "item id"}
+    for r in serve.values():
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["encode_ms"] > 0 and r["decode_ms"] > 0 and r["search_ms"] > 0
+        assert 0 <= r["http_share"] < 1
+    assert "Server-Timing" in (tmp_path / "serve.md").read_text()
+
+
 def test_cli_bench_rejects_unknown_item_and_runs_memory(tmp_path):
     from typer.testing import CliRunner
 
