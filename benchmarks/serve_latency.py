@@ -184,11 +184,13 @@ def run_serve_latency_bench(cfg: ServeLatencyConfig) -> dict[str, Any]:
                     for key in parts:
                         parts[key].append(st[key])
                 overhead = [t - a for t, a in zip(total, parts["app"])]
+                other = [a - d - e - s for a, d, e, s in zip(parts["app"], parts["decode"], parts["encode"],
+                                                              parts["search"])]
                 med = {key: float(np.median(v)) for key, v in parts.items()}
                 rows.append({
                     "reference": kind, "requests": cfg.requests, "p50_ms": _pct(total, 50), "p99_ms": _pct(total, 99),
                     "decode_ms": med["decode"], "encode_ms": med["encode"], "search_ms": med["search"],
-                    "handler_other_ms": med["app"] - med["decode"] - med["encode"] - med["search"],
+                    "handler_other_ms": float(np.median(other)),
                     "http_overhead_ms": float(np.median(overhead)), "http_overhead_p99_ms": _pct(overhead, 99),
                     "http_share": float(np.median(overhead)) / _pct(total, 50),
                 })
