@@ -39,6 +39,7 @@ FAISS uses for "no result"), so the output always has shape ``(Q, min(k, N))``.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -280,29 +281,31 @@ class ExactSearcher(Searcher):
         self.single_query = single_query
         self._bf16: Any = None
         self._single: Any = None
+        self._single_lock = threading.Lock()
 
     def _fast_single(self, queries: ArrayLike, k: int, exclude: ExcludeLike) -> tuple[np.ndarray, np.ndarray] | None:
         """One query through :class:`~zscir.index.single_query.SingleQueryKernel`; None: use the plain path."""
         from zscir.index.single_query import SingleQueryKernel
 
-        g_t = _as_tensor(self._emb, "embeddings")
+        g_t = as_tensor(self._emb, "embeddings")
         if g_t.device.type != "cpu" or (self.device is not None and torch.device(self.device).type != "cpu"):
             return None
-        if self._single is None:
-            ref_chunk = score_chunk_rows(self._n, self._dim, g_t.dtype != torch.float32, "cpu", self.chunk_size)
-            self._single = SingleQueryKernel(self._emb, ref_chunk)
+        with self._single_lock:  # serving threads: one kernel (and one bf16 copy of an fp16 gallery)
+            if self._single is None:
+                ref_chunk = score_chunk_rows(self._n, self._dim, g_t.dtype != torch.float32, "cpu", self.chunk_size)
+                self._single = SingleQueryKernel(self._emb, ref_chunk)
         if not self._single.available:
             return None
-        q_t = _as_tensor(queries, "queries")
+        q_t = as_tensor(queries, "queries")
         if q_t.shape[1] != self._dim:
             raise ValueError(f"dimension mismatch: queries have dim {q_t.shape[1]}, gallery has dim {self._dim}")
-        ex_rows, ex_cols = (_normalize_exclude(exclude, 1, self._n) if exclude is not None
+        ex_rows, ex_cols = (normalize_exclude(exclude, 1, self._n) if exclude is not None
                             else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         k_out = min(int(k), self._n)
         res = self._single.topk(q_t, min(self._n, int(k) + ex_cols.size), ex_cols)
         if res is None:
             return None
-        return _drop_excluded(res[0][None], res[1][None], ex_rows, ex_cols, 0, self._n, k_out)
+        return drop_excluded(res[0][None], res[1][None], ex_rows, ex_cols, 0, self._n, k_out)
 
     def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
         if (self.single_query == "fast" and self.prefilter is None and len(queries) == 1 and self._n > 0

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
 from zscir.index.prefilter import error_factor
+from zscir.index.searcher import as_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +53,6 @@ DEFAULT_MARGIN = 64
 SGEMM_GROUP = 4
 #: rows per block when making the bf16 copy of a gallery (8 MB of fp32 at d = 512)
 COPY_ROWS = 4096
-
-
-def _tensor(x: Any) -> torch.Tensor:
-    """A CPU tensor view of a numpy array (memory maps included) or tensor, without copying."""
-    if isinstance(x, torch.Tensor):
-        return x.detach()
-    with warnings.catch_warnings():  # read-only memory maps: never written through this view
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(x))
 
 
 def reference_scores(q32: torch.Tensor, g_t: torch.Tensor, idx: torch.Tensor, ref_chunk: int) -> torch.Tensor:
@@ -154,7 +145,7 @@ class SingleQueryKernel:
     """
 
     def __init__(self, gallery: Any, ref_chunk: int, margin: int = DEFAULT_MARGIN):
-        self.g_t = _tensor(gallery)
+        self.g_t = as_tensor(gallery, "gallery")
         if self.g_t.ndim != 2 or self.g_t.device.type != "cpu":
             raise ValueError("SingleQueryKernel: expected a 2-D CPU gallery")
         self.n, self.dim = int(self.g_t.shape[0]), int(self.g_t.shape[1])
@@ -188,7 +179,7 @@ class SingleQueryKernel:
         Returns ``(scores float32, indices int64)`` of length ``k_fetch`` (excluded items score ``-inf``),
         or ``None`` when the half-precision pre-filter could not certify the answer.
         """
-        q32 = _tensor(query).reshape(1, -1).to(torch.float32)
+        q32 = as_tensor(query, "query").reshape(1, -1).to(torch.float32)
         ex = torch.from_numpy(np.asarray(ex_cols, dtype=np.int64))
         with torch.no_grad():
             if self.bf16 is None:
