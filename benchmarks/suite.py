@@ -44,6 +44,12 @@ def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool =
             f"{how}\n\n")
 
 
+def _roof_config(cfg: SuiteConfig, repeats: int) -> Any:
+    from benchmarks.roofline import RooflineConfig
+
+    return RooflineConfig(matmul_n=256 if cfg.tiny else 1024, copy_mb=16 if cfg.tiny else 256, repeats=repeats)
+
+
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Run ``cfg.items`` in order and return ``{item: payload}``; each item is also written to disk."""
     from benchmarks import ann, datawait, eval_memory, latency, memory, pipeline, roofline, search
@@ -59,8 +65,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             raise ValueError(f"unknown item {item!r}; choose from {', '.join(ITEMS)}")
         t0 = time.perf_counter()
         if item == "search":
-            rcfg = roofline.RooflineConfig(matmul_n=256 if cfg.tiny else 1024, copy_mb=16 if cfg.tiny else 256,
-                                           repeats=max(r, 3))
+            rcfg = _roof_config(cfg, max(r, 3))
             roof = roofline.measure_roofline(rcfg)
             scfg = search.SearchBenchConfig(repeats=r)
             if cfg.tiny:
@@ -83,8 +88,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                        "prefilter=\"bf16\")`); `bf16_same_topk_as_peer` checks 32 queries:\n\n")
                 md += markdown_table(rows, search.BF16_COLUMNS)
         elif item == "single":
-            rcfg = roofline.RooflineConfig(matmul_n=256 if cfg.tiny else 1024, copy_mb=16 if cfg.tiny else 256,
-                                           repeats=max(r, 5))
+            rcfg = _roof_config(cfg, max(r, 5))
             roof = roofline.measure_roofline(rcfg)
             qcfg = single_query.SingleQueryBenchConfig(repeats=r)
             if cfg.tiny:
