@@ -15,7 +15,7 @@ import typer
 
 from zscir.cli.options import OUT
 
-ITEMS = ("search", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
+ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait")  # = benchmarks.suite.ITEMS
 
 
 def _import_suite():
