@@ -15,7 +15,6 @@ parsing, validation, JSON encoding, uvicorn).
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -24,23 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.realistic import CORPUS, MODEL_NAME, make_photo, register_bench_model
 from benchmarks.search import random_unit
 
 logger = logging.getLogger(__name__)
-
-#: ViT-B/32 sizes (OpenAI CLIP ViT-B/32: 224 px, patch 32, width 768 x 12 layers; text 512 x 12; 512-d)
-VITB32 = dict(image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
-              text_width=512, text_layers=12, text_heads=8, max_text_len=77, projection_dim=512, vocab_size=1024)
-MODEL_NAME = "bench-vitb32-random"
-_CORPUS = ("a photo of a dog on the beach at sunset", "make the car red and remove the people",
-           "the same dress but in blue with long sleeves", "a city street at night in the rain with lights")
-
 
 @dataclass
 class ServeLatencyConfig:
@@ -58,32 +50,6 @@ class ServeLatencyConfig:
     seed: int = 0
     startup_timeout_s: float = 600.0
     work_dir: str | None = None
-
-
-def register_bench_model() -> None:
-    """Register :data:`MODEL_NAME` (random weights, seeded) so both processes can build it by name."""
-    from zscir.backbones.registry import TinyCLIPConfig, build_random_clip, register_model
-    from zscir.backbones.tokenizer import train_bpe_tokenizer
-
-    def factory(seed: int = 0, **_: object):
-        cfg = TinyCLIPConfig(**VITB32)
-        tok = train_bpe_tokenizer(_CORPUS, vocab_size=cfg.vocab_size, max_length=cfg.max_text_len)
-        return build_random_clip(cfg, tok, seed=seed, name=MODEL_NAME)
-
-    register_model(MODEL_NAME, factory)
-
-
-def make_photo(path: Path, size: tuple[int, int], seed: int) -> int:
-    """A photo-like JPEG (smooth colour field + grain, quality 90) of ``size``; returns its byte size."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    low = rng.uniform(0, 255, (h // 32 + 2, w // 32 + 2, 3)).astype(np.float32)
-    field_ = np.asarray(Image.fromarray(low.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
-    img = np.clip(field_ + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(path, "JPEG", quality=90)
-    return path.stat().st_size
 
 
 def build_bench_index(folder: Path, cfg: ServeLatencyConfig) -> tuple[list[str], list[Path]]:
@@ -165,10 +131,10 @@ def run_serve_latency_bench(cfg: ServeLatencyConfig) -> dict[str, Any]:
             upload = files[0].read_bytes()
             kinds = {
                 "upload JPEG": lambda i: client.post(
-                    "/search", data={"text": _CORPUS[i % 4], "k": str(cfg.k)},
+                    "/search", data={"text": CORPUS[i % 4], "k": str(cfg.k)},
                     files={"image": ("q.jpg", upload, "image/jpeg")}),
                 "item id": lambda i: client.post(
-                    "/search", data={"text": _CORPUS[i % 4], "k": str(cfg.k), "item_id": ids[(i * 7919) % len(ids)]}),
+                    "/search", data={"text": CORPUS[i % 4], "k": str(cfg.k), "item_id": ids[(i * 7919) % len(ids)]}),
             }
             rows = []
             for kind, send in kinds.items():
