@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from benchmarks.common import time_it
+from benchmarks.realistic import MODEL_NAME, make_photo, register_bench_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class PipelineBenchConfig:
     index_workers: int = 2
     repeats: int = 3
     seed: int = 0
+    #: issue 15 §2: photo-like JPEGs of this many megapixels (uniform in the range) instead of world renders
+    photo_mp: tuple[float, float] | None = None
 
 
 class _Files(torch.utils.data.Dataset):
@@ -72,16 +76,26 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
     from zscir.backbones import create_backbone
     from zscir.data.world import WorldConfig, generate_pairs, render_batch
 
+    if cfg.model == MODEL_NAME:
+        register_bench_model()
     backbone = create_backbone(cfg.model, device="cpu")
-    pairs = generate_pairs(WorldConfig(seed=cfg.seed), cfg.n_images)
-    pix = render_batch([p.scene for p in pairs], cfg.size)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="zscir-bench-pipe-") as tmp:
         paths = []
-        for i, p in enumerate(pix):
-            path = str(Path(tmp) / f"{i:06d}.{cfg.fmt}")
-            Image.fromarray(p).save(path)
-            paths.append(path)
+        if cfg.photo_mp is not None:
+            rng = np.random.default_rng(cfg.seed)
+            for i in range(cfg.n_images):
+                mp = rng.uniform(*cfg.photo_mp) * 1e6
+                w = int(round((mp * 4 / 3) ** 0.5))  # 4:3 photos
+                path = str(Path(tmp) / f"{i:06d}.jpg")
+                make_photo(Path(path), (w, int(round(w * 3 / 4))), cfg.seed + i)
+                paths.append(path)
+        else:
+            pairs = generate_pairs(WorldConfig(seed=cfg.seed), cfg.n_images)
+            for i, p in enumerate(render_batch([p.scene for p in pairs], cfg.size)):
+                path = str(Path(tmp) / f"{i:06d}.{cfg.fmt}")
+                Image.fromarray(p).save(path)
+                paths.append(path)
         loader_fn = _LoadAndPreprocess(backbone)
         batches = [loader_fn(paths[i:i + cfg.batch_size]) for i in range(0, len(paths), cfg.batch_size)]
 
@@ -120,7 +134,38 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
                          **t.as_dict()})
         if cfg.indexer:
             rows.append(_indexer_row(cfg, tmp, t_raw, backbone))
+        rows.extend(_stage_rows(paths, backbone, cfg))
     return rows
+
+
+def _stage_rows(paths: list[str], backbone: Any, cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
+    """Single-threaded seconds per stage: read + decode (``load_image``, JPEG draft included), preprocess
+    (resize, crop, normalise), model forward; ``share`` = each stage's part of their sum."""
+    import time
+
+    from zscir.index.imageio import load_image
+
+    def stages() -> tuple[float, float, float]:
+        t_dec = t_pre = t_fwd = 0.0
+        for i in range(0, len(paths), cfg.batch_size):
+            t0 = time.perf_counter()
+            imgs = [load_image(p) for p in paths[i:i + cfg.batch_size]]
+            t1 = time.perf_counter()
+            px = backbone.preprocess(imgs)
+            t2 = time.perf_counter()
+            with torch.no_grad():
+                backbone.encode_image(px)
+            t3 = time.perf_counter()
+            t_dec, t_pre, t_fwd = t_dec + t1 - t0, t_pre + t2 - t1, t_fwd + t3 - t2
+        return t_dec, t_pre, t_fwd
+
+    stages()  # warm-up
+    runs = [stages() for _ in range(max(1, cfg.repeats))]
+    med = [float(np.median([r[j] for r in runs])) for j in range(3)]
+    total = sum(med)
+    return [{"variant": f"stage: {name}", "workers": 0, "images_per_s": len(paths) / t, "share": t / total,
+             "median_s": t} for name, t in zip(("read + decode (load_image)", "preprocess (resize/crop/normalise)",
+                                                "model forward"), med)]
 
 
 def _indexer_row(cfg: PipelineBenchConfig, folder: str, t_raw: Any, backbone: Any) -> dict[str, Any]:
@@ -169,4 +214,4 @@ def prefetch_batches(paths: list[str], batch_size: int, load: Any, depth: int = 
             yield batch
 
 
-PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "median_s", "min_s", "max_s"]
+PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "share", "median_s", "min_s", "max_s"]

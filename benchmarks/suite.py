@@ -18,7 +18,7 @@ from benchmarks.common import machine_info, markdown_table, write_results
 
 logger = logging.getLogger(__name__)
 
-ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "memory", "evalmem", "datawait")
+ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait")
 
 
 @dataclass
@@ -142,13 +142,20 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             payload = {"config": lcfg.__dict__, "rows": rows}
             md = _header(f"Per-query latency on `{lcfg.model}` (gallery N={lcfg.gallery_n:,})", info, cfg)
             md += markdown_table(rows, latency.LATENCY_COLUMNS)
-        elif item == "pipeline":
+        elif item in ("pipeline", "photos"):
             pcfg = pipeline.PipelineBenchConfig(repeats=r)
+            if item == "photos":  # issue 15 §2: ViT-B/32-sized model at 224 px, 1-12 MP JPEG photos
+                pcfg.model, pcfg.photo_mp, pcfg.n_images, pcfg.batch_size = serve_latency.MODEL_NAME, (1.0, 12.0), 48, 16
+                pcfg.workers = [0, 2]
             if cfg.tiny:
                 pcfg.model, pcfg.n_images, pcfg.batch_size, pcfg.workers = "tiny-clip-test", 32, 16, [0]
+                if item == "photos":
+                    pcfg.photo_mp, pcfg.n_images = (0.05, 0.2), 8
             rows = pipeline.run_pipeline_bench(pcfg)
             payload = {"config": pcfg.__dict__, "rows": rows}
-            md = _header(f"Image-embedding pipeline vs raw forward ({pcfg.n_images} {pcfg.fmt} files)", info, cfg)
+            what = (f"{pcfg.n_images} JPEG photos of {pcfg.photo_mp[0]:g}-{pcfg.photo_mp[1]:g} MP, {pcfg.model}"
+                    if pcfg.photo_mp else f"{pcfg.n_images} {pcfg.fmt} files")
+            md = _header(f"Image-embedding pipeline vs raw forward ({what})", info, cfg)
             md += markdown_table(rows, pipeline.PIPELINE_COLUMNS)
         elif item == "datawait":
             dcfg = datawait.DataWaitBenchConfig(threads=cfg.threads)

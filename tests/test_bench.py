@@ -98,6 +98,16 @@ def test_suite_tiny_single_query_item(tmp_path):
     assert all(r["certified"] == 1.0 for r in rows if r["kernel"] == "zscir fast" and r["storage"] != "float32")
 
 
+def test_suite_tiny_photos_item(tmp_path):
+    """Item `photos` (issue 15 §2) at tiny sizes: pipeline rows plus a per-stage split that sums to 1."""
+    out = run_suite(SuiteConfig(items=["photos"], out_dir=tmp_path, tiny=True, repeats=1, command="pytest"))
+    rows = out["photos"]["rows"]
+    assert rows[0]["ratio_vs_raw"] == 1.0 and any(r["variant"].startswith("zscir index") for r in rows)
+    stages = [r for r in rows if r["variant"].startswith("stage:")]
+    assert len(stages) == 3 and sum(r["share"] for r in stages) == pytest.approx(1.0)
+    assert "JPEG photos" in (tmp_path / "photos.md").read_text()
+
+
 @pytest.mark.slow
 def test_suite_tiny_serve_item(tmp_path):
     """Item `serve` (issue 15 §3) with a tiny model: a real uvicorn process, a sane latency split (~40 s)."""
