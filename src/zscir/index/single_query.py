@@ -109,6 +109,9 @@ def fast_path_holds(dim: int, ref_chunk: int, threads: int) -> bool:
     ref = _plain_scores(q, gal, ref_chunk)
     emu = reference_scores(q, gal, torch.arange(n), ref_chunk)
     same = torch.equal(ref, emu)
+    for size in (1, 7, DEFAULT_MARGIN + 10):  # small calls, as in real use (k + margin candidates)
+        idx = torch.cat([torch.randperm(n, generator=g)[:size], torch.tensor([n - 1])])
+        same = same and torch.equal(reference_scores(q, gal, idx, ref_chunk), ref[idx])
     approx = torch.mv(gal.bfloat16(), q[0].bfloat16()).float()
     norms = torch.linalg.vector_norm(gal.float(), dim=1)
     bound = 0.5 * error_factor(dim) * float(torch.linalg.vector_norm(q)) * norms
