@@ -135,3 +135,20 @@ def test_error_factor_covers_worst_case_bf16_rounding():
     old = 1.25 * (2.0 ** -7 + d * 2.0 ** -24 + 2.0 ** -16)
     assert approx == 256.0 and abs(approx - exact) > old * float(q.norm()) * float(g.norm())
     assert abs(approx - exact) <= bound
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_identical_with_two_threads(dtype):
+    """With 2 threads BLAS splits a chunk between them (d=96: 21,845-row chunks, odd halves): still identical."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = _unit(30_000, 96, 16)
+        gal = torch.from_numpy(g).bfloat16() if dtype == "bfloat16" else g.astype(dtype)
+        ref_chunk = score_chunk_rows(len(g), 96, True, "cpu")
+        assert ref_chunk % 8 != 0 and fast_path_holds(96, ref_chunk, 2)
+        for seed in range(3):
+            q = g[21_840 + seed:21_841 + seed] + 0.01 * _unit(1, 96, 17 + seed)  # near the split point
+            _same(gal, q, 10, 65536)
+    finally:
+        torch.set_num_threads(old)
