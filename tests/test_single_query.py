@@ -8,7 +8,8 @@ import torch
 
 from zscir.index.prefilter import error_factor
 from zscir.index.search import ExactSearcher, exact_topk, score_chunk_rows
-from zscir.index.single_query import SingleQueryKernel, fast_path_holds, reference_scores, stable_topk
+from zscir.index.single_query import (SingleQueryKernel, chunk_layout, fast_path_holds, reference_scores,
+                                      stable_topk)
 
 
 def _unit(n: int, d: int, seed: int) -> np.ndarray:
@@ -147,8 +148,11 @@ def test_identical_with_two_threads(dtype):
         gal = torch.from_numpy(g).bfloat16() if dtype == "bfloat16" else g.astype(dtype)
         ref_chunk = score_chunk_rows(len(g), 96, True, "cpu")
         assert ref_chunk % 8 != 0 and fast_path_holds(96, ref_chunk, 2)
-        for seed in range(3):
-            q = g[21_840 + seed:21_841 + seed] + 0.01 * _unit(1, 96, 17 + seed)  # near the split point
-            _same(gal, q, 10, 65536)
+        runs = chunk_layout(96, ref_chunk, 2)
+        assert runs and len(runs) >= 2  # a remainder per thread's share
+        for seed, (a, _) in enumerate(runs):  # queries whose best match is a remainder row
+            q = g[a:a + 1] + 0.01 * _unit(1, 96, 17 + seed)
+            s, i = _same(gal, q, 10, 65536).search(q, 10)
+            assert i[0, 0] == a
     finally:
         torch.set_num_threads(old)

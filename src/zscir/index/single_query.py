@@ -23,13 +23,14 @@ reading each gallery byte once:
 Exactness: identical ids *and* scores
 -------------------------------------
 The re-score reproduces the fp32 scores of :func:`exact_topk` bit for bit, not merely to rounding: the
-BLAS ``sgemm`` of one query row computes gallery rows in groups of four with one summation order and
-the remainder of a call (its last ``n mod 4`` rows) with another, so a candidate is re-scored together
-with the same group of four rows it had in the plain path's chunk (or with the same remainder rows).
-That this reproduces the plain path's scores is a property of the BLAS build, so it is **checked once
-per process** (:func:`fast_path_holds`: every row of a random gallery, both chunk kinds, the current
-thread count) together with the bf16 error bound; where either check fails the fast path switches
-itself off and every query takes the plain path. The tests compare both paths on random, fp16, bf16,
+BLAS ``sgemm`` of one query row computes gallery rows four at a time with one summation order and the
+remainder columns of a call (its last ``n mod 4`` rows; with several threads, the end of each thread's
+share) with another. :func:`chunk_layout` learns which rows of a chunk are remainders, and a candidate
+is re-scored with the four-column kernel or together with exactly its remainder run. That this
+reproduces the plain path's scores is a property of the BLAS build, so it is **checked once per
+process** (:func:`fast_path_holds`: every row of a random gallery, the current thread count) together
+with the bf16 error bound; where either check fails the fast path switches itself off and every query
+takes the plain path. The tests compare both paths on random, fp16, bf16,
 unnormalised, excluded-id, tied and near-duplicate data.
 """
 
