@@ -68,8 +68,11 @@ def build_bench_index(folder: Path, cfg: ServeLatencyConfig) -> tuple[list[str],
     key = composer.gallery_cache_key()
     dim = int(composer.encode_queries([_probe_image()], ["x"]).shape[1])
     del composer
+    upload = folder / "upload.jpg"  # a photo that is not in the index (an indexed one would be excluded by content)
+    make_photo(upload, cfg.image_size, cfg.seed + 10_000)
+    files.append(upload)
     ids = [f"img{i:07d}.jpg" for i in range(cfg.n_items)]
-    items = [{"id": ids[i], "path": str(files[i % len(files)])} for i in range(cfg.n_items)]
+    items = [{"id": ids[i], "path": str(files[i % cfg.n_photos])} for i in range(cfg.n_items)]
     emb = random_unit(cfg.n_items, dim, cfg.seed, "float16")
     EmbeddingStore.save(folder / "index", emb, items, {"gallery_key": key}, model=cfg.model, method=cfg.method)
     return ids, files
@@ -128,7 +131,7 @@ def run_serve_latency_bench(cfg: ServeLatencyConfig) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=300) as client:
             _wait_ready(client, proc, cfg.startup_timeout_s)
-            upload = files[0].read_bytes()
+            upload = files[-1].read_bytes()
             kinds = {
                 "upload JPEG": lambda i: client.post(
                     "/search", data={"text": CORPUS[i % 4], "k": str(cfg.k)},
@@ -146,6 +149,10 @@ def run_serve_latency_bench(cfg: ServeLatencyConfig) -> dict[str, Any]:
                     r = send(i)
                     total.append((time.perf_counter() - t) * 1e3)
                     r.raise_for_status()
+                    excluded = ((r.json()["reference"] or {}).get("indexed") or {}).get("excluded") or []
+                    if len(excluded) > 1:
+                        raise RuntimeError(f"{len(excluded)} items excluded as the reference: the timing would "
+                                           f"not be of one query's search")
                     st = parse_server_timing(r.headers["server-timing"])
                     for key in parts:
                         parts[key].append(st[key])
