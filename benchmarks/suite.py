@@ -110,7 +110,8 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                 vcfg.model, vcfg.n_items, vcfg.requests, vcfg.warmup = "tiny-clip-test", 2000, 5, 1
                 vcfg.image_size, vcfg.n_photos = (256, 192), 2
             payload = serve_latency.run_serve_latency_bench(vcfg)
-            md = _header(f"`POST /search` latency: {vcfg.model}, {vcfg.n_items:,} items", info, cfg, repeated=False)
+            md = _header(f"`POST /search` latency: {vcfg.model}, {vcfg.n_items:,} items", info, cfg,
+                         how="One server process (uvicorn, 127.0.0.1); requests one at a time.")
             md += (f"{vcfg.requests} requests per row after {vcfg.warmup} warm-up; upload "
                    f"{payload['upload_bytes']:,} bytes ({vcfg.image_size[0]}x{vcfg.image_size[1]} JPEG); parts are "
                    f"medians of the server's Server-Timing; http_overhead = client total - handler time.\n\n")

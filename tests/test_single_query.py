@@ -84,8 +84,15 @@ def test_ties_and_near_duplicates(dtype):
     _same(gal, q, 20, 333)
     _same(gal, q, 20, 333, exclude=[[900, 901, 902]])
     if dtype != "float32":
+        # 5000 near-duplicates (more than the largest candidate set, k + 64 * 64): not certifiable, so the
+        # kernel declines and the plain path answers; with 300 the larger candidate sets certify
+        many = np.repeat(base[3:4], 5000, axis=0) + 1e-4 * _unit(5000, 32, 9)
+        many_g = torch.from_numpy(many).bfloat16() if dtype == "bfloat16" else many.astype(dtype)
+        kern = SingleQueryKernel(many_g, score_chunk_rows(5000, 32, True, "cpu", 333))
+        assert kern.topk(q, 20, np.zeros(0, np.int64)) is None
+        _same(many_g, q, 20, 333)
         kern = SingleQueryKernel(gal, score_chunk_rows(len(g), 32, True, "cpu", 333))
-        assert kern.topk(q, 20, np.zeros(0, np.int64)) is None  # not certifiable: the plain path answers
+        assert kern.topk(q, 20, np.zeros(0, np.int64)) is not None
 
 
 def test_memmap_fp16(tmp_path):

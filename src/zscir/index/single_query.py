@@ -256,23 +256,27 @@ class SingleQueryKernel:
         assert self.bf16 is not None
         approx = torch.mv(self.bf16, q32[0].bfloat16()).float()
         approx[ex] = float("-inf")
-        m = min(self.n, k_fetch + self.margin)
-        a_vals, cand = torch.topk(approx, m)  # NaN and +inf rank first, so they show up here
-        if not (np.isfinite(self.max_norm) and bool(torch.isfinite(a_vals[:1]).all() or a_vals[0] < 0)):
-            return None  # inf / NaN in the data: leave it to the plain path's conventions
-        exact = reference_scores(q32, self.g_t, cand, self.ref_chunk)
-        if exact is None:
-            return None  # the last chunk's layout could not be reproduced: the plain path answers
-        exact = torch.nan_to_num(exact, nan=float("-inf"))
-        exact[torch.isin(cand, ex)] = float("-inf")
-        cand, by_idx = torch.sort(cand)
-        exact = exact[by_idx]
-        order = torch.sort(exact, descending=True, stable=True).indices[:k_fetch]
-        vals, pos = exact[order], cand[order]
-        if m < self.n:
+        eps = error_factor(self.dim) * float(torch.linalg.vector_norm(q32)) * self.max_norm
+        # more candidates when the certificate fails (many items within 2 eps of the cut): the bf16 scores
+        # are reused, only the exact re-score grows; the plain path is the last resort
+        for margin in (self.margin, 8 * self.margin, 64 * self.margin):
+            m = min(self.n, k_fetch + margin)
+            a_vals, cand = torch.topk(approx, m)  # NaN and +inf rank first, so they show up here
+            if not (np.isfinite(eps) and bool(torch.isfinite(a_vals[:1]).all() or a_vals[0] < 0)):
+                return None  # inf / NaN in the data: leave it to the plain path's conventions
+            exact = reference_scores(q32, self.g_t, cand, self.ref_chunk)
+            if exact is None:
+                return None  # the last chunk's layout could not be reproduced: the plain path answers
+            exact = torch.nan_to_num(exact, nan=float("-inf"))
+            exact[torch.isin(cand, ex)] = float("-inf")
+            cand, by_idx = torch.sort(cand)
+            exact = exact[by_idx]
+            order = torch.sort(exact, descending=True, stable=True).indices[:k_fetch]
+            vals, pos = exact[order], cand[order]
             # every item left out scores <= (its bf16 score) + eps <= a + eps; certified if that is below T
-            eps = error_factor(self.dim) * float(torch.linalg.vector_norm(q32)) * self.max_norm
             a, t = float(a_vals[-1]), float(vals[-1])
-            if not (np.isfinite(eps) and np.isfinite(t) and a + eps < t):
+            if m == self.n or (np.isfinite(t) and a + eps < t):
+                return vals.numpy(), pos.numpy()
+            if not np.isfinite(t):
                 return None
-        return vals.numpy(), pos.numpy()
+        return None
