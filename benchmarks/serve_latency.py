@@ -115,6 +115,7 @@ def run_serve_latency_bench(cfg: ServeLatencyConfig) -> dict[str, Any]:
     from zscir.serve.app import parse_server_timing
 
     register_bench_model()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be timed too
     work = Path(tempfile.mkdtemp(prefix="zscir-serve-bench-", dir=cfg.work_dir))
     proc = None
     try:
