@@ -294,7 +294,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
             raise ApiError(409, "index_incompatible", str(e)) from None
         timings["app"] = time.perf_counter() - t0
         # where a request's time goes (decode / encode / search / the whole handler), cheap and always on:
-        # the rest of a client's latency is HTTP + framework (docs/PERFORMANCE.md, table 7)
+        # the rest of a client's latency is HTTP + framework (docs/PERFORMANCE.md, table 8)
         response.headers["Server-Timing"] = server_timing(timings)
         return {
             "method": method or retriever.default_method, "k": k_int, "text": text,
