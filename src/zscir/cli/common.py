@@ -24,6 +24,8 @@ from typing import Any
 import typer
 import typer.core
 
+from zscir.index.names import printable  # stdlib only: zscir.index resolves its heavy names lazily
+
 try:  # typer >= 0.20 vendors click
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - older typer on top of click
@@ -52,13 +54,6 @@ def make_composer(method: str, model: str | None, checkpoint: str | None, device
         return create_composer(method, model=model, checkpoint=checkpoint, device=device, **options)
     except (ValueError, FileNotFoundError, OSError, TypeError, ImportError) as e:
         raise typer.BadParameter(str(e)) from e
-
-
-def printable(text: Any) -> str:
-    """`zscir.index.names.printable`, imported on first use (``zscir.index`` imports torch: slow start-up)."""
-    from zscir.index.names import printable as _printable
-
-    return _printable(text)
 
 
 def fail(message: str) -> None:
