@@ -412,6 +412,24 @@ def _untrained(seed: int = 0, **kw: object) -> Backbone:
     return LiTBackbone.build(LiTConfig(), name="lit-untrained", seed=seed)
 
 
-#: built-in names (see `zscir.backbones.registry`): the default towers with random, seeded heads — the
-#: starting point of `zscir train lit` and a model for tests; it needs the ``[real]`` extra
-BUILTIN_LIT_MODELS: dict[str, Callable[..., Backbone]] = {"lit-untrained": _untrained}
+def shipped_lit_dir(name: str) -> Path:
+    """Folder of a LiT model shipped inside the package (``zscir/assets/<name>``: config + heads only)."""
+    from importlib import resources
+
+    return Path(str(resources.files("zscir") / "assets" / name))
+
+
+def _clipart(**kw: object) -> Backbone:
+    """The shipped real-picture model: heads trained by `zscir train lit` on ~6.7K real captioned clip-art
+    pictures (emoji, Tux Paint stamps, openclipart; the real benchmark's test and val families left out).
+    The heads are stored in float16 (5.5 MB instead of 11) and computed in float32."""
+    path = shipped_lit_dir("lit-clipart")
+    if not (path / CONFIG_NAME).exists():
+        raise FileNotFoundError(f"the shipped LiT heads are missing at {path}")
+    return LiTBackbone.from_pretrained(path, name="lit-clipart", **kw)
+
+
+#: built-in names (see `zscir.backbones.registry`); both need the ``[real]`` extra (the frozen towers):
+#: ``lit-untrained`` — the default towers with random, seeded heads, the starting point of
+#: `zscir train lit` and a model for tests; ``lit-clipart`` — the shipped heads trained on real clip-art
+BUILTIN_LIT_MODELS: dict[str, Callable[..., Backbone]] = {"lit-untrained": _untrained, "lit-clipart": _clipart}

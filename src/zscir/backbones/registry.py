@@ -210,6 +210,10 @@ MODEL_INFO: dict[str, ModelInfo] = {
     **{n: ModelInfo("random weights for unit tests; its rankings mean nothing") for n in TINY_CONFIGS},
     "lit-untrained": ModelInfo("pretrained image and text towers joined by untrained (random) projection "
                                "heads, the starting point of `zscir train lit`; its rankings mean nothing"),
+    "lit-clipart": ModelInfo("real pretrained towers (EfficientNet-Lite0 + all-MiniLM-L6-v2, the [real] extra) "
+                             "with heads trained on ~6.7K real captioned clip-art pictures (emoji, stamps, "
+                             "openclipart): icons and clip-art; for photos a real CLIP is better",
+                             real_images=True),
 }
 
 
