@@ -75,3 +75,19 @@ def test_zscir_cache_governs_every_cache(tmp_path, monkeypatch):
     assert [p.default for p in tr.get_command(ctx, "lit").params if p.name == "cache_dir"] == [None]
     monkeypatch.delenv("ZSCIR_CACHE")
     assert cache_root().name == "zscir" and cache_root().parent.name == ".cache"
+
+
+def test_per_method_checkpoint_wins_over_the_shared_one(monkeypatch):
+    """`zscir eval -m pic2word:checkpoint=A -m tscir:checkpoint=B` compares two trained methods in one run;
+    this used to fail with "got multiple values for keyword argument 'checkpoint'"."""
+    import zscir.methods
+    from zscir.cli.common import make_composer
+
+    seen = []
+    monkeypatch.setattr(zscir.methods, "create_composer", lambda method, **kw: seen.append((method, kw)) or method)
+    opts = {"checkpoint": "runs/b", "template": "a $ that {}"}
+    assert make_composer("tscir", "lit-clipart", "runs/shared", "cpu", opts) == "tscir"
+    make_composer("pic2word", None, "runs/shared", "cpu", {})
+    assert seen[0] == ("tscir", {"model": "lit-clipart", "checkpoint": "runs/b", "device": "cpu",
+                                 "template": "a $ that {}"})
+    assert seen[1][1]["checkpoint"] == "runs/shared" and opts["checkpoint"] == "runs/b"  # caller's dict untouched

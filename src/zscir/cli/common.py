@@ -47,9 +47,13 @@ def parse_options(options: list[str] | None) -> dict[str, Any]:
 
 
 def make_composer(method: str, model: str | None, checkpoint: str | None, device: str, options: dict[str, Any]):
-    """Create a composer, turning configuration errors into one clear CLI error."""
+    """Create a composer, turning configuration errors into one clear CLI error. A ``checkpoint`` among the
+    method's own options (``-m tscir:checkpoint=DIR``) wins over ``--checkpoint``, so one command can compare
+    several trained methods."""
     from zscir.methods import create_composer
 
+    options = dict(options)
+    checkpoint = options.pop("checkpoint", checkpoint)
     try:
         return create_composer(method, model=model, checkpoint=checkpoint, device=device, **options)
     except (ValueError, FileNotFoundError, OSError, TypeError, ImportError) as e:
