@@ -192,3 +192,19 @@ def test_stage2_and_adapter_train_from_make_triplets_output(tmp_path, files, tin
                                          eval_every=1000, n_val=6, cache_dir=str(tmp_path / "cache"), data=trip),
                       tmp_path / "fd", progress=False)
     assert _falls(a["losses"], 3)
+
+
+def test_one_image_pass_serves_references_and_gallery():
+    """Stage II on a triplet manifest encodes each image once (with patch tokens under VSI) and takes the
+    gallery's global embeddings from that pass: they must equal a global-only pass."""
+    import torch
+
+    from zscir.backbones import create_backbone
+    from zscir.train.pair_features import encode_pixels
+
+    bb = create_backbone("tiny-clip-test")
+    pix = torch.rand(4, 3, bb.image_size, bb.image_size) * 2 - 1
+    g_tok, p = encode_pixels(bb, pix, True, False)
+    g_only, none = encode_pixels(bb, pix, False, False)
+    assert p is not None and none is None
+    assert torch.allclose(g_tok, g_only, atol=1e-6)

@@ -120,10 +120,11 @@ class TripletData:
             raise DataError(f"{cfg.data.data}: only {len(rows)} usable training triplets")
         self.train, self.val = rows[: cfg.max_triplets], val
         self.gallery = ImageTable(ids=list(ids), keys=list(ids), images=imgs, index={i: n for n, i in enumerate(ids)})
-        self.gallery_bank = FeatureBank.build(backbone, self.gallery, False, cfg.bf16, progress=progress,
-                                              desc="encode gallery")
+        # references and gallery are the same images here: one pass of the frozen image encoder serves both
+        # (with VSI the pass also keeps the patch tokens; the gallery needs only the global embeddings)
         self.ref_bank = FeatureBank.build(backbone, self.gallery, vsi, cfg.bf16, progress=progress,
-                                          desc="encode references") if vsi else self.gallery_bank
+                                          desc="encode images")
+        self.gallery_bank = FeatureBank(self.ref_bank.glob, None)
         every = self.train + self.val
         self.ref_idx = {t.id: self.gallery.index[t.reference.id] for t in every}
         self.tgt_idx = {t.id: self.gallery.index[t.target_id] for t in every}
