@@ -1,7 +1,8 @@
-"""Registration of ``pic2word`` and ``tscir`` (one implementation, two shipped checkpoints).
+"""Registration of ``pic2word`` and ``tscir`` (one implementation; checkpoints shipped per built-in model).
 
 Both factories accept ``checkpoint=DIR`` (any Stage I or Stage II folder) and otherwise load the
-checkpoint shipped for the default model from ``zscir/assets/<method>/``. ``template=...`` overrides the
+checkpoint shipped for the backbone: ``zscir/assets/<model>/methods/<method>/`` for a built-in model that has one
+(``lit-clipart``), else the world-clip one in ``zscir/assets/<method>/``. ``template=...`` overrides the
 query prompt stored in the checkpoint (it must contain one ``$`` and one ``{}``).
 """
 
@@ -15,16 +16,21 @@ from zscir.methods.tscir.checkpoint import load_checkpoint
 from zscir.methods.tscir.composer import PseudoTokenComposer
 
 
-def shipped_checkpoint(method: str) -> Path:
-    """Folder of the checkpoint shipped inside the package for ``method`` (trained on world-clip)."""
+def shipped_checkpoint(method: str, model: str | None = None) -> Path:
+    """Folder of the checkpoint shipped inside the package for ``method``: the one trained for the built-in
+    ``model`` (``zscir/assets/<model>/methods/<method>``) when the package has one, else the world-clip one
+    (``zscir/assets/<method>``)."""
     from importlib import resources
 
-    return Path(str(resources.files("zscir") / "assets" / method))
+    assets = Path(str(resources.files("zscir") / "assets"))
+    if model and (assets / model / "methods" / method / "config.json").is_file():
+        return assets / model / "methods" / method
+    return assets / method
 
 
 def build_composer(method: str, backbone: Backbone, checkpoint: str | None = None, template: str | None = None,
                    batch_size: int = 128, **_: object) -> PseudoTokenComposer:
-    path = Path(checkpoint) if checkpoint else shipped_checkpoint(method)
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint(method, backbone.name)
     if not checkpoint and not (path / "config.json").exists():
         raise FileNotFoundError(
             f"no shipped {method} checkpoint at {path}; train one with `zscir train tscir-stage1"
