@@ -91,6 +91,15 @@ class Backbone(nn.Module, ABC):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images → (B, 3, H, W) pixel tensor with the checkpoint's own preprocessing."""
 
+    @property
+    def input_side(self) -> int | None:
+        """The short side (px) `preprocess` resizes every image to first, or None where unknown.
+
+        Why: pixels decoded beyond this side only cost time, so the indexer has JPEGs decoded at the
+        smallest DCT scale that keeps this side (`zscir.index.imageio.load_image`'s ``min_side``).
+        """
+        return None
+
     @abstractmethod
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Texts → {"input_ids": (B, L), "attention_mask": (B, L)} with the checkpoint's tokenizer."""

@@ -80,7 +80,7 @@ class IndexConfig:
     fp16: bool = False
     hash_content: bool = False
     limits: ImageLimits = field(default_factory=ImageLimits)
-    workers: int = 2
+    workers: int | None = None  # decode threads; None: `default_workers()` (the cores torch leaves free)
     throttle_s: float = 0.0
     progress: bool = True
     shard: tuple[int, int] | None = None  # (i, n): index only the files of shard i of n (see shard_of)
@@ -100,6 +100,24 @@ class IndexReport:
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
     ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
+
+
+def default_workers(model_on_cpu: bool = True, max_workers: int = 8) -> int:
+    """Decode threads for this process: the cores it may use minus the model's threads, 1 to ``max_workers``.
+
+    Why: decoding a batch of photos costs less than encoding it on the CPU (a ViT-B/32 at 224 px: ~35 ms
+    against ~75 ms per image on one core), so one thread per core that the model does not use keeps it
+    fed; more threads than cores only take turns with the model's thread (docs/PERFORMANCE.md section 4b).
+    A model on an accelerator leaves every core but the feeding thread's to decoding.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    import torch  # loaded already: the composers are built
+
+    busy = torch.get_num_threads() if model_on_cpu else 1
+    return max(1, min(max_workers, cores - busy))
 
 
 def _signature(entry: FileEntry, cfg: IndexConfig) -> dict[str, Any]:
@@ -154,6 +172,16 @@ class _Sources:
     def row(self, key_index: int, item_id: str) -> np.ndarray:
         src, i, _ = self.rows[item_id]
         return self.arrays[src][key_index][i]
+
+
+def decode_side(composers: Sequence[Composer]) -> int | None:
+    """The short side the indexer decodes JPEGs to: the largest input side of the gallery composers.
+
+    None (the general `ImageLimits.max_side` bound) as soon as one composer does not know its side, so a
+    method with its own image pipeline (Fusion-Diff's captioner) always sees what it saw before.
+    """
+    sides = [c.gallery_input_side() for c in composers]
+    return None if not sides or None in sides else max(sides)
 
 
 def _gallery_composers(composers: Composer | Sequence[Composer]) -> dict[str, Composer]:
@@ -373,7 +401,8 @@ def build_index(
             "galleries": {k: {"file": files[k], "dim": dims[k], "method": galleries[k].name,
                               "method_config": _describe(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
-            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits)}, "request": req,
+            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits),
+                        "decode_side": decode_side(list(galleries.values()))}, "request": req,
             # carried over: now stale (they name the old generation's files) until _refresh_ann rebuilds them
             **carried,
         }
@@ -513,12 +542,15 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
     build = manifest["build"]
     skipped: list[dict] = []
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max(1, cfg.workers)) if cfg.workers > 0 else None
+    device = getattr(getattr(next(iter(galleries.values())), "backbone", None), "device", None)
+    workers = default_workers(getattr(device, "type", "cpu") == "cpu") if cfg.workers is None else cfg.workers
+    pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    side = decode_side(list(galleries.values()))
 
     def load(job: tuple[FileEntry, dict]) -> tuple[FileEntry, dict, Image.Image | ImageRejected]:
         e, sig = job
         try:
-            return e, sig, load_image(e.path, cfg.limits)
+            return e, sig, load_image(e.path, cfg.limits, min_side=side)
         except ImageRejected as err:
             return e, sig, err
 

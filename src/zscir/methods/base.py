@@ -42,6 +42,15 @@ class Composer(ABC):
         """
         return f"{type(self).__module__}.{type(self).__qualname__}:{id(self)}"
 
+    def gallery_input_side(self) -> int | None:
+        """The short side (px) below which `encode_gallery` loses detail, or None where unknown.
+
+        The indexer decodes JPEGs no smaller than this (the DCT-scaled decode of a 12 MP photo at 1/8 costs
+        much less than at the general 512 px bound); None keeps the general bound. Only composers whose
+        gallery side is the backbone's plain preprocessing know it (`ImageGalleryComposer`).
+        """
+        return None
+
     def protocol_preset(self, benchmark: str) -> dict[str, Any]:
         """Protocol flags this method's own published evaluation used on ``benchmark`` (cirr, fashioniq, circo).
 

@@ -31,6 +31,9 @@ class ImageGalleryComposer(Composer):
     def gallery_cache_key(self) -> str:
         return f"image-embedding:{self.backbone.name}:{self.backbone.fingerprint()}"
 
+    def gallery_input_side(self) -> int | None:
+        return self.backbone.input_side
+
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, **self.backbone.describe()}
 
