@@ -137,3 +137,48 @@ def test_default_workers_leave_the_models_cores(monkeypatch):
     assert default_workers() == 4
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     assert default_workers() == 1  # never zero: decoding must still happen off the model's thread
+
+
+def test_prepared_gallery_path_equals_encode_gallery_and_runs_in_decode_threads(tmp_path):
+    import threading
+
+    from zscir.methods.baselines import ImageOnlyComposer
+
+    torch.manual_seed(0)
+    composer = create_composer("sum", model="tiny-clip-test")
+    images = [Image.new("RGB", (40 + 7 * i, 30 + 3 * i), (20 * i, 200 - 9 * i, 90)) for i in range(5)]
+    prepared = [composer.prepare_gallery_image(im) for im in images]
+    assert all(p.shape == (1, 3, 32, 32) for p in prepared)
+    assert torch.equal(composer.encode_prepared_gallery(prepared), composer.encode_gallery(images))
+
+    class Negated(ImageOnlyComposer):  # embeds its gallery its own way: nothing may be split off
+        def encode_gallery(self, images):
+            return -super().encode_gallery(images)
+
+        def gallery_cache_key(self):
+            return "negated:" + super().gallery_cache_key()
+
+    neg = Negated(composer.backbone)
+    assert neg.prepare_gallery_image(images[0]) is None and neg.gallery_input_side() is None
+
+    seen: list[str] = []
+
+    class Spy(ImageOnlyComposer):
+        def prepare_gallery_image(self, image):
+            seen.append(threading.current_thread().name)
+            return super().prepare_gallery_image(image)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, im in enumerate(images):
+        im.save(photos / f"{i}.png")
+    build_index(photos, tmp_path / "idx", [Spy(composer.backbone), neg], model="tiny-clip-test",
+                config=IndexConfig(batch_size=2, workers=1, progress=False))
+    assert len(seen) == 5 and threading.main_thread().name not in seen
+    m = json.loads((tmp_path / "idx/manifest.json").read_text())
+    assert m["indexer"]["decode_side"] is None  # one composer does not know its side: general decode
+    ids = [json.loads(line)["id"] for line in (tmp_path / "idx" / m["items_file"]).read_text().splitlines()]
+    direct = composer.encode_gallery([load_image(photos / i) for i in ids]).numpy()
+    files = [g["file"] for g in m["galleries"].values()]
+    np.testing.assert_allclose(np.load(tmp_path / "idx" / files[0]), direct, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "idx" / files[1]), -direct, atol=1e-5)

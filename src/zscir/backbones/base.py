@@ -180,6 +180,13 @@ class Backbone(nn.Module, ABC):
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
 
     @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+        """`encode_images` of already preprocessed pixels (N, 3, H, W): the same batches, the same result."""
+        out = [self.encode_image(pixels[i : i + batch_size].to(self.device)).float().cpu()
+               for i in range(0, len(pixels), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Texts → (N, embed_dim) normalised embeddings, batched, on CPU."""
         out = []

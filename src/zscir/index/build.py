@@ -43,7 +43,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -67,6 +67,9 @@ from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, scan_images  # noqa: F
 from zscir.index.shards import shard_of
 from zscir.index.store import FORMAT, FORMAT_VERSION, StoreError
 from zscir.methods.base import Composer
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -536,6 +539,13 @@ def _start_build(ix: IndexFolder, manifest: dict[str, Any], gen: int, n_keys: in
     ix.collect()  # unlisted segments and temp files of a killed run (recorded ones only)
 
 
+def _encode_batch(composer: Composer, images: list[Image.Image], prepared: list) -> torch.Tensor:
+    """The gallery embeddings of one batch, from the decode threads' preprocessing where it was split off."""
+    if prepared and all(p is not None for p in prepared):
+        return composer.encode_prepared_gallery(prepared).float().cpu()
+    return composer.encode_gallery(images).float().cpu()
+
+
 def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, report: IndexReport) -> list[dict]:
     """Encode ``todo`` in batches; each batch becomes a committed segment (atomic file, then manifest)."""
     manifest = ix.manifest
@@ -545,14 +555,17 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
     device = getattr(getattr(next(iter(galleries.values())), "backbone", None), "device", None)
     workers = default_workers(getattr(device, "type", "cpu") == "cpu") if cfg.workers is None else cfg.workers
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
-    side = decode_side(list(galleries.values()))
+    comps = list(galleries.values())
+    side = decode_side(comps)
 
-    def load(job: tuple[FileEntry, dict]) -> tuple[FileEntry, dict, Image.Image | ImageRejected]:
+    def load(job: tuple[FileEntry, dict]) -> tuple[FileEntry, dict, Image.Image | ImageRejected, list]:
+        # decode and each composer's per-image preprocessing, off the model's thread when there is a pool
         e, sig = job
         try:
-            return e, sig, load_image(e.path, cfg.limits, min_side=side)
+            im = load_image(e.path, cfg.limits, min_side=side)
         except ImageRejected as err:
-            return e, sig, err
+            return e, sig, err, []
+        return e, sig, im, [c.prepare_gallery_image(im) for c in comps]
 
     def submit(start: int) -> list | None:
         # the next batch decodes in the pool while this one is encoded (PIL and torch release the GIL)
@@ -568,15 +581,16 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
             chunk = todo[start:start + cfg.batch_size]
             loaded = [f.result() for f in pending] if pending is not None else [load(j) for j in chunk]
             pending = submit(start + cfg.batch_size)
-            images, recs, bad = [], [], []
-            for e, sig, res in loaded:
+            images, preps, recs, bad = [], [], [], []
+            for e, sig, res, prep in loaded:
                 if isinstance(res, ImageRejected):
                     bad.append({"id": e.id, **e.path_record(), "code": res.code, "reason": printable(res), **sig})
                 else:
                     images.append(res)
+                    preps.append(prep)
                     recs.append({"id": e.id, **e.path_record(), **sig, "width": res.width, "height": res.height})
-            arrays = {f"emb{ki}": composer.encode_gallery(images).float().cpu().numpy().astype(dtype) if images
-                      else np.zeros((0, 1), dtype) for ki, composer in enumerate(galleries.values())}
+            arrays = {f"emb{ki}": _encode_batch(composer, images, [p[ki] for p in preps]).numpy().astype(dtype)
+                      if images else np.zeros((0, 1), dtype) for ki, composer in enumerate(comps)}
             seg = _segment_name(build, len(build["segments"]))  # recorded by the previous commit
             payload = np.frombuffer(json.dumps(recs, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
             with atomic_open(ix.path / seg, "wb") as f:
