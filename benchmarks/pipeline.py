@@ -148,7 +148,8 @@ def _stage_rows(paths: list[str], backbone: Any, cfg: PipelineBenchConfig) -> li
     """Single-threaded seconds per stage: read + decode (``load_image`` with JPEGs decoded no smaller than
     the model's input side, as ``zscir index`` does), preprocess (resize, crop, normalise), model forward;
     ``share`` = each stage's part of their sum. One more row times the decode at the general 512 px bound
-    (what the retriever and server use), outside the shares."""
+    (what the retriever and server use), outside the shares, with ``cos_min``: the lowest cosine between
+    a photo's embeddings from the two decodes."""
     import time
 
     from zscir.index.imageio import load_image
@@ -180,8 +181,13 @@ def _stage_rows(paths: list[str], backbone: Any, cfg: PipelineBenchConfig) -> li
              "model forward")
     rows = [{"variant": f"stage: {name}", "workers": 0, "images_per_s": len(paths) / t, "share": t / total,
              "median_s": t} for name, t in zip(names, med[:3])]
+    # what decoding no smaller than the model's side costs in accuracy: cosine to the general decode's embedding
+    with torch.no_grad():
+        full = backbone.encode_images([load_image(p) for p in paths])
+        small = backbone.encode_images([load_image(p, min_side=side) for p in paths])
     rows.append({"variant": "read + decode at the general 512 px bound (not in the shares)", "workers": 0,
-                 "images_per_s": len(paths) / med[3], "median_s": med[3]})
+                 "images_per_s": len(paths) / med[3], "median_s": med[3],
+                 "cos_min": float((full * small).sum(-1).min())})
     return rows
 
 
@@ -260,4 +266,4 @@ def prefetch_batches(paths: list[str], batch_size: int, load: Any, depth: int = 
 
 
 PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "share", "median_s", "min_s", "max_s",
-                    "cpu_s", "main_cpu_s", "ratio_main_cpu"]
+                    "cpu_s", "main_cpu_s", "ratio_main_cpu", "cos_min"]
