@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -119,31 +118,24 @@ def reference_scores(q32: torch.Tensor, g_t: torch.Tensor, idx: torch.Tensor, re
     n, dim = g_t.shape
     threads = torch.get_num_threads()
     out = torch.empty(idx.shape[0], dtype=torch.float32)
-    # every chunk but the last has the full length, so two layouts cover all candidates (vectorised: a
-    # Python loop over the candidates cost ~0.2-0.4 ms per query, a tenth of streaming 100K x 512 fp16)
-    j = idx.numpy()
-    c0 = j - j % ref_chunk
-    last_c0 = (n - 1) - (n - 1) % ref_chunk
-    run_a = np.full(j.shape[0], -1, dtype=np.int64)
-    run_b = np.full(j.shape[0], -1, dtype=np.int64)
-    for in_last, length in ((False, ref_chunk), (True, n - last_c0)):
-        sel = (c0 == last_c0) if in_last else (c0 != last_c0)
-        if not sel.any():
-            continue
-        layout = chunk_layout(dim, length, threads)
+    body: list[int] = []
+    runs_needed: dict[tuple[int, int], list[int]] = {}
+    for i, j in enumerate(idx.tolist()):
+        c0 = j - j % ref_chunk
+        layout = chunk_layout(dim, min(ref_chunk, n - c0), threads)
         if layout is None:
             return None
-        for a, b in layout:
-            hit = sel & (j - c0 >= a) & (j - c0 < b)
-            run_a[hit], run_b[hit] = c0[hit] + a, c0[hit] + b
-    body = np.flatnonzero(run_a < 0)
-    if body.size:
-        sel_t = idx[torch.from_numpy(body)]
-        pad = (-body.size) % SGEMM_GROUP
-        rows = g_t[torch.cat([sel_t, sel_t[:1].expand(pad)]) if pad else sel_t].float()
-        out[torch.from_numpy(body)] = _group_scores(q32, rows)[:body.size]
-    for a, b in {(int(x), int(y)) for x, y in zip(run_a[run_a >= 0], run_b[run_a >= 0])}:
-        members = torch.from_numpy(np.flatnonzero(run_a == a))
+        run = next(((c0 + a, c0 + b) for a, b in layout if a <= j - c0 < b), None)
+        if run is None:
+            body.append(i)
+        else:
+            runs_needed.setdefault(run, []).append(i)
+    if body:
+        sel = idx[body]
+        pad = (-len(body)) % SGEMM_GROUP
+        rows = g_t[torch.cat([sel, sel[:1].expand(pad)]) if pad else sel].float()
+        out[body] = _group_scores(q32, rows)[:len(body)]
+    for (a, b), members in runs_needed.items():
         s = torch.mm(q32, g_t[a:b].float().T)[0]
         out[members] = s[idx[members] - a]
     return out
@@ -263,23 +255,20 @@ class SingleQueryKernel:
                         ex: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
         assert self.bf16 is not None
         approx = torch.mv(self.bf16, q32[0].bfloat16()).float()
-        if ex.numel():
-            approx[ex] = float("-inf")
+        approx[ex] = float("-inf")
         eps = error_factor(self.dim) * float(torch.linalg.vector_norm(q32)) * self.max_norm
         # more candidates when the certificate fails (many items within 2 eps of the cut): the bf16 scores
         # are reused, only the exact re-score grows; the plain path is the last resort
         for margin in (self.margin, 8 * self.margin, 64 * self.margin):
             m = min(self.n, k_fetch + margin)
             a_vals, cand = torch.topk(approx, m)  # NaN and +inf rank first, so they show up here
-            a0 = float(a_vals[0])
-            if not (math.isfinite(eps) and (math.isfinite(a0) or a0 < 0)):
+            if not (np.isfinite(eps) and bool(torch.isfinite(a_vals[:1]).all() or a_vals[0] < 0)):
                 return None  # inf / NaN in the data: leave it to the plain path's conventions
             exact = reference_scores(q32, self.g_t, cand, self.ref_chunk)
             if exact is None:
                 return None  # the last chunk's layout could not be reproduced: the plain path answers
             exact = torch.nan_to_num(exact, nan=float("-inf"))
-            if ex.numel():
-                exact[torch.isin(cand, ex)] = float("-inf")
+            exact[torch.isin(cand, ex)] = float("-inf")
             cand, by_idx = torch.sort(cand)
             exact = exact[by_idx]
             order = torch.sort(exact, descending=True, stable=True).indices[:k_fetch]
