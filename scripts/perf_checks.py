@@ -1,4 +1,4 @@
-"""Small measurements behind the prose of docs/PERFORMANCE.md (sections 4 and 5b), one command each.
+"""Small measurements behind the prose of docs/PERFORMANCE.md (sections 1c, 1d, 4 and 5b), one command each.
 
     python scripts/perf_checks.py preprocess    # fast preprocessing vs the HF processor (ms/image, bit-identical?)
     python scripts/perf_checks.py index         # `build_index` vs the raw forward on the same 512 files, 3 repeats
