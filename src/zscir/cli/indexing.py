@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(64_000_000, min=1, help="Skip images with more pixels (decompression bombs)."),
         max_file_mb: float = typer.Option(100.0, callback=finite_positive, help="Skip files larger than this."),
         workers: int = typer.Option(None, min=0, max=64,
-                                    help="Threads decoding images (default: the cores torch leaves free, 1-4)."),
+                                    help="Threads decoding images (default: the cores torch leaves free, at least 1)."),
         throttle: float = typer.Option(0.0, hidden=True, help="Sleep after each batch (seconds)."),
         report: Path = typer.Option(None, help="Write the run report (incl. skipped files) as JSON here."),
         device: str = typer.Option("cpu"),

@@ -108,8 +108,8 @@ class IndexReport:
 def default_workers(model_on_cpu: bool = True, max_workers: int = 8) -> int:
     """Decode threads for this process: the cores it may use minus the model's threads, 1 to ``max_workers``.
 
-    Why: decoding a batch of photos costs less than encoding it on the CPU (a ViT-B/32 at 224 px: ~35 ms
-    against ~75 ms per image on one core), so one thread per core that the model does not use keeps it
+    Why: decoding a batch of photos costs less than encoding it on the CPU (a ViT-B/32 at 224 px: ~37 ms
+    against ~85 ms per image on one core), so one thread per core that the model does not use keeps it
     fed; more threads than cores only take turns with the model's thread (docs/PERFORMANCE.md section 4b).
     A model on an accelerator leaves every core but the feeding thread's to decoding.
     """
