@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.common import time_it
+from benchmarks.common import Timing, time_it
 from benchmarks.realistic import MODEL_NAME, make_photo, register_bench_model
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class PipelineBenchConfig:
     workers: list[int] = field(default_factory=lambda: [0, 1, 2])
     thread_prefetch: bool = True
     indexer: bool = True
-    index_workers: int = 2
+    #: decode threads of the `zscir index` rows; None = its default (`default_workers`: the cores torch leaves)
+    index_workers: list[int | None] = field(default_factory=lambda: [None, 2])
     repeats: int = 3
     seed: int = 0
     #: issue 15 §2: photo-like JPEGs of this many megapixels (uniform in the range) instead of world renders
@@ -57,7 +58,10 @@ class _Files(torch.utils.data.Dataset):
 
 
 class _LoadAndPreprocess:
-    """Collate function: decode a batch of files and preprocess it (runs inside the worker)."""
+    """Collate function: decode a batch of files and preprocess it (runs inside the worker).
+
+    JPEGs are decoded no smaller than the model's input side, as `zscir index` does (`min_side`).
+    """
 
     def __init__(self, backbone: Any):
         self.backbone = backbone
@@ -66,7 +70,8 @@ class _LoadAndPreprocess:
         from zscir.index.imageio import load_image
 
         torch.set_num_threads(1)
-        return self.backbone.preprocess([load_image(p) for p in paths])
+        side = self.backbone.input_side
+        return self.backbone.preprocess([load_image(p, min_side=side) for p in paths])
 
 
 def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
@@ -104,9 +109,10 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
                 for b in batches:
                     backbone.encode_image(b)
 
-        t_raw = time_it(raw, cfg.repeats)
+        t_raw, cpu_raw, _ = _timed_cpu(raw, cfg.repeats)
         rows.append({"variant": "raw forward (pre-made tensors)", "workers": None,
-                     "images_per_s": cfg.n_images / t_raw.median, "ratio_vs_raw": 1.0, **t_raw.as_dict()})
+                     "images_per_s": cfg.n_images / t_raw.median, "ratio_vs_raw": 1.0, **t_raw.as_dict(),
+                     "cpu_s": cpu_raw, "main_cpu_s": cpu_raw})
         for w in tqdm(cfg.workers, desc="pipeline", unit="cfg"):
             dl = torch.utils.data.DataLoader(_Files(paths), batch_size=cfg.batch_size, num_workers=w,
                                              collate_fn=loader_fn, persistent_workers=w > 0,
@@ -128,66 +134,111 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
                     for b in prefetch_batches(paths, cfg.batch_size, loader_fn, depth=2):
                         backbone.encode_image(b)
 
-            t = time_it(threaded, cfg.repeats)
+            t, cpu, main = _timed_cpu(threaded, cfg.repeats)
             rows.append({"variant": "same, decode in a prefetch thread", "workers": "1 thread",
                          "images_per_s": cfg.n_images / t.median, "ratio_vs_raw": t_raw.median / t.median,
-                         **t.as_dict()})
+                         **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main, "ratio_main_cpu": cpu_raw / main})
         if cfg.indexer:
-            rows.append(_indexer_row(cfg, tmp, t_raw, backbone))
+            rows.extend(_indexer_row(cfg, tmp, t_raw, cpu_raw, backbone, w) for w in cfg.index_workers)
         rows.extend(_stage_rows(paths, backbone, cfg))
     return rows
 
 
 def _stage_rows(paths: list[str], backbone: Any, cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
-    """Single-threaded seconds per stage: read + decode (``load_image``, JPEG draft included), preprocess
-    (resize, crop, normalise), model forward; ``share`` = each stage's part of their sum."""
+    """Single-threaded seconds per stage: read + decode (``load_image`` with JPEGs decoded no smaller than
+    the model's input side, as ``zscir index`` does), preprocess (resize, crop, normalise), model forward;
+    ``share`` = each stage's part of their sum. One more row times the decode at the general 512 px bound
+    (what the retriever and server use), outside the shares, with ``cos_min``: the lowest cosine between
+    a photo's embeddings from the two decodes."""
     import time
 
     from zscir.index.imageio import load_image
 
-    def stages() -> tuple[float, float, float]:
-        t_dec = t_pre = t_fwd = 0.0
+    side = backbone.input_side
+
+    def stages() -> tuple[float, float, float, float]:
+        t_dec = t_pre = t_fwd = t_gen = 0.0
         for i in range(0, len(paths), cfg.batch_size):
             t0 = time.perf_counter()
-            imgs = [load_image(p) for p in paths[i:i + cfg.batch_size]]
+            imgs = [load_image(p, min_side=side) for p in paths[i:i + cfg.batch_size]]
             t1 = time.perf_counter()
             px = backbone.preprocess(imgs)
             t2 = time.perf_counter()
             with torch.no_grad():
                 backbone.encode_image(px)
             t3 = time.perf_counter()
-            t_dec, t_pre, t_fwd = t_dec + t1 - t0, t_pre + t2 - t1, t_fwd + t3 - t2
-        return t_dec, t_pre, t_fwd
+            for p in paths[i:i + cfg.batch_size]:
+                load_image(p)
+            t4 = time.perf_counter()
+            t_dec, t_pre, t_fwd, t_gen = t_dec + t1 - t0, t_pre + t2 - t1, t_fwd + t3 - t2, t_gen + t4 - t3
+        return t_dec, t_pre, t_fwd, t_gen
 
     stages()  # warm-up
     runs = [stages() for _ in range(max(1, cfg.repeats))]
-    med = [float(np.median([r[j] for r in runs])) for j in range(3)]
-    total = sum(med)
-    return [{"variant": f"stage: {name}", "workers": 0, "images_per_s": len(paths) / t, "share": t / total,
-             "median_s": t} for name, t in zip(("read + decode (load_image)", "preprocess (resize/crop/normalise)",
-                                                "model forward"), med)]
+    med = [float(np.median([r[j] for r in runs])) for j in range(4)]
+    total = sum(med[:3])
+    names = (f"read + decode (load_image, JPEG decoded to >= {side} px)", "preprocess (resize/crop/normalise)",
+             "model forward")
+    rows = [{"variant": f"stage: {name}", "workers": 0, "images_per_s": len(paths) / t, "share": t / total,
+             "median_s": t} for name, t in zip(names, med[:3])]
+    # what decoding no smaller than the model's side costs in accuracy: cosine to the general decode's embedding
+    with torch.no_grad():
+        full = backbone.encode_images([load_image(p) for p in paths])
+        small = backbone.encode_images([load_image(p, min_side=side) for p in paths])
+    rows.append({"variant": "read + decode at the general 512 px bound (not in the shares)", "workers": 0,
+                 "images_per_s": len(paths) / med[3], "median_s": med[3],
+                 "cos_min": float((full * small).sum(-1).min())})
+    return rows
 
 
-def _indexer_row(cfg: PipelineBenchConfig, folder: str, t_raw: Any, backbone: Any) -> dict[str, Any]:
-    """``zscir index`` itself (``build_index``: scan, decode in its thread pool, encode, write segments)."""
+def _timed_cpu(fn: Any, repeats: int) -> tuple[Timing, float, float]:
+    """``time_it`` of ``fn`` plus the median process CPU s and calling-thread CPU s of the same runs.
+
+    Why: on a shared machine the wall time depends on what else runs; the CPU time of the calling thread
+    (the one that runs the model) against the raw forward's says what the pipeline keeps when decoding has a
+    core of its own, and the process CPU time what it keeps when it has none.
+    """
+    import time
+
+    fn()  # warm-up
+    t, cpu = Timing(), []
+    for _ in range(max(1, repeats)):
+        w0, p0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
+        fn()
+        t.times.append(time.perf_counter() - w0)
+        cpu.append((time.process_time() - p0, time.thread_time() - t0))
+    return t, float(np.median([c[0] for c in cpu])), float(np.median([c[1] for c in cpu]))
+
+
+def _indexer_row(cfg: PipelineBenchConfig, folder: str, t_raw: Any, cpu_raw: float, backbone: Any,
+                 workers: int | None) -> dict[str, Any]:
+    """``zscir index`` itself (``build_index``: scan, decode in its thread pool, encode, write segments).
+
+    Besides the wall time: ``cpu_s`` (process CPU), ``main_cpu_s`` (the model thread's CPU) and
+    ``ratio_main_cpu`` = raw forward CPU / model-thread CPU, the ratio this pipeline reaches when the
+    decode threads have cores of their own (see `_timed_cpu`).
+    """
     import shutil
 
-    from zscir.index.build import IndexConfig, build_index
+    from zscir.index.build import IndexConfig, build_index, default_workers
     from zscir.methods import create_composer
 
     composer = create_composer("image", model=cfg.model, backbone=backbone)
     runs = iter(range(10_000))
+    n_threads = default_workers() if workers is None else workers
 
     def index() -> None:
         out = Path(folder + f"-idx{next(runs)}")
         build_index(folder, out, composer, model=cfg.model,
-                    config=IndexConfig(batch_size=cfg.batch_size, workers=cfg.index_workers, progress=False))
+                    config=IndexConfig(batch_size=cfg.batch_size, workers=workers, progress=False))
         shutil.rmtree(out)
 
-    t = time_it(index, cfg.repeats)
-    return {"variant": f"zscir index (build_index, {cfg.index_workers} decode threads, writes segments)",
-            "workers": f"{cfg.index_workers} threads", "images_per_s": cfg.n_images / t.median,
-            "ratio_vs_raw": t_raw.median / t.median, **t.as_dict()}
+    t, cpu, main = _timed_cpu(index, cfg.repeats)
+    how = "default" if workers is None else "set"
+    return {"variant": f"zscir index (build_index, {n_threads} decode thread(s), {how}; writes segments)",
+            "workers": f"{n_threads} threads", "images_per_s": cfg.n_images / t.median,
+            "ratio_vs_raw": t_raw.median / t.median, **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main,
+            "ratio_main_cpu": cpu_raw / main}
 
 
 def prefetch_batches(paths: list[str], batch_size: int, load: Any, depth: int = 2):
@@ -214,4 +265,5 @@ def prefetch_batches(paths: list[str], batch_size: int, load: Any, depth: int = 
             yield batch
 
 
-PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "share", "median_s", "min_s", "max_s"]
+PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "share", "median_s", "min_s", "max_s",
+                    "cpu_s", "main_cpu_s", "ratio_main_cpu", "cos_min"]

@@ -150,6 +150,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                 pcfg.workers = [0, 2]
             if cfg.tiny:
                 pcfg.model, pcfg.n_images, pcfg.batch_size, pcfg.workers = "tiny-clip-test", 32, 16, [0]
+                pcfg.index_workers = [None]
                 if item == "photos":
                     pcfg.photo_mp, pcfg.n_images = (0.05, 0.2), 8
             rows = pipeline.run_pipeline_bench(pcfg)

@@ -106,6 +106,10 @@ def test_suite_tiny_photos_item(tmp_path):
     stages = [r for r in rows if r["variant"].startswith("stage:")]
     assert len(stages) == 3 and sum(r["share"] for r in stages) == pytest.approx(1.0)
     assert "JPEG photos" in (tmp_path / "photos.md").read_text()
+    index = next(r for r in rows if r["variant"].startswith("zscir index"))
+    assert index["cpu_s"] >= index["main_cpu_s"] > 0 and index["ratio_main_cpu"] > 0
+    general = next(r for r in rows if r["variant"].startswith("read + decode at the general"))
+    assert 0.99 < general["cos_min"] <= 1.0 + 1e-6  # decoding at the model's side changes embeddings little
 
 
 @pytest.mark.slow

@@ -91,6 +91,15 @@ class Backbone(nn.Module, ABC):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images → (B, 3, H, W) pixel tensor with the checkpoint's own preprocessing."""
 
+    @property
+    def input_side(self) -> int | None:
+        """The short side (px) `preprocess` resizes every image to first, or None where unknown.
+
+        Why: pixels decoded beyond this side only cost time, so the indexer has JPEGs decoded at the
+        smallest DCT scale that keeps this side (`zscir.index.imageio.load_image`'s ``min_side``).
+        """
+        return None
+
     @abstractmethod
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Texts → {"input_ids": (B, L), "attention_mask": (B, L)} with the checkpoint's tokenizer."""
@@ -168,6 +177,13 @@ class Backbone(nn.Module, ABC):
         for i in range(0, len(images), batch_size):
             pix = self.preprocess(images[i : i + batch_size]).to(self.device)
             out.append(self.encode_image(pix).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+        """`encode_images` of already preprocessed pixels (N, 3, H, W): the same batches, the same result."""
+        out = [self.encode_image(pixels[i : i + batch_size].to(self.device)).float().cpu()
+               for i in range(0, len(pixels), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
 
     @torch.no_grad()

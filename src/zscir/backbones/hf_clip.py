@@ -127,6 +127,18 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
             return torch.from_numpy(out)
         return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
 
+    @property
+    def input_side(self) -> int | None:
+        proc = self.image_processor
+        if not getattr(proc, "do_resize", False):
+            return None
+        size = getattr(proc, "size", None)
+        edge = _field(size, "shortest_edge")
+        if edge:
+            return int(edge)
+        h, w = _field(size, "height"), _field(size, "width")
+        return int(max(h, w)) if h and w else None  # resized to h x w: short side >= both suffices
+
     def _pixel_table(self) -> np.ndarray:
         """(3, 256) float32: the processor's rescale + normalise of every uint8 value, per channel."""
         proc = self.image_processor

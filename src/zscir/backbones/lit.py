@@ -247,6 +247,10 @@ class LiTBackbone(TextHookMixin, Backbone):
         return self._towers_fp
 
     # --- preprocessing -----------------------------------------------------------------------------
+    @property
+    def input_side(self) -> int:
+        return self.cfg.image_size
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Shorter side → ``image_size`` (bicubic), centre crop, tower normalisation.
 

@@ -43,7 +43,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -68,6 +68,9 @@ from zscir.index.shards import shard_of
 from zscir.index.store import FORMAT, FORMAT_VERSION, StoreError
 from zscir.methods.base import Composer
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,7 +83,7 @@ class IndexConfig:
     fp16: bool = False
     hash_content: bool = False
     limits: ImageLimits = field(default_factory=ImageLimits)
-    workers: int = 2
+    workers: int | None = None  # decode threads; None: `default_workers()` (the cores torch leaves free)
     throttle_s: float = 0.0
     progress: bool = True
     shard: tuple[int, int] | None = None  # (i, n): index only the files of shard i of n (see shard_of)
@@ -100,6 +103,24 @@ class IndexReport:
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
     ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
+
+
+def default_workers(model_on_cpu: bool = True, max_workers: int = 8) -> int:
+    """Decode threads for this process: the cores it may use minus the model's threads, 1 to ``max_workers``.
+
+    Why: decoding a batch of photos costs less than encoding it on the CPU (a ViT-B/32 at 224 px: ~37 ms
+    against ~85 ms per image on one core), so one thread per core that the model does not use keeps it
+    fed; more threads than cores only take turns with the model's thread (docs/PERFORMANCE.md section 4b).
+    A model on an accelerator leaves every core but the feeding thread's to decoding.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    import torch  # loaded already: the composers are built
+
+    busy = torch.get_num_threads() if model_on_cpu else 1
+    return max(1, min(max_workers, cores - busy))
 
 
 def _signature(entry: FileEntry, cfg: IndexConfig) -> dict[str, Any]:
@@ -154,6 +175,16 @@ class _Sources:
     def row(self, key_index: int, item_id: str) -> np.ndarray:
         src, i, _ = self.rows[item_id]
         return self.arrays[src][key_index][i]
+
+
+def decode_side(composers: Sequence[Composer]) -> int | None:
+    """The short side the indexer decodes JPEGs to: the largest input side of the gallery composers.
+
+    None (the general `ImageLimits.max_side` bound) as soon as one composer does not know its side, so a
+    method with its own image pipeline (Fusion-Diff's captioner) always sees what it saw before.
+    """
+    sides = [c.gallery_input_side() for c in composers]
+    return None if not sides or None in sides else max(sides)
 
 
 def _gallery_composers(composers: Composer | Sequence[Composer]) -> dict[str, Composer]:
@@ -373,7 +404,8 @@ def build_index(
             "galleries": {k: {"file": files[k], "dim": dims[k], "method": galleries[k].name,
                               "method_config": _describe(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
-            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits)}, "request": req,
+            "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits),
+                        "decode_side": decode_side(list(galleries.values()))}, "request": req,
             # carried over: now stale (they name the old generation's files) until _refresh_ann rebuilds them
             **carried,
         }
@@ -507,20 +539,33 @@ def _start_build(ix: IndexFolder, manifest: dict[str, Any], gen: int, n_keys: in
     ix.collect()  # unlisted segments and temp files of a killed run (recorded ones only)
 
 
+def _encode_batch(composer: Composer, images: list[Image.Image], prepared: list) -> torch.Tensor:
+    """The gallery embeddings of one batch, from the decode threads' preprocessing where it was split off."""
+    if prepared and all(p is not None for p in prepared):
+        return composer.encode_prepared_gallery(prepared).float().cpu()
+    return composer.encode_gallery(images).float().cpu()
+
+
 def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, report: IndexReport) -> list[dict]:
     """Encode ``todo`` in batches; each batch becomes a committed segment (atomic file, then manifest)."""
     manifest = ix.manifest
     build = manifest["build"]
     skipped: list[dict] = []
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max(1, cfg.workers)) if cfg.workers > 0 else None
+    device = getattr(getattr(next(iter(galleries.values())), "backbone", None), "device", None)
+    workers = default_workers(getattr(device, "type", "cpu") == "cpu") if cfg.workers is None else cfg.workers
+    pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    comps = list(galleries.values())
+    side = decode_side(comps)
 
-    def load(job: tuple[FileEntry, dict]) -> tuple[FileEntry, dict, Image.Image | ImageRejected]:
+    def load(job: tuple[FileEntry, dict]) -> tuple[FileEntry, dict, Image.Image | ImageRejected, list]:
+        # decode and each composer's per-image preprocessing, off the model's thread when there is a pool
         e, sig = job
         try:
-            return e, sig, load_image(e.path, cfg.limits)
+            im = load_image(e.path, cfg.limits, min_side=side)
         except ImageRejected as err:
-            return e, sig, err
+            return e, sig, err, []
+        return e, sig, im, [c.prepare_gallery_image(im) for c in comps]
 
     def submit(start: int) -> list | None:
         # the next batch decodes in the pool while this one is encoded (PIL and torch release the GIL)
@@ -536,15 +581,16 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
             chunk = todo[start:start + cfg.batch_size]
             loaded = [f.result() for f in pending] if pending is not None else [load(j) for j in chunk]
             pending = submit(start + cfg.batch_size)
-            images, recs, bad = [], [], []
-            for e, sig, res in loaded:
+            images, preps, recs, bad = [], [], [], []
+            for e, sig, res, prep in loaded:
                 if isinstance(res, ImageRejected):
                     bad.append({"id": e.id, **e.path_record(), "code": res.code, "reason": printable(res), **sig})
                 else:
                     images.append(res)
+                    preps.append(prep)
                     recs.append({"id": e.id, **e.path_record(), **sig, "width": res.width, "height": res.height})
-            arrays = {f"emb{ki}": composer.encode_gallery(images).float().cpu().numpy().astype(dtype) if images
-                      else np.zeros((0, 1), dtype) for ki, composer in enumerate(galleries.values())}
+            arrays = {f"emb{ki}": _encode_batch(composer, images, [p[ki] for p in preps]).numpy().astype(dtype)
+                      if images else np.zeros((0, 1), dtype) for ki, composer in enumerate(comps)}
             seg = _segment_name(build, len(build["segments"]))  # recorded by the previous commit
             payload = np.frombuffer(json.dumps(recs, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
             with atomic_open(ix.path / seg, "wb") as f:

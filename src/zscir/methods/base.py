@@ -42,6 +42,27 @@ class Composer(ABC):
         """
         return f"{type(self).__module__}.{type(self).__qualname__}:{id(self)}"
 
+    def gallery_input_side(self) -> int | None:
+        """The short side (px) below which `encode_gallery` loses detail, or None where unknown.
+
+        The indexer decodes JPEGs no smaller than this (the DCT-scaled decode of a 12 MP photo at 1/8 costs
+        much less than at the general 512 px bound); None keeps the general bound. Only composers whose
+        gallery side is the backbone's plain preprocessing know it (`ImageGalleryComposer`).
+        """
+        return None
+
+    def prepare_gallery_image(self, image: Image.Image) -> torch.Tensor | None:
+        """The per-image part of `encode_gallery` (its preprocessing), or None where it cannot be split off.
+
+        The indexer runs it in its decode threads, so the thread that runs the model only runs the model
+        (`encode_prepared_gallery`); the embeddings are those of `encode_gallery`.
+        """
+        return None
+
+    def encode_prepared_gallery(self, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`encode_gallery` of images given as `prepare_gallery_image` results (only where those are not None)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its gallery encoding")
+
     def protocol_preset(self, benchmark: str) -> dict[str, Any]:
         """Protocol flags this method's own published evaluation used on ``benchmark`` (cirr, fashioniq, circo).
 

@@ -31,6 +31,21 @@ class ImageGalleryComposer(Composer):
     def gallery_cache_key(self) -> str:
         return f"image-embedding:{self.backbone.name}:{self.backbone.fingerprint()}"
 
+    def _plain_gallery(self) -> bool:
+        """False for a subclass that embeds its gallery its own way (then nothing is split off)."""
+        return type(self).encode_gallery is ImageGalleryComposer.encode_gallery
+
+    def gallery_input_side(self) -> int | None:
+        return self.backbone.input_side if self._plain_gallery() else None
+
+    def prepare_gallery_image(self, image: Image.Image) -> torch.Tensor | None:
+        return self.backbone.preprocess([image]) if self._plain_gallery() else None
+
+    @torch.no_grad()
+    def encode_prepared_gallery(self, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        pixels = torch.cat(list(prepared)) if prepared else torch.zeros(0)
+        return self.backbone.encode_pixels(pixels)
+
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, **self.backbone.describe()}
 
