@@ -57,3 +57,20 @@ def test_index_search_serve_with_the_real_model(tmp_path):
     res = client.post("/search", data={"text": "the same animal but a dog", "k": "2", "item_id": "cat.png"})
     assert res.status_code == 200, res.text
     assert res.json()["results"][0]["id"] == "dog.png", res.json()
+
+
+@pytest.mark.slow  # renders ~180 pictures and encodes them: about a minute
+def test_demo_real_shows_held_out_real_pictures(tmp_path, monkeypatch):
+    pytest.importorskip("zscir.data.real.benchmark")
+    if not os.path.isdir("/usr/share/tuxpaint/stamps"):
+        pytest.skip("needs tuxpaint-stamps-default")
+    from zscir.demo import BEST_METHOD, run_demo
+
+    monkeypatch.setenv("ZSCIR_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    r = run_demo(tmp_path / "out", real=True, n_queries=6)
+    assert r["method"] == BEST_METHOD["lit-clipart"] == "sum"
+    assert r["gallery_size"] >= 100 and len(r["queries"]) == 6
+    assert {q.kind for q in r["queries"]} >= {"tint", "tone"}
+    assert r["hits"] >= 4, [(q.text, q.target_rank) for q in r["queries"]]  # measured 7 of 8 in the top 5
+    assert r["png"].exists() and "lit-clipart" in r["html"].read_text()

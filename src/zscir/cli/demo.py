@@ -18,13 +18,19 @@ def register(app: typer.Typer) -> None:
         queries: int = typer.Option(8, help="Number of composed queries to run."),
         k: int = typer.Option(5, "-k", help="Results shown per query."),
         world_seed: int = typer.Option(0, help="Seed of the world benchmark used as gallery."),
+        real: bool = typer.Option(False, "--real", help="Real pictures instead of the world: emoji and stamps from "
+                                  "their Debian packages, the shipped lit-clipart model (the [real] extra)."),
     ) -> None:
         """Build the world gallery, run composed queries, print results and write a result grid."""
         from zscir.demo import run_demo
 
-        typer.echo("zscir demo: preparing the world gallery and the model (first run writes the world "
-                   "benchmark to the cache) ...")
-        r = run_demo(out, method=method, model=model, n_queries=queries, k=k, world_seed=world_seed)
+        if real:
+            typer.echo("zscir demo --real: rendering a small gallery of held-out real pictures (first run) and "
+                       "loading lit-clipart ...")
+        else:
+            typer.echo("zscir demo: preparing the world gallery and the model (first run writes the world "
+                       "benchmark to the cache) ...")
+        r = run_demo(out, method=method, model=model, n_queries=queries, k=k, world_seed=world_seed, real=real)
         typer.echo(f"method: {r['method']}   gallery: {r['gallery_size']} images\n")
         for i, q in enumerate(r["queries"], 1):
             found = f"target found at rank {q.target_rank}" if q.target_rank and q.target_rank <= k else (
