@@ -1,0 +1,39 @@
+"""Copy a model or method checkpoint folder for shipping inside the package, float tensors stored as float16.
+
+Every ``*.safetensors`` file (also in sub-folders, e.g. a Stage II checkpoint's ``stage1/``) is rewritten with
+its floating-point tensors in float16, except 0-d tensors (a temperature) which stay as they are; every other
+file is copied unchanged. Loaders copy the values into their float32 parameters (`load_state_dict` converts),
+so a shipped checkpoint computes in float32 with weights rounded to float16: half the bytes. Evaluate the
+shipped copy, not the source, for the numbers in the docs.
+
+    python scripts/ship_fp16.py /tmp/real12/lit-real src/zscir/assets/lit-clipart
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def ship(src: Path, dst: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        if not path.is_file() or path.name == "training_state.pt":  # optimizer state is not shipped
+            continue
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+            save_file({k: (v.to(torch.float16) if v.is_floating_point() and v.dim() > 0 else v).contiguous()
+                       for k, v in state.items()}, str(out), metadata={"format": "pt", "note": "float16 storage"})
+            out.chmod(0o644)
+        else:
+            shutil.copyfile(path, out)
+        print(f"{out}  {out.stat().st_size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    ship(Path(sys.argv[1]), Path(sys.argv[2]))
