@@ -450,3 +450,17 @@ def test_shipped_lit_clipart_loads_and_names_real_pictures(bb):
     hits = int((txt @ img.T).argmax(-1).eq(torch.arange(8)).sum())
     assert hits >= 6, hits
     assert int((rtxt @ rimg.T).argmax(-1).eq(torch.arange(8)).sum()) < hits  # random heads: not the towers alone
+
+
+@pytest.mark.parametrize("method", ["pic2word", "tscir"])
+def test_shipped_method_checkpoints_for_lit_clipart(method):
+    """`-m pic2word` / `-m tscir` on lit-clipart load the checkpoints trained for it (not the world-clip ones)."""
+    from zscir.methods import create_composer
+
+    comp = create_composer(method, model="lit-clipart")
+    info = comp.describe()
+    assert "lit-clipart/methods/" + method in info["checkpoint"].replace("\\", "/")
+    assert info["vsi_layers"] == ([] if method == "pic2word" else [0, 1])
+    q = comp.encode_queries(pictures(2), ["make it red", "make it blue"])
+    assert q.shape == (2, 512) and torch.isfinite(q).all()
+    assert not torch.allclose(q[0], q[1])
