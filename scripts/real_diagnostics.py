@@ -43,13 +43,38 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return name, out
 
 
+def write_caption_bank(path: Path) -> None:
+    """CSV (image, caption) of every picture of the built real benchmark: a diagnostic, not a fair captioner."""
+    import csv
+
+    from zscir.data.real.benchmark import gallery_items
+    from zscir.eval.real import ensure_real_benchmark
+
+    images = ensure_real_benchmark(progress=False) / "images"
+    n = 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        for it in sorted(gallery_items(), key=lambda it: it.key):
+            if (images / f"{it.key}.png").exists():
+                w.writerow([str(images / f"{it.key}.png"), it.caption])
+                n += 1
+    print(f"wrote {n} gallery pictures and their captions to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--model", default="lit-clipart")
     ap.add_argument("-m", "--method", action="append", default=[])
     ap.add_argument("--json", type=Path, help="write the table as JSON")
+    ap.add_argument("--write-caption-bank", type=Path, metavar="CSV",
+                    help="only write an oracle caption bank (image,caption of every gallery picture) for "
+                         "Fusion-Diff's caption_bank= option, and exit")
     args = ap.parse_args()
+    if args.write_caption_bank:
+        write_caption_bank(args.write_caption_bank)
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
 
