@@ -90,7 +90,6 @@ def main() -> None:
     pre = make_protocol("cirr").image_preprocessing
     image = create_composer("image", model=args.model)
     gal = encode_gallery(image, data.gallery, pre, progress=False).features
-    ids = [str(im.id) for im in data.gallery]
     path_of = {str(im.id): im.path for im in data.gallery}
     qs = data.queries
     ref_idx = torch.tensor([data.index_of(q.reference) for q in qs])
