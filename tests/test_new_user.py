@@ -89,9 +89,9 @@ def test_demo(tmp_path, small_world, monkeypatch):
     assert (tmp_path / "zscir-demo" / "results.png").stat().st_size > 0
     assert (tmp_path / "zscir-demo" / "results.html").is_file()
     assert "zscir-demo/" in (REPO / ".gitignore").read_text().splitlines()  # its output is not committed
-    from zscir.cli.demo import real_extra_installed
+    from zscir.backbones.lit import default_towers_installed
 
-    assert ("zscir demo --real" in r.output) == real_extra_installed()  # pointed to real pictures when possible
+    assert ("zscir demo --real" in r.output) == default_towers_installed()  # pointed to real pictures when possible
 
 
 # ------------------------------------------------------------------------ 3. your own photos, every door

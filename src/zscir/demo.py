@@ -143,7 +143,7 @@ def run_demo(
 
         with Image.open(path) as im:
             im.load()
-            return flatten_alpha(im) if real else im.convert("RGB")
+            return flatten_alpha(im)
 
     def load(name: str) -> Image.Image:
         return open_rgb(data.gallery[data.index_of(name)].path)
@@ -167,7 +167,7 @@ def run_demo(
     out = Path(out_dir)
     png = save_grid_png(rows, out / "results.png")
     page = save_grid_html(rows, out / "results.html",
-                          title=f"zscir demo — method {method} on {composer.backbone.name if real else 'world-clip'}")
+                          title=f"zscir demo — method {method} on {model or 'world-clip'}")
     hits = sum(1 for d in demo_queries if d.target_rank is not None and d.target_rank <= k)
     return {"method": method, "queries": demo_queries, "png": png, "html": page, "hits": hits, "k": k,
             "gallery_size": len(gallery_imgs)}

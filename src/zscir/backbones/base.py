@@ -173,10 +173,8 @@ class Backbone(nn.Module, ABC):
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 128) -> torch.Tensor:
         """PIL images → (N, embed_dim) normalised embeddings, batched, on CPU."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            pix = self.preprocess(images[i : i + batch_size]).to(self.device)
-            out.append(self.encode_image(pix).float().cpu())
+        out = [self.encode_pixels(self.preprocess(images[i : i + batch_size]), batch_size)
+               for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
 
     @torch.no_grad()

