@@ -125,4 +125,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as e:  # an unknown method or model, a missing checkpoint or benchmark package
+        raise SystemExit(f"error: {e}") from None

@@ -20,6 +20,10 @@ from safetensors.torch import load_file, save_file
 
 
 def ship(src: Path, dst: Path) -> None:
+    if not (src / "config.json").is_file():
+        raise SystemExit(f"error: {src} is not a model or checkpoint folder (no config.json)")
+    if dst.exists() and not dst.is_dir():
+        raise SystemExit(f"error: {dst} exists and is not a folder")
     for path in sorted(src.rglob("*")):
         if not path.is_file() or path.name == "training_state.pt":  # optimizer state is not shipped
             continue
@@ -36,4 +40,6 @@ def ship(src: Path, dst: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python scripts/ship_fp16.py SRC_FOLDER DST_FOLDER")
     ship(Path(sys.argv[1]), Path(sys.argv[2]))

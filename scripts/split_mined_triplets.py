@@ -22,6 +22,9 @@ def main(folder: str, manifest: str, seed: int = 0) -> None:
     def key(path: str) -> str:
         return os.path.splitext(os.path.basename(path))[0]
 
+    for path in (os.path.join(folder, "triplets.jsonl"), manifest):
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: {path} not found (give a make-triplets folder and the corpus manifest.csv)")
     with open(manifest, newline="", encoding="utf-8") as f:
         concept = {key(r["filepath"]): r["concept"] for r in csv.DictReader(f)}
     with open(os.path.join(folder, "triplets.jsonl"), encoding="utf-8") as f:
@@ -35,4 +38,6 @@ def main(folder: str, manifest: str, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python scripts/split_mined_triplets.py TRIPLETS_FOLDER CORPUS_MANIFEST_CSV")
     main(*sys.argv[1:3])

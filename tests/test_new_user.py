@@ -94,6 +94,28 @@ def test_demo(tmp_path, small_world, monkeypatch):
     assert ("zscir demo --real" in r.output) == default_towers_installed()  # pointed to real pictures when possible
 
 
+def test_demo_never_overwrites_a_users_files(tmp_path, small_world, monkeypatch):
+    """The demo used to write results.png / results.html into any folder, over a user's files of those names."""
+    from zscir.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    (mine / "results.png").write_bytes(b"my own picture")
+    (tmp_path / "a-file").write_text("mine")
+    for target in (mine, tmp_path / "a-file"):
+        r = CliRunner().invoke(app, ["demo", "--queries", "1", "-o", str(target)])
+        assert r.exit_code == 2 and r.output.count("error:") == 1 and "Traceback" not in r.output, r.output
+    assert (mine / "results.png").read_bytes() == b"my own picture" and sorted(os.listdir(mine)) == ["results.png"]
+    assert (tmp_path / "a-file").read_text() == "mine"
+    for _ in range(2):  # its own folder: the second run replaces the first run's files
+        r = CliRunner().invoke(app, ["demo", "--queries", "1", "-o", "out"])
+        assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / "out")) == [".zscir-demo.json", "results.html", "results.png"]
+    r = CliRunner().invoke(app, ["demo", "--model", "no-such-model", "-o", "out2"])
+    assert r.exit_code == 2 and r.output.count("unknown model 'no-such-model'") == 1, r.output  # said once
+
+
 # ------------------------------------------------------------------------ 3. your own photos, every door
 def _bash_blocks(path: Path) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)

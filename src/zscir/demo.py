@@ -29,6 +29,10 @@ PREFERRED_METHODS = ("tscir", "fusiondiff", "pic2word", "sum")
 #: the method measured best for a built-in model where it is not the first of `PREFERRED_METHODS`: on the
 #: real benchmark, weighted-sum fusion beats the trained methods with lit-clipart (docs/RESULTS.md)
 BEST_METHOD = {"lit-clipart": "sum"}
+#: written first into the output folder, listing the demo's files: a later run replaces only those, and a
+#: folder without it that holds anything is refused (`zscir.data.outdir`), so a user's files are never touched
+DEMO_MARKER = ".zscir-demo.json"
+DEMO_FILES = ("results.png", "results.html")
 #: the real-picture demo: its model and how many held-out concept families make its gallery
 REAL_MODEL = "lit-clipart"
 REAL_DEMO_FAMILIES = 24
@@ -60,7 +64,9 @@ def pick_method(model: str | None = None, device: str = "cpu") -> tuple[str, Com
         except (FileNotFoundError, OSError, ValueError) as e:  # e.g. no shipped checkpoint
             errors.append(f"{name}: {e}")
             logger.info("demo: method %s unavailable (%s)", name, e)
-    raise RuntimeError("no method could be loaded: " + "; ".join(errors))
+    # a user mistake such as an unknown --model fails every method the same way: say it once
+    reasons = list(dict.fromkeys(e.split(": ", 1)[1] for e in errors))
+    raise ValueError("no method could be loaded: " + ("; ".join(errors) if len(reasons) > 1 else reasons[0]))
 
 
 def _choose_queries(queries, kinds: dict[int, str], n: int) -> list:
@@ -113,12 +119,15 @@ def run_demo(
     """Run the demo; returns the queries with their results and the paths written."""
     import json
 
+    from zscir.data.outdir import check_out, prepare_out
     from zscir.eval.benchmarks.cirr import load_cirr
     from zscir.eval.world import ensure_world_benchmark
     from zscir.index import exact_topk
     from zscir.methods import create_composer
     from zscir.viz.grid import ResultRow, save_grid_html, save_grid_png
 
+    out = Path(out_dir)
+    check_out(out, DEMO_MARKER, "zscir demo")  # before any work: a user's folder is refused at once
     if real:
         model = model or REAL_MODEL
     if method == "auto":
@@ -164,9 +173,10 @@ def run_demo(
         rows.append(ResultRow(load(x.reference), x.caption,
                               [(gallery_imgs[int(idx[qi, j])], s, n) for j, (n, s) in enumerate(top)],
                               target_rank=rank, correct=[n == x.target for n, _ in top]))
-    out = Path(out_dir)
-    png = save_grid_png(rows, out / "results.png")
-    page = save_grid_html(rows, out / "results.html",
+    prepare_out(out, DEMO_MARKER, "zscir demo")
+    (out / DEMO_MARKER).write_text(json.dumps({"created_by": "zscir demo", "dirs": [], "files": list(DEMO_FILES)}))
+    png = save_grid_png(rows, out / DEMO_FILES[0])
+    page = save_grid_html(rows, out / DEMO_FILES[1],
                           title=f"zscir demo — method {method} on {model or 'world-clip'}")
     hits = sum(1 for d in demo_queries if d.target_rank is not None and d.target_rank <= k)
     return {"method": method, "queries": demo_queries, "png": png, "html": page, "hits": hits, "k": k,
