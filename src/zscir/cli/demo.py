@@ -12,7 +12,8 @@ from zscir.cli.options import OUT
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        out: Path = typer.Option(Path("zscir-demo"), *OUT, help="Folder for results.png and results.html: new, empty, or an earlier demo's."),
+        out: Path = typer.Option(Path("zscir-demo"), *OUT,
+                                 help="Folder for results.png and results.html: new, empty, or an earlier demo's."),
         method: str = typer.Option("auto", help="Method name, or 'auto' for the best available one."),
         model: str = typer.Option(None, help="Backbone (default: the shipped world-clip)."),
         queries: int = typer.Option(8, help="Number of composed queries to run."),
