@@ -109,10 +109,18 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
                 for b in batches:
                     backbone.encode_image(b)
 
-        t_raw, cpu_raw, _ = _timed_cpu(raw, cfg.repeats)
+        # the raw forward and the `zscir index` rows run in interleaved rounds (raw, index, index, raw, ...):
+        # on a shared machine the forward's own speed drifts by 10-25 % between minutes, so each index run
+        # is compared with the raw forward of its own round (`ratio_paired`) as well as medians with medians
+        fns = [raw] + ([_indexer_fn(cfg, tmp, backbone, w) for w in cfg.index_workers] if cfg.indexer else [])
+        timed = _timed_rounds(fns, cfg.repeats)
+        t_raw, cpu_raw, _ = timed[0]
         rows.append({"variant": "raw forward (pre-made tensors)", "workers": None,
                      "images_per_s": cfg.n_images / t_raw.median, "ratio_vs_raw": 1.0, **t_raw.as_dict(),
                      "cpu_s": cpu_raw, "main_cpu_s": cpu_raw})
+        if cfg.indexer:
+            for w, (t, cpu, main) in zip(cfg.index_workers, timed[1:]):
+                rows.append(_indexer_row(cfg, w, t_raw, cpu_raw, t, cpu, main))
         for w in tqdm(cfg.workers, desc="pipeline", unit="cfg"):
             dl = torch.utils.data.DataLoader(_Files(paths), batch_size=cfg.batch_size, num_workers=w,
                                              collate_fn=loader_fn, persistent_workers=w > 0,
@@ -138,8 +146,6 @@ def run_pipeline_bench(cfg: PipelineBenchConfig) -> list[dict[str, Any]]:
             rows.append({"variant": "same, decode in a prefetch thread", "workers": "1 thread",
                          "images_per_s": cfg.n_images / t.median, "ratio_vs_raw": t_raw.median / t.median,
                          **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main, "ratio_main_cpu": cpu_raw / main})
-        if cfg.indexer:
-            rows.extend(_indexer_row(cfg, tmp, t_raw, cpu_raw, backbone, w) for w in cfg.index_workers)
         rows.extend(_stage_rows(paths, backbone, cfg))
     return rows
 
@@ -198,34 +204,40 @@ def _timed_cpu(fn: Any, repeats: int) -> tuple[Timing, float, float]:
     (the one that runs the model) against the raw forward's says what the pipeline keeps when decoding has a
     core of its own, and the process CPU time what it keeps when it has none.
     """
+    return _timed_rounds([fn], repeats)[0]
+
+
+def _timed_rounds(fns: list[Any], repeats: int) -> list[tuple[Timing, float, float]]:
+    """`_timed_cpu` of several callables run in turn within each round (one warm-up round first).
+
+    Why rounds: a ratio of two timings taken minutes apart measures the machine's drift as much as the
+    code; within a round the callables meet the same machine state, so ``Timing.times[i]`` of two
+    callables are comparable pairwise.
+    """
     import time
 
-    fn()  # warm-up
-    t, cpu = Timing(), []
-    for _ in range(max(1, repeats)):
-        w0, p0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
+    for fn in fns:  # warm-up
         fn()
-        t.times.append(time.perf_counter() - w0)
-        cpu.append((time.process_time() - p0, time.thread_time() - t0))
-    return t, float(np.median([c[0] for c in cpu])), float(np.median([c[1] for c in cpu]))
+    out = [(Timing(), [], []) for _ in fns]
+    for _ in range(max(1, repeats)):
+        for fn, (t, cpu, main) in zip(fns, out):
+            w0, p0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
+            fn()
+            t.times.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - p0)
+            main.append(time.thread_time() - t0)
+    return [(t, float(np.median(cpu)), float(np.median(main))) for t, cpu, main in out]
 
 
-def _indexer_row(cfg: PipelineBenchConfig, folder: str, t_raw: Any, cpu_raw: float, backbone: Any,
-                 workers: int | None) -> dict[str, Any]:
-    """``zscir index`` itself (``build_index``: scan, decode in its thread pool, encode, write segments).
-
-    Besides the wall time: ``cpu_s`` (process CPU), ``main_cpu_s`` (the model thread's CPU) and
-    ``ratio_main_cpu`` = raw forward CPU / model-thread CPU, the ratio this pipeline reaches when the
-    decode threads have cores of their own (see `_timed_cpu`).
-    """
+def _indexer_fn(cfg: PipelineBenchConfig, folder: str, backbone: Any, workers: int | None) -> Any:
+    """One `zscir index` run (``build_index``: scan, decode in its thread pool, encode, write segments)."""
     import shutil
 
-    from zscir.index.build import IndexConfig, build_index, default_workers
+    from zscir.index.build import IndexConfig, build_index
     from zscir.methods import create_composer
 
     composer = create_composer("image", model=cfg.model, backbone=backbone)
     runs = iter(range(10_000))
-    n_threads = default_workers() if workers is None else workers
 
     def index() -> None:
         out = Path(folder + f"-idx{next(runs)}")
@@ -233,11 +245,27 @@ def _indexer_row(cfg: PipelineBenchConfig, folder: str, t_raw: Any, cpu_raw: flo
                     config=IndexConfig(batch_size=cfg.batch_size, workers=workers, progress=False))
         shutil.rmtree(out)
 
-    t, cpu, main = _timed_cpu(index, cfg.repeats)
+    return index
+
+
+def _indexer_row(cfg: PipelineBenchConfig, workers: int | None, t_raw: Timing, cpu_raw: float, t: Timing,
+                 cpu: float, main: float) -> dict[str, Any]:
+    """The `zscir index` row: wall time against the raw forward, medians and per round.
+
+    ``ratio_paired`` = the median over rounds of (raw forward s / index s) of the same round;
+    ``cpu_s`` (process CPU), ``main_cpu_s`` (the model thread's CPU) and ``ratio_main_cpu`` = raw forward
+    CPU / model-thread CPU, the ratio this pipeline reaches when the decode threads have cores of their own
+    (see `_timed_cpu`).
+    """
+    from zscir.index.prefetch import default_workers
+
+    n_threads = default_workers() if workers is None else workers
     how = "default" if workers is None else "set"
+    paired = [r / i for r, i in zip(t_raw.times, t.times)]
     return {"variant": f"zscir index (build_index, {n_threads} decode thread(s), {how}; writes segments)",
             "workers": f"{n_threads} threads", "images_per_s": cfg.n_images / t.median,
-            "ratio_vs_raw": t_raw.median / t.median, **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main,
+            "ratio_vs_raw": t_raw.median / t.median, "ratio_paired": float(np.median(paired)),
+            "ratio_paired_min": min(paired), **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main,
             "ratio_main_cpu": cpu_raw / main}
 
 
@@ -265,5 +293,5 @@ def prefetch_batches(paths: list[str], batch_size: int, load: Any, depth: int = 
             yield batch
 
 
-PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "share", "median_s", "min_s", "max_s",
-                    "cpu_s", "main_cpu_s", "ratio_main_cpu", "cos_min"]
+PIPELINE_COLUMNS = ["variant", "workers", "images_per_s", "ratio_vs_raw", "ratio_paired", "ratio_paired_min", "share",
+                    "median_s", "min_s", "max_s", "cpu_s", "main_cpu_s", "ratio_main_cpu", "cos_min"]

@@ -146,7 +146,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
         elif item in ("pipeline", "photos"):
             pcfg = pipeline.PipelineBenchConfig(repeats=r)
             if item == "photos":  # issue 15 §2: ViT-B/32-sized model at 224 px, 1-12 MP JPEG photos
-                pcfg.model, pcfg.photo_mp, pcfg.n_images, pcfg.batch_size = serve_latency.MODEL_NAME, (1.0, 12.0), 48, 16
+                pcfg.model, pcfg.photo_mp, pcfg.n_images, pcfg.batch_size = serve_latency.MODEL_NAME, (1.0, 12.0), 128, 16
                 pcfg.workers = [0, 2]
             if cfg.tiny:
                 pcfg.model, pcfg.n_images, pcfg.batch_size, pcfg.workers = "tiny-clip-test", 32, 16, [0]

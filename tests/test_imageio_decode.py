@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zscir.index.build import IndexConfig, build_index, decode_side, default_workers
+from zscir.index.build import IndexConfig, build_index, decode_side
+from zscir.index.prefetch import default_workers
 from zscir.index.imageio import SOURCE_SIZE_KEY, ImageLimits, load_image
 from zscir.methods import create_composer
 
@@ -174,7 +175,9 @@ def test_prepared_gallery_path_equals_encode_gallery_and_runs_in_decode_threads(
         im.save(photos / f"{i}.png")
     build_index(photos, tmp_path / "idx", [Spy(composer.backbone), neg], model="tiny-clip-test",
                 config=IndexConfig(batch_size=2, workers=1, progress=False))
-    assert len(seen) == 5 and threading.main_thread().name not in seen
+    # once per image, with the decoding: in the pool's thread, or in the model's thread for jobs of a batch
+    # the pool had not started when the model asked for it (it decodes those rather than wait)
+    assert len(seen) == 5 and any(name != threading.main_thread().name for name in seen)
     m = json.loads((tmp_path / "idx/manifest.json").read_text())
     assert m["indexer"]["decode_side"] is None  # one composer does not know its side: general decode
     ids = [json.loads(line)["id"] for line in (tmp_path / "idx" / m["items_file"]).read_text().splitlines()]

@@ -40,7 +40,6 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -63,6 +62,7 @@ from zscir.index.folder import (  # noqa: F401 - IndexLockedError, index_lock, r
 )
 from zscir.index.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
 from zscir.index.names import printable, storable_path
+from zscir.index.prefetch import default_workers, prefetched_batches  # noqa: F401 - re-exported
 from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, scan_images  # noqa: F401 - re-exported
 from zscir.index.shards import shard_of
 from zscir.index.store import FORMAT, FORMAT_VERSION, StoreError
@@ -103,24 +103,6 @@ class IndexReport:
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
     ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
-
-
-def default_workers(model_on_cpu: bool = True, max_workers: int = 8) -> int:
-    """Decode threads for this process: the cores it may use minus the model's threads, 1 to ``max_workers``.
-
-    Why: decoding a batch of photos costs less than encoding it on the CPU (a ViT-B/32 at 224 px: ~37 ms
-    against ~85 ms per image on one core), so one thread per core that the model does not use keeps it
-    fed; more threads than cores only take turns with the model's thread (docs/PERFORMANCE.md section 4b).
-    A model on an accelerator leaves every core but the feeding thread's to decoding.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    import torch  # loaded already: the composers are built
-
-    busy = torch.get_num_threads() if model_on_cpu else 1
-    return max(1, min(max_workers, cores - busy))
 
 
 def _signature(entry: FileEntry, cfg: IndexConfig) -> dict[str, Any]:
@@ -554,7 +536,6 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
     device = getattr(getattr(next(iter(galleries.values())), "backbone", None), "device", None)
     workers = default_workers(getattr(device, "type", "cpu") == "cpu") if cfg.workers is None else cfg.workers
-    pool = ThreadPoolExecutor(workers) if workers > 0 else None
     comps = list(galleries.values())
     side = decode_side(comps)
 
@@ -567,20 +548,11 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
             return e, sig, err, []
         return e, sig, im, [c.prepare_gallery_image(im) for c in comps]
 
-    def submit(start: int) -> list | None:
-        # the next batch decodes in the pool while this one is encoded (PIL and torch release the GIL)
-        if pool is None or start >= len(todo):
-            return None
-        return [pool.submit(load, j) for j in todo[start:start + cfg.batch_size]]
-
+    batches = prefetched_batches(todo, load, cfg.batch_size, workers)
     try:
-        pending = submit(0)
         if todo:
             (ix.path / SEGMENT_DIR).mkdir(exist_ok=True)
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start:start + cfg.batch_size]
-            loaded = [f.result() for f in pending] if pending is not None else [load(j) for j in chunk]
-            pending = submit(start + cfg.batch_size)
+        for chunk, loaded in batches:
             images, preps, recs, bad = [], [], [], []
             for e, sig, res, prep in loaded:
                 if isinstance(res, ImageRejected):
@@ -608,7 +580,6 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
             if cfg.throttle_s > 0:
                 time.sleep(cfg.throttle_s)
     finally:
+        batches.close()  # stops the decode pool at once, also on an error or a kill
         bar.close()
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
     return skipped

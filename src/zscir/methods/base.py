@@ -54,8 +54,9 @@ class Composer(ABC):
     def prepare_gallery_image(self, image: Image.Image) -> torch.Tensor | None:
         """The per-image part of `encode_gallery` (its preprocessing), or None where it cannot be split off.
 
-        The indexer runs it in its decode threads, so the thread that runs the model only runs the model
-        (`encode_prepared_gallery`); the embeddings are those of `encode_gallery`.
+        The indexer runs it with the decoding, in its decode threads, so the thread that runs the model does
+        no per-image work while the pool keeps up (`encode_prepared_gallery`); the embeddings are those of
+        `encode_gallery`.
         """
         return None
 
