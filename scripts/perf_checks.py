@@ -5,8 +5,11 @@
     python scripts/perf_checks.py eval-stages   # RSS after each step of a world evaluation (image method)
     python scripts/perf_checks.py bf16-gemm     # bf16 vs fp32 GEMM, 256 x 65,536 x 512 (section 1c)
     python scripts/perf_checks.py single-steps  # one fp16 query at N = 100K: the steps of its time (section 1d)
+    python scripts/perf_checks.py index-fill    # section 4b: `build_index` with the model thread waiting for a
+                                                # batch vs helping decode it, 48 and 128 photos, ViT-B/32-sized
 
-All on one torch thread, the embedded world-clip and 64 px world renders (as the benchmark suite).
+All on one torch thread; the embedded world-clip and 64 px world renders (as the benchmark suite) except
+`index-fill` (the suite's `photos` item's model and photos).
 """
 
 from __future__ import annotations
@@ -152,10 +155,81 @@ def single_steps() -> None:
         print(f"N = 100,000, d = {d}, fp16: " + "; ".join(f"{k} {np.median(v):.2f} ms" for k, v in steps.items()))
 
 
+def index_fill() -> None:
+    """`build_index` as shipped (the model thread decodes the jobs of a batch the pool has not started) vs
+    the model thread waiting for the pool, as before: 4 rounds of raw forward / waiting / helping, in turn."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's `benchmarks` package
+    from benchmarks.realistic import MODEL_NAME, make_photo, register_bench_model
+    from zscir.backbones import create_backbone
+    from zscir.index import build
+    from zscir.index.imageio import load_image
+    from zscir.methods import create_composer
+
+    logging.disable(logging.INFO)
+
+    def waiting(jobs, load, batch_size, workers):  # the pipeline before: wait for every job of the batch
+        with ThreadPoolExecutor(workers) as pool:
+            pending = [pool.submit(load, j) for j in jobs[:batch_size]]
+            for start in range(0, len(jobs), batch_size):
+                loaded = [f.result() for f in pending]
+                pending = [pool.submit(load, j) for j in jobs[start + batch_size:start + 2 * batch_size]]
+                yield jobs[start:start + batch_size], loaded
+
+    register_bench_model()
+    backbone = create_backbone(MODEL_NAME, device="cpu")
+    composer = create_composer("image", model=MODEL_NAME, backbone=backbone)
+    shipped = build.prefetched_batches
+    for n in (48, 128):
+        folder = Path(tempfile.mkdtemp(prefix="zscir-perf-photos-"))
+        rng = np.random.default_rng(0)
+        for i in range(n):  # as the suite's photos item: 1-12 MP, 4:3
+            w = int(round((rng.uniform(1, 12) * 1e6 * 4 / 3) ** 0.5))
+            make_photo(folder / f"{i:06d}.jpg", (w, int(round(w * 3 / 4))), i)
+        paths = sorted(folder.iterdir())
+        batches = [backbone.preprocess([load_image(p, min_side=224) for p in paths[i:i + 16]])
+                   for i in range(0, n, 16)]
+
+        def raw() -> None:
+            with torch.no_grad():
+                for b in batches:
+                    backbone.encode_image(b)
+
+        def index_with(pipeline):
+            def run() -> None:
+                build.prefetched_batches = pipeline
+                out = Path(tempfile.mkdtemp(prefix="zscir-perf-idx-")) / "idx"
+                try:
+                    build.build_index(folder, out, composer, model=MODEL_NAME,
+                                      config=build.IndexConfig(batch_size=16, progress=False))
+                finally:
+                    build.prefetched_batches = shipped
+                    shutil.rmtree(out.parent)
+            return run
+
+        fns = {"raw": raw, "waiting": index_with(waiting), "helping": index_with(shipped)}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for f in fns.values():
+            f()  # warm-up
+        for _ in range(4):
+            for name, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        for name in ("waiting", "helping"):
+            paired = [r / t for r, t in zip(times["raw"], times[name])]
+            print(f"{n} photos, {name}: {np.median(times[name]):.2f} s (raw forward {np.median(times['raw']):.2f} s); "
+                  f"raw / index per round: median {np.median(paired):.3f}, min {min(paired):.3f}, "
+                  f"max {max(paired):.3f}", flush=True)
+        shutil.rmtree(folder)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages, "bf16-gemm": bf16_gemm,
-            "single-steps": single_steps}
+            "single-steps": single_steps, "index-fill": index_fill}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         raise SystemExit(f"usage: python scripts/perf_checks.py {{{'|'.join(cmds)}}}")
     cmds[sys.argv[1]]()
