@@ -179,3 +179,35 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(tmp_path / "sub" / "m.json", {"x": object()})
     assert sorted(os.listdir(tmp_path / "sub")) == ["f.bin", "m.json"]
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "embeddings.npy", "items.jsonl"])
+def test_save_never_writes_over_a_users_files(tmp_path, name):
+    """A folder that holds one of the store's file names without being a store is the user's: refused,
+    untouched (bytes and listing)."""
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / name).write_bytes(b'{"my": "own file"}')
+    (d / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a zscir store"):
+        EmbeddingStore.save(d, _emb(2, 4), _items(2))
+    assert sorted(os.listdir(d)) == sorted([name, "notes.txt"])
+    assert (d / name).read_bytes() == b'{"my": "own file"}'
+
+
+def test_save_into_a_folder_with_other_files_and_retry_after_an_interrupted_first_save(tmp_path, monkeypatch):
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep")  # other names do not clash: only the three store files are written
+
+    def boom(*a, **kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("zscir.index.store.atomic_write_json", boom)
+    with pytest.raises(RuntimeError):
+        EmbeddingStore.save(d, _emb(2, 4), _items(2))
+    with pytest.raises(StoreError, match="incomplete"):
+        EmbeddingStore.load(d)
+    monkeypatch.undo()
+    EmbeddingStore.save(d, _emb(3, 4), _items(3), overwrite=False)  # an incomplete store may be replaced
+    assert EmbeddingStore.load(d).manifest["count"] == 3 and (d / "notes.txt").read_text() == "keep"

@@ -56,6 +56,18 @@ _SUPPORTED_DTYPES = ("float32", "float16")
 _RESERVED = ("format", "format_version", "count", "dim", "dtype", "created")
 
 
+def store_state(directory: Union[str, os.PathLike]) -> str | None:
+    """``"complete"`` or ``"incomplete"`` (an interrupted save) when ``directory`` holds a zscir store
+    manifest, None otherwise (no manifest, or a ``manifest.json`` that is someone else's)."""
+    try:
+        m = json.loads((Path(directory) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        return None
+    return "incomplete" if m.get("incomplete") else "complete"
+
+
 class StoreError(ValueError):
     """A store folder is missing, incomplete or inconsistent (message names the path)."""
 
@@ -214,8 +226,14 @@ class EmbeddingStore:
         ``manifest_extra`` (keywords win); they default to ``None``.  Other
         ``manifest_extra`` keys are stored verbatim; the reserved keys
         ``format, format_version, count, dim, dtype, created`` cannot be
-        overridden.  Any existing manifest is deleted *before* the data files
-        are replaced, so an interrupted overwrite is detected as incomplete.
+        overridden.  Before any data file is written the manifest is replaced
+        by an *incomplete* marker, so an interrupted save reads as incomplete
+        (and may be saved again), never as a mix of old and new files.
+
+        Why the refusal: the three file names are common, so ``directory``
+        must be new, empty of them, or a zscir store; a folder that holds any
+        of them without being a store is the user's and is never written to
+        (``FileExistsError``).  ``overwrite=False`` also keeps a complete store.
         """
         d = Path(directory)
         arr = _to_numpy_embeddings(embeddings)
@@ -248,11 +266,18 @@ class EmbeddingStore:
 
         d.mkdir(parents=True, exist_ok=True)
         mpath = d / MANIFEST_FILE
-        if mpath.exists():
-            if not overwrite:
-                raise FileExistsError(f"{d} already contains a store (pass overwrite=True to replace it)")
-            mpath.unlink()  # from now on the folder reads as incomplete until we finish
-            fsync_dir(d)
+        state = store_state(d)
+        if state is None:
+            taken = [n for n in (MANIFEST_FILE, EMBEDDINGS_FILE, ITEMS_FILE) if os.path.lexists(d / n)]
+            if taken:
+                raise FileExistsError(f"{d} holds {', '.join(taken)} but is not a zscir store; refusing to "
+                                      f"write over them (save into a new or empty folder)")
+        elif state == "complete" and not overwrite:
+            raise FileExistsError(f"{d} already contains a store (pass overwrite=True to replace it)")
+        # from now on the folder reads as incomplete until the real manifest replaces this marker
+        with atomic_open(mpath, "wb") as f:
+            f.write(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "incomplete": True}).encode())
+        fsync_dir(d)
         with atomic_open(d / EMBEDDINGS_FILE, "wb") as f:
             np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
         with atomic_open(d / ITEMS_FILE, "wb") as f:
@@ -287,6 +312,8 @@ class EmbeddingStore:
             raise StoreError(f"{mpath}: expected a JSON object, got {type(manifest).__name__}")
         if manifest.get("format") != FORMAT:
             raise StoreError(f"{mpath}: expected format {FORMAT!r}, got {manifest.get('format')!r}")
+        if manifest.get("incomplete"):
+            raise StoreError(f"{mpath}: the store is incomplete (an interrupted save); save it again")
         ver = manifest.get("format_version")
         if not isinstance(ver, int) or isinstance(ver, bool):
             raise StoreError(f"{mpath}: expected integer format_version, got {ver!r}")
