@@ -265,7 +265,7 @@ def _indexer_row(cfg: PipelineBenchConfig, workers: int | None, t_raw: Timing, c
     return {"variant": f"zscir index (build_index, {n_threads} decode thread(s), {how}; writes segments)",
             "workers": f"{n_threads} threads", "images_per_s": cfg.n_images / t.median,
             "ratio_vs_raw": t_raw.median / t.median, "ratio_paired": float(np.median(paired)),
-            "ratio_paired_min": min(paired), **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main,
+            "ratio_paired_min": min(paired), "paired_ratios": paired, **t.as_dict(), "cpu_s": cpu, "main_cpu_s": main,
             "ratio_main_cpu": cpu_raw / main}
 
 

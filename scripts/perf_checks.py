@@ -7,9 +7,11 @@
     python scripts/perf_checks.py single-steps  # one fp16 query at N = 100K: the steps of its time (section 1d)
     python scripts/perf_checks.py index-fill    # section 4b: `build_index` with the model thread waiting for a
                                                 # batch vs helping decode it, 48 and 128 photos, ViT-B/32-sized
+    python scripts/perf_checks.py decode-beside # section 4b: the raw forward alone, beside a decode thread,
+                                                # beside a decode process (does decoding slow the model?)
 
 All on one torch thread; the embedded world-clip and 64 px world renders (as the benchmark suite) except
-`index-fill` (the suite's `photos` item's model and photos).
+`index-fill` and `decode-beside` (the suite's `photos` item's model and photos).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,7 +165,7 @@ def index_fill() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's `benchmarks` package
-    from benchmarks.realistic import MODEL_NAME, make_photo, register_bench_model
+    from benchmarks.realistic import MODEL_NAME, register_bench_model
     from zscir.backbones import create_backbone
     from zscir.index import build
     from zscir.index.imageio import load_image
@@ -183,11 +186,7 @@ def index_fill() -> None:
     composer = create_composer("image", model=MODEL_NAME, backbone=backbone)
     shipped = build.prefetched_batches
     for n in (48, 128):
-        folder = Path(tempfile.mkdtemp(prefix="zscir-perf-photos-"))
-        rng = np.random.default_rng(0)
-        for i in range(n):  # as the suite's photos item: 1-12 MP, 4:3
-            w = int(round((rng.uniform(1, 12) * 1e6 * 4 / 3) ** 0.5))
-            make_photo(folder / f"{i:06d}.jpg", (w, int(round(w * 3 / 4))), i)
+        folder = _photo_folder(n)
         paths = sorted(folder.iterdir())
         batches = [backbone.preprocess([load_image(p, min_side=224) for p in paths[i:i + 16]])
                    for i in range(0, n, 16)]
@@ -226,10 +225,83 @@ def index_fill() -> None:
         shutil.rmtree(folder)
 
 
+def _photo_folder(n: int) -> Path:
+    """``n`` photo-like JPEGs of 1-12 MP (4:3), as the suite's photos item makes them."""
+    from benchmarks.realistic import make_photo
+
+    folder = Path(tempfile.mkdtemp(prefix="zscir-perf-photos-"))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        w = int(round((rng.uniform(1, 12) * 1e6 * 4 / 3) ** 0.5))
+        make_photo(folder / f"{i:06d}.jpg", (w, int(round(w * 3 / 4))), i)
+    return folder
+
+
+def _decode_forever(paths: list, stop: Any) -> None:
+    from zscir.index.imageio import load_image
+
+    torch.set_num_threads(1)
+    while not stop.is_set():
+        for p in paths:
+            load_image(p, min_side=224)
+            if stop.is_set():
+                break
+
+
+def decode_beside() -> None:
+    """Wall and model-thread CPU s of one raw forward over 24 photos' tensors: alone, while a thread of the
+    same process decodes photos non-stop, and while another process does; 8 rounds, medians."""
+    import multiprocessing as mp
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's `benchmarks` package
+    from benchmarks.realistic import MODEL_NAME, register_bench_model
+    from zscir.backbones import create_backbone
+    from zscir.index.imageio import load_image
+
+    register_bench_model()
+    backbone = create_backbone(MODEL_NAME, device="cpu")
+    folder = _photo_folder(24)
+    paths = sorted(folder.iterdir())
+    batches = [backbone.preprocess([load_image(p, min_side=224) for p in paths[i:i + 16]])
+               for i in range(0, len(paths), 16)]
+
+    def forward() -> tuple[float, float]:
+        w0, t0 = time.perf_counter(), time.thread_time()
+        with torch.no_grad():
+            for b in batches:
+                backbone.encode_image(b)
+        return time.perf_counter() - w0, time.thread_time() - t0
+
+    forward()  # warm-up
+    res: dict[str, list[tuple[float, float]]] = {"alone": [], "decode thread beside": [],
+                                                 "decode process beside": []}
+    for _ in range(8):
+        res["alone"].append(forward())
+        stop = threading.Event()
+        th = threading.Thread(target=_decode_forever, args=(paths, stop))
+        th.start()
+        res["decode thread beside"].append(forward())
+        stop.set()
+        th.join()
+        pstop = mp.get_context("fork").Event()
+        proc = mp.get_context("fork").Process(target=_decode_forever, args=(paths, pstop))
+        proc.start()
+        time.sleep(1.0)  # let it start decoding
+        res["decode process beside"].append(forward())
+        pstop.set()
+        proc.join()
+    for name, v in res.items():
+        wall, cpu = np.median([x[0] for x in v]), np.median([x[1] for x in v])
+        print(f"{name}: wall {wall:.2f} s, model-thread CPU {cpu:.2f} s "
+              f"(wall min {min(x[0] for x in v):.2f}, max {max(x[0] for x in v):.2f})", flush=True)
+    shutil.rmtree(folder)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages, "bf16-gemm": bf16_gemm,
-            "single-steps": single_steps, "index-fill": index_fill}
+            "single-steps": single_steps, "index-fill": index_fill, "decode-beside": decode_beside}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         raise SystemExit(f"usage: python scripts/perf_checks.py {{{'|'.join(cmds)}}}")
     cmds[sys.argv[1]]()
