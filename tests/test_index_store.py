@@ -148,8 +148,6 @@ def test_save_validation_and_overwrite(tmp_path):
 @pytest.mark.parametrize("first_save", [False, True])
 def test_interrupted_save_reads_as_incomplete_and_can_be_saved_again(tmp_path, monkeypatch, first_save):
     d = tmp_path / "s"
-    d.mkdir()
-    (d / "notes.txt").write_text("keep")  # other names do not clash: only the three store files are written
     if not first_save:
         EmbeddingStore.save(d, _emb(4, 4), _items(4))
 
@@ -164,7 +162,7 @@ def test_interrupted_save_reads_as_incomplete_and_can_be_saved_again(tmp_path, m
     assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
     monkeypatch.undo()
     EmbeddingStore.save(d, _emb(3, 4), _items(3), overwrite=False)  # an incomplete store may be replaced
-    assert EmbeddingStore.load(d).manifest["count"] == 3 and (d / "notes.txt").read_text() == "keep"
+    assert EmbeddingStore.load(d).manifest["count"] == 3
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -188,15 +186,14 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert sorted(os.listdir(tmp_path / "sub")) == ["f.bin", "m.json"]
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "embeddings.npy", "items.jsonl"])
-def test_save_never_writes_over_a_users_files(tmp_path, name):
-    """A folder that holds one of the store's file names without being a store is the user's: refused,
-    untouched (bytes and listing)."""
+@pytest.mark.parametrize("name", ["manifest.json", "embeddings.npy", "items.jsonl", "photo.jpg"])
+def test_save_never_writes_into_a_users_folder(tmp_path, name):
+    """A non-empty folder that is not a store is the user's (a photo folder, or one with a manifest.json of
+    its own): refused, untouched (bytes and listing)."""
     d = tmp_path / "mine"
     d.mkdir()
     (d / name).write_bytes(b'{"my": "own file"}')
-    (d / "notes.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="not a zscir store"):
+    with pytest.raises(FileExistsError, match="not empty and not a zscir store"):
         EmbeddingStore.save(d, _emb(2, 4), _items(2))
-    assert sorted(os.listdir(d)) == sorted([name, "notes.txt"])
+    assert os.listdir(d) == [name]
     assert (d / name).read_bytes() == b'{"my": "own file"}'

@@ -230,9 +230,9 @@ class EmbeddingStore:
         by an *incomplete* marker, so an interrupted save reads as incomplete
         (and may be saved again), never as a mix of old and new files.
 
-        Why the refusal: the three file names are common, so ``directory``
-        must be new, empty of them, or a zscir store; a folder that holds any
-        of them without being a store is the user's and is never written to
+        Why the refusal: a folder zscir did not make is the user's, and the
+        store's file names are common ones, so ``directory`` must be new,
+        empty, or a zscir store; anything else is never written to
         (``FileExistsError``).  ``overwrite=False`` also keeps a complete store.
         """
         d = Path(directory)
@@ -267,11 +267,9 @@ class EmbeddingStore:
         d.mkdir(parents=True, exist_ok=True)
         mpath = d / MANIFEST_FILE
         state = store_state(d)
-        if state is None:
-            taken = [n for n in (MANIFEST_FILE, EMBEDDINGS_FILE, ITEMS_FILE) if os.path.lexists(d / n)]
-            if taken:
-                raise FileExistsError(f"{d} holds {', '.join(taken)} but is not a zscir store; refusing to "
-                                      f"write over them (save into a new or empty folder)")
+        if state is None and any(d.iterdir()):
+            raise FileExistsError(f"{d} is not empty and not a zscir store; refusing to write into it "
+                                  f"(save into a new or empty folder)")
         elif state == "complete" and not overwrite:
             raise FileExistsError(f"{d} already contains a store (pass overwrite=True to replace it)")
         # from now on the folder reads as incomplete until the real manifest replaces this marker
