@@ -3,7 +3,7 @@
 Why it is built this way
 ------------------------
 Indexing photos on a CPU is bound by the model: a ViT-B/32 at 224 px takes ~85 ms per image on one core,
-decoding a 1-12 MP JPEG at reduced scale ~37 ms (docs/PERFORMANCE.md, section 4b). So decoding runs in a
+decoding a 1-12 MP JPEG at reduced scale ~40 ms (docs/PERFORMANCE.md, section 4b). So decoding runs in a
 thread pool one batch ahead of the model (PIL and torch release the GIL), with one thread per core the
 model leaves free (:func:`default_workers`); more threads than cores only take turns with the model.
 
