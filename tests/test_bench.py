@@ -100,7 +100,7 @@ def test_suite_tiny_single_query_item(tmp_path):
 
 def test_suite_tiny_photos_item(tmp_path):
     """Item `photos` (issue 15 §2) at tiny sizes: pipeline rows plus a per-stage split that sums to 1."""
-    out = run_suite(SuiteConfig(items=["photos"], out_dir=tmp_path, tiny=True, repeats=1, command="pytest"))
+    out = run_suite(SuiteConfig(items=["photos"], out_dir=tmp_path, tiny=True, repeats=2, command="pytest"))
     rows = out["photos"]["rows"]
     assert rows[0]["ratio_vs_raw"] == 1.0 and any(r["variant"].startswith("zscir index") for r in rows)
     stages = [r for r in rows if r["variant"].startswith("stage:")]
@@ -108,6 +108,11 @@ def test_suite_tiny_photos_item(tmp_path):
     assert "JPEG photos" in (tmp_path / "photos.md").read_text()
     index = next(r for r in rows if r["variant"].startswith("zscir index"))
     assert index["cpu_s"] >= index["main_cpu_s"] > 0 and index["ratio_main_cpu"] > 0
+    # timed in rounds with the raw forward: one per-round ratio per repeat, summarised by median and worst
+    paired = index["paired_ratios"]
+    assert len(paired) == 2 and rows[0]["repeats"] == 2 and all(r > 0 for r in paired)
+    assert index["ratio_paired"] == pytest.approx(float(np.median(paired)))
+    assert index["ratio_paired_min"] == min(paired)
     general = next(r for r in rows if r["variant"].startswith("read + decode at the general"))
     assert 0.99 < general["cos_min"] <= 1.0 + 1e-6  # decoding at the model's side changes embeddings little
 
