@@ -105,6 +105,15 @@ def test_debug_shows_the_traceback(roots):
     assert res.exit_code != 0 and isinstance(res.exception, ValueError)
 
 
+def test_debug_shows_the_traceback_of_a_commands_own_error_line(tmp_path):
+    """`zscir search` turns a missing index into one line itself (not through the group's rule); with
+    ``--debug`` that error's traceback is shown instead."""
+    args = ("search", tmp_path / "nothing-here", "--image", "x.jpg", "--text", "a cat")
+    assert_one_error_line(zscir(*args), "nothing-here")
+    res = zscir("--debug", *args)
+    assert res.exit_code != 0 and res.exception is not None and not isinstance(res.exception, SystemExit)
+
+
 def test_submit_and_validate_data_errors(roots, tmp_path):
     bad = tmp_path / "cirr"
     import shutil

@@ -119,7 +119,14 @@ class ZscirGroup(typer.core.TyperGroup):
             cmd = exc.ctx.command_path if exc.ctx is not None else "zscir"
             typer.secho(f"error: {printable(exc.format_message())} (see `{cmd} --help`)", fg="red", err=True)
             raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+        except typer.Exit as exc:
+            # a command's own `except ...: fail(...)` exits while handling the error: --debug shows that error
+            cause = exc.__context__
+            if (ctx.params.get("debug") and exc.exit_code != 0 and isinstance(cause, Exception)
+                    and not exc.__suppress_context__):
+                raise cause
+            raise
+        except (typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into expected (one line) and bugs (traceback)
             if ctx.params.get("debug") or not _is_expected(exc):
