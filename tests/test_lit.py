@@ -430,10 +430,10 @@ def test_shipped_lit_clipart_loads_and_names_real_pictures(bb):
     from safetensors.torch import load_file
 
     from zscir.backbones import create_backbone
-    from zscir.backbones.lit import shipped_lit_dir
+    from zscir.backbones.assets import shipped_model_dir
     from zscir.backbones.registry import model_info
 
-    stored = load_file(str(shipped_lit_dir("lit-clipart") / "model.safetensors"))
+    stored = load_file(str(shipped_model_dir("lit-clipart") / "model.safetensors"))
     assert stored["image_head.net.1.weight"].dtype == torch.float16
     clip = create_backbone("lit-clipart")
     assert clip.image_head.net[1].weight.dtype == torch.float32

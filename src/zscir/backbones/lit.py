@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.hooks import TextHookMixin
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
@@ -425,18 +426,11 @@ def default_towers_installed() -> bool:
     return find_lite0_weights() is not None and wheel_folder(*OFFLINE_WHEELS[MINILM]) is not None
 
 
-def shipped_lit_dir(name: str) -> Path:
-    """Folder of a LiT model shipped inside the package (``zscir/assets/<name>``: config + heads only)."""
-    from importlib import resources
-
-    return Path(str(resources.files("zscir") / "assets" / name))
-
-
 def _clipart(**kw: object) -> Backbone:
     """The shipped real-picture model: heads trained by `zscir train lit` on ~6.7K real captioned clip-art
     pictures (emoji, Tux Paint stamps, openclipart; the real benchmark's test and val families left out).
     The heads are stored in float16 (5.5 MB instead of 11) and computed in float32."""
-    path = shipped_lit_dir("lit-clipart")
+    path = shipped_model_dir("lit-clipart")  # config + heads only
     if not (path / CONFIG_NAME).exists():
         raise FileNotFoundError(f"the shipped LiT heads are missing at {path}")
     return LiTBackbone.from_pretrained(path, name="lit-clipart", **kw)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from zscir.backbones.assets import shipped_model_dir  # noqa: F401 - re-exported
 from zscir.backbones.base import Backbone
 from zscir.backbones.lit import BUILTIN_LIT_MODELS, LiTBackbone, lit_folder_of
 
@@ -123,11 +123,6 @@ def _tiny(name: str) -> Callable[..., Backbone]:
         return build_random_clip(cfg, tok, seed=seed, name=name)
 
     return factory
-
-
-def shipped_model_dir(name: str = "world-clip") -> Path:
-    """Folder of a model shipped inside the package (``zscir/assets/<name>``)."""
-    return Path(str(resources.files("zscir") / "assets" / name))
 
 
 def _world_clip(**kw: object) -> Backbone:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+from zscir.backbones.assets import shipped_model_dir
 from zscir.methods.fusiondiff.config import FusionDiffConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter
 from zscir.methods.fusiondiff.prior import DiffusionPrior
@@ -24,7 +24,7 @@ SHIPPED_VARIANTS = ("joint", "image")
 
 
 def shipped_checkpoint_dir(variant: str = "joint") -> Path:
-    return Path(str(resources.files("zscir") / "assets" / "fusiondiff" / variant))
+    return shipped_model_dir("fusiondiff") / variant
 
 
 def build_modules(cfg: FusionDiffConfig) -> tuple[DiffusionPrior, ControlAdapter | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone
 from zscir.methods.registry import register_method
 from zscir.methods.tscir.checkpoint import load_checkpoint
@@ -20,12 +21,9 @@ def shipped_checkpoint(method: str, model: str | None = None) -> Path:
     """Folder of the checkpoint shipped inside the package for ``method``: the one trained for the built-in
     ``model`` (``zscir/assets/<model>/methods/<method>``) when the package has one, else the world-clip one
     (``zscir/assets/<method>``)."""
-    from importlib import resources
-
-    assets = Path(str(resources.files("zscir") / "assets"))
-    if model and (assets / model / "methods" / method / "config.json").is_file():
-        return assets / model / "methods" / method
-    return assets / method
+    if model and (shipped_model_dir(model) / "methods" / method / "config.json").is_file():
+        return shipped_model_dir(model) / "methods" / method
+    return shipped_model_dir(method)
 
 
 def build_composer(method: str, backbone: Backbone, checkpoint: str | None = None, template: str | None = None,
