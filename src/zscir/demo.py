@@ -119,7 +119,7 @@ def run_demo(
     """Run the demo; returns the queries with their results and the paths written."""
     import json
 
-    from zscir.data.outdir import check_out, prepare_out
+    from zscir.data.outdir import check_out, prepare_out, start_marker
     from zscir.eval.benchmarks.cirr import load_cirr
     from zscir.eval.world import ensure_world_benchmark
     from zscir.index import exact_topk
@@ -174,7 +174,7 @@ def run_demo(
                               [(gallery_imgs[int(idx[qi, j])], s, n) for j, (n, s) in enumerate(top)],
                               target_rank=rank, correct=[n == x.target for n, _ in top]))
     prepare_out(out, DEMO_MARKER, "zscir demo")
-    (out / DEMO_MARKER).write_text(json.dumps({"created_by": "zscir demo", "dirs": [], "files": list(DEMO_FILES)}))
+    start_marker(out, DEMO_MARKER, "zscir demo", [], files=DEMO_FILES)
     png = save_grid_png(rows, out / DEMO_FILES[0])
     page = save_grid_html(rows, out / DEMO_FILES[1],
                           title=f"zscir demo — method {method} on {model or 'world-clip'}")

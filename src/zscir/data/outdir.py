@@ -52,9 +52,10 @@ def prepare_out(out: Path, marker: str, what: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def start_marker(out: Path, marker: str, created_by: str, dirs: Sequence[str]) -> None:
-    """Create ``dirs`` and record them in an (incomplete) marker before any data file is written."""
+def start_marker(out: Path, marker: str, created_by: str, dirs: Sequence[str], files: Sequence[str] = ()) -> None:
+    """Create ``dirs`` and record them, and the top-level ``files`` about to be written, in an (incomplete)
+    marker before any data file is written."""
     for d in dirs:
         (out / d).mkdir()
     (out / marker).write_text(json.dumps({"created_by": created_by, "complete": False, "dirs": list(dirs),
-                                          "files": []}))
+                                          "files": list(files)}))
