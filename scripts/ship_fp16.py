@@ -24,6 +24,9 @@ def ship(src: Path, dst: Path) -> None:
         raise SystemExit(f"error: {src} is not a model or checkpoint folder (no config.json)")
     if dst.exists() and not dst.is_dir():
         raise SystemExit(f"error: {dst} exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not (dst / "config.json").is_file():
+        raise SystemExit(f"error: {dst} is not empty and not a model or checkpoint folder; choose a new or empty "
+                         f"folder, or an earlier shipped copy")
     for path in sorted(src.rglob("*")):
         if not path.is_file() or path.name == "training_state.pt":  # optimizer state is not shipped
             continue
