@@ -1,7 +1,7 @@
 """Item 4: image-embedding pipeline throughput vs the raw model forward on pre-made tensors.
 
 The pipeline is what indexing a folder does per image: read the file, decode and bound it
-(:func:`zscir.index.imageio.load_image`), preprocess (``Backbone.preprocess``) and run the image encoder.
+(:func:`zscir.data.imageio.load_image`), preprocess (``Backbone.preprocess``) and run the image encoder.
 The raw forward feeds already-preprocessed pixel tensors to ``Backbone.encode_image``; the ratio
 ``raw time / pipeline time`` is the share of the model's speed the pipeline keeps (target >= 0.9).
 Decoding can overlap the forward in DataLoader worker processes, which is measured as a separate row
@@ -67,7 +67,7 @@ class _LoadAndPreprocess:
         self.backbone = backbone
 
     def __call__(self, paths: list[str]) -> torch.Tensor:
-        from zscir.index.imageio import load_image
+        from zscir.data.imageio import load_image
 
         torch.set_num_threads(1)
         side = self.backbone.input_side
@@ -158,7 +158,7 @@ def _stage_rows(paths: list[str], backbone: Any, cfg: PipelineBenchConfig) -> li
     a photo's embeddings from the two decodes."""
     import time
 
-    from zscir.index.imageio import load_image
+    from zscir.data.imageio import load_image
 
     side = backbone.input_side
 

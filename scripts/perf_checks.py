@@ -61,7 +61,7 @@ def preprocess() -> None:
 
 def index() -> None:
     from zscir.index.build import IndexConfig, build_index
-    from zscir.index.imageio import load_image
+    from zscir.data.imageio import load_image
     from zscir.methods import create_composer
 
     d = _files()
@@ -168,7 +168,7 @@ def index_fill() -> None:
     from benchmarks.realistic import MODEL_NAME, register_bench_model
     from zscir.backbones import create_backbone
     from zscir.index import build
-    from zscir.index.imageio import load_image
+    from zscir.data.imageio import load_image
     from zscir.methods import create_composer
 
     logging.disable(logging.INFO)
@@ -238,7 +238,7 @@ def _photo_folder(n: int) -> Path:
 
 
 def _decode_forever(paths: list, stop: Any) -> None:
-    from zscir.index.imageio import load_image
+    from zscir.data.imageio import load_image
 
     torch.set_num_threads(1)
     while not stop.is_set():
@@ -257,7 +257,7 @@ def decode_beside() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's `benchmarks` package
     from benchmarks.realistic import MODEL_NAME, register_bench_model
     from zscir.backbones import create_backbone
-    from zscir.index.imageio import load_image
+    from zscir.data.imageio import load_image
 
     register_bench_model()
     backbone = create_backbone(MODEL_NAME, device="cpu")

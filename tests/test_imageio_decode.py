@@ -18,7 +18,7 @@ from PIL import Image
 
 from zscir.index.build import IndexConfig, build_index, decode_side
 from zscir.index.prefetch import default_workers
-from zscir.index.imageio import SOURCE_SIZE_KEY, ImageLimits, load_image
+from zscir.data.imageio import SOURCE_SIZE_KEY, ImageLimits, load_image
 from zscir.methods import create_composer
 
 

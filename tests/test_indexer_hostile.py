@@ -134,7 +134,7 @@ def test_corpus_is_big_enough(corpus):
 
 
 def test_load_image_verdicts(corpus):
-    from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+    from zscir.data.imageio import ImageLimits, ImageRejected, load_image
 
     root, expect = corpus
     limits = ImageLimits(max_bytes=CORPUS_MAX_BYTES)

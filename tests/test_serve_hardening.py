@@ -174,7 +174,7 @@ def test_concurrent_decodes_are_bounded(indexed, monkeypatch):
 
 def test_large_png_is_downsized_before_it_is_copied(tmp_path):
     """The decode keeps the source size for the server's bookkeeping and never holds a full-size RGB copy."""
-    from zscir.index.imageio import SOURCE_SIZE_KEY, ImageLimits, load_image
+    from zscir.data.imageio import SOURCE_SIZE_KEY, ImageLimits, load_image
 
     buf = io.BytesIO()
     Image.new("RGB", (3000, 2000), (10, 20, 30)).save(buf, "PNG")

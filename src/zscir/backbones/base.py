@@ -96,7 +96,7 @@ class Backbone(nn.Module, ABC):
         """The short side (px) `preprocess` resizes every image to first, or None where unknown.
 
         Why: pixels decoded beyond this side only cost time, so the indexer has JPEGs decoded at the
-        smallest DCT scale that keeps this side (`zscir.index.imageio.load_image`'s ``min_side``).
+        smallest DCT scale that keeps this side (`zscir.data.imageio.load_image`'s ``min_side``).
         """
         return None
 

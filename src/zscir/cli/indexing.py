@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Composed search: reference image + modification text → ranked images of the index."""
         check_grid_path(grid)
-        from zscir.index.imageio import ImageRejected
+        from zscir.data.imageio import ImageRejected
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
         from zscir.index.store import StoreError
 
@@ -259,7 +259,7 @@ def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 1
     """Reference + results side by side with rank and score under each image (PIL only)."""
     from PIL import Image, ImageDraw
 
-    from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+    from zscir.data.imageio import ImageLimits, ImageRejected, load_image
     from zscir.index.names import item_path
 
     limits = limits or ImageLimits()

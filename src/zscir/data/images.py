@@ -1,6 +1,6 @@
 """Training images: decode through the hardened loader, then resize + centre-crop to the model's size.
 
-Every byte string or path goes through `zscir.index.imageio.load_image` (regular-file and size checks, the
+Every byte string or path goes through `zscir.data.imageio.load_image` (regular-file and size checks, the
 pixel count read from the header *before* decoding, so a 100-megapixel clip-art PNG is refused without
 allocating it; JPEG draft-mode decoding; alpha flattened on white). A refusal becomes a `Problem` and the
 record is skipped. The result is a (size, size, 3) uint8 array: `zscir.train.common.uint8_to_pixels`
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from zscir.data.records import Problem
-from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.data.imageio import ImageLimits, ImageRejected, load_image
 
 __all__ = ["open_image", "to_uint8", "DEFAULT_LIMITS"]
 

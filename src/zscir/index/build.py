@@ -60,7 +60,7 @@ from zscir.index.folder import (  # noqa: F401 - IndexLockedError, index_lock, r
     open_index_folder,
     read_manifest,
 )
-from zscir.index.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
+from zscir.data.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
 from zscir.index.names import printable, storable_path
 from zscir.index.prefetch import default_workers, prefetched_batches  # noqa: F401 - re-exported
 from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, scan_images  # noqa: F401 - re-exported

@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.index.ann import gallery_files, open_ann_searcher
-from zscir.index.imageio import ImageLimits, ImageRejected, load_image
+from zscir.data.imageio import ImageLimits, ImageRejected, load_image
 from zscir.index.names import item_path
 from zscir.index.reference import IndexedReference, ReferenceFinder
 from zscir.index.search import Searcher, make_searcher

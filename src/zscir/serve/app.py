@@ -35,7 +35,7 @@ from PIL import Image
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zscir.index.imageio import SOURCE_SIZE_KEY, ImageLimits, ImageRejected, load_image
+from zscir.data.imageio import SOURCE_SIZE_KEY, ImageLimits, ImageRejected, load_image
 from zscir.index.names import item_path
 from zscir.index.retriever import MethodUnavailable, Retriever
 from zscir.index.store import StoreError

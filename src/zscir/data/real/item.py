@@ -52,6 +52,6 @@ class RealItem:
 def load_package_image(path: Path, max_side: int = 512) -> Image.Image:
     """A package picture through zscir's hardened loader (header pixel count checked before decoding:
     some clip art is over 100 MP), alpha composited on white, downsized to ``max_side``."""
-    from zscir.index.imageio import ImageLimits, load_image
+    from zscir.data.imageio import ImageLimits, load_image
 
     return load_image(path, ImageLimits(max_side=max_side))

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ...index.imageio import ImageRejected, read_file_bytes
+from ...data.imageio import ImageRejected, read_file_bytes
 from .layout import BenchmarkDataError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ MAX_IMAGE_BYTES = 100 * 2**20
 def load_image(path: Path, preprocessing: ImagePreprocessing) -> Image.Image:
     """Open, fully decode and preprocess one image; unreadable files raise `BenchmarkDataError`.
 
-    The file goes through the project's one file check (`zscir.index.imageio.read_file_bytes`: regular
+    The file goes through the project's one file check (`zscir.data.imageio.read_file_bytes`: regular
     file, opened non-blocking, size limit), so a FIFO or device named like an image is an error instead
     of a hang; images over Pillow's decompression-bomb limit are an error too. Pixels are not resized
     here: that would change benchmark numbers.

@@ -1,4 +1,4 @@
-"""One hardened image loader for everything that reads user images: indexer, retriever, server.
+"""One hardened image loader for everything that reads user images: training data, benchmarks, indexer, server.
 
 Checks happen *before* pixels are decoded — regular file, size, supported decoder, pixel count
 (decompression bombs) — and large photos are downsized at once, so a hostile or merely huge file can
