@@ -120,7 +120,7 @@ class PairLoader:
                  rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
                  prefetch: int = 4):
         if rank is None or world_size is None:
-            from zscir.train.distributed import init_distributed
+            from zscir.data.dist_context import init_distributed
 
             ctx = init_distributed()
             rank, world_size = ctx.rank, ctx.world_size

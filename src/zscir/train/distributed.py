@@ -25,57 +25,19 @@ Launch: ``torchrun --nproc_per_node=N -m zscir train clip ...`` (see docs/SCALIN
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+from zscir.data.dist_context import DistContext, init_distributed  # re-exported: the trainers' one import
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DistContext", "init_distributed", "gather_with_grad", "local_range", "local_slice", "wrap_ddp",
            "barrier", "broadcast_object", "all_gather_object", "reduce_sum", "broadcast_params",
            "average_gradients", "main_first", "sync_torch_rng", "cleanup", "report_once"]
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in the job (read from torchrun's environment variables)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    backend: str | None = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(backend: str | None = None) -> DistContext:
-    """Join the process group described by ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``.
-
-    ``backend`` defaults to ``ZSCIR_DIST_BACKEND`` or gloo: the trainers keep their tensors on the CPU
-    today, and NCCL only moves CUDA tensors; a GPU trainer passes ``"nccl"``. Calling it again, or in a
-    process group someone else initialised, returns the existing context.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                           dist.get_backend())
-    if world <= 1:
-        return DistContext()
-    backend = backend or os.environ.get("ZSCIR_DIST_BACKEND") or "gloo"
-    dist.init_process_group(backend=backend)
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), backend)
-    logger.info("distributed: rank %d / %d (%s)", ctx.rank, ctx.world_size, backend)
-    return ctx
 
 
 def gather_with_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
