@@ -86,7 +86,7 @@ def _cirr(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
 
 
 def _fashioniq(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
-    from zscir.eval.benchmarks.fashioniq import compose_fashioniq_texts
+    from zscir.data.fashioniq_captions import compose_fashioniq_texts
 
     caps = row["captions"]
     if isinstance(caps, str):

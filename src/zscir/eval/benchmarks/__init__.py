@@ -13,7 +13,8 @@ Data layouts, protocols and reference numbers: docs/BENCHMARKS.md.
 
 from .circo import load_circo
 from .cirr import load_cirr
-from .fashioniq import CAPTION_MODES, compose_fashioniq_texts, load_fashioniq
+from ...data.fashioniq_captions import CAPTION_MODES, compose_fashioniq_texts
+from .fashioniq import load_fashioniq
 from .features import FeatureCache
 from .images import targetpad_transform
 from .layout import BenchmarkDataError

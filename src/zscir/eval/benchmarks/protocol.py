@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .fashioniq import CAPTION_MODES, FIQ_CATEGORIES
+from ...data.fashioniq_captions import CAPTION_MODES
+from .fashioniq import FIQ_CATEGORIES
 from .images import PREPROCESSING_CHOICES, ImagePreprocessing
 
 __all__ = ["Protocol", "CirrProtocol", "FashionIQProtocol", "CircoProtocol", "BENCHMARK_NAMES", "make_protocol"]

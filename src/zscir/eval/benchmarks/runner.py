@@ -32,11 +32,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ...data.fashioniq_captions import compose_fashioniq_texts
 from ...methods.base import Composer
 from ..metrics import map_at_k, recall_at_k, recall_subset_at_k
 from .circo import CIRCO_SPLITS, SEMANTIC_ASPECTS, CircoData, load_circo
 from .cirr import CirrData, load_cirr, normalize_cirr_split
-from .fashioniq import FIQ_SPLITS, FashionIQCategory, FashionIQData, compose_fashioniq_texts, load_fashioniq
+from .fashioniq import FIQ_SPLITS, FashionIQCategory, FashionIQData, load_fashioniq
 from .features import GalleryFeatures, encode_gallery, encode_queries
 from .layout import DirectoryListing, GalleryImage, check_images_exist
 from .protocol import BENCHMARK_NAMES, CircoProtocol, CirrProtocol, FashionIQProtocol, Protocol, make_protocol
