@@ -7,7 +7,7 @@ Usage: python scripts/diagnose_sum_fusion.py
 import json, torch
 from PIL import Image
 from zscir.backbones import create_backbone
-from zscir.eval.world import ensure_world_benchmark
+from zscir.data.world.cache import ensure_world_benchmark
 from zscir.eval.benchmarks.cirr import load_cirr
 from zscir.data.world import Scene, canonical_caption
 torch.set_num_threads(1)

@@ -96,7 +96,8 @@ def eval_stages() -> None:
     import zscir.cli  # noqa: F401 - what `zscir eval` imports first
 
     rss("import torch + zscir.cli")
-    from zscir.eval.world import ensure_world_benchmark, evaluate_world
+    from zscir.data.world.cache import ensure_world_benchmark
+    from zscir.eval.world import evaluate_world
     from zscir.methods import create_composer
 
     ensure_world_benchmark(0)

@@ -32,7 +32,7 @@ def tiny_backbone():
 
 @pytest.fixture(scope="session")
 def small_world_root():
-    from zscir.eval.world import ensure_world_benchmark
+    from zscir.data.world.cache import ensure_world_benchmark
 
     return ensure_world_benchmark(0, **SMALL_WORLD)
 

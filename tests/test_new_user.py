@@ -70,7 +70,7 @@ def test_importing_the_cli_imports_no_heavy_library():
 @pytest.fixture
 def small_world(monkeypatch, small_world_root):
     """Every world benchmark the CLI asks for becomes the session's small world (placeholder data)."""
-    import zscir.eval.world as ew
+    import zscir.data.world.cache as ew
 
     real = ew.ensure_world_benchmark
     monkeypatch.setattr(ew, "ensure_world_benchmark",

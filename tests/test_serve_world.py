@@ -13,7 +13,7 @@ def test_serve_cli_without_index_serves_world_gallery(tmp_path, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner
 
-    import zscir.eval.world as world
+    import zscir.data.world.cache as world
     from zscir.cli import app
 
     root = tmp_path / "world"

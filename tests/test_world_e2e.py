@@ -58,7 +58,7 @@ def test_cli_list_and_eval(tmp_path, monkeypatch):
 
 
 def test_cli_eval_world_writes_json(tmp_path, monkeypatch, small_world_root):
-    import zscir.eval.world as w
+    import zscir.data.world.cache as w
 
     original = w.ensure_world_benchmark
     monkeypatch.setattr(w, "ensure_world_benchmark", lambda seed=0, root=None, **kw: original(seed, root, **SMALL_WORLD))

@@ -121,7 +121,7 @@ def run_demo(
 
     from zscir.data.outdir import check_out, prepare_out, start_marker
     from zscir.eval.benchmarks.cirr import load_cirr
-    from zscir.eval.world import ensure_world_benchmark
+    from zscir.data.world.cache import ensure_world_benchmark
     from zscir.index import exact_topk
     from zscir.methods import create_composer
     from zscir.viz.grid import ResultRow, save_grid_html, save_grid_png

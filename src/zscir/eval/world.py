@@ -32,27 +32,6 @@ def default_cache_dir() -> Path:
     return cache_root()
 
 
-def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, **overrides: Any) -> Path:
-    """Write (once) the world benchmark for ``world_seed`` and return its root folder.
-
-    ``overrides`` change `WorldConfig` fields (e.g. a smaller benchmark for tests); such benchmarks are
-    cached in a folder of their own. The writer is idempotent: when ``root/world.json`` matches the
-    configuration nothing is regenerated.
-    """
-    import hashlib
-
-    from zscir.data import world
-
-    cfg = world.WorldConfig(seed=world_seed, **overrides)
-    tag = "" if not overrides else "-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
-    root = Path(root) if root else default_cache_dir() / "world" / f"{world.WORLD_VERSION}-seed{world_seed}{tag}"
-    if world.is_cached(cfg, root):
-        return root
-    logger.info("writing the world benchmark (seed %d) to %s", world_seed, root)
-    world.write_benchmark(world.generate_benchmark(cfg), root)
-    return root
-
-
 def evaluate_world(
     composer: Composer,
     world_seed: int = 0,
@@ -64,6 +43,7 @@ def evaluate_world(
     world_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``composer`` on the world benchmark; returns metrics, per-part results and configuration."""
+    from zscir.data.world.cache import ensure_world_benchmark
     from zscir.eval.benchmarks import run_benchmark
 
     root = ensure_world_benchmark(world_seed, root, **(world_overrides or {}))

@@ -28,7 +28,7 @@ def world_gallery_dir(model: str, method: str, world_seed: int = 0, cache_dir: s
 def ensure_world_gallery(composer: Composer, model: str, world_seed: int = 0, cache_dir: str | Path | None = None,
                          progress: bool = True) -> Path:
     """Index (once) the world benchmark's gallery images with ``composer``; returns the index folder."""
-    from zscir.eval.world import ensure_world_benchmark
+    from zscir.data.world.cache import ensure_world_benchmark
 
     images = ensure_world_benchmark(world_seed) / "cirr" / "dev"
     out = world_gallery_dir(model, composer.name, world_seed, cache_dir)

@@ -85,10 +85,10 @@ def cached_pair_features(backbone, opts, spec: str, size: int, patches: bool, bf
     data = opts.pair_data(spec, limit)
     path: Path | None = None
     if opts.cache_features:
-        from zscir.eval.world import default_cache_dir
+        from zscir.cache import cache_root
 
-        path = default_cache_dir() / namespace / (f"pairs-{backbone.fingerprint()}-{data.fingerprint()}-{size}-"
-                                                  f"{'p' if patches else 'g'}{'-bf16' if bf16 else ''}.pt")
+        path = cache_root() / namespace / (f"pairs-{backbone.fingerprint()}-{data.fingerprint()}-{size}-"
+                                           f"{'p' if patches else 'g'}{'-bf16' if bf16 else ''}.pt")
         if path.exists():
             d = torch.load(path, weights_only=False)
             return PairFeatures(d["glob"], d["patches"], d["captions"])

@@ -57,7 +57,7 @@ def fused_map(composer, out_png: str | Path, cfg: FusedMapConfig | None = None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zscir.eval.world import ensure_world_benchmark
+    from zscir.data.world.cache import ensure_world_benchmark
     from zscir.methods.fusiondiff.joint import fuse
 
     cfg = cfg or FusedMapConfig()

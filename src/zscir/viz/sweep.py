@@ -22,7 +22,7 @@ def run_sweep(make_composer: Callable[..., Any], grid: dict[str, Sequence[float]
               world_seed: int = 0, limit: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Evaluate ``make_composer(**{knob: value})`` at every grid point; write sweep.csv and sweep.png."""
     from zscir.eval.benchmarks import evaluate_benchmark
-    from zscir.eval.world import ensure_world_benchmark
+    from zscir.data.world.cache import ensure_world_benchmark
 
     root = ensure_world_benchmark(world_seed)
     rows: list[dict[str, Any]] = []

@@ -137,7 +137,7 @@ class OracleCaptioner(Captioner):
         import json
 
         from zscir.data.world import Scene, canonical_caption, render
-        from zscir.eval.world import ensure_world_benchmark
+        from zscir.data.world.cache import ensure_world_benchmark
 
         root = ensure_world_benchmark(world_seed)
         scenes = json.loads((root / "world.json").read_text())["scenes"]
