@@ -51,9 +51,9 @@ def train_clip_cmd(
     report_once(f"saved {r['out']}; held-out retrieval: {r['metrics']}")  # once under torchrun
 
 
-#: modules with ``register_train(train_app)`` adding `zscir train <stage>` commands (method packages' ``cli``,
-#: and `zscir.cli.train_lit`)
-TRAIN_COMMAND_MODULES = ("zscir.methods.tscir.cli", "zscir.methods.fusiondiff.cli", "zscir.cli.train_lit")
+#: modules with ``register_train(train_app)`` adding `zscir train <stage>` commands (one per trainable method
+#: or model; they live in `zscir.cli`, the top floor, and import their method's trainer inside the command)
+TRAIN_COMMAND_MODULES = ("zscir.cli.train_tscir", "zscir.cli.train_fusiondiff", "zscir.cli.train_lit")
 
 
 def register(app: typer.Typer) -> None:

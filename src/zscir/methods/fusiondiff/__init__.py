@@ -3,8 +3,8 @@
 Pieces (one concept per module): `joint` (encode_joint: clip-fusion) with `captioner` (retrieval / oracle),
 `mllm` (Qwen2-VL family joint encoder), `prior` (diffusion prior: denoiser + diffusers schedulers),
 `control_adapter` (ControlNet-style Control-Adapter), `train_prior` / `train_adapter` (the two stages),
-`composer` (retrieval), `checkpoint`, `register` (methods ``fusiondiff`` and ``fusiondiff-image``) and
-`cli` (``zscir train fusiondiff-prior|fusiondiff-adapter``). Design notes: docs/DESIGN-CHOICES.md (Fusion-Diff).
+`composer` (retrieval), `checkpoint` and `register` (methods ``fusiondiff`` and ``fusiondiff-image``); the
+commands ``zscir train fusiondiff-prior|fusiondiff-adapter`` are `zscir.cli.train_fusiondiff`. Design notes: docs/DESIGN-CHOICES.md (Fusion-Diff).
 """
 
 from zscir.methods.fusiondiff.config import (AdapterConfig, FusionDiffConfig, JointConfig, PriorConfig,

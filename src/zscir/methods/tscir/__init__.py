@@ -22,8 +22,8 @@ _HOME = {"PseudoTokenComposer": "zscir.methods.tscir.composer", "AdapterConfig":
 
 
 def __getattr__(name: str) -> Any:
-    """Names on first use: ``zscir --help`` imports this package (its ``cli`` module) and must not pay for
-    torch (the composer) or the data layer (the configs)."""
+    """Names on first use: importing one submodule (the method registry imports ``register``) must not pay
+    for torch (the composer) or the data layer (the configs)."""
     if name in _HOME:
         return getattr(importlib.import_module(_HOME[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
