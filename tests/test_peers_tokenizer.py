@@ -78,8 +78,7 @@ def _real_vocab_backbone(hf_tok, eos_token_id: int):
     """A tiny random HF CLIP with OpenAI's vocabulary (the hub configs use the legacy eos_token_id=2)."""
     from transformers import CLIPConfig, CLIPModel
 
-    from zscir.backbones.hf_clip import HFCLIPBackbone
-    from zscir.backbones.registry import build_image_processor
+    from zscir.backbones.hf_clip import HFCLIPBackbone, build_image_processor
 
     text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 max_position_embeddings=77, bos_token_id=49406, eos_token_id=eos_token_id, pad_token_id=1)

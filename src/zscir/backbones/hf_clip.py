@@ -51,6 +51,15 @@ def load_image_processor(path_or_id: str | os.PathLike, **kw):
         hf_logging.set_verbosity(verbosity)
 
 
+def build_image_processor(image_size: int):
+    """A CLIP image processor for square images of ``image_size`` (OpenAI CLIP mean/std)."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
 class HFCLIPBackbone(TextHookMixin, Backbone):
     """A transformers `CLIPModel` with its tokenizer and image processor."""
 
@@ -251,8 +260,6 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
             try:
                 processor = load_image_processor(path_or_id, **kw)
             except OSError:
-                from zscir.backbones.registry import build_image_processor
-
                 logger.warning("%s has no preprocessor_config.json; using OpenAI CLIP's preprocessing at %d px",
                                path_or_id, model.config.vision_config.image_size)
                 processor = build_image_processor(int(model.config.vision_config.image_size))

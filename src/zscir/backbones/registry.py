@@ -94,20 +94,11 @@ _TINY_CORPUS = (
 )
 
 
-def build_image_processor(image_size: int):
-    """A CLIP image processor for square images of ``image_size`` (OpenAI CLIP mean/std)."""
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    return CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-
-
 def build_random_clip(cfg: TinyCLIPConfig, tokenizer, seed: int = 0, name: str = "random"):
     """A randomly initialised `HFCLIPBackbone` with the given sizes (deterministic for a seed)."""
     from transformers import CLIPModel
 
-    from zscir.backbones.hf_clip import HFCLIPBackbone
+    from zscir.backbones.hf_clip import HFCLIPBackbone, build_image_processor
 
     torch.manual_seed(seed)
     model = CLIPModel(cfg.to_clip_config(tokenizer)).eval()
