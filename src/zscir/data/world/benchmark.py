@@ -21,7 +21,7 @@ from .cirr import CirrQuery, CirrSet, build_cirr
 from .config import WorldConfig, stream
 from .pairs import Pair, generate_pairs
 from .scene import Scene
-from .triplets import _edits
+from .triplets import edit_sequence
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def training_keys(cfg: WorldConfig, pairs: list[Pair] | None = None) -> set[str]
     """Scene keys of every image a model trained on this world can have seen."""
     pairs = generate_pairs(cfg) if pairs is None else pairs
     keys = {p.scene.key() for p in pairs}
-    keys.update(t.key() for _, t, _, _ in _edits(cfg, pairs, cfg.n_triplets))
+    keys.update(t.key() for _, t, _, _ in edit_sequence(cfg, pairs, cfg.n_triplets))
     return keys
 
 

@@ -87,12 +87,13 @@ def applicable_kinds(scene: Scene) -> list[str]:
         kinds.append("move")
         if unique_objects(scene):
             kinds.append("cardinality")
-    if _background_choices(scene):
+    if background_choices(scene):
         kinds.append("background")
     return [k for k in EDIT_KINDS if k in kinds]
 
 
-def _background_choices(scene: Scene) -> list[str]:
+def background_choices(scene: Scene) -> list[str]:
+    """The backgrounds ``scene`` may change to: not its own, and no colour of one of its objects."""
     colors = {o.color for o in scene.objects}
     return [b for b in BACKGROUNDS if b != scene.background and b not in colors]
 
@@ -203,7 +204,7 @@ def _cardinality(scene, rng, obj, value, excl):
 
 
 def _background(scene, rng, obj, value, excl):
-    bg = _pick(rng, _background_choices(scene), value)
+    bg = _pick(rng, background_choices(scene), value)
     if bg is None:
         return None
     return _spec("background", scene, scene.with_background(bg), rng, None, None,

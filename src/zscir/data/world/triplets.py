@@ -70,7 +70,7 @@ class Triplet:
                    EditSpec.from_dict(d["spec"]), bool(d["correct"]), d.get("quality", "hq"))
 
 
-def _edits(cfg: WorldConfig, pairs: Sequence[Pair], n: int) -> list[tuple[Pair, Scene, EditSpec, str]]:
+def edit_sequence(cfg: WorldConfig, pairs: Sequence[Pair], n: int) -> list[tuple[Pair, Scene, EditSpec, str]]:
     """The shared (reference, edited scene, spec, train-phrased text) sequence."""
     rng = random.Random(stream(cfg, "triplets"))
     out: list[tuple[Pair, Scene, EditSpec, str]] = []
@@ -133,7 +133,7 @@ def generate_triplets(cfg: WorldConfig, quality: str = "hq", n: int | None = Non
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     n = cfg.n_triplets if n is None else n
     pairs = generate_pairs(cfg) if pairs is None else pairs
-    edits = _edits(cfg, pairs, n)
+    edits = edit_sequence(cfg, pairs, n)
     if quality == "hq":
         return [Triplet(f"world-hq-{i:06d}", SceneRef(ref.id, ref.scene), text,
                         f"world-hq-{i:06d}-target", target, spec.kind, spec, True, "hq")

@@ -15,7 +15,7 @@ from typing import Iterable
 
 from .captions import referring_expression
 from .constraints import Constraint, Constraints, ObjPattern, satisfies
-from .edits import EditSpec, unique_objects, _background_choices
+from .edits import EditSpec, background_choices, unique_objects
 from .scene import Combo, Obj, Scene
 from .vocab import CELLS, COLORS, POSITION_NAMES, SHAPES, SIZES, TEXTURES, allowed_colors
 
@@ -42,7 +42,7 @@ def underspecified_kinds(scene: Scene) -> list[str]:
             out.append("move")
             if unique_objects(scene):
                 out.append("cardinality")
-    if len(_background_choices(scene)) >= 2:
+    if len(background_choices(scene)) >= 2:
         out.append("background")
     if _same_shape_groups(scene):
         out.append("remove")
@@ -57,7 +57,7 @@ def _constraints(scene: Scene, kind: str, rng: random.Random
         shape = rng.choice(SHAPES)
         return (Constraint(bg, scene.objects, ObjPattern(shapes=frozenset([shape]))),), None, None, shape
     if kind == "background":
-        return (Constraint(frozenset(_background_choices(scene)), scene.objects, None),), None, \
+        return (Constraint(frozenset(background_choices(scene)), scene.objects, None),), None, \
             scene.background, None
     if kind == "remove":
         group = rng.choice(_same_shape_groups(scene))

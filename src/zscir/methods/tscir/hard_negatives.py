@@ -27,7 +27,7 @@ class HardNegativeMiner:
 
     def __init__(self, data, cfg, chunk: int = 1024):
         glob = data.gallery_bank.glob
-        key_ids = _key_ids(data.gallery.keys)
+        key_ids = scene_key_ids(data.gallery.keys)
         tgt = torch.as_tensor([data.tgt_idx[t.id] for t in data.train])
         self.k = min(cfg.hard_negatives, cfg.hn_pool)
         by_ref: dict[str, list[int]] = {}
@@ -78,7 +78,7 @@ def encode_sharded(encode: Callable[[int, int], torch.Tensor], n: int, ctx, chun
     return torch.cat(parts)
 
 
-def _key_ids(keys: list[str]) -> torch.Tensor:
+def scene_key_ids(keys: list[str]) -> torch.Tensor:
     """Scene keys → integer ids (equal id = identical image)."""
     ids: dict[str, int] = {}
     return torch.as_tensor([ids.setdefault(k, len(ids)) for k in keys])

@@ -198,9 +198,9 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
         if start and (out / "train_log.json").exists():
             history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
     rng = np.random.default_rng(cfg.seed + start)
-    from zscir.methods.tscir.hard_negatives import _key_ids
+    from zscir.methods.tscir.hard_negatives import scene_key_ids
 
-    key_ids = _key_ids(data.gallery.keys)
+    key_ids = scene_key_ids(data.gallery.keys)
     metrics: dict = {}
     bs = min(cfg.batch_size, len(data.train))
     bar = tqdm(range(start, cfg.steps), desc="tscir stage II", disable=not progress, initial=start, total=cfg.steps)
