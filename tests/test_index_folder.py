@@ -169,52 +169,6 @@ def test_replacing_another_models_or_folders_index_needs_overwrite(tmp_path, com
     assert len(EmbeddingStore.load(idx)) == 4
 
 
-def test_index_modules_have_no_import_cycles_and_share_no_private_names():
-    """Parses every zscir.index module (function-level imports included): the import graph must be acyclic."""
-    import ast
-
-    import zscir.index as pkg
-
-    root = Path(pkg.__file__).parent
-    graph: dict[str, set[str]] = {}
-    private: list[str] = []
-    for f in sorted(root.glob("*.py")):
-        name = f"zscir.index.{f.stem}" if f.stem != "__init__" else "zscir.index"
-        deps = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zscir.index"):
-                targets = [node.module]
-                if node.module == "zscir.index":  # `from zscir.index import prefilter`
-                    targets = [f"zscir.index.{a.name}" for a in node.names]
-                deps.update(t for t in targets if t != name)
-                private += [f"{name} imports {a.name} from {node.module}" for a in node.names
-                            if a.name.startswith("_") and node.module != name]
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("zscir.index.") and a.name != name)
-    graph.pop("zscir.index")  # the package re-exports its modules; it is imported by none of them
-
-    def cycle_from(start: str) -> list[str] | None:
-        stack, path = [(start, iter(sorted(graph.get(start, ()))))], [start]
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                path.pop()
-            elif nxt == start:
-                return path + [start]
-            elif nxt not in path and nxt in graph:
-                stack.append((nxt, iter(sorted(graph[nxt]))))
-                path.append(nxt)
-        return None
-
-    cycles = [c for c in (cycle_from(m) for m in sorted(graph)) if c]
-    assert not cycles, f"import cycles: {cycles}"
-    assert not private, private
-    assert "zscir.index.folder" in graph and {"zscir.index.folder"} <= graph["zscir.index.build"] \
-        and {"zscir.index.folder"} <= graph["zscir.index.ann"] and {"zscir.index.folder"} <= graph["zscir.index.merge"]
-
-
 def test_shards_and_merge_record_their_files(tmp_path, composer):
     photos = tmp_path / "photos"
     make_photos(photos, n=6)

@@ -17,6 +17,12 @@ How an import becomes an edge of the module graph (precisely):
   exact_topk`` inside ``zscir.index.build``) is an edge to the ``__init__``, and makes a circle with it when
   the ``__init__`` imports that submodule.
 
+Modules imported by name at run time (``importlib.import_module`` over a table of names: the CLI's command
+modules, the built-in methods) obey the layer order too: in a module that calls ``import_module``, every
+string constant ``"zscir.…"`` counts as an import for the layer rule. They are no edges of the cycle graph:
+a registry that imports its plug-ins by name while each plug-in imports the registry to register itself is
+the plug-in pattern, not a load-order circle.
+
 The layer of a module is its first component under ``zscir``; the package root ``zscir/__init__.py``
 (``__version__`` only) is the bottom floor, because Python runs it before any other zscir module.
 """
@@ -75,13 +81,26 @@ def _resolve_relative(module: str, is_package: bool, level: int, target: str | N
     return ".".join(base + ([target] if target else []))
 
 
-def import_edges(src: Path, package: str) -> tuple[dict[str, Path], list[Edge]]:
-    """Every import of a ``package`` module by a ``package`` module, from every import statement anywhere."""
+def _calls_import_module(tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and (isinstance(n.func, ast.Attribute) and n.func.attr == "import_module"
+                                            or isinstance(n.func, ast.Name) and n.func.id == "import_module")
+               for n in ast.walk(tree))
+
+
+def import_edges(src: Path, package: str) -> tuple[dict[str, Path], list[Edge], list[Edge]]:
+    """Every import of a ``package`` module by a ``package`` module, from every import statement anywhere;
+    and, apart, the module names a module that calls ``import_module`` spells out as string constants."""
     files = module_files(src, package)
-    edges = []
+    edges, by_name = [], []
     for mod, f in files.items():
         is_package = f.name == "__init__.py"
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"), filename=str(f))):
+        tree = ast.parse(f.read_text(encoding="utf-8"), filename=str(f))
+        if _calls_import_module(tree):
+            by_name += [Edge(mod, n.value, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                        and isinstance(n.value, str) and n.value.startswith(package + ".")
+                        and not n.value.endswith(".")
+                        and n.value.replace(".", "").replace("_", "").isalnum()]
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 edges += [Edge(mod, a.name, node.lineno) for a in node.names
                           if a.name == package or a.name.startswith(package + ".")]
@@ -95,7 +114,7 @@ def import_edges(src: Path, package: str) -> tuple[dict[str, Path], list[Edge]]:
                 rest = tuple(a.name for a in node.names if a.name not in as_module)
                 if rest:
                     edges.append(Edge(mod, base, node.lineno, rest))
-    return files, edges
+    return files, edges, by_name
 
 
 def layer_of(module: str, layers: list[str]) -> str | None:
@@ -176,43 +195,47 @@ def zscir_graph():
 
 
 def test_every_module_sits_on_a_declared_layer(zscir_graph):
-    files, _ = zscir_graph
+    files, _, _ = zscir_graph
     assert len(files) > 100  # the scan found the package
     assert [m for m in files if layer_of(m, LAYERS) is None] == []
 
 
 def test_no_module_imports_a_higher_layer(zscir_graph):
-    _, edges = zscir_graph
-    bad = upward_imports(edges, LAYERS)
-    assert not bad, "upward imports (order " + " -> ".join(LAYERS) + "):\n" + "\n".join(bad)
+    _, edges, by_name = zscir_graph
+    bad = upward_imports(edges + by_name, LAYERS)
+    if bad:
+        pytest.fail("upward imports (order " + " -> ".join(LAYERS) + "):\n" + "\n".join(bad), pytrace=False)
 
 
 def test_no_import_cycles(zscir_graph):
-    files, edges = zscir_graph
+    files, edges, _ = zscir_graph
     cycles = import_cycles(list(files), edges)
-    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+    if cycles:
+        pytest.fail("import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles), pytrace=False)
 
 
 def test_no_private_name_is_imported_from_another_module(zscir_graph):
-    _, edges = zscir_graph
+    _, edges, _ = zscir_graph
     bad = private_imports(edges)
-    assert not bad, "\n".join(bad)
+    if bad:
+        pytest.fail("private names imported across modules:\n" + "\n".join(bad), pytrace=False)
 
 
 def test_every_zscir_import_names_a_module_of_the_tree(zscir_graph):
-    files, edges = zscir_graph
+    files, edges, _ = zscir_graph
     bad = unknown_targets(files, edges)
-    assert not bad, "\n".join(bad)
+    if bad:
+        pytest.fail("\n".join(bad), pytrace=False)
 
 
 def test_the_package_root_imports_nothing_of_zscir(zscir_graph):
-    _, edges = zscir_graph
+    _, edges, _ = zscir_graph
     assert [e for e in edges if e.src == "zscir"] == []
 
 
 def test_index_folder_writers_go_through_folder(zscir_graph):
     """folder.py is the one owner of an index folder's life cycle: build, merge and ann use it."""
-    _, edges = zscir_graph
+    _, edges, _ = zscir_graph
     users = {e.src for e in edges if e.dst == "zscir.index.folder"}
     assert {"zscir.index.build", "zscir.index.ann", "zscir.index.merge"} <= users
 
@@ -243,7 +266,8 @@ PLANTED = {
     "two-module-cycle": ({"low/a.py": "from pkg.low.b import y\nx = 1\n",
                           "low/b.py": "def g():\n    from pkg.low.a import x\n"}, "cycle", "pkg.low.a <-> pkg.low.b"),
     "three-module-cycle-relative": ({"low/a.py": "from . import b\n", "low/b.py": "from .c import z\n",
-                                     "low/c.py": "from .a import q\n"}, "cycle", "pkg.low.a <-> pkg.low.b <-> pkg.low.c"),
+                                     "low/c.py": "from .a import q\n"},
+                                    "cycle", "pkg.low.a <-> pkg.low.b <-> pkg.low.c"),
     "submodule-takes-from-own-init": ({"low/__init__.py": "from pkg.low.a import f\n",
                                        "low/a.py": "from pkg.low import helper\n"}, "cycle", "pkg.low <-> pkg.low.a"),
     "private-name": ({"low/a.py": "from pkg.low.b import _hidden\n", "low/b.py": "_hidden = 1\n"},
@@ -252,6 +276,13 @@ PLANTED = {
                               "private", "pkg.high.a imports private _h from pkg.low.b at line 2"),
     "stale-path": ({"low/a.py": "def f():\n    from pkg.low.gone import x\n"},
                    "unknown", "pkg.low.a imports pkg.low.gone at line 2, which is no module of the tree"),
+    "by-name-upward": ({"low/a.py": "import importlib\nPLUGINS = (\n    'pkg.high.b',\n)\n"
+                        "def load():\n    return [importlib.import_module(m) for m in PLUGINS]\n", "high/b.py": ""},
+                       "upward", "pkg.low.a (layer low) imports pkg.high.b (layer high) at line 3"),
+    "by-name-upward-optional-module": ({"low/a.py": "from importlib import import_module\n"
+                                        "def load():\n    return import_module('pkg.high.absent')\n"},
+                                       "upward",
+                                       "pkg.low.a (layer low) imports pkg.high.absent (layer high) at line 3"),
 }
 
 #: toy packages the checker must pass: downward and same-floor imports, package facades, dunders
@@ -262,6 +293,10 @@ CLEAN = {
     "dunder-from-root": {"__init__.py": "__version__ = '1'\n", "high/a.py": "from ... import __version__\n"},
     "same-file-private": {"low/a.py": "_x = 1\ndef f():\n    from pkg.low.a import _x\n"},
     "foreign-packages": {"low/a.py": "import os\nfrom pathlib import Path\nimport pkgx.high\n"},
+    "registry-loads-plugins-by-name": {"low/reg.py": "import importlib\nPLUGINS = ('pkg.low.plug',)\n"
+                                       "def load():\n    for m in PLUGINS:\n        importlib.import_module(m)\n",
+                                       "low/plug.py": "from pkg.low.reg import load\n"},
+    "names-in-text-without-import-module": {"low/a.py": "HELP = 'pkg.high.b'\n", "high/b.py": ""},
 }
 
 
@@ -270,8 +305,8 @@ def _toy(tmp_path: Path, files: dict[str, str]):
         p = tmp_path / "pkg" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
-    files_, edges = import_edges(tmp_path, "pkg")
-    return {"upward": upward_imports(edges, TOY_LAYERS),
+    files_, edges, by_name = import_edges(tmp_path, "pkg")
+    return {"upward": upward_imports(edges + by_name, TOY_LAYERS),
             "cycle": [" <-> ".join(c) for c in import_cycles(list(files_), edges)],
             "private": private_imports(edges), "unknown": unknown_targets(files_, edges)}
 

@@ -1,7 +1,7 @@
 """Composed-retrieval methods behind the `Composer` interface, and their registry.
 
-The names below are imported on first use (PEP 562), not with the package: ``zscir --help`` imports the
-trainers' CLI modules inside ``zscir.methods.<name>``, and importing torch for that would cost seconds.
+The names below are imported on first use (PEP 562), not with the package: importing one light
+submodule (a method's config, say) runs this file first, and importing torch for that would cost seconds.
 """
 
 from __future__ import annotations
