@@ -72,7 +72,6 @@ _loaded = False
 #: modules whose import registers methods; each method package owns a ``register`` module
 BUILTIN_METHOD_MODULES = (
     "zscir.methods.builtin",
-    "zscir.methods.pic2word.register",
     "zscir.methods.tscir.register",
     "zscir.methods.fusiondiff.register",
     "zscir.methods.peers.register",
