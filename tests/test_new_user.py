@@ -111,7 +111,8 @@ def test_demo_never_overwrites_a_users_files(tmp_path, small_world, monkeypatch)
     for _ in range(2):  # its own folder: the second run replaces the first run's files
         r = CliRunner().invoke(app, ["demo", "--queries", "1", "-o", "out"])
         assert r.exit_code == 0, r.output
-    assert sorted(os.listdir(tmp_path / "out")) == [".zscir-demo.json", "results.html", "results.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".zscir-demo.files.jsonl", ".zscir-demo.json", "results.html",
+                                                    "results.png"]
     r = CliRunner().invoke(app, ["demo", "--model", "no-such-model", "-o", "out2"])
     assert r.exit_code == 2 and r.output.count("unknown model 'no-such-model'") == 1, r.output  # said once
 

@@ -93,7 +93,7 @@ def _build(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def _tree_digest(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "corpus.json"}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("corpus.json", "corpus.files.jsonl")}
 
 
 def test_build_real_corpus_shards_csv_deterministic(tmp_path):
@@ -126,9 +126,12 @@ def test_build_real_corpus_shards_csv_deterministic(tmp_path):
     cfg = dict(max_per_source=6, image_size=32, shard_size=7)
     build_corpus(CorpusConfig(out=str(tmp_path / "b"), **cfg), progress=False)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
-    # rebuilding over its own corpus is allowed (old files cleared) and gives the same files again
-    (tmp_path / "a" / "images" / "stale.png").write_bytes(b"x")  # inside a folder the builder created
+    # rebuilding over its own corpus is allowed (its recorded files cleared) and gives the same files again;
+    # a file it did not write survives, even inside a folder the builder created
+    (tmp_path / "a" / "images" / "mine.png").write_bytes(b"x")
     build_corpus(CorpusConfig(out=str(tmp_path / "a"), **cfg), progress=False)
+    assert (tmp_path / "a" / "images" / "mine.png").read_bytes() == b"x"
+    (tmp_path / "a" / "images" / "mine.png").unlink()
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
 
 

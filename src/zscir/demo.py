@@ -173,11 +173,14 @@ def run_demo(
         rows.append(ResultRow(load(x.reference), x.caption,
                               [(gallery_imgs[int(idx[qi, j])], s, n) for j, (n, s) in enumerate(top)],
                               target_rank=rank, correct=[n == x.target for n, _ in top]))
-    prepare_out(out, DEMO_MARKER, "zscir demo")
-    start_marker(out, DEMO_MARKER, "zscir demo", [], files=DEMO_FILES)
+    prepare_out(out, DEMO_MARKER, "zscir demo", DEMO_FILES)
+    rec = start_marker(out, DEMO_MARKER, "zscir demo", [], files=DEMO_FILES)
     png = save_grid_png(rows, out / DEMO_FILES[0])
     page = save_grid_html(rows, out / DEMO_FILES[1],
                           title=f"zscir demo — method {method} on {model or 'world-clip'}")
+    for name in DEMO_FILES:
+        rec.done(name)
+    rec.close()
     hits = sum(1 for d in demo_queries if d.target_rank is not None and d.target_rank <= k)
     return {"method": method, "queries": demo_queries, "png": png, "html": page, "hits": hits, "k": k,
             "gallery_size": len(gallery_imgs)}

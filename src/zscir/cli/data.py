@@ -55,11 +55,14 @@ def inspect_cmd(
     id_template: str = ID_TEMPLATE,
     limit: int = typer.Option(1000, help="Read at most this many items (0: all)."),
     samples: int = typer.Option(8, help="Sample records printed and drawn."),
-    grid: Path = typer.Option(Path("data-inspect.png"), "--grid", help="Sample grid PNG written here."),
+    grid: Path = typer.Option(None, "--grid", help="Also draw the samples into this new picture file (.png, .jpg, "
+                              ".pdf, .svg...; an existing folder: DIR/data-inspect.png). An existing file is never "
+                              "replaced."),
 ) -> None:
-    """Count records, print samples and problems, and draw a sample grid PNG."""
-    from zscir.cli.inspect_report import inspect_pairs, inspect_triplets
+    """Count records, print samples and problems; with --grid, draw the samples into a new picture."""
+    from zscir.cli.inspect_report import grid_path, inspect_pairs, inspect_triplets
 
+    grid = grid_path(grid) if grid is not None else None  # refused before the data is read
     opts = data_options(spec, image_root=image_root, image_column=image_column, text_column=text_column,
                         id_template=id_template, max_items=limit or None)
     with data_errors():

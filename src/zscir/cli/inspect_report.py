@@ -1,4 +1,11 @@
-"""What `zscir data inspect` reads and reports: counts, sample records, problems, a sample grid PNG."""
+"""What `zscir data inspect` reads and reports: counts, sample records, problems, and — only when asked
+with ``--grid`` — a picture of the samples.
+
+The picture goes exactly where ``--grid`` says (an existing folder: ``DIR/data-inspect.png``), and the path
+printed is the one written. An existing file is never replaced: zscir cannot tell a grid it drew earlier
+from a picture of yours, so any existing file is refused, before the data is read; the file is created
+exclusively, so one appearing meanwhile is not replaced either.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,31 @@ from pathlib import Path
 
 from PIL import Image
 
+#: the file name used when ``--grid`` names an existing folder
+GRID_NAME = "data-inspect.png"
+
+
+def grid_path(grid: Path) -> Path:
+    """The file ``--grid`` asks for, refused (one ``error:`` line) unless it can be created new."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from zscir.cli.common import check_output_file, fail
+    from zscir.index.names import printable
+
+    if grid.is_dir():
+        grid = grid / GRID_NAME
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if grid.suffix.lower().lstrip(".") not in kinds:
+        fail(f"--grid {printable(grid)}: name a picture file ending in one of "
+             f"{', '.join('.' + k for k in sorted(kinds))} (or an existing folder)")
+    if grid.exists() or grid.is_symlink():
+        fail(f"--grid {printable(grid)}: the file exists; zscir never replaces an existing file (it cannot tell "
+             "one it drew earlier from yours): choose another name or remove it")
+    return check_output_file(grid, "sample grid (--grid)")
+
 
 def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
-    """One row per sample: its image(s) and text (matplotlib, like `zscir.viz.grid`)."""
+    """One row per sample: its image(s) and text (matplotlib, like `zscir.viz.grid`), into a new file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,9 +52,15 @@ def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
                 ax.imshow(images[j])
         ax_row[0].set_title(text[:60], fontsize=8, loc="left")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with open(path, "xb") as f:  # exclusive: never over a file, even one made since the check
+            try:
+                fig.savefig(f, dpi=80, format=path.suffix.lower().lstrip("."))
+            except BaseException:
+                path.unlink()  # the half-written file is the one just created here
+                raise
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -37,7 +72,7 @@ def _problem_lines(problems) -> list[str]:
     return out
 
 
-def inspect_pairs(opts, samples: int, grid: Path) -> list[str]:
+def inspect_pairs(opts, samples: int, grid: Path | None) -> list[str]:
     data = opts.pair_data(opts.data)
     n, shown, lines, rows = 0, [], [f"source: {data.source.describe()}"], []
     for rec in data.records():
@@ -50,12 +85,12 @@ def inspect_pairs(opts, samples: int, grid: Path) -> list[str]:
         lines.append(f"  {rec.key}  {rec.image.size[0]}x{rec.image.size[1]}  {rec.caption!r}{extra}")
         rows.append(([rec.image], rec.caption))
     lines += _problem_lines(data.problems)
-    if rows:
+    if rows and grid is not None:
         lines.append(f"sample grid: {_grid(rows, grid)}")
     return lines
 
 
-def inspect_triplets(opts, samples: int, grid: Path) -> list[str]:
+def inspect_triplets(opts, samples: int, grid: Path | None) -> list[str]:
     data = opts.triplet_data(opts.data)
     lines = [f"source: {data.spec}", f"triplets: {len(data)} rows, {data.text_target_count} with a text target only"]
     quality: dict[str, int] = {}
@@ -70,6 +105,6 @@ def inspect_triplets(opts, samples: int, grid: Path) -> list[str]:
         lines.append(f"  {rec.reference_id} + {rec.modification!r} -> {target}")
         rows.append(([rec.reference_image, rec.target_image], rec.modification))
     lines += _problem_lines(data.problems)
-    if rows:
+    if rows and grid is not None:
         lines.append(f"sample grid: {_grid(rows, grid)}")
     return lines

@@ -40,6 +40,7 @@ def register_train(train_app: typer.Typer) -> None:
         from zscir.backbones.lit import LiTConfig
         from zscir.cache import cache_dir as zscir_cache_dir
         from zscir.train.lit import LiTTrainConfig, pair_data, train_lit
+        from zscir.train.run_folder import check_run
 
         model = replace(LiTConfig(), **{k: v for k, v in dict(
             image_size=image_size, embed_dim=embed_dim, head_hidden=head_hidden, text_tower=text_tower,
@@ -47,6 +48,7 @@ def register_train(train_app: typer.Typer) -> None:
         cfg = replace(LiTTrainConfig(seed=seed, threads=threads, device=device, model=model), **{k: v for k, v in dict(
             steps=steps, batch_size=batch_size, lr=lr).items() if v is not None})
         try:
+            check_run(out, "zscir train lit")  # before the data is opened (train_lit checks again and writes)
             pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size)
             r = train_lit(pairs, out, cfg, cache_dir=cache_dir or zscir_cache_dir("lit"), progress=progress)
         except (ValueError, FileNotFoundError, OSError) as e:

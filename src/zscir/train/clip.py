@@ -48,6 +48,7 @@ from zscir.train.distributed import (
     wrap_ddp,
 )
 from zscir.train.precision import resolve_bf16
+from zscir.train.run_folder import HF_FILES, MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     out = Path(out_dir)
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
-    out.mkdir(parents=True, exist_ok=True)
+    open_run(out, "zscir train clip", MODEL_FILES + HF_FILES, ctx)  # a user's folder is refused before any work
     set_threads(cfg.threads)
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # the world CLIP trains on the CPU
     seed_everything(cfg.seed)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from zscir.backbones.lit import LiTBackbone, LiTConfig
 from zscir.train.common import cosine_lr, retrieval_recalls, seed_everything, set_threads, write_json
+from zscir.train.run_folder import MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
               backbone: LiTBackbone | None = None) -> dict:
     """Train the heads of a LiT backbone on ``pairs`` and save the model folder in ``out_dir``."""
     cfg = cfg or LiTTrainConfig()
+    open_run(out_dir, "zscir train lit", MODEL_FILES)  # a user's folder is refused before any work
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     if backbone is None:

@@ -41,7 +41,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from zscir.data.outdir import OutputFolderError, prepare_out, start_marker
+from zscir.data.outdir import OutputFolderError, Recorder, prepare_out, start_marker
 from zscir.data.real.corpus import fit_square, png_bytes
 from zscir.data.real.item import RealItem, SourceMissing
 from zscir.data.real.split import TONES, ConceptSplit, emoji_slots, item_family, write_split
@@ -52,6 +52,10 @@ BENCHMARK_VERSION = "real-v1"
 MARKER = "benchmark.json"
 CREATED_BY = "zscir real benchmark"
 SPLITS = ("test", "val")
+#: every name the builder writes into its folder (a rebuild deletes only recorded files of these names)
+PATTERNS = ("split.json", "images/*.png", *(f"{s}/{n}" for s in SPLITS for n in (
+    "dev/*.png", "unlabeled2017/*.png", "captions/cap.rc2.val.json", "image_splits/split.rc2.val.json",
+    "annotations/val.json", "meta.json")))
 #: modification phrasings (none is a template of zscir.data.synth.templates.PHRASES)
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "tone": ("switch to {v} skin tone", "now in {v} skin tone"),
@@ -203,16 +207,18 @@ def plan(cfg: RealBenchmarkConfig, items: list[RealItem]) -> tuple[ConceptSplit,
     return split, {s: _subsample(queries, split, s, cfg.per_family, cfg.seed) for s in SPLITS}
 
 
-def _dump(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+def _dump(rec: Recorder, name: str, obj: Any) -> None:
+    rec.mkdir(name.rsplit("/", 1)[0])
+    rec.write_bytes(name, (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _link(src: Path, dst: Path) -> None:
+def _link(rec: Recorder, src: str, dst: str) -> None:
+    target = rec.claim(dst)
     try:
-        os.link(src, dst)
+        os.link(rec.out / src, target)
     except OSError:  # a file system without hard links: a copy with the same mtime
-        shutil.copy2(src, dst)
+        shutil.copy2(rec.out / src, target)
+    rec.done(dst, same_as=src)
 
 
 def _marker(root: Path) -> dict:
@@ -241,9 +247,9 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     if cfg.families:
         items = [it for it in items if item_family(it.metadata()) in set(cfg.families)]
     split, queries = plan(cfg, items)
-    prepare_out(root, MARKER, "the real benchmark builder")
+    prepare_out(root, MARKER, "the real benchmark builder", PATTERNS)
     dirs = ["images", *SPLITS]
-    start_marker(root, MARKER, CREATED_BY, dirs)
+    rec = start_marker(root, MARKER, CREATED_BY, dirs)
     files: list[str] = []
     skipped: list[str] = []
     keys: list[str] = []
@@ -253,9 +259,10 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
         except Exception as e:  # noqa: BLE001 - a glyph the font lacks or a broken stamp: not in the gallery
             skipped.append(f"{it.key}: {type(e).__name__}: {e}")
             continue
-        p = root / "images" / f"{it.key}.png"
+        p = rec.claim(f"images/{it.key}.png")
         p.write_bytes(data)
         os.utime(p, (0, 0))  # a fixed mtime: the feature cache fingerprint is the same for every build
+        rec.done(f"images/{it.key}.png", data)
         keys.append(it.key)
     present = set(keys)
     ids = {k: i + 1 for i, k in enumerate(keys)}
@@ -263,11 +270,11 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     counts = {}
     for s in SPLITS:
         qs = [q for q in queries[s] if q.reference in present and all(t in present for t in q.targets)]
-        (root / s / "dev").mkdir()
-        (root / s / "unlabeled2017").mkdir()
+        rec.mkdir(f"{s}/dev")
+        rec.mkdir(f"{s}/unlabeled2017")
         for k in keys:
-            _link(root / "images" / f"{k}.png", root / s / "dev" / f"{k}.png")
-            _link(root / "images" / f"{k}.png", root / s / "unlabeled2017" / f"{ids[k]:012d}.png")
+            _link(rec, f"images/{k}.png", f"{s}/dev/{k}.png")
+            _link(rec, f"images/{k}.png", f"{s}/unlabeled2017/{ids[k]:012d}.png")
         exact = [q for q in qs if len(q.targets) == 1 and not q.kind.startswith("any_")]
         several = [q for q in qs if q.kind.startswith("any_")]
         cirr = [{"pairid": i, "reference": q.reference, "caption": q.caption, "target_hard": q.targets[0],
@@ -278,19 +285,20 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
                   "shared_concept": concepts[q.reference],
                   "target_img_id": ids[q.targets[0]], "gt_img_ids": [ids[t] for t in q.targets],
                   "semantic_aspects": []} for i, q in enumerate(several)]
-        _dump(root / s / "captions" / "cap.rc2.val.json", cirr)
-        _dump(root / s / "image_splits" / "split.rc2.val.json", {k: f"./dev/{k}.png" for k in keys})
-        _dump(root / s / "annotations" / "val.json", circo)
-        _dump(root / s / "meta.json", {"cirr": {str(i): {"kind": q.kind, "family": q.family}
-                                                for i, q in enumerate(exact)},
-                                       "circo": {str(i): {"kind": q.kind, "family": q.family}
-                                                 for i, q in enumerate(several)}})
+        _dump(rec, f"{s}/captions/cap.rc2.val.json", cirr)
+        _dump(rec, f"{s}/image_splits/split.rc2.val.json", {k: f"./dev/{k}.png" for k in keys})
+        _dump(rec, f"{s}/annotations/val.json", circo)
+        _dump(rec, f"{s}/meta.json", {"cirr": {str(i): {"kind": q.kind, "family": q.family}
+                                               for i, q in enumerate(exact)},
+                                      "circo": {str(i): {"kind": q.kind, "family": q.family}
+                                                for i, q in enumerate(several)}})
         counts[s] = {"cirr": len(cirr), "circo": len(circo),
                      "families": len({q.family for q in qs})}
-    write_split(split, root / "split.json")
+    write_split(split, rec.claim("split.json"))
+    rec.done("split.json")
     files.append("split.json")
     summary = {"created_by": CREATED_BY, "complete": True, "version": BENCHMARK_VERSION, "config": asdict(cfg),
                "dirs": dirs, "files": files, "n_gallery": len(keys), "skipped": skipped, "queries": counts,
                "ids": ids}
-    (root / MARKER).write_text(json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    rec.finish(summary, indent=1, ensure_ascii=False, sort_keys=True)
     return summary

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,6 +34,8 @@ MARKER = "corpus.json"
 CREATED_BY = "zscir build_real_corpus"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("filepath", "title", "key", "source", "licence", "concept", "variant", "meta")
+#: every name the builder writes into its folder (a rebuild deletes only recorded files of these names)
+PATTERNS = (MANIFEST, "shards/corpus-*.tar", "images/*.png", "licenses/*.copyright")
 COPYRIGHT = {
     "emoji": [Path("/usr/share/doc/fonts-noto-color-emoji/copyright")],
     "tuxpaint": [Path("/usr/share/doc/tuxpaint-stamps-default/copyright")],
@@ -154,14 +155,18 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     if not chosen:
         raise CorpusError("no source is available: install fonts-noto-color-emoji + unicode-data, "
                           "tuxpaint-stamps-default or openclipart-png")
-    prepare_out(out, MARKER, "build_real_corpus")
+    prepare_out(out, MARKER, "build_real_corpus", PATTERNS)
     dirs = ["shards", "licenses"] + (["images"] if cfg.write_images else [])
-    start_marker(out, MARKER, CREATED_BY, dirs)  # before any file: an interrupted build is cleared next time
+    rec = start_marker(out, MARKER, CREATED_BY, dirs)  # before any file: an interrupted build is cleared next time
     files: list[str] = []
     skipped: list[dict] = []
     rows: list[dict] = []
+    n_shards = -(-len(chosen) // cfg.shard_size)
+    for i in range(n_shards):  # the writer opens them itself: each name is claimed (checked, recorded) first
+        rec.claim(f"shards/corpus-{i:05d}.tar")
     pattern = str(out / "shards" / "corpus-%05d.tar")
-    with wds.ShardWriter(pattern, maxcount=cfg.shard_size, mtime=0.0, verbose=0) as sink:
+    done_shard = lambda path: rec.done(f"shards/{Path(path).name}")  # noqa: E731 - called as each shard closes
+    with wds.ShardWriter(pattern, maxcount=cfg.shard_size, mtime=0.0, verbose=0, post=done_shard) as sink:
         for item in tqdm(chosen, desc="corpus", disable=not progress):
             try:
                 data = png_bytes(fit_square(item.load(), cfg.image_size))
@@ -173,7 +178,7 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
                         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")})
             rel = f"images/{item.key}.png"
             if cfg.write_images:
-                (out / rel).write_bytes(data)
+                rec.write_bytes(rel, data)
                 files.append(rel)
             extra = {k: v for k, v in meta.items()
                      if k not in ("key", "caption", "source", "licence", "concept", "variant")}
@@ -183,16 +188,17 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
                          "meta": json.dumps(extra, ensure_ascii=False, sort_keys=True)})
     shards = sorted(p.name for p in (out / "shards").glob("corpus-*.tar"))
     files += [f"shards/{s}" for s in shards]
-    with open(out / MANIFEST, "w", newline="", encoding="utf-8") as f:
+    with open(rec.claim(MANIFEST), "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    rec.done(MANIFEST)
     files.append(MANIFEST)
     for name in cfg.sources:
         for src in COPYRIGHT.get(name, []):
             if counts.get(name, {}).get("selected") and src.exists():
                 dst = f"licenses/{src.parent.name}.copyright"
-                shutil.copyfile(src, out / dst)
+                rec.write_bytes(dst, src.read_bytes())
                 files.append(dst)
     per_source: dict[str, int] = {}
     for r in rows:
@@ -203,5 +209,5 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
         "shards": f"shards/corpus-{{00000..{max(len(shards) - 1, 0):05d}}}.tar", "n_shards": len(shards),
         "manifest": MANIFEST, "files": files,
     }
-    (out / MARKER).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    rec.finish(summary, indent=1, ensure_ascii=False)
     return summary

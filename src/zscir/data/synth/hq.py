@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +67,7 @@ class HQTargets:
             raise ValueError(f"--hq must be one of {', '.join(MODES)}, got {cfg.mode!r}")
         self.pipe, self.cfg, self.scorer = pipe, cfg, scorer
         self.model_name = model_name or cfg.model or DEFAULT_MODELS[cfg.mode]
-        self.images: dict[str, Image.Image] = {}
+        self.images: dict[str, Image.Image] = {}  #: generated targets by key; make-triplets writes them
 
     @classmethod
     def from_pretrained(cls, cfg: HQConfig, device: str = "cpu") -> "HQTargets":
@@ -137,14 +136,6 @@ class HQTargets:
                        "scores": {**row.get("scores", {}), **scores},
                        "hq": {"steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale, "seed": seed}}
         return [r for r, k in zip(rows, keep) if k]
-
-    def write(self, out: Path) -> dict[str, str]:
-        """Write the generated targets into ``out/images``; {key: relative path}."""
-        names = {}
-        for key, im in self.images.items():
-            names[key] = f"images/{key}.png"
-            im.save(out / names[key], format="PNG")
-        return names
 
 
 def tiny_random_pipeline(mode: str = "ip2p", seed: int = 0):

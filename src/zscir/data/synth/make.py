@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 MARKER = "make-triplets.json"
 MANIFEST = "triplets.jsonl"
 GENERATORS = ("mine", "substitute", "llm")
+#: every name make-triplets writes into its folder (a rebuild deletes only recorded files of these names)
+PATTERNS = (MANIFEST, "images/*.png")
 
 
 @dataclass
@@ -170,34 +172,40 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
         raise DataError(f"{cfg.data}: no triplet was generated from {len(keys)} pairs "
                         f"(rejected: {dict(rejected) or 'none'}); try other generators or looser options")
     # write: the output folder is prepared only now, so a failing generator leaves nothing behind
-    prepare_out(out, MARKER, "zscir data make-triplets")
-    start_marker(out, MARKER, "zscir data make-triplets", ["images"])
+    prepare_out(out, MARKER, "zscir data make-triplets", PATTERNS)
+    rec = start_marker(out, MARKER, "zscir data make-triplets", ["images"])
     names: dict[str, str] = {}
-    used: set[str] = set()
+    used = {f"images/{p.name}" for p in (out / "images").iterdir()}  # left there by you: never written over
+
+    def save(key: str, image) -> None:
+        names[key] = _image_name(key, used)
+        rec.write_bytes(names[key], png_bytes(image))
+
     needed = {r["reference"] for r in rows} | {r["target"] for r in rows if r["target"] and not r.get("_generated")}
     for r in tqdm(data.records(), desc="writing images", disable=not progress, total=len(keys)):
         if r.key in needed and r.key not in names:
-            names[r.key] = _image_name(r.key, used)
-            (out / names[r.key]).write_bytes(png_bytes(fit_square(r.image, cfg.image_size)))
+            save(r.key, fit_square(r.image, cfg.image_size))
     if hq is not None:
-        names.update(hq.write(out))
+        for key, image in hq.images.items():
+            save(key, image)
     missing = needed - set(names)
     if missing:  # an image that decoded in the first pass and not in the second (a changed file)
         rejected["image_vanished"] += sum(1 for r in rows if r["reference"] in missing or r["target"] in missing)
         rows = [r for r in rows if r["reference"] not in missing and r["target"] not in missing]
-    with open(out / MANIFEST, "w", encoding="utf-8") as f:
+    with open(rec.claim(MANIFEST), "w", encoding="utf-8") as f:
         for i, r in enumerate(rows):
             r = {k: v for k, v in r.items() if not k.startswith("_")}
             r = {"id": f"{r['generator']}-{i}", **r, "reference": names[r["reference"]],
                  "target": names[r["target"]] if r["target"] else ""}
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    rec.done(MANIFEST)
     per_gen = Counter(r["generator"] for r in rows)
     per_q = Counter(r["quality"] for r in rows)
     summary = {"created_by": "zscir data make-triplets", "complete": True, "dirs": ["images"],
                "config": asdict(cfg), "pairs": len(keys), "triplets": len(rows), "per_generator": dict(per_gen),
                "per_quality": dict(per_q), "rejected": dict(rejected), "data_problems": data.problems.summary(),
                "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST]}
-    (out / MARKER).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    rec.finish(summary, indent=1, ensure_ascii=False)
     return summary
 
 

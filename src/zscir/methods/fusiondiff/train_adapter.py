@@ -30,6 +30,7 @@ from zscir.train.common import seed_everything, set_threads
 from zscir.train.data_options import DataOptions
 from zscir.train.distributed import init_distributed, main_first, sync_torch_rng, wrap_ddp
 from zscir.train.precision import resolve_bf16
+from zscir.train.run_folder import MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     Data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch; only rank 0 writes).
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_run(out, "zscir train fusiondiff-adapter", MODEL_FILES, ctx)  # a user's folder is refused first
     set_threads(cfg.threads)
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
     seed_everything(cfg.seed)

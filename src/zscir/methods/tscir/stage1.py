@@ -45,6 +45,7 @@ from zscir.train.pair_features import encode_pixels
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_range, main_first, sync_torch_rng)
 from zscir.train.precision import resolve_bf16
+from zscir.train.run_folder import MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_run(out_dir, "zscir train tscir-stage1", MODEL_FILES, ctx)  # a user's folder is refused first
     set_threads(cfg.threads)
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)

@@ -44,8 +44,12 @@ from zscir.train.common import (cosine_lr, load_training_state, save_training_st
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_slice)
 from zscir.train.precision import resolve_bf16
+from zscir.train.run_folder import MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
+
+#: what Stage II writes into its folder: the model files, its adapters and a copy of the Stage I checkpoint
+STAGE2_FILES = MODEL_FILES + ("adapters.safetensors", "stage1/config.json", "stage1/model.safetensors")
 
 
 class _Row(NamedTuple):
@@ -164,13 +168,12 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.stage1:
+        raise ValueError("Stage II needs a Stage I checkpoint (--stage1 DIR)")
+    out = open_run(out_dir, "zscir train tscir-stage2", STAGE2_FILES, ctx)  # a user's folder is refused first
     set_threads(cfg.threads)
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
-    if not cfg.stage1:
-        raise ValueError("Stage II needs a Stage I checkpoint (--stage1 DIR)")
     stage1_dir = Path(cfg.stage1)
     if (stage1_dir / "config.json").exists() and json.loads((stage1_dir / "config.json").read_text()).get("stage") == 2:
         stage1_dir = stage1_dir / "stage1"
