@@ -100,6 +100,8 @@ def test_build_real_corpus_shards_csv_deterministic(tmp_path):
     import webdataset as wds
 
     r = _build(tmp_path / "a")
+    if r.returncode != 0 and "no source is available" in r.stderr:
+        pytest.skip("no Debian picture package installed")
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path / "a" / "corpus.json").read_text())
     available = [s for s, c in info["counts"].items() if c.get("selected")]
