@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
-from zscir.cli.options import OPTION
+from zscir.cli.options import OPTION, check_out_path
+from zscir.index.names import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -25,9 +26,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Index folder to write (created, updated or resumed)."),
         method: list[str] = typer.Option(
             None, "--method", "-m",
-            help="Method whose gallery encoder embeds the images (default: sum). Repeat to also store the "
-                 "gallery of methods that embed it differently, e.g. -m sum -m fusiondiff."),
-        model: str = typer.Option(None, help="Backbone (default: world-clip)."),
+            help="Method whose gallery encoder embeds the images (default: the methods of the index in --out, "
+                 "else sum). Repeat to also store the gallery of methods that embed it differently, e.g. -m sum "
+                 "-m fusiondiff."),
+        model: str = typer.Option(None, help="Backbone (default: the model of the index in --out, else world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of the (first) trained method."),
         batch_size: int = typer.Option(64, min=1, max=4096),
         fp16: bool = typer.Option(False, help="Store embeddings as float16 (half the size)."),
@@ -71,7 +73,6 @@ def register(app: typer.Typer) -> None:
         from zscir.index.ann import AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
                                        check_up_to_date, make_request)
-        from zscir.index.names import printable
         from zscir.index.store import StoreError
 
         # ANN options given on the command line override the index's recorded settings (or the defaults)
@@ -107,6 +108,14 @@ def register(app: typer.Typer) -> None:
             if ann:
                 _index_ann([out], ann_given, remove=False, rebuild=False)
             return
+        from zscir.index.remembered import index_choice
+        from zscir.index.scan import check_image_folder
+
+        try:  # every argument before any model load; the index in --out supplies the model and methods
+            check_image_folder(folder)
+            choice = index_choice(out, model, method, default_model=DEFAULT_MODEL, default_methods=["sum"])
+        except (NotADirectoryError, StoreError) as e:
+            fail(str(e))
         ann_cfg = None
         if ann:
             from zscir.index.faiss_search import import_faiss
@@ -127,8 +136,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
             shard_spec = (i, n)
 
-        methods = list(method or ["sum"])
-        model_name = model or DEFAULT_MODEL
+        methods, model_name = choice.methods, choice.model
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
                           throttle_s=throttle, shard=shard_spec, ann=ann_cfg,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
@@ -143,6 +151,8 @@ def register(app: typer.Typer) -> None:
 
             if note := real_images_note(model_name):  # the default model knows only the procedural world
                 typer.secho(note, fg="yellow", err=True)
+            if choice.remembered and (model_name != DEFAULT_MODEL or methods != ["sum"]):  # not the defaults
+                typer.secho(f"note: {printable(choice.describe())}", fg="yellow", err=True)
             first = make_composer(methods[0], model_name, checkpoint, device, {})
             composers = [first]
             for m in methods[1:]:
