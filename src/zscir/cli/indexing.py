@@ -189,8 +189,13 @@ def register(app: typer.Typer) -> None:
         index_dirs: list[Path] = typer.Argument(
             ..., help="Index folder written by `zscir index`. Several folders (shards), a folder of shard "
                       "indexes or a quoted glob are searched as one gallery without merging."),
-        image: str = typer.Option(..., "--image", "-i", help="Reference image: a file path or an indexed item id."),
-        text: str = typer.Option(..., "--text", "-t", help="Modification text."),
+        image: str = typer.Option(None, "--image", "-i", help="Reference image: a file path or an indexed item "
+                                  "id. Alone: pictures like it (more like this)."),
+        text: str = typer.Option(None, "--text", "-t", help="Modification text. Alone: a text search."),
+        queries: Path = typer.Option(None, "--queries", help="A .jsonl or .csv file of queries (image and/or text "
+                                     "per row): all answered with one model load, as JSON lines."),
+        output: Path = typer.Option(None, "--output", "--out", "-o", help="With --queries: write the JSON lines "
+                                    "to this new file (default: stdout)."),
         k: int = typer.Option(10, "-k", min=1, max=1000),
         method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
         checkpoint: str = typer.Option(None),
@@ -204,7 +209,21 @@ def register(app: typer.Typer) -> None:
         grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),
         device: str = typer.Option("cpu"),
     ) -> None:
-        """Composed search: reference image + modification text → ranked images of the index."""
+        """Search an index: reference image + modification text → ranked images; or a text alone, or a picture
+        alone (more like this); or a file of queries (--queries).
+
+        Without --method, a text alone is answered by the `text` method and a picture alone by `image` (a
+        note says so); a method named with --method that needs the missing side is refused.
+        """
+        rows = None
+        if queries is not None:
+            from zscir.cli.search_batch import load_batch
+
+            rows = load_batch(queries, check_out_path(output), image=image, text=text, grid=grid)
+        elif output is not None:
+            fail("--output is for --queries; a single search prints its results (--json for JSON)")
+        elif image is None and text is None:
+            fail("give a reference image (--image), a text (--text), both, or a file of queries (--queries)")
         check_grid_path(grid)
         from zscir.index.imageio import ImageRejected
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
@@ -214,19 +233,27 @@ def register(app: typer.Typer) -> None:
             r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
                                config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
                                                       k_factor=k_factor), **parse_options(option))
-            ref, indexed = r.resolve_reference(image)  # by id, path or content: one rule for every door
-            hits = r.search_image(ref, text, k=k, exclude=indexed.rows if indexed else None)
+            if rows is not None:
+                from zscir.cli.search_batch import run_batch
+
+                run_batch(r, rows, queries, output, k=k, method=method)
+                return
+            plan = r.plan(image is not None, text, method)  # which method answers; refused before decoding
+            # the reference: by id, path or content, one rule for every door
+            ref, indexed = r.resolve_reference(image) if image is not None else (None, None)
+            hits = r.search_image(ref, text, k=k, method=method, exclude=indexed.rows if indexed else None)
         except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable, ImportError) as e:
             fail(str(e))
+        for note in (plan.note, r.search_note(plan.method)):
+            if note:
+                typer.secho(f"note: {printable(note)}", fg="yellow", err=True)
         if indexed is not None and not as_json:  # --json prints exactly the result list, as documented
             typer.echo(indexed.describe())
         if as_json:
             typer.echo(hits_to_json(hits))
         else:
-            from zscir.index.names import printable
-
             for h in hits:
-                typer.echo(f"{h.rank + 1:>3}. {h.score:.4f}  {printable(h.path)}")
+                typer.echo(f"{h.rank:>3}. {h.score:.4f}  {printable(h.path)}")
         if grid:
             save_grid(ref, text, hits, grid, limits=r.config.limits)
             if not as_json:
@@ -265,26 +292,28 @@ def check_grid_path(grid: Path | None) -> None:
         fail(f"--grid {grid}: unknown image file extension {grid.suffix!r}; use .png or .jpg")
 
 
-def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 160) -> None:
-    """Reference + results side by side with rank and score under each image (PIL only)."""
+def save_grid(reference, text: str | None, hits, path: Path, limits=None, cell: int = 160) -> None:
+    """Reference (if any) + results side by side with rank and score under each image (PIL only)."""
     from PIL import Image, ImageDraw
 
     from zscir.index.imageio import ImageLimits, ImageRejected, load_image
     from zscir.index.names import item_path
 
     limits = limits or ImageLimits()
-    tiles = [(reference, "reference")]
+    tiles = [(reference, "reference")] if reference is not None else []
     for h in hits:
         try:
-            tiles.append((load_image(item_path(h.item), limits), f"#{h.rank + 1} {h.score:.3f}"))
+            tiles.append((load_image(item_path(h.item), limits), f"#{h.rank} {h.score:.3f}"))
         except ImageRejected:
-            tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank + 1} (missing)"))
+            tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank} (missing)"))
+    if not tiles:
+        tiles.append((Image.new("RGB", (cell, cell), (240, 240, 240)), "no results"))
     cols = min(len(tiles), 6)
     rows = (len(tiles) + cols - 1) // cols
     pad, label = 4, 18
     canvas = Image.new("RGB", (cols * (cell + pad) + pad, 24 + rows * (cell + label + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 4), f"modification: {text[:120]}", fill="black")
+    draw.text((pad, 4), f"text: {text[:120]}" if text and text.strip() else "no text (more like this)", fill="black")
     for i, (img, caption) in enumerate(tiles):
         t = img.copy()
         t.thumbnail((cell, cell))
