@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             help="Method whose gallery encoder embeds the images (default: the methods of the index in --out, "
                  "else sum). Repeat to also store the gallery of methods that embed it differently, e.g. -m sum "
                  "-m fusiondiff."),
-        model: str = typer.Option(None, help="Backbone (default: the model of the index in --out, else world-clip)."),
+        model: str = typer.Option(None, help="Backbone (default: the model of the index in --out, else "
+                                  "world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of the (first) trained method."),
         batch_size: int = typer.Option(64, min=1, max=4096),
         fp16: bool = typer.Option(False, help="Store embeddings as float16 (half the size)."),
@@ -313,7 +314,8 @@ def save_grid(reference, text: str | None, hits, path: Path, limits=None, cell: 
     pad, label = 4, 18
     canvas = Image.new("RGB", (cols * (cell + pad) + pad, 24 + rows * (cell + label + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 4), f"text: {text[:120]}" if text and text.strip() else "no text (more like this)", fill="black")
+    title = f"text: {text[:120]}" if text and text.strip() else "no text (more like this)"
+    draw.text((pad, 4), title, fill="black")
     for i, (img, caption) in enumerate(tiles):
         t = img.copy()
         t.thumbnail((cell, cell))

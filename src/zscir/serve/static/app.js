@@ -55,7 +55,8 @@ function clearReference() {
   state.itemId = null; state.file = null; $("file").value = "";
   document.querySelectorAll("#gallery figure.selected").forEach((f) => f.classList.remove("selected"));
   $("reference-preview").hidden = true; $("reference-preview").removeAttribute("src");
-  $("reference-label").textContent = "No reference: the text alone is searched. Upload an image, or click any gallery image below.";
+  $("reference-label").textContent =
+    "No reference: the text alone is searched. Upload an image, or click any gallery image below.";
   $("clear-reference").hidden = true;
 }
 
@@ -79,7 +80,8 @@ async function loadMethods() {
   for (const m of data.methods) {
     const opt = document.createElement("option");
     opt.value = m.name;
-    opt.textContent = m.available ? (m.name === data.default ? `${m.name} (default)` : m.name) : `${m.name} (unavailable)`;
+    const label = m.name === data.default ? `${m.name} (default)` : m.name;
+    opt.textContent = m.available ? label : `${m.name} (unavailable)`;
     opt.title = m.available ? m.description : (m.reason || "");
     opt.disabled = !m.available;
     opt.selected = m.name === data.default;
