@@ -64,7 +64,7 @@ def test_search_returns_items_and_scores(tmp_path):
     for r in range(3):
         assert [h.index for h in hits[r]] == ri[r].tolist()
         assert [h.id for h in hits[r]] == [f"img{i:04d}" for i in ri[r]]
-        assert [h.rank for h in hits[r]] == [0, 1, 2, 3]
+        assert [h.rank for h in hits[r]] == [1, 2, 3, 4]  # 1-based, as the CLI and HTTP show it
         np.testing.assert_allclose([h.score for h in hits[r]], rs[r], rtol=1e-6)
         assert hits[r][0].path == f"images/{ri[r, 0]}.jpg" and hits[r][0].item["caption"] == f"c{ri[r, 0]}"
     # 1-D query, exclusion and padding dropped

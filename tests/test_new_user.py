@@ -291,7 +291,7 @@ def test_every_documented_command_parses(monkeypatch):
 def test_parser_check_catches_what_the_old_docs_had():
     """The check above can fail: the commands the user tripped over are rejected by it."""
     for argv in (["search", "idx", "--image", "a.jpg", "--text", "t", "--bogus"],  # unknown option
-                 ["search", "idx", "--text", "t"],  # missing --image
+                 ["search", "--text", "t"],  # missing index folder (--text alone is a text search now)
                  ["train", "tscir-stage1", "--precision", "fp16"]):  # bad value
         with pytest.raises(Exception) as info:
             _parse(argv)

@@ -172,7 +172,7 @@ def test_limits_give_clear_4xx(server):
     _err(client.post("/search", data={**ok, "k": "51"}), 422, "k_out_of_range")
     _err(client.post("/search", data={**ok, "k": "ten"}), 422, "invalid_k")
     _err(client.post("/search", data={**ok, "text": "y" * 201}), 422, "text_too_long")
-    _err(client.post("/search", data={"text": "x"}), 400, "reference_required")
+    _err(client.post("/search", data={"text": "  "}), 400, "reference_required")  # a text alone is a search now
     _err(client.post("/search", data=ok, files={"image": ("a.png", _png(), "image/png")}), 400, "reference_required")
     _err(client.post("/search", data={**ok, "item_id": "../../etc/passwd"}), 404, "unknown_item")
     _err(client.post("/search", data={**ok, "method": "no-such"}), 400, "method_unavailable")

@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
-from zscir.cli.options import OPTION
+from zscir.cli.options import OPTION, check_out_path
+from zscir.index.names import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -25,9 +26,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Index folder to write (created, updated or resumed)."),
         method: list[str] = typer.Option(
             None, "--method", "-m",
-            help="Method whose gallery encoder embeds the images (default: sum). Repeat to also store the "
-                 "gallery of methods that embed it differently, e.g. -m sum -m fusiondiff."),
-        model: str = typer.Option(None, help="Backbone (default: world-clip)."),
+            help="Method whose gallery encoder embeds the images (default: the methods of the index in --out, "
+                 "else sum). Repeat to also store the gallery of methods that embed it differently, e.g. -m sum "
+                 "-m fusiondiff."),
+        model: str = typer.Option(None, help="Backbone (default: the model of the index in --out, else "
+                                  "world-clip)."),
         checkpoint: str = typer.Option(None, help="Checkpoint folder of the (first) trained method."),
         batch_size: int = typer.Option(64, min=1, max=4096),
         fp16: bool = typer.Option(False, help="Store embeddings as float16 (half the size)."),
@@ -71,7 +74,6 @@ def register(app: typer.Typer) -> None:
         from zscir.index.ann import AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
                                        check_up_to_date, make_request)
-        from zscir.index.names import printable
         from zscir.index.store import StoreError
 
         # ANN options given on the command line override the index's recorded settings (or the defaults)
@@ -107,6 +109,14 @@ def register(app: typer.Typer) -> None:
             if ann:
                 _index_ann([out], ann_given, remove=False, rebuild=False)
             return
+        from zscir.index.remembered import index_choice
+        from zscir.index.scan import check_image_folder
+
+        try:  # every argument before any model load; the index in --out supplies the model and methods
+            check_image_folder(folder)
+            choice = index_choice(out, model, method, default_model=DEFAULT_MODEL, default_methods=["sum"])
+        except (NotADirectoryError, StoreError) as e:
+            fail(str(e))
         ann_cfg = None
         if ann:
             from zscir.index.faiss_search import import_faiss
@@ -127,8 +137,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
             shard_spec = (i, n)
 
-        methods = list(method or ["sum"])
-        model_name = model or DEFAULT_MODEL
+        methods, model_name = choice.methods, choice.model
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
                           throttle_s=throttle, shard=shard_spec, ann=ann_cfg,
                           limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
@@ -143,6 +152,8 @@ def register(app: typer.Typer) -> None:
 
             if note := real_images_note(model_name):  # the default model knows only the procedural world
                 typer.secho(note, fg="yellow", err=True)
+            if choice.remembered and (model_name != DEFAULT_MODEL or methods != ["sum"]):  # not the defaults
+                typer.secho(f"note: {printable(choice.describe())}", fg="yellow", err=True)
             first = make_composer(methods[0], model_name, checkpoint, device, {})
             composers = [first]
             for m in methods[1:]:
@@ -179,8 +190,13 @@ def register(app: typer.Typer) -> None:
         index_dirs: list[Path] = typer.Argument(
             ..., help="Index folder written by `zscir index`. Several folders (shards), a folder of shard "
                       "indexes or a quoted glob are searched as one gallery without merging."),
-        image: str = typer.Option(..., "--image", "-i", help="Reference image: a file path or an indexed item id."),
-        text: str = typer.Option(..., "--text", "-t", help="Modification text."),
+        image: str = typer.Option(None, "--image", "-i", help="Reference image: a file path or an indexed item "
+                                  "id. Alone: pictures like it (more like this)."),
+        text: str = typer.Option(None, "--text", "-t", help="Modification text. Alone: a text search."),
+        queries: Path = typer.Option(None, "--queries", help="A .jsonl or .csv file of queries (image and/or text "
+                                     "per row): all answered with one model load, as JSON lines."),
+        output: Path = typer.Option(None, "--output", "--out", "-o", help="With --queries: write the JSON lines "
+                                    "to this new file (default: stdout)."),
         k: int = typer.Option(10, "-k", min=1, max=1000),
         method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
         checkpoint: str = typer.Option(None),
@@ -194,7 +210,21 @@ def register(app: typer.Typer) -> None:
         grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),
         device: str = typer.Option("cpu"),
     ) -> None:
-        """Composed search: reference image + modification text → ranked images of the index."""
+        """Search an index: reference image + modification text → ranked images; or a text alone, or a picture
+        alone (more like this); or a file of queries (--queries).
+
+        Without --method, a text alone is answered by the `text` method and a picture alone by `image` (a
+        note says so); a method named with --method that needs the missing side is refused.
+        """
+        rows = None
+        if queries is not None:
+            from zscir.cli.search_batch import load_batch
+
+            rows = load_batch(queries, check_out_path(output), image=image, text=text, grid=grid)
+        elif output is not None:
+            fail("--output is for --queries; a single search prints its results (--json for JSON)")
+        elif image is None and text is None:
+            fail("give a reference image (--image), a text (--text), both, or a file of queries (--queries)")
         check_grid_path(grid)
         from zscir.data.imageio import ImageRejected
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
@@ -204,19 +234,27 @@ def register(app: typer.Typer) -> None:
             r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
                                config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
                                                       k_factor=k_factor), **parse_options(option))
-            ref, indexed = r.resolve_reference(image)  # by id, path or content: one rule for every door
-            hits = r.search_image(ref, text, k=k, exclude=indexed.rows if indexed else None)
+            if rows is not None:
+                from zscir.cli.search_batch import run_batch
+
+                run_batch(r, rows, queries, output, k=k, method=method)
+                return
+            plan = r.plan(image is not None, text, method)  # which method answers; refused before decoding
+            # the reference: by id, path or content, one rule for every door
+            ref, indexed = r.resolve_reference(image) if image is not None else (None, None)
+            hits = r.search_image(ref, text, k=k, method=method, exclude=indexed.rows if indexed else None)
         except (StoreError, FileNotFoundError, ValueError, ImageRejected, MethodUnavailable, ImportError) as e:
             fail(str(e))
+        for note in (plan.note, r.search_note(plan.method)):
+            if note:
+                typer.secho(f"note: {printable(note)}", fg="yellow", err=True)
         if indexed is not None and not as_json:  # --json prints exactly the result list, as documented
             typer.echo(indexed.describe())
         if as_json:
             typer.echo(hits_to_json(hits))
         else:
-            from zscir.index.names import printable
-
             for h in hits:
-                typer.echo(f"{h.rank + 1:>3}. {h.score:.4f}  {printable(h.path)}")
+                typer.echo(f"{h.rank:>3}. {h.score:.4f}  {printable(h.path)}")
         if grid:
             save_grid(ref, text, hits, grid, limits=r.config.limits)
             if not as_json:
@@ -255,26 +293,29 @@ def check_grid_path(grid: Path | None) -> None:
         fail(f"--grid {grid}: unknown image file extension {grid.suffix!r}; use .png or .jpg")
 
 
-def save_grid(reference, text: str, hits, path: Path, limits=None, cell: int = 160) -> None:
-    """Reference + results side by side with rank and score under each image (PIL only)."""
+def save_grid(reference, text: str | None, hits, path: Path, limits=None, cell: int = 160) -> None:
+    """Reference (if any) + results side by side with rank and score under each image (PIL only)."""
     from PIL import Image, ImageDraw
 
     from zscir.data.imageio import ImageLimits, ImageRejected, load_image
     from zscir.index.names import item_path
 
     limits = limits or ImageLimits()
-    tiles = [(reference, "reference")]
+    tiles = [(reference, "reference")] if reference is not None else []
     for h in hits:
         try:
-            tiles.append((load_image(item_path(h.item), limits), f"#{h.rank + 1} {h.score:.3f}"))
+            tiles.append((load_image(item_path(h.item), limits), f"#{h.rank} {h.score:.3f}"))
         except ImageRejected:
-            tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank + 1} (missing)"))
+            tiles.append((Image.new("RGB", (cell, cell), (200, 200, 200)), f"#{h.rank} (missing)"))
+    if not tiles:
+        tiles.append((Image.new("RGB", (cell, cell), (240, 240, 240)), "no results"))
     cols = min(len(tiles), 6)
     rows = (len(tiles) + cols - 1) // cols
     pad, label = 4, 18
     canvas = Image.new("RGB", (cols * (cell + pad) + pad, 24 + rows * (cell + label + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 4), f"modification: {text[:120]}", fill="black")
+    title = f"text: {text[:120]}" if text and text.strip() else "no text (more like this)"
+    draw.text((pad, 4), title, fill="black")
     for i, (img, caption) in enumerate(tiles):
         t = img.copy()
         t.thumbnail((cell, cell))

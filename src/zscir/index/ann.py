@@ -60,7 +60,8 @@ from zscir.index.store import StoreError
 logger = logging.getLogger(__name__)
 
 __all__ = ["AnnConfig", "AnnSearcher", "auto_nprobe", "FaissSearcher", "build_ann", "remove_ann", "ann_status",
-           "default_factory", "gallery_files", "open_ann_searcher", "stale_reason"]
+           "default_factory", "gallery_files", "open_ann_searcher", "stale_reason", "too_few_items",
+           "ann_fallback_note"]
 
 #: the one ANN kind `zscir index --ann` offers (the measured default; other factories via AnnConfig.factory)
 ANN_KINDS = ("ivfpq",)
@@ -196,6 +197,26 @@ def stale_reason(folder: str | os.PathLike, manifest: Mapping[str, Any], key: st
     return None
 
 
+def too_few_items(count: int, config: AnnConfig | None = None) -> str | None:
+    """Why a gallery of ``count`` items gets no ANN index under ``config`` (None: it gets one).
+
+    The one wording of `zscir index ann`'s "skipped: ..." status and of the note of a search that asked
+    for ANN on such an index (`ann_fallback_note`), so the two never contradict each other.
+    """
+    floor = max((config or AnnConfig()).min_items, HARD_MIN_ITEMS)
+    return f"{count} items < {floor} (exact search is used)" if count < floor else None
+
+
+def ann_fallback_note(folder: str | os.PathLike, manifest: Mapping[str, Any], key: str) -> str | None:
+    """The note of an ANN search (``--ann``) that falls back to exact search because `zscir index ann`
+    skipped gallery ``key`` as too small under the recorded settings; None when that is not the case."""
+    recorded = AnnConfig.from_dict(manifest.get("ann_config"))
+    if recorded is None or key in (manifest.get("ann") or {}):
+        return None
+    why = too_few_items(int(manifest.get("count", 0)), recorded)
+    return f"{folder}: no ANN index: {why}" if why else None
+
+
 def ann_status(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> dict[str, str]:
     """``{gallery_key: "up to date" | "stale: ..." | "none"}`` for every gallery of the index."""
     out = {}
@@ -286,10 +307,9 @@ def refresh_ann_locked(ix: IndexFolder, config: AnnConfig | None = None, *, prog
     status: dict[str, str] = {}
     count = int(manifest.get("count", 0))
     for key in files:
-        floor = max(cfg.min_items, HARD_MIN_ITEMS)
-        if count < floor:
+        if (why := too_few_items(count, cfg)) is not None:
             entries.pop(key, None)
-            status[key] = f"skipped: {count} items < {floor} (exact search is used)"
+            status[key] = f"skipped: {why}"
             continue
         e = entries.get(key)
         if e and not rebuild and stale_reason(out, manifest, key) is None and e.get("build") == cfg.build_key():
@@ -365,7 +385,15 @@ def open_ann_searcher(folder: str | os.PathLike, manifest: Mapping[str, Any], ke
     entry = (manifest.get("ann") or {}).get(key)
     if entry is None:
         if required:
-            raise StoreError(f"{where}: no ANN index for gallery {key!r}; build one with `zscir index ann {where}`")
+            hint = f"build one with `zscir index ann {where}`"
+            count = int(manifest.get("count", 0))
+            if count < HARD_MIN_ITEMS:  # `zscir index ann` would skip it, whatever the settings
+                hint = f"{too_few_items(count)}: search without --ann"
+            elif too_few_items(count) is not None:  # skipped under the default settings: say how it is not
+                hint = (f"`zscir index ann` skips galleries of fewer than {AnnConfig().min_items} items ({count} "
+                        f"here; exact search is fast at this size): search without --ann, or build one anyway "
+                        f"with `zscir index ann {where} --min-items {count}`")
+            raise StoreError(f"{where}: no ANN index for gallery {key!r}; {hint}")
         return None
     why = stale_reason(where, manifest, key)
     if why is None:

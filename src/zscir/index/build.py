@@ -63,7 +63,7 @@ from zscir.index.folder import (  # noqa: F401 - IndexLockedError, index_lock, r
 from zscir.data.imageio import PIL_FORMATS, ImageLimits, ImageRejected, load_image, read_file_bytes  # noqa: F401
 from zscir.index.names import printable, storable_path
 from zscir.index.prefetch import default_workers, prefetched_batches  # noqa: F401 - re-exported
-from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, scan_images  # noqa: F401 - re-exported
+from zscir.index.scan import IMAGE_EXTENSIONS, FileEntry, check_image_folder, scan_images  # noqa: F401 - re-exported
 from zscir.index.shards import shard_of
 from zscir.index.store import FORMAT, FORMAT_VERSION, StoreError
 from zscir.methods.base import Composer
@@ -198,6 +198,7 @@ def check_destination(folder: str | Path, out_dir: str | Path, *, model: str | N
     Raises `StoreError`: ``out_dir`` is the image folder, a folder zscir may not write into, or an index of
     another model or folder without ``overwrite``. Writes nothing.
     """
+    check_image_folder(folder)
     out = Path(out_dir).resolve()
     root = storable_path(_separate(folder, out))["path"]
     check_claimable(out)
@@ -300,6 +301,7 @@ def build_index(
     primary = galleries[keys[0]]
     dtype = np.float16 if cfg.fp16 else np.float32
     req = dict(request) if request is not None else make_request(model, [c.name for c in galleries.values()])
+    check_image_folder(folder)  # before the folder is claimed: a typo leaves nothing behind
     _separate(folder, out)
     with open_index_folder(out) as ix:
         entries, bad, root = _scan(folder, out, cfg)

@@ -24,7 +24,9 @@ wrote them), so old indexes upgrade cleanly; orphans such older versions left be
 
 The folder lock (``.lock``, an advisory ``flock``) serialises writers: the indexer, ``merge`` and
 ``zscir index ann`` on the same folder never interleave commits. Readers need no lock: the manifest is
-replaced by one atomic rename.
+replaced by one atomic rename. A writer that ends without having committed a manifest (it failed before
+writing anything) removes its ``.lock`` and the folders it created, so it leaves no trace that a later
+command could mistake for an interrupted index.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from zscir.index.store import FORMAT, MANIFEST_FILE, StoreError
 logger = logging.getLogger(__name__)
 
 __all__ = ["IndexFolder", "IndexLockedError", "LOCK_FILE", "SEGMENT_DIR", "index_lock", "live_files", "now",
-           "open_index_folder", "read_manifest", "check_claimable"]
+           "open_index_folder", "read_manifest", "check_claimable", "check_creatable"]
 
 LOCK_FILE = ".lock"
 SEGMENT_DIR = "segments"
@@ -112,6 +114,7 @@ def check_claimable(folder: str | os.PathLike) -> None:
     if not d.exists():
         if d.is_symlink():
             raise StoreError(f"{d}: a dangling symbolic link; give a new or empty folder for the index")
+        check_creatable(d)
         return
     if not d.is_dir():
         raise StoreError(f"{d}: exists and is not a folder; give a new or empty folder for the index")
@@ -127,30 +130,81 @@ def check_claimable(folder: str | os.PathLike) -> None:
                          f"Choose another --out")
 
 
-@contextlib.contextmanager
-def index_lock(out_dir: str | os.PathLike) -> Iterator[None]:
-    """Exclusive advisory lock on ``out_dir/.lock`` so two writers never interleave commits.
+def check_creatable(folder: str | os.PathLike) -> None:
+    """Raise `StoreError` unless the new folder ``folder`` can be created: its nearest existing ancestor is a
+    writable folder (checked before any work, so a typo does not cost a model load)."""
+    d = Path(folder)
+    parent = d.absolute().parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StoreError(f"{d}: cannot create the index folder: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{d}: cannot create the index folder: {parent} is not writable")
 
-    Only call this on a folder that passed :func:`check_claimable` (it creates the folder and ``.lock``).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _make_folder(out: Path) -> list[Path]:
+    """Create ``out`` (and missing parents); returns the folders created, outermost first."""
+    missing = []
+    p = out.absolute()
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
-        f = open(out / LOCK_FILE, "a+")
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StoreError(f"{out}: cannot write into the index folder ({e.strerror})") from None
-    try:
+        raise StoreError(f"{out}: cannot create the index folder ({e.strerror})") from None
+    return missing[::-1]
+
+
+def _lock_file(out: Path) -> Any:
+    """The open ``.lock`` of ``out``, exclusively locked; `IndexLockedError` when another writer holds it."""
+    for _ in range(3):
+        try:
+            f = open(out / LOCK_FILE, "a+")
+        except OSError as e:
+            raise StoreError(f"{out}: cannot write into the index folder ({e.strerror})") from None
         try:
             import fcntl
 
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - Windows: no advisory locking
-            pass
+            return f
         except OSError:
+            f.close()
             raise IndexLockedError(f"{out} is being written by another `zscir index` process") from None
+        try:  # a writer that wrote nothing removes its lock file: ours must still be the one at the path
+            if os.fstat(f.fileno()).st_ino == os.stat(out / LOCK_FILE).st_ino:
+                return f
+        except OSError:
+            pass
+        f.close()
+    raise IndexLockedError(f"{out} is being written by another `zscir index` process")
+
+
+@contextlib.contextmanager
+def index_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Exclusive advisory lock on ``out_dir/.lock`` so two writers never interleave commits.
+
+    Only call this on a folder that passed :func:`check_claimable` (it creates the folder and ``.lock``).
+    When the holder ends and the folder has no manifest (nothing was committed: the run failed before
+    writing), the ``.lock`` and the folders created here are removed again.
+    """
+    out = Path(out_dir)
+    created = _make_folder(out)
+    f = _lock_file(out)
+    try:
         yield
     finally:
-        f.close()
+        try:
+            if not (out / MANIFEST_FILE).exists():  # nothing written: leave nothing behind (still locked)
+                with contextlib.suppress(OSError):
+                    (out / LOCK_FILE).unlink()
+                for d in reversed(created):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()  # only when empty
+        finally:
+            f.close()
 
 
 class IndexFolder:
@@ -270,10 +324,6 @@ def open_index_folder(out_dir: str | os.PathLike, *, existing: bool = False) -> 
     if existing and read_manifest(out) is None:
         raise StoreError(f"{out}: no manifest.json (not a zscir index folder, or its first run did not finish)")
     check_claimable(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"{out}: cannot create the index folder ({e.strerror})") from None
     with index_lock(out):
         check_claimable(out)
         yield IndexFolder(out, read_manifest(out))

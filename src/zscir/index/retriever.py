@@ -35,9 +35,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from zscir.index.ann import gallery_files, open_ann_searcher
 from zscir.data.imageio import ImageLimits, ImageRejected, load_image
+from zscir.index.ann import ann_fallback_note, gallery_files, open_ann_searcher
 from zscir.index.names import item_path
+from zscir.index.query import MissingQueryInput, QueryPlan, given_text, plan_query, query_inputs
 from zscir.index.reference import IndexedReference, ReferenceFinder
 from zscir.index.search import Searcher, make_searcher
 from zscir.index.shards import ShardedSearcher, ShardSet, open_index
@@ -46,7 +47,8 @@ from zscir.methods.base import Composer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "RetrieverConfig", "MethodUnavailable", "SearchHit", "IndexedReference"]
+__all__ = ["Retriever", "RetrieverConfig", "MethodUnavailable", "MissingQueryInput", "QueryPlan", "SearchHit",
+           "IndexedReference"]
 
 
 class MethodUnavailable(ValueError):
@@ -91,6 +93,7 @@ class Retriever:
         self._options = dict(options or {})
         self._galleries: dict[str, Searcher] = {}  # gallery key -> Searcher
         self._search_modes: dict[str, str] = {}  # gallery key -> "ann" / "exact" / "ann+exact" / "exact (on demand)"
+        self._search_notes: dict[str, list[str]] = {}  # gallery key -> why it is searched otherwise than asked
         self._model_lock = threading.RLock()
         self._gallery_lock = threading.Lock()
         self.references = ReferenceFinder(self.store.items, self.store.index_of,
@@ -206,6 +209,9 @@ class Retriever:
             if emb.shape[0] != len(store):
                 raise StoreError(f"{store.path / file}: {emb.shape[0]} rows for {len(store)} items")
         if self.config.ann is not False and store.path is not None:
+            if self.config.ann and (why := ann_fallback_note(store.path, store.manifest, key)) is not None:
+                self._search_notes.setdefault(key, []).append(why)  # too small for one: as `zscir index ann` says
+                return make_searcher(emb, self.config.backend, **self._exact_kw())
             ann = open_ann_searcher(store.path, store.manifest, key, emb, nprobe=self.config.nprobe,
                                     k_factor=self.config.k_factor, required=bool(self.config.ann))
             if ann is not None:
@@ -271,39 +277,57 @@ class Retriever:
         img, ref = self.resolve_reference(image)
         return img, (ref.rows[0] if ref is not None else None)
 
-    def search(self, image: Image.Image | str | Path | bytes, text: str, k: int = 10, method: str | None = None,
-               exclude_reference: bool = True) -> list[SearchHit]:
-        """Top-``k`` gallery items for (reference image, modification text), best first.
+    def search(self, image: Image.Image | str | Path | bytes | None = None, text: str | None = None, k: int = 10,
+               method: str | None = None, exclude_reference: bool = True) -> list[SearchHit]:
+        """Top-``k`` gallery items for (reference image, modification text), best first; ranks start at 1.
 
         ``image`` may be a PIL image, encoded bytes, a file path or the id of an indexed item. A reference
         that is an indexed item — named by id, by its path, or a byte-identical copy — is left out of the
         results together with identical copies of it, unless ``exclude_reference=False`` (logged at INFO;
         `resolve_reference` tells it to callers). Each hit has ``path``, ``score``, ``id``, ``rank`` and
         the item record; ``[(h.path, h.score) for h in hits]`` gives plain pairs.
+
+        Either side may be left out: ``search(text="a red car")`` searches by the text alone,
+        ``search("beach.jpg")`` by the picture alone ("more like this"). Without ``method`` the method that
+        reads the side given answers (`plan`; logged at INFO); a ``method`` that needs the missing side
+        raises `MissingQueryInput`.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        img, ref = self.resolve_reference(image)
+        plan = self.plan(image is not None, text, method)  # an empty query fails before any decoding
+        if plan.note:
+            logger.info("%s", plan.note)
+        img, ref = self.resolve_reference(image) if image is not None else (None, None)
         if ref is not None and exclude_reference:
             logger.info("%s", ref.describe())
         return self.search_image(img, text, k, method=method,
                                  exclude=ref.rows if (ref is not None and exclude_reference) else None)
 
-    def search_image(self, image: Image.Image, text: str, k: int = 10, method: str | None = None,
+    def plan(self, has_image: bool, text: str | None, method: str | None = None) -> QueryPlan:
+        """Which method answers a query with (or without) a reference image and ``text``, and why.
+
+        See :mod:`zscir.index.query`: without ``method`` a query of one side alone goes to the ``text`` or
+        ``image`` method (with a note); a named method that needs the missing side raises
+        `MissingQueryInput`, and so does an empty query. Builds the composers it asks about.
+        """
+        return plan_query(bool(has_image), given_text(text) is not None, method or None, self.default_method,
+                          lambda m: query_inputs(self.composer(m)))
+
+    def search_image(self, image: Image.Image | None, text: str | None, k: int = 10, method: str | None = None,
                      exclude: int | Sequence[int] | None = None,
                      timings: dict[str, float] | None = None) -> list[SearchHit]:
-        """Like :meth:`search` for an already decoded image; ``exclude`` is a row or rows to leave out.
+        """Like :meth:`search` for an already decoded image (or None); ``exclude`` is a row or rows to leave out.
 
         ``timings``: a dict that receives ``encode`` (waiting for the model lock included) and ``search``
         seconds (the server's ``Server-Timing`` header).
         """
-        composer = self.composer(method)
+        composer = self.composer(self.plan(image is not None, text, method).method)
         if len(self.store) == 0:
             return []
         searcher = self.searcher_for(composer)
         t0 = time.perf_counter()
-        with self._model_lock, torch.no_grad():
-            q = composer.encode_queries([image], [text]).float().cpu().numpy()
+        with self._model_lock, torch.no_grad():  # a side the method does not read is never looked at
+            q = composer.encode_queries([image], [given_text(text) or ""]).float().cpu().numpy()
         t1 = time.perf_counter()
         if q.shape[1] != searcher.dim:
             raise StoreError(f"method {composer.name!r} gives {q.shape[1]}-d queries but the gallery is "
@@ -314,7 +338,13 @@ class Retriever:
             timings["encode"] = t1 - t0
             timings["search"] = time.perf_counter() - t1
         return [SearchHit(rank=r, index=int(i), score=float(s), item=self.store.items[int(i)])
-                for r, (s, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist())) if i >= 0]
+                for r, (s, i) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1) if i >= 0]
+
+    def search_note(self, method: str | None = None) -> str | None:
+        """Why ``method``'s gallery is searched otherwise than asked (e.g. ``--ann`` on an index too small
+        for an ANN index: exact), or None. Known once that gallery was searched (or `searcher_for`)."""
+        notes = self._search_notes.get(self.composer(method).gallery_cache_key())
+        return "; ".join(dict.fromkeys(notes)) if notes else None
 
     def describe(self) -> dict[str, Any]:
         m = self.store.manifest
@@ -340,7 +370,12 @@ def model_card(model: str | None) -> dict[str, Any]:
             "hint": None if info.real_images else REAL_MODEL_HINT}
 
 
+def hit_records(hits: list[SearchHit]) -> list[dict[str, Any]]:
+    """Rank (from 1), id, path and score per hit: one record for `zscir search --json`, its batch output
+    and the server."""
+    return [{"rank": h.rank, "id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits]
+
+
 def hits_to_json(hits: list[SearchHit]) -> str:
     """The `zscir search --json` output: rank (1-based), id, path and score per hit."""
-    return json.dumps([{"rank": h.rank + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
-                       for h in hits], indent=2)
+    return json.dumps(hit_records(hits), indent=2)

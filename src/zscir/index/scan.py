@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from zscir.index.names import escape_name, storable_path
 
-__all__ = ["FileEntry", "IMAGE_EXTENSIONS", "UNSUPPORTED_EXTENSIONS", "scan_images"]
+__all__ = ["FileEntry", "IMAGE_EXTENSIONS", "UNSUPPORTED_EXTENSIONS", "scan_images", "check_image_folder"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: image formats people keep in photo folders that zscir does not decode: reported, not silently ignored
@@ -46,6 +46,15 @@ def _skip(rel: str, path: str, code: str, reason: str) -> dict[str, Any]:
     return {"id": escape_name(rel), **storable_path(path), "code": code, "reason": reason}
 
 
+def check_image_folder(folder: str | Path) -> None:
+    """Raise `NotADirectoryError` unless ``folder`` is an existing folder (checked before any model load)."""
+    p = Path(folder)
+    if not p.exists():
+        raise NotADirectoryError(f"{folder}: no such folder (expected a folder of images)")
+    if not p.is_dir():
+        raise NotADirectoryError(f"{folder}: not a folder (expected a folder of images)")
+
+
 def scan_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> tuple[list[FileEntry], list[dict]]:
     """Files with an image extension under ``folder`` (recursive, sorted by id) and the ones that are skipped.
 
@@ -55,8 +64,7 @@ def scan_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> tuple
     are not entered.
     """
     root = Path(folder).resolve()
-    if not root.is_dir():
-        raise NotADirectoryError(f"{folder}: not a directory (expected a folder of images)")
+    check_image_folder(folder)
     skip: set[tuple[int, int]] = set()
     for p in exclude:
         try:

@@ -74,7 +74,10 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result: gallery row ``index``, its ``score`` and item record."""
+    """One search result: gallery row ``index``, its ``score`` and item record.
+
+    ``rank`` starts at 1 (the best hit), as the CLI and the HTTP API show it; it was 0-based before.
+    """
 
     rank: int
     index: int
@@ -211,7 +214,7 @@ class EmbeddingStore:
         out: list[list[SearchHit]] = []
         for srow, irow in zip(scores.tolist(), indices.tolist()):
             out.append([SearchHit(rank=r, index=i, score=s, item=self.items[i])
-                        for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0])
+                        for r, (s, i) in enumerate(zip(srow, irow), start=1) if i >= 0])
         return out
 
     # ------------------------------------------------------------------- I/O

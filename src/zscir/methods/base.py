@@ -25,6 +25,9 @@ class Composer(ABC):
 
     #: registry name of the method ("image", "text", "sum", "pic2word", "tscir", "fusiondiff", ...)
     name: str = "base"
+    #: what a query of this method reads: ("image", "text") composes both; the single-input baselines read
+    #: one (a search with only a picture or only a text picks them; see zscir.index.query)
+    query_inputs: tuple[str, ...] = ("image", "text")
 
     @abstractmethod
     def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:

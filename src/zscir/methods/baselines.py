@@ -54,6 +54,7 @@ class ImageOnlyComposer(ImageGalleryComposer):
     """Query = the reference image's embedding (the modification text is ignored)."""
 
     name = "image"
+    query_inputs = ("image",)
 
     @torch.no_grad()
     def encode_queries(self, reference_images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
@@ -64,6 +65,7 @@ class TextOnlyComposer(ImageGalleryComposer):
     """Query = the text embedding of the modification text (the reference image is ignored)."""
 
     name = "text"
+    query_inputs = ("text",)
 
     def __init__(self, backbone: Backbone, template: str = "{}"):
         super().__init__(backbone)

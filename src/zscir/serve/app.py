@@ -37,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zscir.data.imageio import SOURCE_SIZE_KEY, ImageLimits, ImageRejected, load_image
 from zscir.index.names import item_path
-from zscir.index.retriever import MethodUnavailable, Retriever
+from zscir.index.query import MissingQueryInput, QueryPlan, given_text
+from zscir.index.retriever import MethodUnavailable, Retriever, hit_records
 from zscir.index.store import StoreError
 from zscir.serve.limits import ApiError, BodySizeLimit, ServeLimits, error_body
 from zscir.serve.page import render_page, summary_line
@@ -236,9 +237,10 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
             thumbs.put(item_id, data)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.post("/search", summary="Composed search",
-              description="Multipart form: `text`, `k`, optional `method`, and exactly one of `image` "
-                          "(an uploaded reference image) or `item_id` (an indexed item as reference).")
+    @app.post("/search", summary="Composed, text-only or image-only search",
+              description="Multipart form: `text`, `k`, optional `method`, and at most one of `image` "
+                          "(an uploaded reference image) or `item_id` (an indexed item as reference). A text "
+                          "alone searches by the text, a reference alone by the picture (more like this).")
     def search(
         response: Response,  # injected by FastAPI: the Server-Timing header is set on it
         text: str = Form("", description="Modification text"),
@@ -259,8 +261,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         if not 1 <= k_int <= lim.max_k:
             raise ApiError(422, "k_out_of_range", f"k must be in 1..{lim.max_k}, got {k_int}", limit=lim.max_k)
         has_upload = image is not None and bool(image.filename or image.size)
-        if has_upload == bool(item_id):
-            raise ApiError(400, "reference_required", "give exactly one reference: an `image` upload or an `item_id`")
+        plan = _plan(has_upload, item_id, text, method)
         if item_id:
             try:
                 row = retriever.store.index_of(item_id)
@@ -276,7 +277,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 references.put(item_id, ref)
             timings["decode"] = time.perf_counter() - t_dec
             indexed = retriever.references.find(item_id, paths=False)  # an id only: never a client path
-        else:
+        elif has_upload:
             data = image.file.read(lim.max_upload_bytes + 1)
             t_dec = time.perf_counter()
             try:
@@ -285,9 +286,12 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
                 raise ApiError(_IMAGE_STATUS.get(e.code, 400), e.code, str(e)) from None
             timings["decode"] = time.perf_counter() - t_dec
             indexed = retriever.references.find(data)  # an upload of an indexed photo: by content
+        else:  # a text alone
+            ref, indexed, timings["decode"] = None, None, 0.0
         try:
             hits = retriever.search_image(ref, text, k_int, method=method or None,
                                           exclude=indexed.rows if indexed else None, timings=timings)
+            search_note = retriever.search_note(plan.method)
         except MethodUnavailable as e:
             raise ApiError(400, "method_unavailable", str(e)) from None
         except StoreError as e:
@@ -297,15 +301,29 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None) -> FastA
         # the rest of a client's latency is HTTP + framework (docs/PERFORMANCE.md, table 8)
         response.headers["Server-Timing"] = server_timing(timings)
         return {
-            "method": method or retriever.default_method, "k": k_int, "text": text,
-            "reference": {**({"item_id": item_id} if item_id else {"upload": True, "width": ref.width,
-                                                                    "height": ref.height}),
-                          "indexed": indexed.to_json() if indexed else None,
-                          "note": indexed.describe() if indexed else None},
-            "results": [{"rank": h.rank + 1, "id": h.id, "path": h.path, "score": round(h.score, 6),
-                         "thumbnail": thumbnail_url(h.id)} for h in hits],
+            "method": plan.method, "mode": plan.mode, "k": k_int, "text": text,
+            "note": "; ".join(n for n in (plan.note, search_note) if n) or None,
+            "reference": None if ref is None else {
+                **({"item_id": item_id} if item_id else {"upload": True, "width": ref.width, "height": ref.height}),
+                "indexed": indexed.to_json() if indexed else None,
+                "note": indexed.describe() if indexed else None},
+            "results": [{**rec, "thumbnail": thumbnail_url(rec["id"])} for rec in hit_records(hits)],
             "took_ms": round((time.perf_counter() - t0) * 1000, 1),
         }
+
+    def _plan(has_upload: bool, item_id: str | None, text: str, method: str | None) -> QueryPlan:
+        """The query's plan (zscir.index.query), or a 400: two references, an empty query, or a named method
+        that needs the side the query lacks."""
+        if has_upload and item_id:
+            raise ApiError(400, "reference_required", "give at most one reference: an `image` upload or an `item_id`")
+        has_ref = has_upload or bool(item_id)
+        try:
+            return retriever.plan(has_ref, text, method or None)
+        except MethodUnavailable as e:
+            raise ApiError(400, "method_unavailable", str(e)) from None
+        except MissingQueryInput as e:
+            empty = not has_ref and given_text(text) is None
+            raise ApiError(400, "reference_required" if empty else "query_incomplete", str(e)) from None
 
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:

@@ -1,8 +1,9 @@
 // zscir web page: pick a reference (upload or gallery click), type a modification, see ranked results.
+// Either may be left out: a text alone searches by the text, a picture alone finds more like it.
 // Plain JS against the JSON API of zscir.serve.app; no build step, no external resources.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { itemId: null, file: null, offset: 0, total: 0, pageSize: 60 };
+const state = { itemId: null, file: null, offset: 0, total: 0, pageSize: 60, defaultMethod: null };
 
 function figure(src, caption, title) {
   const fig = document.createElement("figure");
@@ -46,6 +47,17 @@ function setReferenceItem(id, src, fig) {
   if (fig) fig.classList.add("selected");
   $("reference-preview").src = src; $("reference-preview").hidden = false;
   $("reference-label").textContent = `indexed item: ${id}`;
+  $("clear-reference").hidden = false;
+}
+
+// back to no reference: the next search is by the text alone
+function clearReference() {
+  state.itemId = null; state.file = null; $("file").value = "";
+  document.querySelectorAll("#gallery figure.selected").forEach((f) => f.classList.remove("selected"));
+  $("reference-preview").hidden = true; $("reference-preview").removeAttribute("src");
+  $("reference-label").textContent =
+    "No reference: the text alone is searched. Upload an image, or click any gallery image below.";
+  $("clear-reference").hidden = true;
 }
 
 async function loadGallery() {
@@ -63,11 +75,13 @@ async function loadGallery() {
 
 async function loadMethods() {
   const data = await api("/methods");
+  state.defaultMethod = data.default;
   const sel = $("method");
   for (const m of data.methods) {
     const opt = document.createElement("option");
     opt.value = m.name;
-    opt.textContent = m.available ? m.name : `${m.name} (unavailable)`;
+    const label = m.name === data.default ? `${m.name} (default)` : m.name;
+    opt.textContent = m.available ? label : `${m.name} (unavailable)`;
     opt.title = m.available ? m.description : (m.reason || "");
     opt.disabled = !m.available;
     opt.selected = m.name === data.default;
@@ -78,12 +92,18 @@ async function loadMethods() {
 async function search(ev) {
   ev.preventDefault();
   showError("");
-  if (!state.itemId && !state.file) { showError("Choose a reference image first."); return; }
+  const hasText = $("text").value.trim() !== "";
+  if (!state.itemId && !state.file && !hasText) {
+    showError("Choose a reference image, type a text, or both."); return;
+  }
   const form = new FormData();
   form.append("text", $("text").value);
   form.append("k", $("k").value);
-  if ($("method").value) form.append("method", $("method").value);
-  if (state.file) form.append("image", state.file); else form.append("item_id", state.itemId);
+  // the default method is left to the server, which answers a text or a picture alone with the method that
+  // reads it (and says so); a method picked explicitly is sent, and refused when it needs the missing side
+  const method = $("method").value;
+  if (method && method !== state.defaultMethod) form.append("method", method);
+  if (state.file) form.append("image", state.file); else if (state.itemId) form.append("item_id", state.itemId);
   $("status").textContent = "searching…";
   $("search").disabled = true;
   try {
@@ -96,7 +116,8 @@ async function search(ev) {
       fig.dataset.id = r.id;
       grid.append(fig);
     }
-    const note = res.reference && res.reference.note ? ` · ${res.reference.note}` : "";
+    const notes = [res.note, res.reference && res.reference.note].filter(Boolean);
+    const note = notes.map((n) => ` · ${n}`).join("");
     $("status").textContent = `${res.results.length} results with ${res.method} in ${res.took_ms} ms${note}`;
   } catch (e) {
     $("status").textContent = "";
@@ -113,7 +134,9 @@ $("file").addEventListener("change", () => {
   document.querySelectorAll("#gallery figure.selected").forEach((x) => x.classList.remove("selected"));
   $("reference-preview").src = URL.createObjectURL(f); $("reference-preview").hidden = false;
   $("reference-label").textContent = `upload: ${f.name}`;
+  $("clear-reference").hidden = false;
 });
+$("clear-reference").addEventListener("click", clearReference);
 $("search-form").addEventListener("submit", search);
 $("more").addEventListener("click", () => loadGallery().catch((e) => showError(e.message)));
 
