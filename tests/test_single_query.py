@@ -225,6 +225,28 @@ def test_half_precision_codes_are_the_stored_values(dtype, values):
     np.testing.assert_array_equal(index._index.reconstruct_n(0, 64), want)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["codes", "other_layout", "no_add_sa_codes"])
+def test_half_precision_fill_paths_agree(dtype, layout, monkeypatch, caplog):
+    """The stored bits handed over as codes, or (another code layout / an older faiss) encoded: same index."""
+    faiss = pytest.importorskip("faiss")
+    g = _unit(sq.ENCODE_ROWS + 77, 24, 37)
+    g[3] = np.nan  # a NaN row in the block the code layout is checked on does not count as a mismatch
+    gal = _store(g, dtype)
+    cls = faiss.IndexScalarQuantizer
+    if layout == "other_layout":  # a build whose codes are not the stored bits: zeros decode to 0.0
+        monkeypatch.setattr(cls, "add_sa_codes", lambda self, codes: cls.add(self, np.zeros((len(codes), self.d),
+                                                                                           np.float32)), raising=False)
+    elif layout == "no_add_sa_codes":
+        monkeypatch.setattr(sq, "hasattr", lambda obj, name: False if name == "add_sa_codes" else hasattr(obj, name),
+                            raising=False)
+    with caplog.at_level(logging.INFO, logger="zscir.index.single_query"):
+        index = sq.make_single_query_index(gal)
+    assert index._index.ntotal == len(g)
+    np.testing.assert_array_equal(index._index.reconstruct_n(0, len(g)), _values64(gal).astype(np.float32))
+    assert ("encoding the gallery instead" in caplog.text) == (layout == "other_layout")
+
+
 @pytest.mark.parametrize("query_kind", ["numpy64", "numpy16", "torch32", "torch16", "torch_1x_view"])
 @pytest.mark.parametrize("gallery_kind", ["torch32", "torch_strided", "torch16", "numpy_strided16"])
 def test_input_types(query_kind, gallery_kind):
