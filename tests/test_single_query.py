@@ -227,12 +227,13 @@ def test_half_precision_codes_are_the_stored_values(dtype, values):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout", ["codes", "other_layout", "no_add_sa_codes"])
-def test_half_precision_fill_paths_agree(dtype, layout, monkeypatch, caplog):
+@pytest.mark.parametrize("strided", [False, True])
+def test_half_precision_fill_paths_agree(dtype, layout, strided, monkeypatch, caplog):
     """The stored bits handed over as codes, or (another code layout / an older faiss) encoded: same index."""
     faiss = pytest.importorskip("faiss")
-    g = _unit(sq.ENCODE_ROWS + 77, 24, 37)
-    g[3] = np.nan  # a NaN row in the block the code layout is checked on does not count as a mismatch
-    gal = _store(g, dtype)
+    g = _unit(2 * sq.ENCODE_ROWS + 77, 24, 37)
+    g[6] = np.nan  # a NaN row in the block the code layout is checked on does not count as a mismatch
+    gal = _store(g, dtype)[::2] if strided else _store(g, dtype)
     cls = faiss.IndexScalarQuantizer
     if layout == "other_layout":  # a build whose codes are not the stored bits: zeros decode to 0.0
         monkeypatch.setattr(cls, "add_sa_codes", lambda self, codes: cls.add(self, np.zeros((len(codes), self.d),
@@ -242,8 +243,8 @@ def test_half_precision_fill_paths_agree(dtype, layout, monkeypatch, caplog):
                             raising=False)
     with caplog.at_level(logging.INFO, logger="zscir.index.single_query"):
         index = sq.make_single_query_index(gal)
-    assert index._index.ntotal == len(g)
-    np.testing.assert_array_equal(index._index.reconstruct_n(0, len(g)), _values64(gal).astype(np.float32))
+    assert index._index.ntotal == len(gal)
+    np.testing.assert_array_equal(index._index.reconstruct_n(0, len(gal)), _values64(gal).astype(np.float32))
     assert ("encoding the gallery instead" in caplog.text) == (layout == "other_layout")
 
 

@@ -59,7 +59,7 @@ __all__ = ["SingleQueryIndex", "make_single_query_index", "score_tolerance", "UN
 
 #: unit roundoff of fp32 (round to nearest)
 UNIT_ROUNDOFF = 2.0 ** -24
-#: rows encoded per block when a half-precision gallery is put into a scalar-quantizer index (8 MB of fp32 at d=512)
+#: rows per block when a half-precision gallery is encoded (8 MB of fp32 at d=512) or its code layout checked
 ENCODE_ROWS = 4096
 
 
@@ -101,31 +101,32 @@ class SingleQueryIndex:
             raise ValueError(f"SingleQueryIndex: unknown kind {kind!r}")
 
     def _fill(self, gallery: Any, g_t: torch.Tensor) -> None:
-        """Put the stored half-precision rows into the scalar-quantizer index, one block at a time.
+        """Put the stored half-precision rows into the scalar-quantizer index; never an fp32 copy of the gallery.
 
-        A stored fp16 / bf16 value's bits are its ``QT_fp16`` / ``QT_bf16`` code, so the blocks are handed
-        over as codes (``add_sa_codes``: a copy, 10-15x faster than encoding fp32, measured 0.2 vs 3.3 s at
-        100K x 512 under load). That the codes decode to the stored values is checked on the first block;
-        where it fails (a faiss build with another code layout) the index is refilled by encoding fp32
-        blocks, which is exact too. Never an fp32 copy of the whole gallery.
+        A stored fp16 / bf16 value's bits are its ``QT_fp16`` / ``QT_bf16`` code, so the rows are handed over
+        as codes (``add_sa_codes``: one copy, in one call for a contiguous gallery; 0.13-0.15 s at 100K x 512
+        against 0.3 s in 4096-row blocks and 0.7-0.95 s encoding fp32 blocks, measured under load). That the
+        codes decode to the stored values is checked on the first block; where it fails (a faiss build with
+        another code layout) or ``add_sa_codes`` is missing, fp32 blocks are encoded instead, exact too.
         """
-        direct = hasattr(self._index, "add_sa_codes")
-        g0 = 0
-        while g0 < self.n:
+        head = g_t[:ENCODE_ROWS].contiguous()
+        if hasattr(self._index, "add_sa_codes"):
+            self._index.add_sa_codes(head.view(torch.int16).numpy().view(np.uint8))
+            if np.array_equal(self._index.reconstruct_n(0, len(head)), head.float().numpy(), equal_nan=True):
+                rest = g_t[len(head):]
+                blocks = [rest] if rest.is_contiguous() else [rest[i:i + ENCODE_ROWS].contiguous()
+                                                             for i in range(0, len(rest), ENCODE_ROWS)]
+                for block in blocks:
+                    if len(block):
+                        self._index.add_sa_codes(block.view(torch.int16).numpy().view(np.uint8))
+                release_pages(gallery, 0, self.n)
+                return
+            logger.info("faiss %s codes are not the stored bits here: encoding the gallery instead", self.kind)
+            self._index.reset()
+        for g0 in range(0, self.n, ENCODE_ROWS):
             g1 = min(self.n, g0 + ENCODE_ROWS)
-            block = g_t[g0:g1].contiguous()
-            if direct:
-                self._index.add_sa_codes(block.view(torch.int16).numpy().view(np.uint8))
-                if g0 == 0 and not np.array_equal(self._index.reconstruct_n(0, g1), block.float().numpy(),
-                                                  equal_nan=True):
-                    logger.info("faiss %s codes are not the stored bits here: encoding the gallery instead", self.kind)
-                    self._index.reset()
-                    direct = False
-                    continue
-            else:
-                self._index.add(np.ascontiguousarray(block.float().numpy()))
+            self._index.add(np.ascontiguousarray(g_t[g0:g1].float().numpy()))
             release_pages(gallery, g0, g1)
-            g0 = g1
 
     @property
     def nbytes(self) -> int:
