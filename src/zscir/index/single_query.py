@@ -8,7 +8,7 @@ memory roof on the project's CPUs (docs/PERFORMANCE.md, table 1d: on an AMD EPYC
 32 MiB L3, 100K x 512, 1 thread, ``IndexFlatIP`` answered in 0.99 x the stream time and the fp16 scalar
 quantizer in 1.10 x, while the hand-written kernel this module used to hold took 2.1-4.3 x). That kernel
 reproduced the batched path's scores bit for bit by learning one BLAS build's row grouping at run time,
-which held on the CPU it was written on and not on others; it was retired (issue 21). FAISS is kept
+which held on the CPU it was written on and not on others; it was retired. FAISS is kept
 up by its own project; zscir only chooses the index and keeps the search API's conventions.
 
 What answers
