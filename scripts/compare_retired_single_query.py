@@ -92,7 +92,6 @@ def main() -> int:
             ratio = np.median(np.asarray(t_old) / np.asarray(t_new))
             print(f"| {a.n:,} | {d} | {storage} | {np.median(t_old):.2f} | {np.median(t_new):.2f} | {ratio:.2f} | "
                   f"{np.mean(cert) if storage != 'float32' else '–'} |", flush=True)
-            del kern, new, gal
     return 0
 
 
