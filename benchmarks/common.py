@@ -85,7 +85,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:  # pragma: no cover - not on Linux
         load = (float("nan"),) * 3
     info: dict[str, Any] = {
-        "cpu_model": cpu, "nproc": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
+        "cpu_model": cpu, **_cpu_details(), "nproc": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
     }
@@ -96,6 +96,43 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         info["faiss"] = None
     return info
+
+
+#: CPU flags that change which kernels run fast here (bf16 / fp16 dot products, vector width)
+CPU_FLAGS_OF_NOTE = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "asimd", "sve")
+
+
+def _cpu_details() -> dict[str, Any]:
+    """L3 size (sysfs) and the flags of :data:`CPU_FLAGS_OF_NOTE` (``/proc/cpuinfo``); empty where unknown.
+
+    Why: a model string such as "AMD EPYC" (what a VM may report) does not say which CPU a number was
+    measured on; the cache size and the SIMD flags narrow it down and explain kernel differences.
+    """
+    out: dict[str, Any] = {"cpu_l3": None, "cpu_flags": []}
+    try:
+        for idx in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if (idx / "level").read_text().strip() == "3":
+                out["cpu_l3"] = (idx / "size").read_text().strip()
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                out["cpu_flags"] = [f for f in CPU_FLAGS_OF_NOTE if f in have]
+                break
+    except OSError:
+        pass
+    return out
+
+
+def cpu_description(info: dict[str, Any]) -> str:
+    """``"AMD EPYC (L3 32768K; avx2 avx512f avx512_bf16)"``: the CPU line every table of the suite carries."""
+    extra = [f"L3 {info['cpu_l3']}"] if info.get("cpu_l3") else []
+    if info.get("cpu_flags"):
+        extra.append(" ".join(info["cpu_flags"]))
+    model = info.get("cpu_model") or "CPU model not recorded"
+    return f"{model} ({'; '.join(extra)})" if extra else model
 
 
 def fmt(x: Any, digits: int = 3) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import machine_info, markdown_table, write_results
+from benchmarks.common import cpu_description, machine_info, markdown_table, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class SuiteConfig:
 def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool = True, how: str | None = None) -> str:
     how = how or (f"Medians of {cfg.repeats} repeats (after one warm-up run)." if repeated
                   else "One fresh process per row (peak memory is not averaged).")
-    return (f"## {title}\n\nCommand: `{cfg.command}`  \nMachine: {info['cpu_model']}, nproc={info['nproc']}, "
+    return (f"## {title}\n\nCommand: `{cfg.command}`  \nMachine: {cpu_description(info)}, nproc={info['nproc']}, "
             f"torch threads={info['torch_threads']}, load average at start {info['loadavg_1_5_15']}  \n"
             f"{how}\n\n")
 

@@ -4,7 +4,6 @@
     python scripts/perf_checks.py index         # `build_index` vs the raw forward on the same 512 files, 3 repeats
     python scripts/perf_checks.py eval-stages   # RSS after each step of a world evaluation (image method)
     python scripts/perf_checks.py bf16-gemm     # bf16 vs fp32 GEMM, 256 x 65,536 x 512 (section 1c)
-    python scripts/perf_checks.py single-steps  # one fp16 query at N = 100K: the steps of its time (section 1d)
     python scripts/perf_checks.py index-fill    # section 4b: `build_index` with the model thread waiting for a
                                                 # batch vs helping decode it, 48 and 128 photos, ViT-B/32-sized
     python scripts/perf_checks.py decode-beside # section 4b: the raw forward alone, beside a decode thread,
@@ -122,41 +121,6 @@ def bf16_gemm() -> None:
         for _ in range(5):
             fn()
         print(f"{name} GEMM 256 x 65536 x 512: {(time.perf_counter() - t) / 5 * 1e3:.1f} ms")
-
-
-def single_steps() -> None:
-    """Median ms of each step of `ExactSearcher(single_query="fast")` on an fp16 gallery, 50 queries x 6."""
-    from zscir.index.search import ExactSearcher
-    from zscir.index.single_query import reference_scores
-
-    rng = np.random.default_rng(0)
-    for d in (512, 768):
-        g = rng.standard_normal((100_000, d)).astype(np.float32)
-        g = (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float16)
-        qs = rng.standard_normal((50, d)).astype(np.float32)
-        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-        searcher = ExactSearcher(g, single_query="fast")
-        searcher.search(qs[:1], 10)  # makes the kernel (bf16 copy, platform check)
-        kern = searcher._single
-        steps: dict[str, list[float]] = {"bf16 matrix-vector product": [], "its fp32 copy": [], "top-74": [],
-                                         "exact re-score of 74": [], "whole search()": []}
-        for rep in range(6):
-            for i in range(50):
-                q = torch.from_numpy(qs[i:i + 1])
-                t = [time.perf_counter()]
-                a = torch.mv(kern.bf16, q[0].bfloat16())
-                t.append(time.perf_counter())
-                a = a.float()
-                t.append(time.perf_counter())
-                cand = torch.topk(a, 74).indices
-                t.append(time.perf_counter())
-                reference_scores(q, kern.g_t, cand, kern.ref_chunk)
-                t.append(time.perf_counter())
-                searcher.search(qs[i:i + 1], 10)
-                t.append(time.perf_counter())
-                for name, dt in zip(steps, np.diff(t)):
-                    steps[name].append(dt * 1e3)
-        print(f"N = 100,000, d = {d}, fp16: " + "; ".join(f"{k} {np.median(v):.2f} ms" for k, v in steps.items()))
 
 
 def index_fill() -> None:
@@ -302,7 +266,7 @@ def decode_beside() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     cmds = {"preprocess": preprocess, "index": index, "eval-stages": eval_stages, "bf16-gemm": bf16_gemm,
-            "single-steps": single_steps, "index-fill": index_fill, "decode-beside": decode_beside}
+            "index-fill": index_fill, "decode-beside": decode_beside}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         raise SystemExit(f"usage: python scripts/perf_checks.py {{{'|'.join(cmds)}}}")
     cmds[sys.argv[1]]()

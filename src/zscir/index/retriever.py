@@ -63,7 +63,8 @@ class RetrieverConfig:
     searches exactly, True requires one (error otherwise). ``nprobe`` / ``k_factor`` override the ANN
     index's recorded search defaults. ``backend`` ("exact" or "faiss" flat) is the exact search used
     without ANN. ``single_query`` ("fast" or "exact"): how the exact backend answers one query
-    (:mod:`zscir.index.single_query`: the same ids and scores, at the memory-bandwidth limit).
+    ("fast": through FAISS when installed, :mod:`zscir.index.single_query`; the batched path's ids except
+    where scores tie within float rounding).
     """
 
     backend: str = "exact"

@@ -108,8 +108,7 @@ def score_chunk_rows(n_gallery: int, dim: int, needs_copy: bool, device_type: st
 
     Upcast chunks (half-precision storage, or another device) stay below glibc's largest mmap threshold
     (32 MB) on CPU: bigger temporaries are mmap-ed and page-faulted afresh on every chunk, which made fp16
-    search ~2x slower than fp32. The top-k does not depend on the chunk size; the single-query fast path
-    (:mod:`zscir.index.single_query`) uses this to reproduce the scores of this path bit for bit.
+    search ~2x slower than fp32. The top-k does not depend on the chunk size.
     """
     chunk = int(max(1, min(chunk_size, n_gallery)))
     if needs_copy and device_type == "cpu":
@@ -264,10 +263,11 @@ class ExactSearcher(Searcher):
         """``prefilter="bf16"``: see :func:`exact_topk`; ``cache=True`` keeps the bf16 copy of the gallery
         (made on the first batched search) instead of converting it on every search.
 
-        ``single_query="fast"`` answers one-query searches on CPU with :mod:`zscir.index.single_query`
-        (the same ids and scores as the default ``"exact"`` path, at the memory-bandwidth limit; an fp16
-        gallery keeps a bf16 copy of itself, made on the first single query). Serving uses it;
-        evaluation keeps the default.
+        ``single_query="fast"`` answers one-query searches on CPU through FAISS
+        (:mod:`zscir.index.single_query`: an index made once, on the first single query; the ids of the
+        default ``"exact"`` path except where scores tie within float rounding, scores within
+        :func:`~zscir.index.single_query.score_tolerance`). Without faiss it is the ``"exact"`` path.
+        Serving uses it; evaluation keeps the default.
         """
         if single_query not in ("exact", "fast"):
             raise ValueError(f"single_query must be 'exact' or 'fast', got {single_query!r}")
@@ -280,21 +280,17 @@ class ExactSearcher(Searcher):
         self.cache = bool(cache)
         self.single_query = single_query
         self._bf16: Any = None
-        self._single: Any = None
+        self._single: Any = None  # None: not made yet; False: no FAISS index for this gallery
         self._single_lock = threading.Lock()
 
     def _fast_single(self, queries: ArrayLike, k: int, exclude: ExcludeLike) -> tuple[np.ndarray, np.ndarray] | None:
-        """One query through :class:`~zscir.index.single_query.SingleQueryKernel`; None: use the plain path."""
-        from zscir.index.single_query import SingleQueryKernel
-
-        g_t = as_tensor(self._emb, "embeddings")
-        if g_t.device.type != "cpu" or (self.device is not None and torch.device(self.device).type != "cpu"):
-            return None
-        with self._single_lock:  # serving threads: one kernel (and one bf16 copy of an fp16 gallery)
+        """One query through :mod:`zscir.index.single_query` (FAISS); None: the batched path answers."""
+        with self._single_lock:  # serving threads: one index per gallery, made once
             if self._single is None:
-                ref_chunk = score_chunk_rows(self._n, self._dim, g_t.dtype != torch.float32, "cpu", self.chunk_size)
-                self._single = SingleQueryKernel(self._emb, ref_chunk)
-        if not self._single.available:
+                from zscir.index.single_query import make_single_query_index
+
+                self._single = make_single_query_index(self._emb, self.device) or False
+        if self._single is False:
             return None
         q_t = as_tensor(queries, "queries")
         if q_t.shape[1] != self._dim:
@@ -302,7 +298,9 @@ class ExactSearcher(Searcher):
         ex_rows, ex_cols = (normalize_exclude(exclude, 1, self._n) if exclude is not None
                             else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         k_out = min(int(k), self._n)
-        res = self._single.topk(q_t, min(self._n, int(k) + ex_cols.size), ex_cols)
+        # the same query conversion as exact_topk's: to fp32 (on the CPU)
+        q32 = q_t.detach().to(device="cpu", dtype=torch.float32).numpy()
+        res = self._single.topk(q32, min(self._n, int(k) + ex_cols.size))
         if res is None:
             return None
         return drop_excluded(res[0][None], res[1][None], ex_rows, ex_cols, 0, self._n, k_out)

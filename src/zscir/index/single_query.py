@@ -1,282 +1,195 @@
-"""Single-query exact top-k at the memory-bandwidth limit (``ExactSearcher(single_query="fast")``).
+"""Single-query exact search through FAISS (``ExactSearcher(single_query="fast")``, what serving uses).
 
 Why
 ---
 ``zscir serve`` / ``zscir search`` answer one query at a time, and one query against ``N x d`` gallery
-rows is a matrix-vector product: its cost is reading the gallery once. The batched path of
-:func:`~zscir.index.search.exact_topk` upcasts half-precision chunks to fp32 before its matrix product,
-so an fp16 gallery cost *more* than an fp32 one (it reads half the bytes, then writes and reads an fp32
-copy; docs/PERFORMANCE.md, table 1d). This module answers one query with the same result as that path,
-reading each gallery byte once:
+rows is a matrix-vector product: its cost is reading the gallery once. FAISS's scans do that at the
+memory roof on the project's CPUs (docs/PERFORMANCE.md, table 1d: on an AMD EPYC with AVX512-BF16 and a
+32 MiB L3, 100K x 512, 1 thread, ``IndexFlatIP`` answered in 0.99 x the stream time and the fp16 scalar
+quantizer in 1.10 x, while the hand-written kernel this module used to hold took 2.1-4.3 x). That kernel
+reproduced the batched path's scores bit for bit by learning one BLAS build's row grouping at run time,
+which held on the CPU it was written on and not on others; it was retired. FAISS is kept
+up by its own project; zscir only chooses the index and keeps the search API's conventions.
 
-* **fp32 storage**: the very same matrix products as :func:`exact_topk` (same chunks, same BLAS calls, so
-  the same scores bit for bit) written into one ``(N,)`` score vector, and one stable top-k selection at
-  the end instead of a top-k + merge + sort per chunk.
-* **half-precision storage** (fp16 / bf16): the gallery is scored by a bf16 matrix-vector product with
-  fp32 accumulation, which reads 2 bytes per value and runs at the bandwidth limit on CPUs with bf16
-  instructions (fp16 has no such fast kernel in torch on CPU: an fp16 gallery keeps a bf16 copy, made
-  once, like an ANN index keeps its codes). Those scores are only approximate, so they are a
-  **certified pre-filter**: keep the ``k' + margin`` best, re-score them exactly and accept the answer
-  only if no item left out can beat the k'-th exact score (the bound of
-  :func:`zscir.index.prefilter.error_factor`); otherwise the caller runs the plain path.
+What answers
+------------
+* **fp32 storage**: ``faiss.knn`` with the inner-product metric (the scan behind ``IndexFlatIP.search``)
+  straight on the stored array or memory map: no copy of the gallery.
+* **fp16 / bf16 storage**: ``IndexScalarQuantizer`` with ``QT_fp16`` / ``QT_bf16`` (bf16 where the installed
+  faiss has it). Encoding a value that is already fp16 / bf16 is exact (checked by the tests), and the scan
+  decodes every code to fp32 and accumulates in fp32, so the scores are inner products of the *stored*
+  values, like the batched path's. The index holds the codes (``N x d x 2`` bytes, the gallery's own
+  size): the stored bits, copied in once per gallery, block by block, on the first single query (no fp32
+  copy; :meth:`SingleQueryIndex._fill`).
+* Anything else (faiss not installed, bf16 storage without ``QT_bf16``, fp64 storage, another device):
+  no index; :class:`~zscir.index.search.ExactSearcher` answers with the batched torch path
+  (:func:`~zscir.index.search.exact_topk`), which is exact but reads half-precision galleries more slowly.
 
-Exactness: identical ids *and* scores
--------------------------------------
-The re-score reproduces the fp32 scores of :func:`exact_topk` bit for bit, not merely to rounding: the
-BLAS ``sgemm`` of one query row computes gallery rows four at a time with one summation order and the
-remainder columns of a call (its last ``n mod 4`` rows; with several threads, the end of each thread's
-share) with another. :func:`chunk_layout` learns which rows of a chunk are remainders, and a candidate
-is re-scored with the four-column kernel or together with exactly its remainder run. That this
-reproduces the plain path's scores is a property of the BLAS build, so it is **checked once per
-process** (:func:`fast_path_holds`: every row of a random gallery, the current thread count) together
-with the bf16 error bound; where either check fails the fast path switches itself off and every query
-takes the plain path. The tests compare both paths on random, fp16, bf16,
-unnormalised, excluded-id, tied and near-duplicate data.
+Tolerance against the batched path
+----------------------------------
+Both paths compute fp32 inner products of the same fp32 query and the same stored values; only the
+summation order differs. Each result is within ``gamma_d * sum_i |q_i g_i| <= gamma_d * ||q|| * ||g||`` of
+the exact value (``gamma_d = d u / (1 - d u)``, ``u = 2^-24``), so with
+``tol = score_tolerance(d, ||q||, max ||g||) = 2 gamma_d ||q|| max||g||``:
+
+* at every rank r the two paths' scores differ by at most ``tol``;
+* at every rank the ids are equal, except where the two ids' exact scores are within ``2 tol`` of each
+  other (a tie within float rounding, which either order may break); an id returned by one path and not
+  the other likewise scores within ``2 tol`` of the last returned score;
+* exclusion, ``k > N`` and ``-1`` / ``-inf`` padding are those of the batched path (shared code). Equal
+  computed scores are ordered by lower index. Non-finite scores (NaN / inf in the data or the query) are
+  left to the batched path and its conventions (NaN ranks as ``-inf``).
+
+``tests/test_single_query.py`` checks these properties against float64 scores on random galleries.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 import numpy as np
 import torch
 
-from zscir.index.prefilter import error_factor
-from zscir.index.searcher import as_tensor
+from zscir.index.searcher import as_tensor, release_pages
 
 logger = logging.getLogger(__name__)
 
-#: candidates kept beyond k' (more = fewer uncertified queries, negligible cost at one query)
-DEFAULT_MARGIN = 64
-#: rows the fp32 ``sgemm`` of one query row computes with one summation order (see the module docstring)
-SGEMM_GROUP = 4
-#: rows per block when making the bf16 copy of a gallery (8 MB of fp32 at d = 512)
-COPY_ROWS = 4096
+__all__ = ["SingleQueryIndex", "make_single_query_index", "score_tolerance", "UNIT_ROUNDOFF"]
+
+#: unit roundoff of fp32 (round to nearest)
+UNIT_ROUNDOFF = 2.0 ** -24
+#: rows per block when a half-precision gallery is encoded (8 MB of fp32 at d=512) or its code layout checked
+ENCODE_ROWS = 4096
 
 
-def _group_scores(q32: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Scores of ``rows`` (a multiple of :data:`SGEMM_GROUP` fp32 rows) with the four-column kernel only.
+def score_tolerance(dim: int, query_norm: float, gallery_norm: float) -> float:
+    """Largest difference between the single-query and the batched scores of one item (module docstring).
 
-    One product when BLAS runs single-threaded; one product per four rows otherwise, because a threaded
-    product splits its columns among threads and each part may end in remainder columns.
+    ``2 gamma_d ||q|| ||g||`` with ``gamma_d = d u / (1 - d u)``: each path's fp32 dot product is within
+    ``gamma_d`` times the sum of ``|q_i g_i|`` of the exact value whatever its summation order.
     """
-    if torch.get_num_threads() == 1:
-        return torch.mm(q32, rows.T)[0]
-    return torch.cat([torch.mm(q32, rows[i:i + SGEMM_GROUP].T)[0] for i in range(0, rows.shape[0], SGEMM_GROUP)])
+    du = dim * UNIT_ROUNDOFF
+    return 2.0 * du / (1.0 - du) * float(query_norm) * float(gallery_norm)
 
 
-def _plain_chunk(q32: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """One chunk scored exactly as :func:`exact_topk` does (into a slice of a reused ``(1, chunk)`` buffer)."""
-    buf = torch.empty((1, rows.shape[0]), dtype=torch.float32)
-    return torch.mm(q32, rows.T, out=buf[:1, :rows.shape[0]])[0]
+class SingleQueryIndex:
+    """One stored gallery prepared for one-query FAISS search (made once, by :func:`make_single_query_index`).
 
-
-@functools.lru_cache(maxsize=None)
-def chunk_layout(dim: int, length: int, threads: int) -> tuple[tuple[int, int], ...] | None:
-    """Runs ``[a, b)`` of a ``length``-row chunk whose plain-path scores come from BLAS remainder code.
-
-    Learned once per (d, chunk length, thread count) on random data: rows whose plain score differs from
-    the four-column kernel's for any of 8 queries form the runs (one run of ``length mod 4`` rows at the
-    end single-threaded; one per thread's share with several threads). The layout is then verified on
-    every row with 4 fresh queries, re-scoring each run alone; ``None`` if that does not reproduce the
-    plain path (the fast path is then off for such galleries).
+    ``kind``: ``"flat"`` (fp32 storage, scanned in place), ``"sq-fp16"`` or ``"sq-bf16"`` (a scalar-quantizer
+    index holding the stored half-precision values). Thread-safe: searches only read the index.
     """
-    g = torch.Generator().manual_seed(1000 + length)
-    gal = torch.randn(length, dim, generator=g).half().float()
-    pad = (-length) % SGEMM_GROUP
-    padded = torch.cat([gal, gal[:pad]]) if pad else gal
-    qs = torch.randn(12, 1, dim, generator=g)
-    differ = torch.zeros(length, dtype=torch.bool)
-    for q in qs[:8]:
-        differ |= _plain_chunk(q, gal) != _group_scores(q, padded)[:length]
-    pos = torch.nonzero(differ).flatten().tolist()
-    runs: list[tuple[int, int]] = []
-    for p in pos:
-        if runs and runs[-1][1] == p:
-            runs[-1] = (runs[-1][0], p + 1)
+
+    def __init__(self, faiss: Any, gallery: Any, kind: str) -> None:
+        self._faiss = faiss
+        g_t = as_tensor(gallery, "gallery")
+        self.n, self.dim = int(g_t.shape[0]), int(g_t.shape[1])
+        self.kind = kind
+        self._xb: np.ndarray | None = None
+        self._index: Any = None
+        self._copied = 0
+        if kind == "flat":
+            arr = gallery if isinstance(gallery, np.ndarray) else g_t.numpy()
+            # the stored array itself (a memory map stays one); only a strided view is copied, once
+            self._xb = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+            self._copied = 0 if self._xb is arr else int(self._xb.nbytes)
+        elif kind in ("sq-fp16", "sq-bf16"):
+            qt = faiss.ScalarQuantizer.QT_fp16 if kind == "sq-fp16" else faiss.ScalarQuantizer.QT_bf16
+            self._index = faiss.IndexScalarQuantizer(self.dim, qt, faiss.METRIC_INNER_PRODUCT)
+            self._fill(gallery, g_t)
         else:
-            runs.append((p, p + 1))
-    for q in qs[8:]:
-        emu = _group_scores(q, padded)[:length]
-        for a, b in runs:
-            emu[a:b] = torch.mm(q, gal[a:b].T)[0]
-        if not torch.equal(emu, _plain_chunk(q, gal)):
-            return None
-    return tuple(runs)
+            raise ValueError(f"SingleQueryIndex: unknown kind {kind!r}")
 
+    def _fill(self, gallery: Any, g_t: torch.Tensor) -> None:
+        """Put the stored half-precision rows into the scalar-quantizer index; never an fp32 copy of the gallery.
 
-def reference_scores(q32: torch.Tensor, g_t: torch.Tensor, idx: torch.Tensor, ref_chunk: int) -> torch.Tensor | None:
-    """fp32 scores of gallery rows ``idx`` equal bit for bit to those of :func:`exact_topk`'s chunked products.
-
-    ``q32``: ``(1, d)`` fp32 query; ``ref_chunk``: rows per product of the plain path
-    (:func:`~zscir.index.search.score_chunk_rows`). A row in a remainder run of its chunk
-    (:func:`chunk_layout`) is re-scored with exactly that run, any other row with the four-column
-    kernel. ``None`` when the layout of a chunk cannot be reproduced.
-    """
-    n, dim = g_t.shape
-    threads = torch.get_num_threads()
-    out = torch.empty(idx.shape[0], dtype=torch.float32)
-    body: list[int] = []
-    runs_needed: dict[tuple[int, int], list[int]] = {}
-    for i, j in enumerate(idx.tolist()):
-        c0 = j - j % ref_chunk
-        layout = chunk_layout(dim, min(ref_chunk, n - c0), threads)
-        if layout is None:
-            return None
-        run = next(((c0 + a, c0 + b) for a, b in layout if a <= j - c0 < b), None)
-        if run is None:
-            body.append(i)
-        else:
-            runs_needed.setdefault(run, []).append(i)
-    if body:
-        sel = idx[body]
-        pad = (-len(body)) % SGEMM_GROUP
-        rows = g_t[torch.cat([sel, sel[:1].expand(pad)]) if pad else sel].float()
-        out[body] = _group_scores(q32, rows)[:len(body)]
-    for (a, b), members in runs_needed.items():
-        s = torch.mm(q32, g_t[a:b].float().T)[0]
-        out[members] = s[idx[members] - a]
-    return out
-
-
-def _plain_scores(q32: torch.Tensor, g_t: torch.Tensor, ref_chunk: int) -> torch.Tensor:
-    """All ``N`` fp32 scores computed exactly as the plain path does (the self-check's reference)."""
-    n = g_t.shape[0]
-    return torch.cat([_plain_chunk(q32, g_t[c0:c0 + ref_chunk].float()) for c0 in range(0, n, ref_chunk)])
-
-
-@functools.lru_cache(maxsize=None)
-def fast_path_holds(dim: int, ref_chunk: int, threads: int) -> bool:
-    """Whether, on this platform, :func:`reference_scores` reproduces the plain path and bf16 scores obey the bound.
-
-    Checked on a random fp16 gallery of two chunks plus a remainder of 3 rows (every row compared, and
-    small re-score calls as in real use), with ``threads`` torch threads (the cache key).
-    """
-    g = torch.Generator().manual_seed(0)
-    n = 2 * ref_chunk + 3
-    gal = torch.randn(n, dim, generator=g).half()
-    q = torch.randn(1, dim, generator=g)
-    ref = _plain_scores(q, gal, ref_chunk)
-    emu = reference_scores(q, gal, torch.arange(n), ref_chunk)
-    same = emu is not None and torch.equal(ref, emu)
-    for size in (1, 7, DEFAULT_MARGIN + 10):  # small calls, as in real use (k + margin candidates)
-        idx = torch.cat([torch.randperm(n, generator=g)[:size], torch.tensor([n - 1])])
-        got = reference_scores(q, gal, idx, ref_chunk) if same else None
-        same = got is not None and torch.equal(got, ref[idx])
-    approx = torch.mv(gal.bfloat16(), q[0].bfloat16()).float()
-    norms = torch.linalg.vector_norm(gal.float(), dim=1)
-    bound = 0.5 * error_factor(dim) * float(torch.linalg.vector_norm(q)) * norms
-    in_bound = bool(((approx - ref).abs() <= bound).all())
-    if not (same and in_bound):
-        logger.warning("single-query fast path off at d=%d (exact re-score reproduces the plain path: %s; "
-                       "bf16 scores within the bound: %s)", dim, same, in_bound)
-    return same and in_bound
-
-
-def stable_topk(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``m`` best of a 1-D score vector, best first, ties by lower index (NaN counts as ``-inf``)."""
-    n = scores.shape[0]
-    m1 = min(m + 1, n)
-    vals, pos = torch.topk(scores, m1)
-    if bool(vals.isnan().any()):
-        scores = torch.nan_to_num(scores, nan=float("-inf"))
-        vals, pos = torch.topk(scores, m1)
-    if m1 > m and bool(vals[m - 1] == vals[m]):  # a tie at the cut: take every tied item, then cut
-        pos = torch.nonzero(scores >= vals[m - 1]).flatten()
-    pos = torch.sort(pos).values
-    v = scores[pos]
-    order = torch.sort(v, descending=True, stable=True).indices[:m]
-    return v[order], pos[order]
-
-
-class SingleQueryKernel:
-    """One gallery prepared for single-query search (the bf16 copy and the largest row norm, made once).
-
-    ``gallery``: ``(N, d)`` fp32 / fp16 numpy array (memory maps included) or fp32 / fp16 / bf16 tensor on
-    CPU; ``ref_chunk``: rows per product of the plain path for this gallery
-    (:func:`~zscir.index.search.score_chunk_rows`). Memory: none for fp32 and bf16 galleries, ``N x d x 2``
-    bytes (the bf16 copy) for fp16 ones.
-    """
-
-    def __init__(self, gallery: Any, ref_chunk: int, margin: int = DEFAULT_MARGIN):
-        self.g_t = as_tensor(gallery, "gallery")
-        if self.g_t.ndim != 2 or self.g_t.device.type != "cpu":
-            raise ValueError("SingleQueryKernel: expected a 2-D CPU gallery")
-        self.n, self.dim = int(self.g_t.shape[0]), int(self.g_t.shape[1])
-        self.ref_chunk = int(ref_chunk)
-        self.margin = int(margin)
-        self.dtype = self.g_t.dtype
-        self.bf16: torch.Tensor | None = None
-        self.max_norm = 0.0
-        if self.dtype in (torch.float16, torch.bfloat16):
-            self.bf16 = self.g_t.contiguous() if self.dtype == torch.bfloat16 else torch.empty(
-                (self.n, self.dim), dtype=torch.bfloat16)
-            for i in range(0, self.n, COPY_ROWS):
-                src = self.g_t[i:i + COPY_ROWS]
-                if self.dtype == torch.float16:
-                    self.bf16[i:i + len(src)].copy_(src)
-                # the bound needs the norm of the stored rows, in fp32
-                self.max_norm = max(self.max_norm, float(torch.linalg.vector_norm(src.float(), dim=1).max()))
-        elif self.dtype != torch.float32:
-            raise ValueError(f"SingleQueryKernel: unsupported gallery dtype {self.dtype}")
+        A stored fp16 / bf16 value's bits are its ``QT_fp16`` / ``QT_bf16`` code, so the rows are handed over
+        as codes (``add_sa_codes``: one copy, in one call for a contiguous gallery; 0.13-0.15 s at 100K x 512
+        against 0.3 s in 4096-row blocks and 0.7-0.95 s encoding fp32 blocks, measured under load). That the
+        codes decode to the stored values is checked on the first block; where it fails (a faiss build with
+        another code layout) or ``add_sa_codes`` is missing, fp32 blocks are encoded instead, exact too.
+        """
+        head = g_t[:ENCODE_ROWS].contiguous()
+        if hasattr(self._index, "add_sa_codes"):
+            self._index.add_sa_codes(head.view(torch.int16).numpy().view(np.uint8))
+            if np.array_equal(self._index.reconstruct_n(0, len(head)), head.float().numpy(), equal_nan=True):
+                rest = g_t[len(head):]
+                blocks = [rest] if rest.is_contiguous() else [rest[i:i + ENCODE_ROWS].contiguous()
+                                                             for i in range(0, len(rest), ENCODE_ROWS)]
+                for block in blocks:
+                    if len(block):
+                        self._index.add_sa_codes(block.view(torch.int16).numpy().view(np.uint8))
+                release_pages(gallery, 0, self.n)
+                return
+            logger.info("faiss %s codes are not the stored bits here: encoding the gallery instead", self.kind)
+            self._index.reset()
+        for g0 in range(0, self.n, ENCODE_ROWS):
+            g1 = min(self.n, g0 + ENCODE_ROWS)
+            self._index.add(np.ascontiguousarray(g_t[g0:g1].float().numpy()))
+            release_pages(gallery, g0, g1)
 
     @property
-    def available(self) -> bool:
-        """False where the platform check failed (the caller then uses the plain path)."""
-        if self.bf16 is None:
-            return True  # fp32: the plain path's own products, nothing to check
-        return fast_path_holds(self.dim, self.ref_chunk, torch.get_num_threads())
+    def nbytes(self) -> int:
+        """Memory this index holds beyond the stored gallery (the codes of a scalar-quantizer index)."""
+        if self._index is not None:
+            return int(self._index.code_size) * self.n
+        return self._copied
 
-    def topk(self, query: Any, k_fetch: int, ex_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The ``k_fetch`` best items for one query, as the plain path ranks them before dropping ``ex_cols``.
+    def topk(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ``k`` (<= N) best items for one fp32 query ``(1, d)``: ``(scores, ids)``, best first, ties by lower id.
 
-        Returns ``(scores float32, indices int64)`` of length ``k_fetch`` (excluded items score ``-inf``),
-        or ``None`` when the half-precision pre-filter could not certify the answer.
+        ``None`` when FAISS returned a non-finite score or fewer than ``k`` items (NaN / inf in the data or
+        the query): the caller then uses the batched path, whose conventions cover those.
         """
-        q32 = as_tensor(query, "query").reshape(1, -1).to(torch.float32)
-        ex = torch.from_numpy(np.asarray(ex_cols, dtype=np.int64))
-        with torch.no_grad():
-            if self.bf16 is None:
-                return self._fp32_topk(q32, k_fetch, ex)
-            return self._certified_topk(q32, k_fetch, ex)
+        faiss = self._faiss
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        # One query is scanned by one thread. The scalar-quantizer search still starts an OpenMP team of
+        # omp_get_max_threads() threads for it, which was 4x slower on 2 shared cores (measured: 32-40 ms
+        # vs 8 ms at 100K x 512); the setting is per calling thread and restored.
+        prev = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            if self._xb is not None:
+                dist, ids = faiss.knn(q, self._xb, k, faiss.METRIC_INNER_PRODUCT)
+            else:
+                dist, ids = self._index.search(q, k)
+        finally:
+            faiss.omp_set_num_threads(prev)
+        dist, ids = dist[0].astype(np.float32, copy=False), ids[0].astype(np.int64, copy=False)
+        if not bool(np.isfinite(dist).all()) or bool((ids < 0).any()):
+            return None
+        order = np.lexsort((ids, -dist))  # FAISS's heap order is by score only: ties by lower id, as exact_topk
+        return dist[order], ids[order]
 
-    def _fp32_topk(self, q32: torch.Tensor, k_fetch: int, ex: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        scores = torch.empty(self.n, dtype=torch.float32)
-        for c0 in range(0, self.n, self.ref_chunk):
-            c1 = min(self.n, c0 + self.ref_chunk)
-            torch.mm(q32, self.g_t[c0:c1].T, out=scores[c0:c1].view(1, -1))
-        scores[ex] = float("-inf")
-        vals, pos = stable_topk(scores, k_fetch)
-        return vals.numpy(), pos.numpy()
 
-    def _certified_topk(self, q32: torch.Tensor, k_fetch: int,
-                        ex: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-        assert self.bf16 is not None
-        approx = torch.mv(self.bf16, q32[0].bfloat16()).float()
-        approx[ex] = float("-inf")
-        eps = error_factor(self.dim) * float(torch.linalg.vector_norm(q32)) * self.max_norm
-        # more candidates when the certificate fails (many items within 2 eps of the cut): the bf16 scores
-        # are reused, only the exact re-score grows; the plain path is the last resort
-        for margin in (self.margin, 8 * self.margin, 64 * self.margin):
-            m = min(self.n, k_fetch + margin)
-            a_vals, cand = torch.topk(approx, m)  # NaN and +inf rank first, so they show up here
-            if not (np.isfinite(eps) and bool(torch.isfinite(a_vals[:1]).all() or a_vals[0] < 0)):
-                return None  # inf / NaN in the data: leave it to the plain path's conventions
-            exact = reference_scores(q32, self.g_t, cand, self.ref_chunk)
-            if exact is None:
-                return None  # the last chunk's layout could not be reproduced: the plain path answers
-            exact = torch.nan_to_num(exact, nan=float("-inf"))
-            exact[torch.isin(cand, ex)] = float("-inf")
-            cand, by_idx = torch.sort(cand)
-            exact = exact[by_idx]
-            order = torch.sort(exact, descending=True, stable=True).indices[:k_fetch]
-            vals, pos = exact[order], cand[order]
-            # every item left out scores <= (its bf16 score) + eps <= a + eps; certified if that is below T
-            a, t = float(a_vals[-1]), float(vals[-1])
-            if m == self.n or (np.isfinite(t) and a + eps < t):
-                return vals.numpy(), pos.numpy()
-            if not np.isfinite(t):
-                return None
+def _import_faiss() -> Any:
+    from zscir.index.faiss_search import import_faiss  # optional dependency: imported on use
+
+    return import_faiss()
+
+
+def make_single_query_index(gallery: Any, device: Any = None) -> SingleQueryIndex | None:
+    """The FAISS index that answers single queries over ``gallery``, or ``None`` (the batched path answers).
+
+    ``None`` when faiss is not installed, the gallery is not on the CPU (or ``device`` is not the CPU), or
+    its storage has no exact FAISS counterpart (fp64; bf16 without ``QT_bf16``). The reason is logged once
+    per gallery at INFO.
+    """
+    g_t = as_tensor(gallery, "gallery")
+    if g_t.device.type != "cpu" or (device is not None and torch.device(device).type != "cpu"):
         return None
+    try:
+        faiss = _import_faiss()
+    except ImportError:
+        logger.info("faiss is not installed: single queries use the batched torch path "
+                    "(pip install 'zscir[faiss]' for the faster one)")
+        return None
+    kind = {torch.float32: "flat", torch.float16: "sq-fp16", torch.bfloat16: "sq-bf16"}.get(g_t.dtype)
+    if kind == "sq-bf16" and not hasattr(faiss.ScalarQuantizer, "QT_bf16"):
+        logger.info("this faiss has no bf16 scalar quantizer: single queries over a bf16 gallery use the "
+                    "batched torch path")
+        return None
+    if kind is None:
+        logger.info("no exact FAISS index for %s storage: single queries use the batched torch path", g_t.dtype)
+        return None
+    return SingleQueryIndex(faiss, gallery, kind)
