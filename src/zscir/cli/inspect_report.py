@@ -6,6 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from zscir.data.cells import shorten
+
 
 def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
     """One row per sample: its image(s) and text (matplotlib, like `zscir.viz.grid`)."""
@@ -31,10 +33,21 @@ def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
 
 def _problem_lines(problems) -> list[str]:
     out = [f"problems: {problems.summary()}"]
-    out += [f"  {p}" for p in problems.items[:20]]
+    out += [f"  {shorten(str(p), 300)}" for p in problems.items[:20]]
     if problems.total > 20:
         out.append(f"  ... {problems.total - 20} more")
     return out
+
+
+def _shard_lines(source, show: int = 20) -> list[str]:
+    """Samples read from each WebDataset shard (shards cut short, or smaller than their writer recorded,
+    are listed among the problems)."""
+    counts = getattr(source, "samples_read", None)
+    if not counts:
+        return []
+    per = [f"{Path(s).name} {n}" for s, n in list(counts.items())[:show]]
+    more = f", ... {len(counts) - show} more" if len(counts) > show else ""
+    return [f"samples read per shard ({len(counts)} of {len(source.shards)} shards): {', '.join(per)}{more}"]
 
 
 def inspect_pairs(opts, samples: int, grid: Path) -> list[str]:
@@ -45,9 +58,10 @@ def inspect_pairs(opts, samples: int, grid: Path) -> list[str]:
         if len(shown) < samples:
             shown.append(rec)
     lines.append(f"pairs: {n} usable" + (f" (read limit {data.limit})" if data.limit and n >= data.limit else ""))
+    lines += _shard_lines(data.source)
     for rec in shown:
         extra = f" (+{len(rec.captions) - 1} variants)" if len(rec.captions) > 1 else ""
-        lines.append(f"  {rec.key}  {rec.image.size[0]}x{rec.image.size[1]}  {rec.caption!r}{extra}")
+        lines.append(f"  {shorten(rec.key)}  {rec.image.size[0]}x{rec.image.size[1]}  {shorten(rec.caption)!r}{extra}")
         rows.append(([rec.image], rec.caption))
     lines += _problem_lines(data.problems)
     if rows:
@@ -66,8 +80,8 @@ def inspect_triplets(opts, samples: int, grid: Path) -> list[str]:
     for rec in data:
         if len(rows) >= samples:
             break
-        target = rec.target_id or f"[text] {rec.target_caption!r}"
-        lines.append(f"  {rec.reference_id} + {rec.modification!r} -> {target}")
+        target = shorten(rec.target_id) if rec.target_id else f"[text] {shorten(rec.target_caption)!r}"
+        lines.append(f"  {shorten(rec.reference_id)} + {shorten(rec.modification)!r} -> {target}")
         rows.append(([rec.reference_image, rec.target_image], rec.modification))
     lines += _problem_lines(data.problems)
     if rows:
