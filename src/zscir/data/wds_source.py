@@ -156,15 +156,17 @@ class WebDatasetSource(PairSource):
                                      handler=handler)
 
     def _shard_end(self, url: str, n: int, clean: bool) -> Iterator[Problem]:
-        """After a whole shard: a missing end marker, or fewer samples than its writer recorded."""
+        """After a whole shard: one problem if it lacks its end marker or holds another number of samples
+        than its writer recorded."""
         self.samples_read[url] = n
         why = tar_end_problem(url) if clean else None
-        if why:
-            yield Problem("truncated_shard", url, f"{why} (read {n} samples)")
+        reasons = [why] if why else []
         stated = stated_size(url)
         if stated is not None and stated[0] != n:
-            code = "truncated_shard" if n < stated[0] else "size_mismatch"
-            yield Problem(code, url, f"read {n} samples; {stated[1]} states {stated[0]}")
+            reasons.append(f"{stated[1]} states {stated[0]}")
+        if reasons:
+            code = "truncated_shard" if why or n < stated[0] else "size_mismatch"
+            yield Problem(code, url, f"read {n} samples; {'; '.join(reasons)}")
 
     def iter_raw(self, partition: Partition = Partition(), epoch: int = 0, seed: int = 0,
                  shuffle: bool = False) -> Iterator[RawPair | Problem]:

@@ -139,7 +139,8 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
         keys.append(r.key)
         captions.append(r.caption)
     if len(keys) < 2:
-        raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2")
+        raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2"
+                        + (f" (skipped: {data.problems.summary()})" if data.problems.total else ""))
     rows: list[dict] = []
     rejected: Counter[str] = Counter()
     cap = cfg.max_per_generator
