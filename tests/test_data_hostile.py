@@ -56,8 +56,17 @@ def one_error_line(res, *needles: str) -> str:
     return lines[0]
 
 
-def finishes(fn, seconds: float = 20.0):
-    """Run ``fn`` in a thread; fail (and unblock any FIFO reader it waits on) if it takes longer."""
+def _unblock(fifo: Path) -> None:
+    """Open ``fifo`` for writing and close it at once: a reader blocked on it gets end-of-file."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def finishes(fn, seconds: float = 20.0, fifo: Path | None = None) -> dict:
+    """Run ``fn`` in a thread: {"value": ...} or {"error": ...}; fails if it takes longer than ``seconds``
+    (a reader blocked on ``fifo`` is released first, so no thread stays stuck)."""
     out: dict = {}
 
     def run():
@@ -69,38 +78,11 @@ def finishes(fn, seconds: float = 20.0):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(seconds)
-    if t.is_alive():
-        pytest.fail(f"did not finish within {seconds} s (blocked on a FIFO?)")
-    return out
-
-
-def _unblock(fifo: Path) -> None:
-    """Open ``fifo`` for writing and close it at once: a reader blocked on it gets end-of-file."""
-    try:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def no_hang(fn, fifo: Path, seconds: float = 20.0) -> dict:
-    """``finishes``, and a FIFO a blocked reader waits on is released afterwards (no stuck thread)."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
     hung = t.is_alive()
-    while t.is_alive():
+    while fifo is not None and t.is_alive():
         _unblock(fifo)
         t.join(0.2)
-    assert not hung, f"blocked for {seconds} s on the FIFO {fifo}"
+    assert not hung, f"did not finish within {seconds} s" + (f" (blocked on the FIFO {fifo})" if fifo else "")
     return out
 
 
@@ -156,7 +138,7 @@ def test_a_fifo_named_like_data_is_refused_not_waited_on(tmp_path, items, kind):
             return len(get_triplet_data(spec))
         return len(list(get_pair_data(spec)))
 
-    out = no_hang(read, fifo)
+    out = finishes(read, fifo=fifo)
     err = out.get("error")
     assert isinstance(err, DataError), out
     assert "FIFO" in str(err) and "\n" not in str(err)
