@@ -53,8 +53,8 @@ def inspect_cmd(
     triplets: bool = typer.Option(False, "--triplets", help="Read SPEC as a triplet set."),
     image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN, text_column: str = TEXT_COLUMN,
     id_template: str = ID_TEMPLATE,
-    limit: int = typer.Option(1000, help="Read at most this many items (0: all)."),
-    samples: int = typer.Option(8, help="Sample records printed and drawn."),
+    limit: int = typer.Option(1000, min=0, help="Read at most this many items (0: all)."),
+    samples: int = typer.Option(8, min=0, help="Sample records printed and drawn."),
     grid: Path = typer.Option(None, "--grid", help="Also draw the samples into this new picture file (.png, .jpg, "
                               ".pdf, .svg...; an existing folder: DIR/data-inspect.png). An existing file is never "
                               "replaced."),

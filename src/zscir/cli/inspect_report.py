@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from zscir.data.cells import shorten
+
 #: the file name used when ``--grid`` names an existing folder
 GRID_NAME = "data-inspect.png"
 
@@ -34,6 +36,7 @@ def grid_path(grid: Path) -> Path:
         fail(f"--grid {printable(grid)}: the file exists; zscir never replaces an existing file (it cannot tell "
              "one it drew earlier from yours): choose another name or remove it")
     return check_output_file(grid, "sample grid (--grid)")
+
 
 
 def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
@@ -66,10 +69,21 @@ def _grid(rows: list[tuple[list[Image.Image], str]], path: Path) -> Path:
 
 def _problem_lines(problems) -> list[str]:
     out = [f"problems: {problems.summary()}"]
-    out += [f"  {p}" for p in problems.items[:20]]
+    out += [f"  {shorten(str(p), 300)}" for p in problems.items[:20]]
     if problems.total > 20:
         out.append(f"  ... {problems.total - 20} more")
     return out
+
+
+def _shard_lines(source, show: int = 20) -> list[str]:
+    """Samples read from each WebDataset shard (shards cut short, or smaller than their writer recorded,
+    are listed among the problems)."""
+    counts = getattr(source, "samples_read", None)
+    if not counts:
+        return []
+    per = [f"{Path(s).name} {n}" for s, n in list(counts.items())[:show]]
+    more = f", ... {len(counts) - show} more" if len(counts) > show else ""
+    return [f"samples read per shard ({len(counts)} of {len(source.shards)} shards): {', '.join(per)}{more}"]
 
 
 def inspect_pairs(opts, samples: int, grid: Path | None) -> list[str]:
@@ -80,9 +94,10 @@ def inspect_pairs(opts, samples: int, grid: Path | None) -> list[str]:
         if len(shown) < samples:
             shown.append(rec)
     lines.append(f"pairs: {n} usable" + (f" (read limit {data.limit})" if data.limit and n >= data.limit else ""))
+    lines += _shard_lines(data.source)
     for rec in shown:
         extra = f" (+{len(rec.captions) - 1} variants)" if len(rec.captions) > 1 else ""
-        lines.append(f"  {rec.key}  {rec.image.size[0]}x{rec.image.size[1]}  {rec.caption!r}{extra}")
+        lines.append(f"  {shorten(rec.key)}  {rec.image.size[0]}x{rec.image.size[1]}  {shorten(rec.caption)!r}{extra}")
         rows.append(([rec.image], rec.caption))
     lines += _problem_lines(data.problems)
     if rows and grid is not None:
@@ -101,8 +116,8 @@ def inspect_triplets(opts, samples: int, grid: Path | None) -> list[str]:
     for rec in data:
         if len(rows) >= samples:
             break
-        target = rec.target_id or f"[text] {rec.target_caption!r}"
-        lines.append(f"  {rec.reference_id} + {rec.modification!r} -> {target}")
+        target = shorten(rec.target_id) if rec.target_id else f"[text] {shorten(rec.target_caption)!r}"
+        lines.append(f"  {shorten(rec.reference_id)} + {shorten(rec.modification)!r} -> {target}")
         rows.append(([rec.reference_image, rec.target_image], rec.modification))
     lines += _problem_lines(data.problems)
     if rows and grid is not None:

@@ -62,6 +62,7 @@ def make_triplets_cmd(
         fail(f"--hq must be ip2p or t2i, got {hq!r}")
     hq_targets = None
     try:
+        cfg.check()  # every numeric option, before a model is loaded
         if hq:
             from zscir.data.synth.hq import HQConfig, HQTargets
 

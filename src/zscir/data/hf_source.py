@@ -7,9 +7,10 @@ whole set. Hub access needs the network; offline, only saved folders and the loc
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
+from zscir.data.cells import BadCell, caption_variants, image_payload
+from zscir.data.files import expand_user
 from zscir.data.records import DataError, Problem
 from zscir.data.source import PairSource, Partition, RawPair, file_fingerprint
 from zscir.data.tables import TEXT_COLUMNS, pick_column
@@ -26,7 +27,7 @@ def load_hf(name: str, split: str | None = None, streaming: bool = False):
     except ModuleNotFoundError:
         raise DataError("hf: specs need HF datasets: pip install 'zscir[data]'") from None
 
-    path = Path(name).expanduser()
+    path = expand_user(name)
     if path.exists():
         try:
             ds = datasets.load_from_disk(str(path))
@@ -44,13 +45,6 @@ def load_hf(name: str, split: str | None = None, streaming: bool = False):
         return datasets.load_dataset(name, split=split or "train", streaming=streaming)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, gated: one clear line
         raise DataError(f"hf:{name}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-
-
-def image_payload(value: Any) -> Any:
-    """What the hardened loader accepts from an HF image cell: bytes, a path, or a PIL image."""
-    if isinstance(value, dict):
-        return value.get("bytes") or value.get("path")
-    return value
 
 
 def undecoded(ds, columns):
@@ -78,20 +72,22 @@ class HFSource(PairSource):
 
     def fingerprint(self) -> str:
         fp = getattr(self.ds, "_fingerprint", None)
-        path = Path(self.name).expanduser()
+        path = expand_user(self.name)
         base = fp or (file_fingerprint(sorted(path.rglob("*.arrow"))) if path.exists() else self.name)
         return file_fingerprint([], f"hf|{base}|{self.split}|{self.image_column}|{self.text_column}")
 
     def iter_raw(self, partition: Partition = Partition(), epoch: int = 0, seed: int = 0,
                  shuffle: bool = False) -> Iterator[RawPair | Problem]:
-        from zscir.data.manifest_source import captions_of
-
         for i, row in enumerate(self.ds):
             if not partition.takes(i):
                 continue
             where = f"{self.spec}[{i}]"
             img = image_payload(row.get(self.image_column))
-            caps = captions_of(row.get(self.text_column))
+            try:
+                caps = caption_variants(row.get(self.text_column))
+            except BadCell as e:
+                yield Problem(e.code, where, str(e))
+                continue
             if img is None:
                 yield Problem("no_image", where, f"empty {self.image_column!r}")
             elif not caps:

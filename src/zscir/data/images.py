@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zscir.data.cells import image_payload
 from zscir.data.records import Problem
 from zscir.data.imageio import ImageLimits, ImageRejected, load_image
 
@@ -26,12 +27,18 @@ DEFAULT_LIMITS = ImageLimits()
 
 def open_image(source: bytes | str | Path | Image.Image, where: str,
                limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image | Problem:
-    """An RGB image, or the `Problem` that says why ``source`` was refused (never raises for bad data)."""
+    """An RGB image, or the `Problem` that says why ``source`` was refused (never raises for bad data).
+
+    ``source`` may also be an HF-style ``{"bytes", "path"}`` image struct (`zscir.data.cells.image_payload`).
+    """
+    source = image_payload(source)
     if isinstance(source, Image.Image):
         w, h = source.size
         if w * h > limits.max_pixels:
             return Problem("too_many_pixels", where, f"{w}x{h} pixels exceeds the limit of {limits.max_pixels}")
         return source if source.mode == "RGB" else source.convert("RGB")
+    if not isinstance(source, (bytes, str, Path)):
+        return Problem("bad_image_cell", where, f"{type(source).__name__} is not a path or image bytes")
     try:
         return load_image(source, limits)
     except ImageRejected as e:

@@ -153,5 +153,9 @@ class PairLoader:
                 yield b
             self.epoch += 1
             if n == 0:
+                if self.kw["drop_last"]:  # only full batches are kept: the share may be smaller than one
+                    raise DataError(f"{self.source.describe()}: no full batch of {self.kw['batch_size']} in this "
+                                    f"process's share of the data (fewer usable samples than the batch size; "
+                                    f"use a smaller --batch-size) ({self.problems.summary()})")
                 raise DataError(f"{self.source.describe()}: no usable sample in this process's share "
-                                   f"({self.problems.summary()})")
+                                f"({self.problems.summary()})")

@@ -192,6 +192,8 @@ def get_pair_data(spec: str | DataSpec | None = "world", *, image_root=None, ima
     WebDataset extensions); ``streaming`` reads hub datasets without downloading them; ``limit`` caps the
     number of pairs. ``world_*`` configure the world source (``world_n`` pairs of seed ``world_seed``).
     """
+    if limit is not None and limit < 1:
+        raise DataError(f"the pair limit must be >= 1 (or None for all), got {limit}")
     src = pair_source(spec, image_root=image_root, image_column=image_column, text_column=text_column,
                       streaming=streaming, n=world_n, world_seed=world_seed, image_size=image_size)
     return PairData(src, limit)

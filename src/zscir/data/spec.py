@@ -18,13 +18,18 @@ spec itself (``kind:`` prefix or the path), so one ``--data`` option is enough.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
+import re
+import stat
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterator
 
+from zscir.data.files import expand_user, file_kind
 from zscir.data.records import DataError
 
-__all__ = ["DataSpec", "parse_spec", "expand_shards", "MANIFEST_SUFFIXES", "KINDS"]
+__all__ = ["DataSpec", "parse_spec", "expand_shards", "iter_shards", "count_braces", "MAX_SHARDS",
+           "MANIFEST_SUFFIXES", "KINDS"]
 
 KINDS = ("world", "wds", "manifest", "hf")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -69,7 +74,7 @@ def parse_spec(spec: str | DataSpec | None) -> DataSpec:
         return DataSpec("manifest", text[9:], None, text)
     if "{" in text or text.endswith(".tar") or text.endswith(".tar.gz"):
         return DataSpec("wds", text, None, text)
-    path = Path(text).expanduser()
+    path = expand_user(text)
     if path.is_dir():
         if (path / "metadata.jsonl").exists() or (path / "metadata.csv").exists():
             return DataSpec("manifest", str(path), None, text)
@@ -86,22 +91,137 @@ def parse_spec(spec: str | DataSpec | None) -> DataSpec:
                     f"manifest ({'/'.join(MANIFEST_SUFFIXES)}), a folder, or 'hf:NAME[:SPLIT]'")
 
 
-def expand_shards(location: str) -> list[str]:
-    """Shard paths of a WebDataset location: brace lists (``{000..009}``), globs, a folder, ``::``-joined lists."""
+#: more shards than this in one spec is refused before anything is expanded or opened: a typo such as
+#: ``{0..9999999}`` used to expand (and ``stat``) ten million names, > 1.6 GB and minutes; a larger set is
+#: split into several specs or folders
+MAX_SHARDS = 100_000
+
+_INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")
+_CHAR_RANGE = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.-?(\d+))?$")
+
+
+def _count_sequence(expr: str) -> int | None:
+    """Names a ``{a,b,...}`` body expands to (None: no top-level comma, so not a sequence)."""
+    depth, start, parts = 0, 0, []
+    pos = 0
+    while pos < len(expr):
+        c = expr[pos]
+        if c == "\\":
+            pos += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(expr[start:pos])
+            start = pos + 1
+        pos += 1
+    if depth != 0 or not parts:
+        return None
+    parts.append(expr[start:])
+    return sum(count_braces(x) for x in parts)
+
+
+def _count_expression(expr: str) -> int | None:
+    m = _INT_RANGE.match(expr)
+    if m:
+        a, b, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1) or 1
+        return abs(b - a) // step + 1
+    m = _CHAR_RANGE.match(expr)
+    if m:
+        import braceexpand
+
+        step = int(m.group(3) or 1) or 1
+        a, b = braceexpand.alphabet.index(m.group(1)), braceexpand.alphabet.index(m.group(2))
+        return abs(b - a) // step + 1
+    return _count_sequence(expr)
+
+
+def count_braces(pattern: str) -> int:
+    """How many names ``braceexpand(pattern)`` yields, computed from the pattern (nothing is expanded).
+
+    Follows braceexpand's grammar: ``{0..9}`` / ``{a..z}`` ranges with an optional step, ``{x,y}`` lists,
+    nesting, backslash escapes; a ``{...}`` that is neither range nor list is literal text.
+    """
+    total, depth, start, pos = 1, 0, 0, 0
+    while pos < len(pattern):
+        c = pattern[pos]
+        if c == "\\":
+            pos += 2
+            continue
+        if c == "{":
+            if depth == 0:
+                start = pos
+            depth += 1
+        elif c == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                body = pattern[start + 1:pos]
+                n = _count_expression(body)
+                total *= count_braces(body) if n is None else n
+        elif c == "}":
+            raise DataError(f"{pattern}: unbalanced braces")
+        pos += 1
+    if depth:
+        raise DataError(f"{pattern}: unbalanced braces")
+    return total
+
+
+def _over(location: str, n: int | str) -> DataError:
+    return DataError(f"{location}: names {n} shards; at most {MAX_SHARDS:,} are read from one spec "
+                     f"(check the brace range, or split the set into several specs)")
+
+
+def iter_shards(location: str) -> Iterator[str]:
+    """Shard names of a WebDataset location, lazily: brace lists (``{000..009}``), globs, a folder,
+    ``::``-joined lists. The brace count is computed first, and more than `MAX_SHARDS` names is a
+    `DataError` before any is produced."""
     import braceexpand
 
-    out: list[str] = []
-    for part in location.split("::"):
-        p = Path(part).expanduser()
+    parts = location.split("::")
+    try:
+        total = sum(count_braces(part) for part in parts)
+    except RecursionError:
+        raise DataError(f"{location[:200]}: braces nested too deeply") from None
+    if total > MAX_SHARDS:
+        raise _over(location, f"{total:,}")
+    n = 0
+    for part in parts:
+        p = expand_user(part)
         if p.is_dir():
-            out.extend(str(x) for x in sorted(p.glob("*.tar")))
-            continue
-        for name in braceexpand.braceexpand(str(p)):
-            matches = sorted(glob.glob(name)) if any(c in name for c in "*?[") else [name]
-            out.extend(matches)
-    missing = [s for s in out if not s.startswith(("http://", "https://", "pipe:")) and not os.path.exists(s)]
+            names: Iterator[str] = (str(x) for x in sorted(itertools.islice(p.glob("*.tar"), MAX_SHARDS + 1)))
+        else:
+            names = braceexpand.braceexpand(str(p))
+        for name in names:
+            if any(c in name for c in "*?["):
+                matches = sorted(itertools.islice(glob.iglob(name), MAX_SHARDS + 1))
+            else:
+                matches = [name]
+            for m in matches:
+                n += 1
+                if n > MAX_SHARDS:
+                    raise _over(location, f"more than {MAX_SHARDS:,}")
+                yield m
+
+
+def expand_shards(location: str) -> list[str]:
+    """Shard paths of a WebDataset location (see `iter_shards`). Local shards must be regular files: a FIFO
+    or a device named ``x.tar`` is a `DataError` here instead of a reader blocked forever."""
+    out = list(iter_shards(location))
     if not out:
         raise DataError(f"{location}: names no shard")
-    if len(missing) == len(out):
+    missing = 0
+    for s in out:
+        if s.startswith(("http://", "https://", "pipe:")):
+            continue
+        try:
+            st = os.stat(s)
+        except OSError:
+            missing += 1
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{s}: {file_kind(st.st_mode)}, not a regular file; a shard must be a tar file")
+    if missing == len(out):
         raise DataError(f"{location}: none of the {len(out)} shards exists (first: {out[0]})")
     return out

@@ -26,10 +26,10 @@ LaSCo (``query-image``, ``query-text``, ``target-image``), CoVR / CC-CoIR (``pth
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Iterator, Sequence
 
-from zscir.data.records import DataError, TripletRecord
+from zscir.data.cells import BadCell, parse_json, shorten, text_of
+from zscir.data.records import DataError, Problem, Problems, TripletRecord
 
 __all__ = ["FORMATS", "detect_format", "rows_to_triplets", "EMBEDDED"]
 
@@ -51,7 +51,7 @@ def _scores(row: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     s = row.get("scores")
     if isinstance(s, str) and s.strip().startswith("{"):
-        s = json.loads(s)
+        s = parse_json(s)
     if isinstance(s, dict):
         out.update({k: f for k, v in s.items() if (f := _float(v)) is not None})
     for k, v in row.items():
@@ -67,12 +67,21 @@ def _str(v: Any) -> str | None:
     return s or None
 
 
+def _mod(v: Any) -> str:
+    """A modification text (`BadCell` when it is not text or too long; "" when missing)."""
+    return text_of(v, "modification") or ""
+
+
+def _cap(v: Any) -> str | None:
+    return text_of(v, "caption")
+
+
 def _canonical(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
     q = _str(row.get("quality"))
     yield TripletRecord(
-        reference_id=str(row["reference"]), modification=str(row["modification"]).strip(),
-        target_id=_str(row.get("target")), reference_caption=_str(row.get("reference_caption")),
-        target_caption=_str(row.get("target_caption")), quality=q.lower() if q else None,
+        reference_id=str(row["reference"]), modification=_mod(row["modification"]),
+        target_id=_str(row.get("target")), reference_caption=_cap(row.get("reference_caption")),
+        target_caption=_cap(row.get("target_caption")), quality=q.lower() if q else None,
         source=_str(row.get("source")), scores=_scores(row),
         meta={"id": _str(row.get("id")) or str(i), **{k: v for k, v in row.items()
                                                        if k not in _KNOWN and not k.startswith("score_")}})
@@ -81,7 +90,7 @@ def _canonical(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
 def _cirr(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
     names = opts.get("image_splits") or {}
     ref, tgt = str(row["reference"]), _str(row.get("target_hard"))
-    yield TripletRecord(names.get(ref, ref), str(row["caption"]).strip(), names.get(tgt, tgt) if tgt else None,
+    yield TripletRecord(names.get(ref, ref), _mod(row["caption"]), names.get(tgt, tgt) if tgt else None,
                         source="cirr", meta={"id": str(row.get("pairid", i))})
 
 
@@ -90,8 +99,11 @@ def _fashioniq(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
 
     caps = row["captions"]
     if isinstance(caps, str):
-        caps = json.loads(caps) if caps.strip().startswith("[") else [caps]
-    for j, text in enumerate(compose_fashioniq_texts(list(caps), opts.get("fiq_caption_mode", "searle"))):
+        caps = parse_json(caps) if caps.strip().startswith("[") else [caps]
+    if not isinstance(caps, (list, tuple)):
+        raise BadCell("bad_modification", f"'captions' is {type(caps).__name__}, not a list of texts")
+    caps = [_mod(c) for c in caps]
+    for j, text in enumerate(compose_fashioniq_texts(caps, opts.get("fiq_caption_mode", "searle"))):
         yield TripletRecord(str(row["candidate"]), text, _str(row.get("target")), source="fashioniq",
                             meta={"id": f"{i}.{j}"})
 
@@ -105,22 +117,22 @@ def _path_of(v: Any) -> str:
 
 
 def _lasco(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
-    yield TripletRecord(_path_of(row["query-image"]), str(row["query-text"]).strip(), _path_of(row["target-image"]),
+    yield TripletRecord(_path_of(row["query-image"]), _mod(row["query-text"]), _path_of(row["target-image"]),
                         source="lasco", meta={"id": str(row.get("qid", i))})
 
 
 def _covr(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
-    yield TripletRecord(str(row["pth1"]), str(row["edit"]).strip(), _str(row.get("pth2")),
-                        reference_caption=_str(row.get("txt1")), target_caption=_str(row.get("txt2")),
+    yield TripletRecord(str(row["pth1"]), _mod(row["edit"]), _str(row.get("pth2")),
+                        reference_caption=_cap(row.get("txt1")), target_caption=_cap(row.get("txt2")),
                         source="covr", scores={k: f for k in ("scores",) if (f := _float(row.get(k))) is not None},
                         meta={"id": str(i)})
 
 
 def _ip2p(row: dict, i: int, opts: dict) -> Iterator[TripletRecord]:
     src = "input_image" if "input_image" in row else "original_image"
-    yield TripletRecord(f"{i}:reference", str(row["edit_prompt"]).strip(), f"{i}:target",
-                        reference_caption=_str(row.get("original_prompt") or row.get("input")),
-                        target_caption=_str(row.get("edited_prompt") or row.get("output")), source="instructpix2pix",
+    yield TripletRecord(f"{i}:reference", _mod(row["edit_prompt"]), f"{i}:target",
+                        reference_caption=_cap(row.get("original_prompt") or row.get("input")),
+                        target_caption=_cap(row.get("edited_prompt") or row.get("output")), source="instructpix2pix",
                         meta={"id": str(i), "reference_payload": row[src], "target_payload": row["edited_image"]})
 
 
@@ -161,11 +173,21 @@ def detect_format(columns: Sequence[str], where: str, name: str | None = None) -
                     f"columns of one format ({expected})")
 
 
-def rows_to_triplets(rows, fmt: str, opts: dict, where: str) -> Iterator[TripletRecord]:
-    """Adapt raw rows of format ``fmt``; a row missing a required value raises `DataError` naming the row."""
+def rows_to_triplets(rows, fmt: str, opts: dict, where: str,
+                     problems: Problems | None = None) -> Iterator[TripletRecord]:
+    """Adapt raw rows of format ``fmt``. A row missing a required value, or with a value of the wrong kind,
+    raises `DataError` naming the row; a text that is not text or too long (`zscir.data.cells.BadCell`) is
+    counted in ``problems`` and the row skipped (without ``problems``: a `DataError` too)."""
     adapt = FORMATS[fmt][1]
     for i, row in enumerate(rows):
         try:
             yield from adapt(row, i, opts)
         except KeyError as e:
-            raise DataError(f"{where}: row {i + 1} has no {e.args[0]!r} (columns: {', '.join(row)})") from None
+            raise DataError(f"{where}: row {i + 1} has no {e.args[0]!r} (columns: "
+                            f"{shorten(', '.join(map(str, row)), 300)})") from None
+        except BadCell as e:
+            if problems is None:
+                raise DataError(f"{where}: row {i + 1}: {e}") from None
+            problems.add(Problem(e.code, f"{where}:{i + 1}", str(e)))
+        except (TypeError, ValueError, IndexError) as e:
+            raise DataError(f"{where}: row {i + 1}: {shorten(str(e), 300)}") from None

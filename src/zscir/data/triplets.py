@@ -4,7 +4,9 @@ Triplet sets are small (the papers train on tens of thousands), so their rows ar
 their images are loaded on demand: `TripletData.images(ids, size)` decodes each distinct image once
 through the hardened loader, logging and skipping what is missing or corrupt (a triplet whose reference
 or target image is unusable is dropped by `usable`). Image ids resolve against ``image_root`` — as given,
-with a known image extension added, or through ``id_template`` (e.g. ``"images/{id}.jpg"``).
+with a known image extension added, or through ``id_template`` (e.g. ``"images/{id}.jpg"``; `IdTemplate`:
+``{id}`` is its only field). Rows whose texts are not text or too long (`zscir.data.cells`) and rows with
+an empty modification are skipped and counted in ``problems``.
 
 A triplet may have only a ``target_caption`` (a text target): `require_target_images` is how a method
 that needs target images refuses such a set with a clear message.
@@ -12,13 +14,15 @@ that needs target images refuses such a set with a clear message.
 
 from __future__ import annotations
 
-import json
 import logging
+import string
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from zscir.data.cells import parse_json, shorten
+from zscir.data.files import expand_user, open_regular
 from zscir.data.images import open_image, to_uint8
 from zscir.data.records import DataError, Problem, Problems, TripletRecord
 from zscir.data.source import file_fingerprint
@@ -27,21 +31,60 @@ from zscir.data.triplet_formats import EMBEDDED, detect_format, rows_to_triplets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TripletData", "ImageResolver", "get_triplet_data"]
+__all__ = ["TripletData", "ImageResolver", "IdTemplate", "ID_TEMPLATE_FIELDS", "get_triplet_data"]
 
 _EXTS = (".jpg", ".jpeg", ".png", ".webp", ".JPG", ".JPEG", ".PNG")
 
 
-class ImageResolver:
-    """Maps an image id to a file: ``root/id``, ``root/id + ext``, or ``root/template.format(id=id)``."""
+#: the fields an ``--id-template`` may name (``{id}``: the image id of the row, as written there)
+ID_TEMPLATE_FIELDS = ("id",)
+#: the longest ``--id-template`` accepted, in characters
+MAX_ID_TEMPLATE_CHARS = 1000
 
-    def __init__(self, root: str | Path | None, template: str | None = None):
-        self.root = Path(root).expanduser() if root else None
-        self.template = template
+
+class IdTemplate:
+    """An ``--id-template`` such as ``"images/{id}.jpg"``: plain substitution of `ID_TEMPLATE_FIELDS`.
+
+    The template is parsed once (`DataError` for anything else) and filled by joining its pieces, never by
+    ``str.format``: a field with attribute or index access (``{id.__class__}``), a positional field
+    (``{0}``), an unknown name, a conversion (``!r``) or a format spec (``{id:>99999999999}``) is refused,
+    so a template can neither reach Python objects nor allocate without bound. ``{{`` and ``}}`` are
+    literal braces.
+    """
+
+    def __init__(self, template: str):
+        if len(template) > MAX_ID_TEMPLATE_CHARS:
+            raise DataError(f"--id-template has {len(template)} characters; at most {MAX_ID_TEMPLATE_CHARS}")
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as e:
+            raise DataError(f"--id-template {shorten(template)!r}: {e} "
+                            "(write {{ and }} for literal braces)") from None
+        self.pieces: list[tuple[str, bool]] = []  # (literal text, then the id?)
+        for literal, field, spec, conversion in parsed:
+            if field is not None and (field not in ID_TEMPLATE_FIELDS or spec or conversion):
+                shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise DataError(f"--id-template {shorten(template)!r}: {shorten(shown, 60)} is not allowed; the only "
+                                f"field is {{id}} (no attributes, indexes, conversions or format specs)")
+            self.pieces.append((literal, field is not None))
+        if not any(is_id for _, is_id in self.pieces):
+            raise DataError(f"--id-template {shorten(template)!r} has no {{id}}: every image would be the same file")
+        self.text = template
+
+    def __call__(self, image_id: str) -> str:
+        return "".join(lit + (image_id if is_id else "") for lit, is_id in self.pieces)
+
+
+class ImageResolver:
+    """Maps an image id to a file: ``root/id``, ``root/id + ext``, or ``root/template(id)`` (`IdTemplate`)."""
+
+    def __init__(self, root: str | Path | None, template: str | IdTemplate | None = None):
+        self.root = expand_user(root) if root else None
+        self.template = IdTemplate(template) if isinstance(template, str) else template
 
     def __call__(self, image_id: str) -> Path:
-        name = self.template.format(id=image_id) if self.template else image_id
-        p = Path(name).expanduser()
+        name = self.template(image_id) if self.template else image_id
+        p = expand_user(name)
         if not p.is_absolute() and self.root is not None:
             p = self.root / p
         if p.exists() or self.template:
@@ -58,13 +101,13 @@ class TripletData:
     (triplets, pairs) as the world generates them, for the trainers' exact world recipes."""
 
     def __init__(self, rows: list[TripletRecord], spec: str, resolver: ImageResolver | None,
-                 fingerprint: str, world=None):
+                 fingerprint: str, world=None, problems: Problems | None = None):
         self.rows = rows
         self.spec = spec
         self.resolver = resolver
         self._fingerprint = fingerprint
         self.world = world
-        self.problems = Problems()
+        self.problems = problems if problems is not None else Problems()  # rows skipped while reading, then images
         self._bad: set[str] = set()
 
     @property
@@ -183,7 +226,14 @@ def _cirr_splits(path: Path, explicit: str | None) -> dict[str, str]:
         cands.append(base / "image_splits" / f"split.rc2.{split}.json")
     for c in cands:
         if c.exists():
-            return json.loads(c.read_text())
+            try:
+                with open_regular(c, "CIRR image_splits file", text=True) as f:
+                    names = parse_json(f.read())
+            except (ValueError, UnicodeDecodeError) as e:  # DataError is a ValueError: keep its own message
+                raise e if isinstance(e, DataError) else DataError(f"{c}: not a JSON file ({e})") from None
+            if not isinstance(names, dict):
+                raise DataError(f"{c}: expected a JSON object (image name -> path), not {type(names).__name__}")
+            return names
     if explicit:
         raise DataError(f"no CIRR image_splits file at {explicit}")
     return {}
@@ -199,6 +249,9 @@ def get_triplet_data(spec: str | DataSpec | None = "world", *, image_root=None, 
     ``quality`` keeps only rows of that tier (``hq``/``lq``; for the world it selects the generator).
     """
     s = parse_spec(spec)
+    if limit is not None and limit < 1:
+        raise DataError(f"the triplet limit must be >= 1 (or None for all), got {limit}")
+    template = IdTemplate(id_template) if id_template else None  # refused before any row is read
     if s.is_world:
         from zscir.data.world_source import world_triplets
 
@@ -231,15 +284,20 @@ def get_triplet_data(spec: str | DataSpec | None = "world", *, image_root=None, 
     else:
         raise DataError(f"{s.text}: triplets come from 'world', a triplet manifest or 'hf:...', not {s.kind} shards")
     rows = []
-    for r in rows_to_triplets(rows_iter, fmt, opts, s.text):
+    problems = Problems()
+    for r in rows_to_triplets(rows_iter, fmt, opts, s.text, problems):
         if quality and r.quality and r.quality != quality:
             continue
         if not r.modification:
+            problems.add(Problem("no_modification", f"{s.text}:{r.meta.get('id', '?')}", "empty modification text"))
             continue
         rows.append(r)
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
-        raise DataError(f"{s.text}: no triplet rows" + (f" of quality {quality!r}" if quality else ""))
+        raise DataError(f"{s.text}: no triplet rows" + (f" of quality {quality!r}" if quality else "")
+                        + (f" ({problems.summary()})" if problems.total else ""))
     logger.info("%s: %d triplets (%s format)", s.text, len(rows), fmt)
-    return TripletData(rows, s.text, ImageResolver(root, id_template), fp)
+    if problems.total:
+        logger.warning("%s: skipped %s", s.text, problems.summary())
+    return TripletData(rows, s.text, ImageResolver(root, template), fp, problems=problems)

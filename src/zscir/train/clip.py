@@ -30,6 +30,7 @@ from zscir.data import PairTable, get_pair_data
 from zscir.train.data_options import DataOptions
 from zscir.train.common import (
     cosine_lr,
+    fit_batch,
     load_training_state,
     retrieval_recalls,
     save_training_state,
@@ -212,6 +213,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     if start and (out / "train_log.json").exists():
         history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
     metrics: dict = {}
+    batch = fit_batch(cfg.batch_size, len(train), "clip training data") if stream is None else cfg.batch_size
     bar = tqdm(range(start, cfg.steps), desc="train clip", disable=not progress, initial=start, total=cfg.steps)
     t0 = time.time()
     waits: list[float] = []  # per step: seconds spent waiting for the next streamed batch
@@ -222,7 +224,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         t_wait = time.perf_counter()
         if stream is None:
-            idx = rng.choice(len(train), size=cfg.batch_size, replace=False)
+            idx = rng.choice(len(train), size=batch, replace=False)
             caps = [train.captions[i][rng.integers(len(train.captions[i]))] for i in idx]
             # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
             pix, local_caps, n = uint8_to_pixels(train.images[local_slice(idx, ctx)]), local_slice(caps, ctx), len(idx)

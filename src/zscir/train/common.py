@@ -45,6 +45,17 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def fit_batch(batch_size: int, n: int, what: str = "training set") -> int:
+    """The batch to draw without replacement from ``n`` items: ``batch_size``, or all ``n`` items (with a
+    warning saying so) when the training set is smaller than one batch. Drawing more than ``n`` items
+    would fail inside numpy ("Cannot take a larger sample than population")."""
+    if n < batch_size:
+        logger.warning("%s: %d items, fewer than the batch size %d: training with batches of %d", what, n,
+                       batch_size, n)
+        return n
+    return batch_size
+
+
 def uint8_to_pixels(batch: np.ndarray | torch.Tensor, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD) -> torch.Tensor:
     """(B, H, W, 3) uint8 images already at the model's resolution → normalised (B, 3, H, W) floats.
 

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.backbones.lit import LiTBackbone, LiTConfig
-from zscir.train.common import cosine_lr, retrieval_recalls, seed_everything, set_threads, write_json
+from zscir.train.common import cosine_lr, fit_batch, retrieval_recalls, seed_everything, set_threads, write_json
 from zscir.train.run_folder import MODEL_FILES, open_run
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
     train_rows, train_caps, val_rows, val_text = split.train_rows, split.train_captions, split.val_rows, split.val_text
     if len(train_rows) < 2:
         raise ValueError(f"need at least 2 training images, got {len(train_rows)}")
-    bs = min(cfg.batch_size, len(train_rows))
+    bs = fit_batch(cfg.batch_size, len(train_rows), "lit training data")
 
     params = backbone.head_parameters()
     decay = [p for p in params if p.ndim >= 2]

@@ -34,6 +34,10 @@ MANIFEST = "triplets.jsonl"
 GENERATORS = ("mine", "substitute", "llm")
 #: every name make-triplets writes into its folder (a rebuild deletes only recorded files of these names)
 PATTERNS = (MANIFEST, "images/*.png")
+#: ``--image-size`` bounds: below 16 px nothing is recognisable; images are decoded at most 512 px
+#: (`zscir.data.images`) and HQ pipelines render at most about 1024, so a larger side only costs memory
+#: (``--image-size 20000`` was 1.2 GB per picture)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 
 
 @dataclass
@@ -56,6 +60,23 @@ class MakeTripletsConfig:
     image_root: str | None = None
     image_column: str | None = None
     text_column: str | None = None
+
+    def check(self) -> None:
+        """`DataError` for any impossible option, before a pair is read or a model loaded (option names
+        as the CLI spells them)."""
+        from zscir.data import DataError
+
+        m = self.mining
+        wrong = [f"--{name} must be >= 1, got {value}" for name, value in (
+            ("k", m.k), ("max-edits", m.max_edits), ("per-reference", m.per_reference),
+            ("limit", self.limit), ("max-per-generator", self.max_per_generator),
+            ("llm-max-new-tokens", self.llm_max_new_tokens)) if value is not None and value < 1]
+        if not (isinstance(m.min_similarity, (int, float)) and -1.0 <= m.min_similarity <= 1.0):  # NaN fails too
+            wrong.append(f"--min-similarity must be a cosine in [-1, 1], got {m.min_similarity}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            wrong.append(f"--image-size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size}")
+        if wrong:
+            raise DataError("; ".join(wrong))
 
 
 def embed_texts(texts: Sequence[str], model: str = "world-clip", text_model: str | None = None,
@@ -105,6 +126,7 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     from zscir.data import DataError, get_pair_data
     from zscir.data.real.corpus import fit_square, png_bytes
 
+    cfg.check()
     bad = [g for g in cfg.generators if g not in GENERATORS]
     if bad or not cfg.generators:
         raise DataError(f"unknown generator(s) {bad or '(none)'}: expected some of {', '.join(GENERATORS)}")
@@ -119,7 +141,8 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
         keys.append(r.key)
         captions.append(r.caption)
     if len(keys) < 2:
-        raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2")
+        raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2"
+                        + (f" (skipped: {data.problems.summary()})" if data.problems.total else ""))
     rows: list[dict] = []
     rejected: Counter[str] = Counter()
     cap = cfg.max_per_generator

@@ -39,7 +39,7 @@ from zscir.methods.tscir.mapping import Mapping
 from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
                                           info_nce, pair_banks, prepare_backbone, recall_at,
                                           soft_alignment_loss)
-from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
+from zscir.train.common import (cosine_lr, fit_batch, load_training_state, save_training_state, seed_everything,
                                 set_threads, uint8_to_pixels, write_json)
 from zscir.train.pair_features import encode_pixels
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
@@ -150,13 +150,14 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
             hi - lo, size, shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer, workers=cfg.data.workers,
             seed=cfg.seed + start, rank=ctx.rank, world_size=ctx.world_size, drop_last=True))
         rng = np.random.default_rng([cfg.seed + start, ctx.rank])  # caption variants of this rank's items
+    batch = fit_batch(cfg.batch_size, len(pairs), "tscir stage I data") if stream is None else cfg.batch_size
     t_train = time.time()
     for step in bar:
         mapping.train()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         if stream is None:
-            idx = rng.choice(len(pairs), size=cfg.batch_size, replace=False)
+            idx = rng.choice(len(pairs), size=batch, replace=False)
             lo, hi = local_range(len(idx), ctx)
             glob = bank.glob[torch.as_tensor(idx)].to(backbone.device)  # φ's input and the image targets
             _, patches = bank.get(idx[lo:hi], backbone.device) if vsi else (None, None)

@@ -39,7 +39,7 @@ from zscir.methods.tscir.composer import fill_template
 from zscir.methods.tscir.config import Stage2Config
 from zscir.methods.tscir.hard_negatives import HardNegativeMiner, encode_sharded
 from zscir.methods.tscir.training import FeatureBank, ImageTable, autocast, image_size, prepare_backbone, recall_at
-from zscir.train.common import (cosine_lr, load_training_state, save_training_state, seed_everything,
+from zscir.train.common import (cosine_lr, fit_batch, load_training_state, save_training_state, seed_everything,
                                 set_threads, write_json)
 from zscir.train.distributed import (average_gradients, barrier, broadcast_params, gather_with_grad,
                                      init_distributed, local_slice)
@@ -205,7 +205,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
 
     key_ids = scene_key_ids(data.gallery.keys)
     metrics: dict = {}
-    bs = min(cfg.batch_size, len(data.train))
+    bs = fit_batch(cfg.batch_size, len(data.train), "tscir stage II triplets")
     bar = tqdm(range(start, cfg.steps), desc="tscir stage II", disable=not progress, initial=start, total=cfg.steps)
     t_train = time.time()
     losses: list[float] = []
