@@ -24,7 +24,7 @@ from pathlib import Path
 
 from zscir.data.records import DataError
 
-__all__ = ["DataSpec", "parse_spec", "expand_shards", "MANIFEST_SUFFIXES", "KINDS"]
+__all__ = ["DataSpec", "parse_spec", "expand_shards", "check_shard_commands", "MANIFEST_SUFFIXES", "KINDS"]
 
 KINDS = ("world", "wds", "manifest", "hf")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -105,3 +105,32 @@ def expand_shards(location: str) -> list[str]:
     if len(missing) == len(out):
         raise DataError(f"{location}: none of the {len(out)} shards exists (first: {out[0]})")
     return out
+
+
+def shard_scheme(shard: str) -> str:
+    """The URL scheme webdataset dispatches ``shard`` on ('' for a local path)."""
+    from urllib.parse import urlparse
+
+    try:
+        return urlparse(shard).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def check_shard_commands(shards: list[str], spec: str, allow_pipe: bool = False) -> None:
+    """Refuse shards that make webdataset run a command, unless the user allowed it (``--allow-pipe``).
+
+    webdataset opens ``pipe:CMD`` by running CMD through ``sh``, and every other URL scheme (``http(s)://``,
+    ``gs://``, ``scp://``...) through a shell command line too (curl, gsutil, ...): a spec is then code, not
+    data. Only a spec the user typed may do that, and only with the explicit flag (docs/DATA.md); checkpoints
+    and configs never reach this with the flag set.
+    """
+    if allow_pipe:
+        return
+    for shard in shards:
+        scheme = shard_scheme(shard)
+        if scheme and scheme != "file":
+            what = "runs the shell command after 'pipe:'" if scheme == "pipe" else \
+                f"is a {scheme}: URL that webdataset fetches by running a shell command"
+            raise DataError(f"{spec}: shard {shard!r} {what}; zscir runs commands from a data spec only when "
+                            "you allow it with --allow-pipe (allow_pipe=True), see docs/DATA.md")

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from zscir.data.records import Problem
 from zscir.data.source import PairSource, Partition, RawPair, file_fingerprint
-from zscir.data.spec import expand_shards
+from zscir.data.spec import check_shard_commands, expand_shards
 
 __all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "caption_from_sample"]
 
@@ -49,10 +49,12 @@ def caption_from_sample(sample: dict, text_key: str | None = None) -> str | None
 class WebDatasetSource(PairSource):
     """Pairs from WebDataset shards (a brace pattern, a glob, a folder of ``*.tar``)."""
 
-    def __init__(self, location: str, spec: str = "", text_key: str | None = None, image_key: str | None = None):
+    def __init__(self, location: str, spec: str = "", text_key: str | None = None, image_key: str | None = None,
+                 allow_pipe: bool = False):
         self.location = location
         self.spec = spec or f"wds:{location}"
         self.shards = expand_shards(location)
+        check_shard_commands(self.shards, self.spec, allow_pipe)  # pipe:/URL shards only with --allow-pipe
         self.text_key = text_key
         self.image_keys = (image_key,) if image_key else IMAGE_EXTS
         self.size = None
