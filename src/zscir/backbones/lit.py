@@ -376,10 +376,10 @@ class LiTBackbone(TextHookMixin, Backbone):
             cfg = LiTConfig.from_dict(raw)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path / CONFIG_NAME}: not a LiT config ({e})") from None
-        bb = cls.build(_towers_in_folder(cfg, path), name=name or str(path), seed=None,
-                       local_files_only=local_files_only)
+        resolved = _towers_in_folder(cfg, path)
+        state = load_safetensors(path / WEIGHTS_NAME)  # before the towers load: a bad file fails at once
+        bb = cls.build(resolved, name=name or str(path), seed=None, local_files_only=local_files_only)
         bb.cfg = cfg  # the names as the folder gives them (a re-save keeps them relative)
-        state = load_safetensors(path / WEIGHTS_NAME)
         missing = set(bb.head_state_dict()) ^ set(state)
         if missing:
             raise ValueError(f"{path / WEIGHTS_NAME} does not match the config's heads (keys {sorted(missing)[:4]})")

@@ -92,6 +92,9 @@ def expand_shards(location: str) -> list[str]:
 
     out: list[str] = []
     for part in location.split("::"):
+        if shard_scheme(part):  # pipe:CMD or a URL: kept as typed (a Path folds '//'), never globbed
+            out.extend(braceexpand.braceexpand(part))
+            continue
         p = Path(part).expanduser()
         if p.is_dir():
             out.extend(str(x) for x in sorted(p.glob("*.tar")))

@@ -72,7 +72,11 @@ def read_caption_bank(path: str | Path, ref: str) -> list[str]:
     """The caption bank a checkpoint names: ``ref`` must be a JSON file inside ``path`` holding a list of
     caption strings (what `save_checkpoint` writes); anything else raises `FolderRefError`."""
     path = Path(path)
-    file = resolve_in_folder(path, ref, "joint.caption_bank")
+    try:
+        file = resolve_in_folder(path, ref, "joint.caption_bank")
+    except FolderRefError as e:
+        raise FolderRefError(f"{e}; to caption from a dataset, name it yourself: -m fusiondiff:caption_bank=SPEC"
+                             ) from None
     try:
         bank = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -84,11 +88,12 @@ def read_caption_bank(path: str | Path, ref: str) -> list[str]:
     return bank
 
 
-def check_refs(path: str | Path, cfg: FusionDiffConfig) -> None:
-    """Refuse a config whose caption bank or captioner model names a command, URL or file elsewhere."""
-    if cfg.joint.caption_bank is not None:
+def check_refs(path: str | Path, cfg: FusionDiffConfig, skip: Sequence[str] = ()) -> None:
+    """Refuse a config whose caption bank or captioner model names a command, URL or file elsewhere;
+    fields in ``skip`` are the ones the user replaces (their value in the file is never used)."""
+    if cfg.joint.caption_bank is not None and "caption_bank" not in skip:
         read_caption_bank(path, cfg.joint.caption_bank)
-    if cfg.joint.captioner_model is not None:
+    if cfg.joint.captioner_model is not None and "captioner_model" not in skip:
         model_ref_in_folder(path, cfg.joint.captioner_model, "joint.captioner_model")
 
 
@@ -102,11 +107,13 @@ def captioner_inputs(path: str | Path, joint: JointConfig) -> tuple[JointConfig,
     return replace(joint, caption_bank=None), bank
 
 
-def load_checkpoint(path: str | Path) -> tuple[FusionDiffConfig, DiffusionPrior, ControlAdapter | None]:
+def load_checkpoint(path: str | Path, skip_refs: Sequence[str] = ()
+                    ) -> tuple[FusionDiffConfig, DiffusionPrior, ControlAdapter | None]:
     """Rebuild (config, prior, adapter) from a checkpoint folder; modules are in eval mode on CPU.
 
-    The config's file references are checked (`check_refs`) and the weights must be finite; a config or
-    weights file that does not describe these modules raises a ``ValueError`` naming the file.
+    The config's file references are checked (`check_refs`; ``skip_refs``: joint fields the caller replaces
+    by the user's own) and the weights must be finite; a config or weights file that does not describe these
+    modules raises a ``ValueError`` naming the file.
     """
     path = Path(path)
     if not (path / "config.json").exists():
@@ -118,7 +125,7 @@ def load_checkpoint(path: str | Path) -> tuple[FusionDiffConfig, DiffusionPrior,
         cfg = FusionDiffConfig.from_dict(raw)
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{path / 'config.json'}: not a Fusion-Diff config ({e})") from None
-    check_refs(path, cfg)
+    check_refs(path, cfg, skip_refs)
     prior, adapter = build_modules(cfg)
     weights = path / "model.safetensors"
     tensors = {k: v.float() for k, v in load_safetensors(weights).items()}

@@ -34,7 +34,8 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no Fusion-Diff checkpoint at {path}; train one with `zscir train "
                                 "fusiondiff-prior` + `zscir train fusiondiff-adapter` and pass --checkpoint")
-    cfg, prior, adapter = load_checkpoint(path)
+    user = dict(caption_bank=caption_bank, captioner_model=captioner_model)  # typed by the user: replace the file's
+    cfg, prior, adapter = load_checkpoint(path, skip_refs=tuple(k for k, v in user.items() if v is not None))
     if cfg.embed_dim != backbone.embed_dim:  # the capability check: the prior only runs in its own space
         raise ValueError(f"checkpoint {path} was trained for embed_dim={cfg.embed_dim}, but backbone "
                          f"{backbone.name!r} has {backbone.embed_dim}")
@@ -43,9 +44,7 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
                        cfg.backbone_fingerprint, backbone.name, backbone.fingerprint())
     # the checkpoint's own caption bank / captioner model (files in its folder, checked by load_checkpoint);
     # a caption_bank= / captioner_model= typed by the user replaces them
-    joint, bank = captioner_inputs(path, cfg.joint)
-    if caption_bank is not None:
-        bank = None
+    joint, bank = captioner_inputs(path, replace(cfg.joint, **{k: None for k, v in user.items() if v is not None}))
     overrides = {k: v for k, v in dict(captioner=captioner, caption_k=caption_k, fusion_weight=fusion_weight,
                                         caption_bank=caption_bank, captioner_model=captioner_model).items()
                  if v is not None}
