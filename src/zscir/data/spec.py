@@ -102,7 +102,7 @@ def expand_shards(location: str) -> list[str]:
         for name in braceexpand.braceexpand(str(p)):
             matches = sorted(glob.glob(name)) if any(c in name for c in "*?[") else [name]
             out.extend(matches)
-    missing = [s for s in out if not s.startswith(("http://", "https://", "pipe:")) and not os.path.exists(s)]
+    missing = [s for s in out if not shard_scheme(s) and not os.path.exists(s)]  # pipe:/URLs are not files
     if not out:
         raise DataError(f"{location}: names no shard")
     if len(missing) == len(out):
