@@ -296,6 +296,46 @@ def test_foreign_training_state_is_refused_with_one_line(state, tmp_path):
     assert str(out / "training_state.pt") in str(info.value) and "\n" not in str(info.value)
 
 
+def test_cli_resume_with_a_planted_state_is_one_error_line(tmp_path):
+    from zscir.cli import app
+
+    marker = tmp_path / "PWNED"
+    plant_pickle(tmp_path / "run" / "training_state.pt", marker, {"step": 1})
+    res = runner.invoke(app, ["train", "tscir-stage1", "--model", "tiny-clip-test", "--vsi-layers", "0", "--n-pairs",
+                              "40", "--steps", "2", "--batch-size", "8", "--out", str(tmp_path / "run"), "--resume",
+                              "--no-progress"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(tmp_path / "run" / "training_state.pt") in errors[0], res.stderr
+    assert "arbitrary pickled objects" in errors[0] and not marker.exists()
+
+
+def test_trained_prior_and_adapter_carry_the_caption_bank(tmp_path, tiny_backbone):
+    """`train fusiondiff-prior --caption-bank SPEC` stores the captions, not the spec; the adapter copies them."""
+    from tests.data_fixtures import corpus, write_csv
+    from zscir.methods.fusiondiff.captioner import bank_from_data
+    from zscir.methods.fusiondiff.checkpoint import CAPTION_BANK_FILE, read_caption_bank
+    from zscir.methods.fusiondiff.config import JointConfig, PriorConfig
+    from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
+    from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
+
+    csv = str(write_csv(tmp_path / "pairs", corpus(8)))
+    small = PriorConfig(width=32, layers=2, heads=2, num_train_timesteps=100)
+    train_prior(PriorTrainConfig(model="tiny-clip-test", steps=2, batch_size=8, eval_every=2, n_val=10,
+                                 cache_dir=str(tmp_path / "cache"), prior=small,
+                                 joint=JointConfig(bank_pairs=60, caption_bank=csv)),
+                tmp_path / "prior", progress=False, backbone=tiny_backbone)
+    want = bank_from_data(csv)
+    for folder in ("prior", "fd"):
+        if folder == "fd":
+            train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), n_triplets=60, n_val=10, steps=2,
+                                             batch_size=8, eval_every=2, cache_dir=str(tmp_path / "cache")),
+                          tmp_path / "fd", progress=False, backbone=tiny_backbone)
+        cfg = json.loads((tmp_path / folder / "config.json").read_text())
+        assert cfg["joint"]["caption_bank"] == CAPTION_BANK_FILE, folder
+        assert read_caption_bank(tmp_path / folder, CAPTION_BANK_FILE) == want
+
+
 # ------------------------------------------------------------------------------- caches
 @pytest.fixture
 def cache_root(tmp_path, monkeypatch) -> Path:

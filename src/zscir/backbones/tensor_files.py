@@ -54,6 +54,15 @@ def _one_line(exc: BaseException) -> str:
     return first[:300]
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    """torch's own reason (``Unsupported global: GLOBAL x.y ...``) without its multi-line advice to trust the file."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if "Unsupported" in line or "WeightsUnpickler error" in line:
+            return f" ({line.replace('WeightsUnpickler error: ', '').split('. Please')[0][:200]})"
+    return ""
+
+
 def _require_file(path: Path, what: str) -> None:
     if not path.exists():  # an OSError like any missing file (the CLI prints "error: <path>: ... not found")
         raise FileNotFoundError(errno.ENOENT, f"{what} not found", str(path))
@@ -151,7 +160,7 @@ def load_torch_tensors(path: str | os.PathLike, check: bool = True, bound: float
     except pickle.UnpicklingError as e:
         raise TensorFileError(
             f"{p}: not a plain tensor file: loading it would need arbitrary pickled objects, which zscir refuses "
-            f"to run (torch.load weights_only=True: {_one_line(e)})") from None
+            f"to run{_unpickler_reason(e)}") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, KeyError,
             IndexError, MemoryError, OverflowError, UnicodeDecodeError) as e:
         raise TensorFileError(f"{p}: not a readable PyTorch file ({type(e).__name__}: {_one_line(e)})") from None
