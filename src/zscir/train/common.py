@@ -106,7 +106,11 @@ def load_training_state(out_dir: Path, optimizer) -> dict[str, Any] | None:
     path = Path(out_dir) / "training_state.pt"
     if not path.exists():
         return None
-    state = load_torch_tensors(path, bound=None)
+    try:
+        state = load_torch_tensors(path, bound=None)
+    except TensorFileError as e:  # a planted file, or one an older zscir pickled with numpy objects
+        raise TensorFileError(f"{e}; if the run is yours, delete {path.name} to resume the saved weights from "
+                              "step 0, or run without --resume") from None
     if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise TensorFileError(f"{path}: not a training state this zscir wrote (format {found!r}, expected "
