@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from zscir.backbones.tensor_files import load_safetensors
 
 
 def ship(src: Path, dst: Path) -> None:
@@ -33,7 +35,7 @@ def ship(src: Path, dst: Path) -> None:
         out = dst / path.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":
-            state = load_file(str(path))
+            state = load_safetensors(path)  # refuses damaged files and NaN / inf weights
             save_file({k: (v.to(torch.float16) if v.is_floating_point() and v.dim() > 0 else v).contiguous()
                        for k, v in state.items()}, str(out), metadata={"format": "pt", "note": "float16 storage"})
             out.chmod(0o644)

@@ -85,7 +85,8 @@ def test_tscir_stage2_and_fusiondiff_from_a_triplet_manifest(tmp_path, files, ti
     train_stage1(Stage1Config(model=tiny, mapping=MappingConfig(vsi_layers=[0], phi_hidden=64), steps=2, batch_size=8,
                               n_val=4, bf16=False, data=DataOptions(data=files["csv"], workers=0)),
                  tmp_path / "s1", progress=False)
-    r = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), adapter=AdapterConfig(bottleneck=16), steps=12,
+    r = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), model=tiny,  # a model folder: named by the user
+                                  adapter=AdapterConfig(bottleneck=16), steps=12,
                                   batch_size=12, lr=1e-2, warmup=1, eval_every=1000, n_val=6, bf16=False, data=trip),
                      tmp_path / "s2", progress=False)
     assert _falls(r["losses"], 3) and "R@1" in r["metrics"]
@@ -96,7 +97,8 @@ def test_tscir_stage2_and_fusiondiff_from_a_triplet_manifest(tmp_path, files, ti
                                      cache_dir=str(tmp_path / "cache"), prior=small, joint=JointConfig(bank_pairs=50),
                                      data=DataOptions(data=files["wds"], workers=0)), tmp_path / "prior", progress=False)
     assert _falls(p["losses"], 3) and "val_loss" in p["history"][-1]
-    a = train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), steps=12, batch_size=16, lr=1e-2, warmup=1,
+    a = train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), model=tiny, steps=12, batch_size=16, lr=1e-2,
+                                         warmup=1,
                                          eval_every=1000, n_val=6, cache_dir=str(tmp_path / "cache"), data=trip),
                       tmp_path / "fd", progress=False)
     assert _falls(a["losses"], 3) and "val_R@1" in a["history"][-1]
@@ -180,7 +182,8 @@ def test_stage2_and_adapter_train_from_make_triplets_output(tmp_path, files, tin
     train_stage1(Stage1Config(model=tiny, mapping=MappingConfig(vsi_layers=[0], phi_hidden=64), steps=2, batch_size=8,
                               n_val=4, bf16=False, data=DataOptions(data=files["csv"], workers=0)),
                  tmp_path / "s1", progress=False)
-    s2 = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), adapter=AdapterConfig(bottleneck=16), steps=12,
+    s2 = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), model=tiny, adapter=AdapterConfig(bottleneck=16),
+                                   steps=12,
                                    batch_size=12, lr=1e-2, warmup=1, eval_every=1000, n_val=6, bf16=False, data=trip),
                       tmp_path / "s2", progress=False)
     assert _falls(s2["losses"], 3)
@@ -188,7 +191,8 @@ def test_stage2_and_adapter_train_from_make_triplets_output(tmp_path, files, tin
     train_prior(PriorTrainConfig(model=tiny, steps=4, batch_size=16, lr=1e-2, warmup=1, eval_every=1000, n_val=6,
                                  cache_dir=str(tmp_path / "cache"), prior=small, joint=JointConfig(bank_pairs=50),
                                  data=DataOptions(data=files["csv"], workers=0)), tmp_path / "prior", progress=False)
-    a = train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), steps=12, batch_size=16, lr=1e-2, warmup=1,
+    a = train_adapter(AdapterTrainConfig(prior=str(tmp_path / "prior"), model=tiny, steps=12, batch_size=16, lr=1e-2,
+                                         warmup=1,
                                          eval_every=1000, n_val=6, cache_dir=str(tmp_path / "cache"), data=trip),
                       tmp_path / "fd", progress=False)
     assert _falls(a["losses"], 3)

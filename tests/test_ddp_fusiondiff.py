@@ -34,11 +34,11 @@ def _prior_cfg(model: str, cache: Path, steps: int = 6):
                             cache_dir=str(cache), joint=JointConfig(bank_pairs=120), prior=SMALL)
 
 
-def _adapter_cfg(prior: Path, cache: Path):
+def _adapter_cfg(prior: Path, cache: Path, model: str | None = None):
     from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig
 
     # 15 = 7 + 8 rows: unequal slices must still give the global-batch mean and its gradient
-    return AdapterTrainConfig(prior=str(prior), n_triplets=80, n_val=20, steps=6, batch_size=15, lr=1e-2,
+    return AdapterTrainConfig(prior=str(prior), model=model, n_triplets=80, n_val=20, steps=6, batch_size=15, lr=1e-2,
                               warmup=1, eval_every=1000, cache_dir=str(cache))
 
 
@@ -62,7 +62,8 @@ def test_prior_two_gloo_processes_match_one_process(tmp_path, tiny_dir, monkeypa
 def test_adapter_two_gloo_processes_match_one_process(tmp_path, tiny_dir, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     _train("prior", _prior_cfg(tiny_dir, tmp_path / "cache", steps=2), tmp_path / "prior")
-    _compare(tmp_path, "adapter", _adapter_cfg(tmp_path / "prior", tmp_path / "cache"), monkeypatch)
+    # the prior's config names a model folder: zscir loads one only when the user names it (--model)
+    _compare(tmp_path, "adapter", _adapter_cfg(tmp_path / "prior", tmp_path / "cache", tiny_dir), monkeypatch)
 
 
 def test_sliced_loss_is_the_prior_loss_without_torchrun():

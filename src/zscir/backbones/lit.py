@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,7 +39,9 @@ from torch import nn
 
 from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
+from zscir.backbones.folder_refs import model_ref_in_folder, resolve_in_folder
 from zscir.backbones.hooks import TextHookMixin
+from zscir.backbones.tensor_files import TensorFileError, load_safetensors
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
 
 logger = logging.getLogger(__name__)
@@ -361,28 +363,51 @@ class LiTBackbone(TextHookMixin, Backbone):
     @classmethod
     def from_pretrained(cls, path: str | Path, name: str | None = None, device: str | torch.device = "cpu",
                         local_files_only: bool | None = None, **_: object) -> "LiTBackbone":
-        """Load a LiT folder: towers by the names in its config, heads from model.safetensors (strict)."""
-        from safetensors.torch import load_file
+        """Load a LiT folder: towers by the names in its config, heads from model.safetensors (strict).
 
+        The folder is data: its towers must be named by a hub / built-in name or lie inside the folder
+        (`zscir.backbones.folder_refs`), and its heads must be finite (`zscir.backbones.tensor_files`).
+        """
         path = Path(path).expanduser()
         raw = read_lit_config(path)
         if raw is None:
             raise ValueError(f"{path} is not a LiT model folder (config.json without model_type {MODEL_TYPE!r})")
-        bb = cls.build(LiTConfig.from_dict(raw), name=name or str(path), seed=None,
-                       local_files_only=local_files_only)
-        state = load_file(str(path / WEIGHTS_NAME))
+        try:
+            cfg = LiTConfig.from_dict(raw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path / CONFIG_NAME}: not a LiT config ({e})") from None
+        resolved = _towers_in_folder(cfg, path)
+        state = load_safetensors(path / WEIGHTS_NAME)  # before the towers load: a bad file fails at once
+        bb = cls.build(resolved, name=name or str(path), seed=None, local_files_only=local_files_only)
+        bb.cfg = cfg  # the names as the folder gives them (a re-save keeps them relative)
         missing = set(bb.head_state_dict()) ^ set(state)
         if missing:
             raise ValueError(f"{path / WEIGHTS_NAME} does not match the config's heads (keys {sorted(missing)[:4]})")
-        with torch.no_grad():
-            bb.image_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("image_head.")})
-            bb.text_head.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("text_head.")})
-            bb.logit_scale.copy_(state["logit_scale"])
+        try:
+            with torch.no_grad():
+                bb.image_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("image_head.")})
+                bb.text_head.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("text_head.")})
+                bb.logit_scale.copy_(state["logit_scale"])
+        except RuntimeError as e:
+            raise TensorFileError(f"{path / WEIGHTS_NAME}: does not match the config's heads "
+                                  f"({str(e).splitlines()[0]})") from None
         for tower, mod in (("text", bb.text_model), ("image", bb.image_model)):
             saved = raw.get("towers", {}).get(tower)
             if saved and saved != module_digest(mod):
                 logger.warning("%s: the %s tower's weights differ from those the heads were trained on", path, tower)
         return bb.to(device).eval()
+
+
+def _towers_in_folder(cfg: LiTConfig, folder: Path) -> LiTConfig:
+    """``cfg`` with its tower references checked against ``folder``: a text tower is a hub name or a folder
+    inside it, an image tower's optional ``:WEIGHTS`` file lies inside it (absolute paths, ``..`` and URLs
+    are refused with `FolderRefError`)."""
+    text = model_ref_in_folder(folder, cfg.text_tower, "text_tower")
+    image_name, sep, weights = str(cfg.image_tower).partition(":")
+    image = cfg.image_tower
+    if sep:
+        image = f"{image_name}:{resolve_in_folder(folder, weights, 'image_tower')}"
+    return replace(cfg, text_tower=str(text), image_tower=image)
 
 
 def flatten_alpha(im: Image.Image, background=(255, 255, 255)) -> Image.Image:

@@ -13,6 +13,7 @@ local checkpoint file, or ``none`` for random weights.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -22,8 +23,27 @@ from torch import nn
 
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.hooks import TextHookMixin
+from zscir.backbones.tensor_files import (TensorFileError, check_module_finite, load_safetensors,
+                                         load_torch_tensors)
 
 logger = logging.getLogger(__name__)
+
+
+def load_checkpoint_file(model: nn.Module, file: Path) -> None:
+    """Load a local open_clip checkpoint (``.safetensors`` or a ``torch.save`` file, optionally under a
+    ``state_dict`` key and with a DDP ``module.`` prefix) strictly into ``model``, through
+    `zscir.backbones.tensor_files`: never unpickled with code, never with NaN / inf weights."""
+    state = load_safetensors(file) if file.suffix == ".safetensors" else load_torch_tensors(file)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TensorFileError(f"{file}: not an open_clip state dict")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise TensorFileError(f"{file}: does not fit this open_clip architecture ({str(e).splitlines()[0]})") from None
 
 
 class OpenCLIPBackbone(TextHookMixin, Backbone):
@@ -54,7 +74,14 @@ class OpenCLIPBackbone(TextHookMixin, Backbone):
                               f"here ({e}): pip install 'zscir[openclip]'") from e
         arch, _, pretrained = spec.partition("/")
         pretrained = None if pretrained in ("", "none") else pretrained
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+        file = Path(pretrained).expanduser() if pretrained else None
+        if file is not None and file.is_file():  # a local checkpoint: read by zscir's own tensor-file loader
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
+            load_checkpoint_file(model, file)
+            model = model.to(device)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+            check_module_finite(model, f"open_clip:{spec}")
         return cls(model.eval(), preprocess, open_clip.get_tokenizer(arch), name=f"open_clip:{spec}", **kw)
 
     @property

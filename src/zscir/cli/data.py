@@ -24,6 +24,8 @@ IMAGE_COLUMN = typer.Option(None, "--image-column", help="Manifest/HF image colu
 TEXT_COLUMN = typer.Option(None, "--text-column", help="Manifest/HF caption column (or WebDataset extension).")
 ID_TEMPLATE = typer.Option(None, "--id-template", help="Triplet image id -> file, e.g. 'images/{id}.jpg'.")
 WORKERS = typer.Option(2, "--workers", help="DataLoader worker processes decoding images.")
+ALLOW_PIPE = typer.Option(False, "--allow-pipe", help="Let WebDataset shards be 'pipe:CMD' (runs CMD through sh) "
+                          "or URLs (fetched by a shell command); off: such specs are refused (docs/DATA.md).")
 
 
 def data_options(data: str = "world", val_data: str | None = None, image_root: Path | None = None,
@@ -58,13 +60,14 @@ def inspect_cmd(
     grid: Path = typer.Option(None, "--grid", help="Also draw the samples into this new picture file (.png, .jpg, "
                               ".pdf, .svg...; an existing folder: DIR/data-inspect.png). An existing file is never "
                               "replaced."),
+    allow_pipe: bool = ALLOW_PIPE,
 ) -> None:
     """Count records, print samples and problems; with --grid, draw the samples into a new picture."""
     from zscir.cli.inspect_report import grid_path, inspect_pairs, inspect_triplets
 
     grid = grid_path(grid) if grid is not None else None  # refused before the data is read
     opts = data_options(spec, image_root=image_root, image_column=image_column, text_column=text_column,
-                        id_template=id_template, max_items=limit or None)
+                        id_template=id_template, max_items=limit or None, allow_pipe=allow_pipe)
     with data_errors():
         lines = (inspect_triplets if triplets else inspect_pairs)(opts, samples, grid)
     for line in lines:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 from zscir.cli.options import OUT
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
@@ -27,7 +27,7 @@ def train_clip_cmd(
     eval_every: int = typer.Option(None),
     model: str = typer.Option(None, help="Start from this backbone instead of a random world-CLIP architecture."),
     data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
-    text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+    text_column: str = TEXT_COLUMN, workers: int = WORKERS, allow_pipe: bool = ALLOW_PIPE,
     streaming: bool = typer.Option(None, "--streaming/--in-memory", help="Stream batches (default for shards) "
                                    "or decode every image into RAM first (default otherwise)."),
     precision: Precision = typer.Option(
@@ -42,7 +42,7 @@ def train_clip_cmd(
     cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads, model=model,
                           bf16=parse_precision(precision),
                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
-                                            streaming=streaming))
+                                            streaming=streaming, allow_pipe=allow_pipe))
     overrides = {k: v for k, v in dict(steps=steps, batch_size=batch_size, n_pairs=n_pairs, lr=lr,
                                          eval_every=eval_every).items() if v is not None}
     cfg = replace(cfg, **overrides)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
@@ -36,10 +36,11 @@ def register_train(train_app: typer.Typer) -> None:
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
-        text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+        text_column: str = TEXT_COLUMN, workers: int = WORKERS, allow_pipe: bool = ALLOW_PIPE,
         captioner: str = typer.Option(None, help="Gallery captioner stored in the checkpoint: retrieval | generative."),
         caption_bank: str = typer.Option(None, "--caption-bank", help="Pair SPEC whose captions the retrieval "
-                                         "captioner uses (default: --data when it is not the world)."),
+                                         "captioner uses (default: --data when it is not the world); the "
+                                         "captions are stored in the checkpoint as caption_bank.json."),
         captioner_model: str = typer.Option(None, help="transformers image-to-text model for --captioner generative."),
         precision: Precision = typer.Option(
             Precision.fp32, help=PRECISION_HELP + " Default here fp32: it reproduces the shipped checkpoint."),
@@ -49,7 +50,8 @@ def register_train(train_app: typer.Typer) -> None:
         from zscir.train.distributed import report_once
 
         cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
-                               data=data_options(data, val_data, image_root, image_column, text_column, workers=workers),
+                               data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
+                                                 allow_pipe=allow_pipe),
                                bf16=parse_precision(precision))
         cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
         if caption_bank is None and captioner in (None, "retrieval") and data != "world":
@@ -69,6 +71,8 @@ def register_train(train_app: typer.Typer) -> None:
     @train_app.command("fusiondiff-adapter")
     def adapter_cmd(
         prior: Path = typer.Option(Path("runs/fusiondiff-prior"), help="Stage-1 checkpoint folder."),
+        model: str = typer.Option(None, help="Backbone (default: the built-in or hub model the prior's config "
+                                             "names; a model folder must be given here)."),
         out: Path = typer.Option(Path("runs/fusiondiff"), "--out", "-o", help="Output checkpoint folder."),
         max_triplets: int = typer.Option(None, help="Use only the first N training triplets."),
         n_triplets: int = typer.Option(None, help="World HQ triplets generated (training pool + validation)."),
@@ -88,7 +92,7 @@ def register_train(train_app: typer.Typer) -> None:
         from zscir.methods.fusiondiff.train_adapter import AdapterTrainConfig, train_adapter
         from zscir.train.distributed import report_once
 
-        cfg = AdapterTrainConfig(prior=str(prior), seed=seed, world_seed=world_seed, threads=threads,
+        cfg = AdapterTrainConfig(prior=str(prior), model=model, seed=seed, world_seed=world_seed, threads=threads,
                                  data=data_options(data, val_data, image_root, id_template=id_template),
                                  bf16=parse_precision(precision))
         cfg = replace(cfg, **_overrides(max_triplets=max_triplets, n_triplets=n_triplets, steps=steps,

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail
+from zscir.cli.data import ALLOW_PIPE
 from zscir.cli.options import OUT
 
 
@@ -33,6 +34,7 @@ def register_train(train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="torch intra-op threads (1 is fastest on a shared 2-core machine)."),
         device: str = typer.Option("cpu", help="Device of the towers and heads (e.g. cuda)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        allow_pipe: bool = ALLOW_PIPE,
     ) -> None:
         """Train LiT projection heads contrastively on (image, caption) pairs; towers stay frozen."""
         from dataclasses import replace
@@ -49,7 +51,7 @@ def register_train(train_app: typer.Typer) -> None:
             steps=steps, batch_size=batch_size, lr=lr).items() if v is not None})
         try:
             check_run(out, "zscir train lit")  # before the data is opened (train_lit checks again and writes)
-            pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size)
+            pairs = pair_data(data, n_pairs=n_pairs, seed=seed, image_size=model.image_size, allow_pipe=allow_pipe)
             r = train_lit(pairs, out, cfg, cache_dir=cache_dir or zscir_cache_dir("lit"), progress=progress)
         except (ValueError, FileNotFoundError, OSError) as e:
             fail(str(e))

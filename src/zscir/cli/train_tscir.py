@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.data import DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
@@ -39,7 +39,7 @@ def register_train(train_app: typer.Typer) -> None:
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True, help="Show progress bars."),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
-        text_column: str = TEXT_COLUMN, workers: int = WORKERS,
+        text_column: str = TEXT_COLUMN, workers: int = WORKERS, allow_pipe: bool = ALLOW_PIPE,
         streaming: bool = typer.Option(False, "--streaming/--cached-features", help="Encode each step's images "
                                        "(data larger than RAM) instead of encoding the whole set once."),
         precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
@@ -57,7 +57,7 @@ def register_train(train_app: typer.Typer) -> None:
         cfg = Stage1Config(model=model, method="pic2word" if pic2word else "tscir", mapping=mapping, seed=seed,
                            world_seed=world_seed, threads=threads, device=device,
                            data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
-                                             streaming=streaming or None),
+                                             streaming=streaming or None, allow_pipe=allow_pipe),
                            bf16=parse_precision(precision))
         if soft_weight is not None:
             cfg.soft_weight = soft_weight

@@ -57,8 +57,10 @@ class PairTable:
 
 
 def pair_source(spec: str | DataSpec, *, image_root=None, image_column=None, text_column=None, streaming=None,
-                n: int | None = None, world_seed: int = 0, image_size: int = 64) -> PairSource:
-    """The `PairSource` a spec names (see `zscir.data.spec` for the syntax)."""
+                n: int | None = None, world_seed: int = 0, image_size: int = 64,
+                allow_pipe: bool = False) -> PairSource:
+    """The `PairSource` a spec names (see `zscir.data.spec` for the syntax); ``allow_pipe`` lets WebDataset
+    shards be ``pipe:`` commands or URLs (`zscir.data.spec.check_shard_commands`)."""
     s = parse_spec(spec)
     if s.kind == "world":
         from zscir.data.world_source import WorldPairSource
@@ -67,7 +69,8 @@ def pair_source(spec: str | DataSpec, *, image_root=None, image_column=None, tex
     if s.kind == "wds":
         from zscir.data.wds_source import WebDatasetSource
 
-        return WebDatasetSource(s.location, s.text, text_key=text_column, image_key=image_column)
+        return WebDatasetSource(s.location, s.text, text_key=text_column, image_key=image_column,
+                                allow_pipe=allow_pipe)
     if s.kind == "manifest":
         from zscir.data.manifest_source import ManifestSource
 
@@ -185,15 +188,19 @@ class PairData:
 
 def get_pair_data(spec: str | DataSpec | None = "world", *, image_root=None, image_column: str | None = None,
                   text_column: str | None = None, streaming: bool | None = None, limit: int | None = None,
-                  world_seed: int = 0, world_n: int | None = None, image_size: int = 64) -> PairData:
+                  world_seed: int = 0, world_n: int | None = None, image_size: int = 64,
+                  allow_pipe: bool = False) -> PairData:
     """Image–caption pairs named by ``spec`` (``world``, ``wds:...``, a manifest, a folder, ``hf:...``).
 
     ``image_root`` resolves relative manifest paths; ``image_column``/``text_column`` name the columns (or
     WebDataset extensions); ``streaming`` reads hub datasets without downloading them; ``limit`` caps the
     number of pairs. ``world_*`` configure the world source (``world_n`` pairs of seed ``world_seed``).
+    ``allow_pipe``: accept ``pipe:CMD`` / URL shards, which make webdataset run shell commands — only for a
+    spec the user typed with ``--allow-pipe`` (docs/DATA.md).
     """
     if limit is not None and limit < 1:
         raise DataError(f"the pair limit must be >= 1 (or None for all), got {limit}")
     src = pair_source(spec, image_root=image_root, image_column=image_column, text_column=text_column,
-                      streaming=streaming, n=world_n, world_seed=world_seed, image_size=image_size)
+                      streaming=streaming, n=world_n, world_seed=world_seed, image_size=image_size,
+                      allow_pipe=allow_pipe)
     return PairData(src, limit)

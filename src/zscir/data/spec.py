@@ -29,7 +29,7 @@ from zscir.data.files import expand_user, file_kind
 from zscir.data.records import DataError
 
 __all__ = ["DataSpec", "parse_spec", "expand_shards", "iter_shards", "count_braces", "MAX_SHARDS",
-           "MANIFEST_SUFFIXES", "KINDS"]
+           "check_shard_commands", "MANIFEST_SUFFIXES", "KINDS"]
 
 KINDS = ("world", "wds", "manifest", "hf")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -188,6 +188,11 @@ def iter_shards(location: str) -> Iterator[str]:
         raise _over(location, f"{total:,}")
     n = 0
     for part in parts:
+        if shard_scheme(part):  # pipe:CMD or a URL: kept as typed (a Path folds '//'), never globbed
+            for name in braceexpand.braceexpand(part):
+                n += 1
+                yield name
+            continue
         p = expand_user(part)
         if p.is_dir():
             names: Iterator[str] = (str(x) for x in sorted(itertools.islice(p.glob("*.tar"), MAX_SHARDS + 1)))
@@ -213,7 +218,7 @@ def expand_shards(location: str) -> list[str]:
         raise DataError(f"{location}: names no shard")
     missing = 0
     for s in out:
-        if s.startswith(("http://", "https://", "pipe:")):
+        if shard_scheme(s):  # pipe:/URLs are not files
             continue
         try:
             st = os.stat(s)
@@ -225,3 +230,32 @@ def expand_shards(location: str) -> list[str]:
     if missing == len(out):
         raise DataError(f"{location}: none of the {len(out)} shards exists (first: {out[0]})")
     return out
+
+
+def shard_scheme(shard: str) -> str:
+    """The URL scheme webdataset dispatches ``shard`` on ('' for a local path)."""
+    from urllib.parse import urlparse
+
+    try:
+        return urlparse(shard).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def check_shard_commands(shards: list[str], spec: str, allow_pipe: bool = False) -> None:
+    """Refuse shards that make webdataset run a command, unless the user allowed it (``--allow-pipe``).
+
+    webdataset opens ``pipe:CMD`` by running CMD through ``sh``, and every other URL scheme (``http(s)://``,
+    ``gs://``, ``scp://``...) through a shell command line too (curl, gsutil, ...): a spec is then code, not
+    data. Only a spec the user typed may do that, and only with the explicit flag (docs/DATA.md); checkpoints
+    and configs never reach this with the flag set.
+    """
+    if allow_pipe:
+        return
+    for shard in shards:
+        scheme = shard_scheme(shard)
+        if scheme and scheme != "file":
+            what = "runs the shell command after 'pipe:'" if scheme == "pipe" else \
+                f"is a {scheme}: URL that webdataset fetches by running a shell command"
+            raise DataError(f"{spec}: shard {shard!r} {what}; zscir runs commands from a data spec only when "
+                            "you allow it with --allow-pipe (allow_pipe=True), see docs/DATA.md")

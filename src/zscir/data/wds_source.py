@@ -27,7 +27,7 @@ from zscir.data.cells import BadCell, caption_variants, parse_json
 from zscir.data.files import open_regular
 from zscir.data.records import DataError, Problem
 from zscir.data.source import PairSource, Partition, RawPair, file_fingerprint
-from zscir.data.spec import expand_shards
+from zscir.data.spec import check_shard_commands, expand_shards
 
 __all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "sample_captions", "stated_size", "tar_end_problem"]
 
@@ -113,10 +113,12 @@ class WebDatasetSource(PairSource):
     ``zscir data inspect`` prints per shard).
     """
 
-    def __init__(self, location: str, spec: str = "", text_key: str | None = None, image_key: str | None = None):
+    def __init__(self, location: str, spec: str = "", text_key: str | None = None, image_key: str | None = None,
+                 allow_pipe: bool = False):
         self.location = location
         self.spec = spec or f"wds:{location}"
         self.shards = expand_shards(location)
+        check_shard_commands(self.shards, self.spec, allow_pipe)  # pipe:/URL shards only with --allow-pipe
         self.text_key = text_key
         self.image_keys = (image_key,) if image_key else IMAGE_EXTS
         self.size = None

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
+
 logger = logging.getLogger(__name__)
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -68,30 +70,73 @@ def uint8_to_pixels(batch: np.ndarray | torch.Tensor, mean=OPENAI_CLIP_MEAN, std
     return (x - m) / s
 
 
-def save_training_state(out_dir: Path, step: int, optimizer, extra: dict[str, Any] | None = None) -> None:
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
+#: version of the ``training_state.pt`` layout; files of another layout (or a pickle with objects) are refused
+TRAINING_STATE_FORMAT = "zscir-training-state-v2"
+
+
+def _rng_states() -> dict[str, Any]:
+    """torch / numpy / python RNG states as tensors, ints, floats and lists: what ``weights_only`` reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
-        "python_rng": random.getstate(),
-        "extra": extra or {},
+        "numpy_rng": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python_rng": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
     }
-    tmp = out_dir / "training_state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out_dir / "training_state.pt")
+
+
+def _restore_rng(state: dict[str, Any], path: Path) -> None:
+    try:
+        torch.set_rng_state(state["torch_rng"])
+        n = state["numpy_rng"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                             float(n["cached_gaussian"])))
+        p = state["python_rng"]
+        random.setstate((int(p["version"]), tuple(int(x) for x in p["internal"]), p["gauss_next"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise TensorFileError(f"{path}: the RNG state is not one zscir wrote ({type(e).__name__}: {e})") from None
+
+
+def save_training_state(out_dir: Path, step: int, optimizer, extra: dict[str, Any] | None = None) -> None:
+    """Write ``training_state.pt`` (optimiser, step, RNG states, ``extra``) as plain tensors and containers,
+    so `load_training_state` reads it back with ``torch.load(weights_only=True)``: ``extra`` must hold only
+    dicts, lists, strings and numbers."""
+    state = {"format": TRAINING_STATE_FORMAT, "step": int(step), "optimizer": optimizer.state_dict(),
+             **_rng_states(), "extra": extra or {}}
+    save_torch_tensors(state, Path(out_dir) / "training_state.pt")
 
 
 def load_training_state(out_dir: Path, optimizer) -> dict[str, Any] | None:
-    path = out_dir / "training_state.pt"
+    """Restore the optimiser and RNG states saved by `save_training_state`; None when there is none.
+
+    The file is data, not code: it is read with ``weights_only=True`` (`zscir.backbones.tensor_files`), so
+    a planted pickle that would run code is refused with `TensorFileError` (one ``error:`` line), as is a
+    state of another layout (an older zscir, another program) or one holding NaN / inf.
+    """
+    path = Path(out_dir) / "training_state.pt"
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
-    random.setstate(state["python_rng"])
-    logger.info("resumed from %s at step %d", path, state["step"])
+    try:
+        state = load_torch_tensors(path, bound=None)
+    except TensorFileError as e:  # a planted file, or one an older zscir pickled with numpy objects
+        raise TensorFileError(f"{e}; if the run is yours, delete {path.name} to resume the saved weights from "
+                              "step 0, or run without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise TensorFileError(f"{path}: not a training state this zscir wrote (format {found!r}, expected "
+                              f"{TRAINING_STATE_FORMAT!r}); delete it to train from the last saved model, or "
+                              "run without --resume")
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(state.get("extra"), dict):
+        raise TensorFileError(f"{path}: step {step!r} / extra are not those of a zscir training state")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise TensorFileError(f"{path}: the optimiser state does not fit this model "
+                              f"({type(e).__name__}: {e})") from None
+    _restore_rng(state, path)
+    logger.info("resumed from %s at step %d", path, step)
     return state
 
 

@@ -30,6 +30,7 @@ class DataOptions:
     max_items: int | None = None  # read at most this many pairs / triplets of a real dataset
     tokenizer_corpus: int = 20000  # captions a newly trained tokenizer learns from (streamed data)
     cache_features: bool = True  # frozen-encoder features cached on disk, keyed by backbone + data fingerprint
+    allow_pipe: bool = False  # --allow-pipe: WebDataset shards may be pipe:CMD / URLs (run through sh)
 
     @property
     def is_world(self) -> bool:
@@ -38,7 +39,7 @@ class DataOptions:
     def pair_data(self, spec: str, limit: int | None = None) -> PairData:
         return get_pair_data(spec, image_root=self.image_root, image_column=self.image_column,
                              text_column=self.text_column, streaming=self.streaming,
-                             limit=limit if limit is not None else self.max_items)
+                             limit=limit if limit is not None else self.max_items, allow_pipe=self.allow_pipe)
 
     def triplet_data(self, spec: str, quality: str | None = None) -> TripletData:
         return get_triplet_data(spec, image_root=self.image_root, id_template=self.id_template,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.backbones.lit import LiTBackbone, LiTConfig
+from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
 from zscir.train.common import cosine_lr, fit_batch, retrieval_recalls, seed_everything, set_threads, write_json
 from zscir.train.run_folder import MODEL_FILES, open_run
 
@@ -75,18 +75,22 @@ class FeatureCache:
         self.path = Path(cache_dir) / f"lit-features-{fingerprint}.pt" if cache_dir else None
         self.data: dict[str, dict[str, torch.Tensor]] = {"image": {}, "text": {}}
         if self.path is not None and self.path.exists():
-            self.data = torch.load(self.path, weights_only=True)
-            logger.info("feature cache %s: %d images, %d texts", self.path, len(self.data["image"]),
-                        len(self.data["text"]))
+            try:  # a cache is data (weights_only); a damaged or foreign file is ignored and rebuilt
+                data = load_torch_tensors(self.path)
+                if not (isinstance(data, dict) and all(isinstance(data.get(k), dict) for k in ("image", "text"))
+                        and all(isinstance(v, torch.Tensor) for k in ("image", "text") for v in data[k].values())):
+                    raise TensorFileError(f"{self.path}: not a LiT feature cache")
+                self.data = data
+                logger.info("feature cache %s: %d images, %d texts", self.path, len(self.data["image"]),
+                            len(self.data["text"]))
+            except TensorFileError as e:
+                logger.warning("ignoring the feature cache %s: %s", self.path, e)
         self.dirty = False
 
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".pt.tmp")
-        torch.save(self.data, tmp)
-        os.replace(tmp, self.path)
+        save_torch_tensors(self.data, self.path)
         self.dirty = False
 
 
@@ -283,7 +287,7 @@ def world_pair_data(n_pairs: int = 2000, world_seed: int = 0, image_size: int = 
                 yield im, caption
 
 
-def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 160
+def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 160, allow_pipe: bool = False
               ) -> Iterable[tuple[Image.Image, str]]:
     """Resolve ``--data SPEC`` to an iterable of (PIL image, caption) pairs.
 
@@ -294,5 +298,5 @@ def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 1
         return world_pair_data(n_pairs, seed, image_size)
     from zscir.data import get_pair_data
 
-    data = get_pair_data(spec)  # a bad spec raises DataError (a ValueError) here, before any work
+    data = get_pair_data(spec, allow_pipe=allow_pipe)  # a bad spec raises DataError (a ValueError) here
     return ((r.image, c) for r in data for c in r.captions)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
 from zscir.data import DataError
 from zscir.train.common import uint8_to_pixels
 
@@ -90,14 +91,32 @@ def cached_pair_features(backbone, opts, spec: str, size: int, patches: bool, bf
         path = cache_root() / namespace / (f"pairs-{backbone.fingerprint()}-{data.fingerprint()}-{size}-"
                                            f"{'p' if patches else 'g'}{'-bf16' if bf16 else ''}.pt")
         if path.exists():
-            d = torch.load(path, weights_only=False)
-            return PairFeatures(d["glob"], d["patches"], d["captions"])
+            cached = read_cached_features(path, patches)
+            if cached is not None:
+                return cached
     feats = encode_pair_stream(backbone, data, size, patches, bf16, opts.workers, progress=progress)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"glob": feats.glob, "patches": feats.patches, "captions": feats.captions}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        save_torch_tensors({"glob": feats.glob, "patches": feats.patches, "captions": feats.captions}, path)
     return feats
+
+
+def read_cached_features(path: Path, patches: bool) -> PairFeatures | None:
+    """A feature cache file, or None (with a warning: the features are then re-encoded and the file
+    rewritten) when it is not one this module wrote: damaged, of another layout, holding NaN, or a pickle
+    that would run code — a cache is data read with ``weights_only=True``, never executed."""
+    try:
+        d = load_torch_tensors(path)
+        glob, toks, caps = d["glob"], d["patches"], d["captions"]
+        ok = (isinstance(glob, torch.Tensor) and glob.ndim == 2 and isinstance(caps, list)
+              and len(caps) == len(glob) and all(isinstance(c, (tuple, list)) and all(isinstance(t, str) for t in c)
+                                                 for c in caps)
+              and (toks is None if not patches else isinstance(toks, torch.Tensor) and len(toks) == len(glob)))
+        if not ok:
+            raise TensorFileError(f"{path}: not a pair-feature cache of this layout")
+    except (TensorFileError, KeyError, TypeError) as e:
+        logger.warning("ignoring the feature cache %s and encoding again: %s", path, e)
+        return None
+    return PairFeatures(glob, toks, [tuple(c) for c in caps])
 
 
 def pair_feature_split(backbone, opts, size: int, patches: bool, bf16: bool, n_val: int, namespace: str,

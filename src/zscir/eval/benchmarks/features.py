@@ -97,7 +97,7 @@ class FeatureCache:
 
     def load(self, key: FeatureCacheKey) -> torch.Tensor | None:
         """The cached features for ``key``, or ``None`` (missing, incomplete or inconsistent entry)."""
-        from safetensors.torch import load_file
+        from zscir.backbones.tensor_files import load_safetensors
 
         tensor_path, manifest_path = self._paths(key)
         if not manifest_path.is_file() or not tensor_path.is_file():
@@ -107,7 +107,7 @@ class FeatureCache:
             if manifest.get("key") != asdict(key):
                 logger.warning("feature cache manifest %s does not match its key; ignoring it", manifest_path)
                 return None
-            feats = load_file(str(tensor_path))["features"]
+            feats = load_safetensors(tensor_path)["features"]  # damaged or non-finite: ignored below
         except Exception as e:  # a corrupt cache entry must never break an evaluation
             logger.warning("ignoring unreadable feature cache entry %s (%s)", tensor_path, e)
             return None

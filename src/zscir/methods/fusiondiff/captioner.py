@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.tensor_files import (TensorFileError, check_module_finite, check_safetensors, load_torch_tensors,
+                                         save_torch_tensors)
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +89,18 @@ class RetrievalCaptioner(Captioner):
                 # through another method's adapters on a shared backbone; such files are never read
                 path = self.cache_dir / f"bank-v2-{self.backbone.fingerprint()}-{self._bank_hash}.pt"
                 if path.exists():
-                    self._bank_embeds = torch.load(path)
-                    return self._bank_embeds
+                    try:  # a cache is data: weights_only, and anything odd is re-embedded, never trusted
+                        emb = load_torch_tensors(path)
+                        if not (isinstance(emb, torch.Tensor) and emb.ndim == 2 and len(emb) == len(self.bank)):
+                            raise TensorFileError(f"{path}: not the embeddings of this caption bank")
+                        self._bank_embeds = emb
+                        return emb
+                    except TensorFileError as e:
+                        logger.warning("ignoring the caption-bank cache %s and embedding again: %s", path, e)
             logger.info("embedding a caption bank of %d captions", len(self.bank))
             self._bank_embeds = self.backbone.encode_texts(self.bank, batch_size=1024)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                torch.save(self._bank_embeds, tmp)
-                tmp.replace(path)
+                save_torch_tensors(self._bank_embeds, path)
         return self._bank_embeds
 
     def nearest(self, image_embeds: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,12 +227,16 @@ class GenerativeCaptioner(Captioner):
         """Load any ``AutoModelForImageTextToText`` captioner (hub name in the local HF cache, or a folder)."""
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
+        folder = Path(name).expanduser()
+        for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            check_safetensors(f)  # a damaged file: one error naming it
         try:
             model = AutoModelForImageTextToText.from_pretrained(name)
             image_processor = AutoImageProcessor.from_pretrained(name)
             tokenizer = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as e:
             raise FileNotFoundError(f"cannot load the image-to-text model {name!r} ({e})") from None
+        check_module_finite(model, name)
         model = model.to(device or backbone.device)
         return cls(backbone, model, image_processor, tokenizer, name, cache_dir, **kw)
 
@@ -292,16 +301,21 @@ def tiny_random_captioner_model(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_captioner(backbone: Backbone, cfg, cache_dir: str | Path | None = None, world_seed: int = 0) -> Captioner:
+def build_captioner(backbone: Backbone, cfg, cache_dir: str | Path | None = None, world_seed: int = 0,
+                    bank: Sequence[str] | None = None, **data_kw) -> Captioner:
     """The captioner a `JointConfig` names — the public entry point for trainers and composers.
 
-    ``retrieval``: nearest captions of ``cfg.caption_bank`` (any pair spec) or, when unset, of the world
-    caption bank; ``generative``: ``cfg.captioner_model`` (an image-to-text model name or folder), captions
-    cached under ``cache_dir``; ``oracle``: the world benchmark's exact captions.
+    ``retrieval``: nearest captions of ``bank`` (a checkpoint's own bank, `checkpoint.captioner_inputs`),
+    else of ``cfg.caption_bank`` — a pair spec *the user typed*, read with ``data_kw`` (``allow_pipe``...,
+    see `bank_from_data`) — or, when unset, of the world caption bank; ``generative``: ``cfg.captioner_model``
+    (an image-to-text model name or folder), captions cached under ``cache_dir``; ``oracle``: the world
+    benchmark's exact captions.
     """
     if cfg.captioner == "retrieval":
-        if getattr(cfg, "caption_bank", None):
-            bank = bank_from_data(cfg.caption_bank, limit=getattr(cfg, "caption_bank_limit", None))
+        if bank is not None:
+            bank = list(bank)
+        elif getattr(cfg, "caption_bank", None):
+            bank = bank_from_data(cfg.caption_bank, limit=getattr(cfg, "caption_bank_limit", None), **data_kw)
         else:
             from zscir.methods.fusiondiff.features import caption_bank
 

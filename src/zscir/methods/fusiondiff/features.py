@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +40,21 @@ def _encode_scenes(backbone: Backbone, scenes, size: int, batch_size: int = 512,
 
 
 def _cached(path: Path | None, build):
+    """``build()``'s dict of tensors, cached in ``path``. The cache is data: read with ``weights_only=True``;
+    a file that is damaged, holds NaN, is not a dict of tensors or would run code is rebuilt (with a warning)."""
     if path is not None and path.exists():
-        return torch.load(path)
+        try:
+            obj = load_torch_tensors(path)
+            if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+                return obj
+            raise TensorFileError(f"{path}: not a dict of tensors")
+        except TensorFileError as e:
+            logger.warning("ignoring the feature cache %s and building it again: %s", path, e)
     t0 = time.time()
     obj = build()
     logger.info("built %s in %.1fs", path.name if path else "features", time.time() - t0)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(obj, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        save_torch_tensors(obj, path)
     return obj
 
 

@@ -26,7 +26,7 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
                   cache_dir: str | None = None, caption_bank: str | None = None, captioner_model: str | None = None):
     """Build a `FusionDiffComposer` from a checkpoint folder (or the shipped one) on ``backbone``."""
     from zscir.methods.fusiondiff.captioner import build_captioner
-    from zscir.methods.fusiondiff.checkpoint import load_checkpoint, shipped_checkpoint_dir
+    from zscir.methods.fusiondiff.checkpoint import captioner_inputs, load_checkpoint, shipped_checkpoint_dir
     from zscir.methods.fusiondiff.composer import FusionDiffComposer, sampling_with
     from zscir.methods.fusiondiff.features import default_cache_dir
 
@@ -34,24 +34,28 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no Fusion-Diff checkpoint at {path}; train one with `zscir train "
                                 "fusiondiff-prior` + `zscir train fusiondiff-adapter` and pass --checkpoint")
-    cfg, prior, adapter = load_checkpoint(path)
+    user = dict(caption_bank=caption_bank, captioner_model=captioner_model)  # typed by the user: replace the file's
+    cfg, prior, adapter = load_checkpoint(path, skip_refs=tuple(k for k, v in user.items() if v is not None))
     if cfg.embed_dim != backbone.embed_dim:  # the capability check: the prior only runs in its own space
         raise ValueError(f"checkpoint {path} was trained for embed_dim={cfg.embed_dim}, but backbone "
                          f"{backbone.name!r} has {backbone.embed_dim}")
     if cfg.backbone_fingerprint and cfg.backbone_fingerprint != backbone.fingerprint():
         logger.warning("checkpoint %s was trained on backbone %s (%s), running on %s (%s)", path, cfg.backbone,
                        cfg.backbone_fingerprint, backbone.name, backbone.fingerprint())
-    joint = cfg.joint
+    # the checkpoint's own caption bank / captioner model (files in its folder, checked by load_checkpoint);
+    # a caption_bank= / captioner_model= typed by the user replaces them
+    joint, bank = captioner_inputs(path, replace(cfg.joint, **{k: None for k, v in user.items() if v is not None}))
     overrides = {k: v for k, v in dict(captioner=captioner, caption_k=caption_k, fusion_weight=fusion_weight,
                                         caption_bank=caption_bank, captioner_model=captioner_model).items()
                  if v is not None}
     if captioner_model and captioner is None:
         overrides["captioner"] = "generative"
     joint = replace(joint, **overrides)
-    cfg = replace(cfg, joint=joint)
+    cfg = replace(cfg, joint=replace(cfg.joint, **overrides))
     cap = None
     if joint.space == "joint":
-        cap = build_captioner(backbone, joint, Path(cache_dir) if cache_dir else default_cache_dir(), world_seed)
+        cap = build_captioner(backbone, joint, Path(cache_dir) if cache_dir else default_cache_dir(), world_seed,
+                              bank=bank)
     sampling = sampling_with(cfg.sampling, steps=steps, guidance_scale=guidance_scale, n_samples=n_samples,
                              eta=eta, seed=seed, strength=strength)
     if isinstance(use_adapter, str):

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from zscir.backbones import create_backbone
+from zscir.backbones.registry import checked_model_name
 from zscir.methods.fusiondiff.captioner import build_captioner
-from zscir.methods.fusiondiff.checkpoint import count_parameters, load_checkpoint, save_checkpoint
+from zscir.methods.fusiondiff.checkpoint import captioner_inputs, count_parameters, load_checkpoint, save_checkpoint
 from zscir.methods.fusiondiff.config import AdapterConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter, control_signal
 from zscir.methods.fusiondiff.features import data_triplet_features, default_cache_dir, triplet_features
@@ -40,6 +41,7 @@ class AdapterTrainConfig:
     """Hyper-parameters of `zscir train fusiondiff-adapter` (defaults: the shipped checkpoint)."""
 
     prior: str = "runs/fusiondiff-prior"
+    model: str | None = None  # the backbone; None: the one the prior's config names (a built-in or hub name)
     seed: int = 0
     world_seed: int = 0
     n_triplets: int = 10000
@@ -100,7 +102,9 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     if cfg.adapter.mode not in ("adapter", "full"):
         raise ValueError(f"mode must be 'adapter' or 'full', got {cfg.adapter.mode!r}")
     base_cfg, prior, _ = load_checkpoint(cfg.prior)
-    backbone = backbone or create_backbone(base_cfg.backbone)
+    # the prior's config names its backbone; a model folder elsewhere must come from the user (--model)
+    backbone = backbone or create_backbone(cfg.model or checked_model_name(base_cfg.backbone,
+                                                                           Path(cfg.prior) / "config.json"))
     backbone.freeze()
     if base_cfg.backbone_fingerprint and base_cfg.backbone_fingerprint != backbone.fingerprint():
         logger.warning("prior was trained on backbone %s, training the adapter on %s",
@@ -113,7 +117,9 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
         else:
             feats = data_triplet_features(backbone, cfg.data, cfg.n_val, cache, progress=progress)
             cfg = replace(cfg, n_val=feats["n_val"])
-        joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, jc, cache) if jc.space == "joint" else None)
+        cap_joint, bank = captioner_inputs(cfg.prior, jc)  # the prior's own caption bank, from its folder
+        joint = ClipFusionEncoder(backbone, jc, build_captioner(backbone, cap_joint, cache, bank=bank)
+                                  if jc.space == "joint" else None)
         ref, txt, tgt = feats["ref_image"], feats["text"], feats["target_image"]
         z0_all = joint.from_embeddings(tgt, None)
         ctrl_all = control_parts(ref, txt, jc.fusion_weight, cfg.adapter.control_parts,
@@ -146,7 +152,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     def save(path: Path, info: dict) -> None:
         info = {"stage": "adapter", "train_config": asdict(cfg), "trainable_params": trainable,
                 "n_train_triplets": n_train, "prior_train_info": base_cfg.train_info, **info}
-        save_checkpoint(path, replace(fcfg, train_info=info), prior, adapter)
+        save_checkpoint(path, replace(fcfg, train_info=info), prior, adapter, caption_bank=bank)
 
     params = list(adapter.parameters()) + list(prior.parameters())
     r = run_loop(f"fusiondiff-adapter[{cfg.adapter.mode}]", params, batch_loss,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from zscir.backbones import create_backbone
-from zscir.methods.fusiondiff.captioner import RetrievalCaptioner
+from zscir.methods.fusiondiff.captioner import RetrievalCaptioner, bank_from_data
 from zscir.methods.fusiondiff.checkpoint import count_parameters, save_checkpoint
 from zscir.methods.fusiondiff.config import FusionDiffConfig, JointConfig, PriorConfig
 from zscir.methods.fusiondiff.features import caption_bank, default_cache_dir, pair_features
@@ -86,6 +86,17 @@ def _data_features(backbone, cfg: PriorTrainConfig, cache: Path, progress: bool)
     return {"image": torch.cat([tr.glob, va.glob]), "caption_idx": idx, "n_val": len(va)}, bank
 
 
+def _own_caption_bank(cfg: PriorTrainConfig) -> list[str] | None:
+    """The captions of ``cfg.joint.caption_bank`` (a pair spec the user typed), read with the run's data
+    options; None when the checkpoint uses the world bank."""
+    spec = cfg.joint.caption_bank
+    if not spec:
+        return None
+    d = cfg.data
+    return bank_from_data(spec, limit=cfg.joint.caption_bank_limit, image_root=d.image_root,
+                          image_column=d.image_column, text_column=d.text_column, allow_pipe=d.allow_pipe)
+
+
 def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                 backbone=None) -> dict:
     """Train (or resume) the stage-1 prior; writes a Fusion-Diff checkpoint (prior only) to ``out``.
@@ -108,6 +119,9 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
         else:
             feats, bank = _data_features(backbone, cfg, cache, progress)
             cfg = replace(cfg, n_val=feats["n_val"])
+    # a caption bank of the user's own data is stored in the checkpoint (never the spec it came from: a
+    # checkpoint is data and may not name a command, URL or file elsewhere, see `checkpoint.check_refs`)
+    own_bank = _own_caption_bank(cfg) if ctx.is_main else None
     img, cap_idx = feats["image"], feats["caption_idx"]
     n_train = len(img) - cfg.n_val
     dim = img.shape[1]
@@ -141,7 +155,8 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
         return sliced_loss(prior, net, target(i, txt), txt, ctx)
 
     def save(path: Path, info: dict) -> None:
-        save_checkpoint(path, replace(fcfg, train_info={"stage": "prior", "train_config": asdict(cfg), **info}), prior)
+        save_checkpoint(path, replace(fcfg, train_info={"stage": "prior", "train_config": asdict(cfg), **info}), prior,
+                        caption_bank=own_bank)
 
     n_params = count_parameters(prior.denoiser)
     logger.info("prior: %d parameters, %d training pairs", n_params, n_train)

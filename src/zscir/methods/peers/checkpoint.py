@@ -1,17 +1,17 @@
 """Loading a released peer checkpoint safely and strictly onto a backbone.
 
 The released files are ``torch.save`` pickles of plain dicts of tensors (plus, for Pic2Word, training
-bookkeeping such as the epoch and optimizer state). They are read with ``torch.load(weights_only=True)``,
-whose unpickler only rebuilds tensors and plain containers: a file that would need arbitrary code to
-unpickle is refused with one clear error instead of being executed. φ's sizes are inferred from the weight
-shapes and checked against the backbone before anything is loaded, so a SEARLE-B/32 file on a ViT-L/14
-backbone fails with a message naming the right backbone rather than a shape error deep inside the encoder.
+bookkeeping such as the epoch and optimizer state). They are read by `zscir.backbones.tensor_files`
+(``torch.load(weights_only=True)``), whose unpickler only rebuilds tensors and plain containers: a file that
+would need arbitrary code to unpickle is refused with one clear error instead of being executed, and so is a
+φ holding NaN, inf or absurd magnitudes. φ's sizes are inferred from the weight shapes and checked against
+the backbone before anything is loaded, so a SEARLE-B/32 file on a ViT-L/14 backbone fails with a message
+naming the right backbone rather than a shape error deep inside the encoder.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.tensor_files import TensorFileError, check_finite, load_torch_tensors
 from zscir.methods.peers.phi import LayoutError, build_phi, infer_dims
 from zscir.methods.peers.specs import PeerSpec
 
@@ -30,19 +31,16 @@ class PeerCheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU; every failure becomes one `PeerCheckpointError`."""
+    """The file read by `zscir.backbones.tensor_files.load_torch_tensors` (``weights_only=True``, CPU);
+    every failure becomes one `PeerCheckpointError`. Finiteness is checked on φ's weights only
+    (`load_phi`): a released file's optimiser bookkeeping is never used."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise PeerCheckpointError(f"checkpoint file not found: {p}")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PeerCheckpointError(
-            f"{p} is not a plain tensor checkpoint: loading it would need arbitrary pickled objects, which "
-            f"zscir refuses to run (torch.load weights_only=True: {first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise PeerCheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        return load_torch_tensors(p, check=False)
+    except TensorFileError as e:
+        raise PeerCheckpointError(str(e)) from None
 
 
 def _strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
@@ -91,6 +89,10 @@ def check_backbone(dims: dict[str, int], spec: PeerSpec, backbone: Backbone, pat
 def load_phi(path: str | Path, spec: PeerSpec, backbone: Backbone) -> tuple[nn.Module, dict[str, Any]]:
     """Read, check and strictly load the φ of ``spec`` from ``path``; returns (φ in eval mode, info)."""
     state = extract_state(read_checkpoint(path), spec, path)
+    try:  # NaN / inf / absurd weights would make every score -inf or NaN: refuse them here, once
+        check_finite(state, Path(path).expanduser())
+    except TensorFileError as e:
+        raise PeerCheckpointError(str(e)) from None
     try:
         dims = infer_dims(state, spec.layout)
     except LayoutError as e:

@@ -9,7 +9,9 @@ Layout::
 
 A Stage II folder embeds its Stage I (a few hundred kB), so ``--checkpoint DIR`` alone rebuilds the full
 model and cannot silently pair adapters with a different φ. config.json records the backbone name and
-fingerprint; loading on another backbone is allowed (same sizes) but logged as a warning.
+fingerprint; loading on another backbone is allowed (same sizes) but logged as a warning. A checkpoint is
+data: its ``stage1`` field may only name a sub-folder of its own (`zscir.backbones.folder_refs`), and the
+weights are read by `zscir.backbones.tensor_files` (damaged files and NaN / inf weights are refused).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.folder_refs import FolderRefError, resolve_in_folder
+from zscir.backbones.tensor_files import TensorFileError, load_safetensors
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.config import AdapterConfig, MappingConfig
 from zscir.methods.tscir.mapping import Mapping
@@ -67,10 +71,35 @@ def read_config(path: str | Path) -> dict[str, Any]:
     p = Path(path) / "config.json"
     if not p.exists():
         raise FileNotFoundError(f"no TSCIR/Pic2Word checkpoint at {path} (config.json missing)")
-    cfg = json.loads(p.read_text())
-    if cfg.get("format") != FORMAT:
-        raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+    try:
+        cfg = json.loads(p.read_text())
+    except ValueError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={found!r})")
+    if cfg.get("stage") not in (1, 2):
+        raise ValueError(f"{p}: stage must be 1 or 2, got {cfg.get('stage')!r}")
     return cfg
+
+
+def stage1_folder(path: str | Path, cfg: dict[str, Any]) -> Path:
+    """The Stage I folder a Stage II checkpoint embeds: a sub-folder of its own, never a path elsewhere."""
+    path = Path(path)
+    sub = resolve_in_folder(path, cfg.get("stage1", "stage1"), "stage1")
+    if sub == path.resolve():
+        raise FolderRefError(f"{path / 'config.json'}: field 'stage1' names the checkpoint folder itself")
+    return sub
+
+
+def load_weights(file: Path, load) -> None:
+    """``load(tensors)`` with the tensors of ``file`` (finite, from an intact safetensors file); a state that
+    does not fit the modules raises `TensorFileError` naming the file instead of a traceback."""
+    tensors = load_safetensors(file)
+    try:
+        load(tensors)
+    except (RuntimeError, KeyError) as e:
+        raise TensorFileError(f"{file}: does not fit the checkpoint's config ({str(e).splitlines()[0]})") from None
 
 
 def _check_backbone(cfg: dict[str, Any], backbone: Backbone, path: Path) -> None:
@@ -89,10 +118,13 @@ def load_mapping(path: str | Path, backbone: Backbone) -> tuple[Mapping, dict[st
     path = Path(path)
     cfg = read_config(path)
     if cfg["stage"] == 2:
-        return load_mapping(path / cfg.get("stage1", "stage1"), backbone)
+        sub = stage1_folder(path, cfg)
+        if read_config(sub)["stage"] != 1:
+            raise ValueError(f"{sub / 'config.json'}: the Stage I inside a Stage II checkpoint must be stage 1")
+        return load_mapping(sub, backbone)
     _check_backbone(cfg, backbone, path)
     mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"]))
-    mapping.load_state_dict(load_file(str(path / "model.safetensors")))
+    load_weights(path / "model.safetensors", mapping.load_state_dict)
     return mapping.eval(), cfg
 
 
@@ -108,5 +140,5 @@ def load_checkpoint(path: str | Path, backbone: Backbone
     mapping.attach(backbone)  # VSI hooks first, adapters after: the order they were trained in
     adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"]))
     adapters.attach(backbone)
-    adapters.load_adapter_state_dict(load_file(str(path / "adapters.safetensors")))
+    load_weights(path / "adapters.safetensors", adapters.load_adapter_state_dict)
     return mapping, adapters.eval(), cfg

@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from zscir.data import get_pair_data
-from zscir.methods.tscir.checkpoint import save_stage1
+from zscir.methods.tscir.checkpoint import load_weights, save_stage1
 from zscir.methods.tscir.config import Stage1Config
 from zscir.methods.tscir.mapping import Mapping
 from zscir.methods.tscir.training import (FeatureBank, ImageTable, autocast, encode_texts_bf16, image_size,
@@ -124,7 +123,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     mapping = Mapping(backbone, cfg.mapping).to(backbone.device)
     mapping.attach(backbone)
     if resume and (out / "model.safetensors").exists():
-        mapping.load_state_dict(load_file(str(out / "model.safetensors")))
+        load_weights(out / "model.safetensors", mapping.load_state_dict)
     params = list(mapping.parameters())
     broadcast_params(params, ctx)  # rank 0's start, whatever each rank loaded or initialised
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

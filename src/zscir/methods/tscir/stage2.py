@@ -29,12 +29,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from zscir.backbones.registry import checked_model_name
 from zscir.data import get_triplet_data
 from zscir.methods.tscir.adapters import ComposingAdapters
-from zscir.methods.tscir.checkpoint import load_mapping, save_stage2
+from zscir.methods.tscir.checkpoint import load_mapping, load_weights, read_config, save_stage2, stage1_folder
 from zscir.methods.tscir.composer import fill_template
 from zscir.methods.tscir.config import Stage2Config
 from zscir.methods.tscir.hard_negatives import HardNegativeMiner, encode_sharded
@@ -175,8 +175,8 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     stage1_dir = Path(cfg.stage1)
-    if (stage1_dir / "config.json").exists() and json.loads((stage1_dir / "config.json").read_text()).get("stage") == 2:
-        stage1_dir = stage1_dir / "stage1"
+    if (stage1_dir / "config.json").exists() and (given := read_config(stage1_dir))["stage"] == 2:
+        stage1_dir = stage1_folder(stage1_dir, given)
     backbone = prepare_backbone(cfg.model or _stage1_model(stage1_dir), cfg.device)
     mapping, _ = load_mapping(stage1_dir, backbone)
     mapping.to(backbone.device).eval().requires_grad_(False)
@@ -184,7 +184,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     adapters = ComposingAdapters(backbone, cfg.adapter).to(backbone.device)
     adapters.attach(backbone)
     if resume and (out / "adapters.safetensors").exists():
-        adapters.load_adapter_state_dict(load_file(str(out / "adapters.safetensors")))
+        load_weights(out / "adapters.safetensors", adapters.load_adapter_state_dict)
     params = adapters.trainable_parameters()
     for p in params:
         p.requires_grad_(True)
@@ -261,5 +261,6 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
 
 def _stage1_model(stage1_dir: Path) -> str:
     """The backbone a Stage I checkpoint was trained on (Stage II must use the same one)."""
-    cfg = json.loads((stage1_dir / "config.json").read_text())
-    return cfg.get("train", {}).get("model") or cfg["backbone"]["name"]
+    cfg = read_config(stage1_dir)
+    name = (cfg.get("train") or {}).get("model") or (cfg.get("backbone") or {}).get("name")
+    return checked_model_name(name, stage1_dir / "config.json")  # a model folder elsewhere: the user's --model
