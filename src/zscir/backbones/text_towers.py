@@ -117,6 +117,10 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
         kw["local_files_only"] = local_files_only
     elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         kw["local_files_only"] = True
+    if isinstance(src, Path):
+        from zscir.backbones.tokenizer import check_tokenizer_files
+
+        check_tokenizer_files(src)  # an empty or unreadable vocabulary: one error naming the file
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, **kw)
         model = AutoModel.from_pretrained(src, **kw)
