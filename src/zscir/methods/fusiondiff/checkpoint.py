@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from zscir.backbones.assets import shipped_model_dir
+from zscir.backbones.config_check import read_config_json, weights_mismatch
 from zscir.methods.fusiondiff.config import FusionDiffConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter
 from zscir.methods.fusiondiff.prior import DiffusionPrior
@@ -50,19 +51,29 @@ def save_checkpoint(out: str | Path, cfg: FusionDiffConfig, prior: DiffusionPrio
     return out
 
 
+def read_checkpoint_config(path: str | Path) -> FusionDiffConfig:
+    """The checked `FusionDiffConfig` of a checkpoint folder (nothing built, no weight read): a bad field is
+    one `ModelConfigError` naming config.json and the field."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no Fusion-Diff checkpoint (config.json) in {path}")
+    return FusionDiffConfig.from_dict(read_config_json(path / "config.json"), source=path / "config.json")
+
+
 def load_checkpoint(path: str | Path) -> tuple[FusionDiffConfig, DiffusionPrior, ControlAdapter | None]:
     """Rebuild (config, prior, adapter) from a checkpoint folder; modules are in eval mode on CPU."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no Fusion-Diff checkpoint (config.json) in {path}")
-    cfg = FusionDiffConfig.from_dict(json.loads((path / "config.json").read_text()))
+    cfg = read_checkpoint_config(path)
     prior, adapter = build_modules(cfg)
     tensors = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
-    prior.denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
-    if adapter is not None:
-        adapter.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
+    try:  # strict: a config.json whose sizes are not the weights' is refused, naming both files
+        prior.denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
+        if adapter is not None:
+            adapter.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
+    except RuntimeError as e:
+        raise weights_mismatch(path / "model.safetensors", path / "config.json", e) from None
     prior.eval()
     if adapter is not None:
         adapter.eval()

@@ -23,6 +23,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from zscir.backbones.base import Backbone
+from zscir.backbones.config_check import (ModelConfigError, check_int, check_mapping, check_str, config_source,
+                                          read_config_json, weights_mismatch)
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.config import AdapterConfig, MappingConfig
 from zscir.methods.tscir.mapping import Mapping
@@ -63,14 +65,50 @@ def save_stage2(out: Path, adapters: ComposingAdapters, stage1_dir: Path, backbo
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
 
 
+#: integer fields of a checkpoint's ``backbone`` record (compared with the backbone it is loaded on)
+BACKBONE_INFO_FIELDS = ("embed_dim", "token_embed_dim", "vision_width")
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint folder's config.json, checked before any module is built: the format, ``stage`` (1 or
+    2), the query ``template``, the embedded Stage I folder name and the model config of the stage
+    (`MappingConfig` / `AdapterConfig`, validated by their ``from_dict``). A `ModelConfigError` names the
+    file and the field."""
     p = Path(path) / "config.json"
     if not p.exists():
         raise FileNotFoundError(f"no TSCIR/Pic2Word checkpoint at {path} (config.json missing)")
-    cfg = json.loads(p.read_text())
+    cfg = read_config_json(p)
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+    with config_source(p):
+        check_int(cfg.get("stage"), "stage", 1, 2)
+        check_str(cfg.get("method"), "method", optional=True)
+        if cfg.get("template") is not None:
+            template = check_str(cfg["template"], "template", max_len=1000)
+            if template.count("$") != 1 or "{}" not in template:
+                raise ModelConfigError(f"template must contain one '$' and one '{{}}', got {template!r}")
+        info = check_mapping(cfg.get("backbone"), "backbone", optional=True) or {}
+        for key in BACKBONE_INFO_FIELDS:
+            check_int(info.get(key), f"backbone.{key}", 1, 65536, optional=True)
+        if cfg["stage"] == 2:
+            sub = check_str(cfg.get("stage1", "stage1"), "stage1", max_len=255)
+            if sub in (".", "..") or "/" in sub or "\\" in sub:  # a folder inside this one, never elsewhere
+                raise ModelConfigError(f"stage1 must name a sub-folder of the checkpoint, got {sub!r}")
+    # the model config of the stage: checked here, before anything is built or any weight is read
+    if cfg["stage"] == 1:
+        MappingConfig.from_dict(cfg.get("mapping"), source=p)
+    else:
+        AdapterConfig.from_dict(cfg.get("adapter"), source=p)
     return cfg
+
+
+def _load_state(module_load, weights: Path, config: Path, state: dict[str, Any]) -> None:
+    """``module_load(state)``; a shape or key mismatch (config.json edited, weights of another model) becomes
+    one `ModelConfigError` naming both files."""
+    try:
+        module_load(state)
+    except (RuntimeError, ValueError) as e:
+        raise weights_mismatch(weights, config, e) from None
 
 
 def _check_backbone(cfg: dict[str, Any], backbone: Backbone, path: Path) -> None:
@@ -91,8 +129,10 @@ def load_mapping(path: str | Path, backbone: Backbone) -> tuple[Mapping, dict[st
     if cfg["stage"] == 2:
         return load_mapping(path / cfg.get("stage1", "stage1"), backbone)
     _check_backbone(cfg, backbone, path)
-    mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"]))
-    mapping.load_state_dict(load_file(str(path / "model.safetensors")))
+    with config_source(path / "config.json"):
+        mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"], source=path / "config.json"))
+    _load_state(mapping.load_state_dict, path / "model.safetensors", path / "config.json",
+                load_file(str(path / "model.safetensors")))
     return mapping.eval(), cfg
 
 
@@ -106,7 +146,9 @@ def load_checkpoint(path: str | Path, backbone: Backbone
         return mapping, None, cfg
     _check_backbone(cfg, backbone, path)
     mapping.attach(backbone)  # VSI hooks first, adapters after: the order they were trained in
-    adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"]))
+    with config_source(path / "config.json"):
+        adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"], source=path / "config.json"))
     adapters.attach(backbone)
-    adapters.load_adapter_state_dict(load_file(str(path / "adapters.safetensors")))
+    _load_state(adapters.load_adapter_state_dict, path / "adapters.safetensors", path / "config.json",
+                load_file(str(path / "adapters.safetensors")))
     return mapping, adapters.eval(), cfg
