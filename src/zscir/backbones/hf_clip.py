@@ -27,10 +27,10 @@ from PIL import Image
 from torch import nn
 
 from zscir.backbones.base import Backbone, TextHookContext
-from zscir.backbones.config_check import (ModelConfigError, check_choice, check_int, check_mapping, check_number,
-                                          check_str, config_source, read_config_json)
 from zscir.backbones.hooks import TextHookMixin
 from zscir.backbones.openai_bpe import openai_tokenizer_for
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_mapping, check_number, check_str,
+                                config_source, read_config_json)
 
 logger = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from torch import nn
 
 from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
-from zscir.backbones.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str,
-                                          config_source, warn_unknown_keys, weights_mismatch)
 from zscir.backbones.hooks import TextHookMixin
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str, config_source,
+                                warn_unknown_keys, weights_mismatch)
 
 logger = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def check_tokenizer_files(folder) -> bool:
     """
     from pathlib import Path
 
-    from zscir.backbones.config_check import ModelConfigError, read_config_json
+    from zscir.config_check import ModelConfigError, read_config_json
 
     folder = Path(folder)
     found = False

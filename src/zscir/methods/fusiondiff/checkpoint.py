@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from zscir.backbones.assets import shipped_model_dir
-from zscir.backbones.config_check import read_config_json, weights_mismatch
+from zscir.config_check import read_config_json, weights_mismatch
 from zscir.methods.fusiondiff.config import FusionDiffConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter
 from zscir.methods.fusiondiff.prior import DiffusionPrior

@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from zscir.backbones.config_check import (ModelConfigError, check_choice, check_int, check_mapping,
-                                          check_number, check_str, check_str_list, config_source,
-                                          warn_unknown_keys)
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_mapping, check_number, check_str,
+                                check_str_list, config_source, warn_unknown_keys)
 
 # Bounds of every numeric field (checked by each dataclass's ``validate``, on construction, so a checkpoint's
 # config.json, a trainer's options and a retrieval-time override such as ``-O caption_k=-3`` are all refused

@@ -26,7 +26,7 @@ def load_composer(backbone, checkpoint: str | Path | None = None, variant: str =
                   caption_k: int | None = None, fusion_weight: float | None = None, world_seed: int = 0,
                   cache_dir: str | None = None, caption_bank: str | None = None, captioner_model: str | None = None):
     """Build a `FusionDiffComposer` from a checkpoint folder (or the shipped one) on ``backbone``."""
-    from zscir.backbones.config_check import ModelConfigError, check_bool, check_int
+    from zscir.config_check import ModelConfigError, check_bool, check_int
     from zscir.methods.fusiondiff.captioner import build_captioner
     from zscir.methods.fusiondiff.checkpoint import load_checkpoint, read_checkpoint_config, shipped_checkpoint_dir
     from zscir.methods.fusiondiff.composer import FusionDiffComposer, sampling_with

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
-from zscir.backbones.config_check import ModelConfigError
+from zscir.config_check import ModelConfigError
 from zscir.methods.tscir.config import AdapterConfig
 
 logger = logging.getLogger(__name__)

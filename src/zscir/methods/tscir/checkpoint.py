@@ -23,8 +23,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from zscir.backbones.base import Backbone
-from zscir.backbones.config_check import (ModelConfigError, check_int, check_mapping, check_str, config_source,
-                                          read_config_json, weights_mismatch)
+from zscir.config_check import (ModelConfigError, check_int, check_mapping, check_str, config_source,
+                                read_config_json, weights_mismatch)
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.config import AdapterConfig, MappingConfig
 from zscir.methods.tscir.mapping import Mapping

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from zscir.backbones.base import Backbone
-from zscir.backbones.config_check import check_int
+from zscir.config_check import check_int
 from zscir.methods.baselines import ImageGalleryComposer
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.mapping import Mapping

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from zscir.backbones.config_check import (ModelConfigError, check_choice, check_int, check_int_list, check_number,
-                                          check_str, check_str_list, config_source, warn_unknown_keys)
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_int_list, check_number, check_str,
+                                check_str_list, config_source, warn_unknown_keys)
 from zscir.train.data_options import DataOptions
 
 #: bounds of the model configs stored in a checkpoint's config.json (`MappingConfig.validate`,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zscir.backbones.base import Backbone
-from zscir.backbones.config_check import ModelConfigError
+from zscir.config_check import ModelConfigError
 from zscir.methods.tscir.config import MappingConfig
 from zscir.methods.tscir.token_learner import TokenLearner, mean_token_norm
 from zscir.methods.tscir.vsi import PATCH_KEY, VSIModule

@@ -10,6 +10,9 @@ them one vocabulary (`check_int`, `check_number`, `check_choice`, ...) and one e
 ``/m/config.json: prior.heads must be an integer in [1, 256], got -3``. It is a ``ValueError``, so the
 CLI prints it as one ``error:`` line.
 
+It sits at the package's top level and imports only the standard library: the config modules of the
+method packages import it, and they are imported by ``zscir --help``, which must not import torch.
+
 Unknown keys are logged as a warning, not refused: checkpoints written by a newer zscir stay loadable
 (forward compatibility), but a misspelt key ("head_hiden") is reported instead of silently ignored.
 """
