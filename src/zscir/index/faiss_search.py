@@ -75,7 +75,7 @@ def make_faiss_index(faiss: Any, dim: int, factory: str) -> Any:
     except RuntimeError as e:
         reason = (str(e).strip().splitlines() or ["?"])[-1]
         reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", reason)  # faiss' C++ function and source line
-        raise ValueError(f"faiss cannot build index {factory!r} for {dim}-d vectors: {reason}") from None
+        raise ValueError(f"faiss cannot build factory {factory!r} for {dim}-d vectors: {reason}") from None
 
 
 def _check_k(k: Any) -> int:

@@ -75,6 +75,20 @@ class RetrieverConfig:
     limits: ImageLimits = ImageLimits()
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would be ignored (``nprobe=0`` fell back to the index's default silently) or
+        fail at the first query."""
+        for name, lowest in (("nprobe", 1), ("k_factor", 1), ("batch_size", 1), ("max_ondemand_items", 0)):
+            v = getattr(self, name)
+            if v is None and name in ("nprobe", "k_factor"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
+                raise ValueError(f"RetrieverConfig.{name} must be an integer >= {lowest}, got {v!r}")
+        if self.single_query not in ("fast", "exact"):
+            raise ValueError(f"RetrieverConfig.single_query must be 'fast' or 'exact', got {self.single_query!r}")
+        if self.ann not in (None, True, False):
+            raise ValueError(f"RetrieverConfig.ann must be None, True or False, got {self.ann!r}")
+
 
 class Retriever:
     """An index plus the composers that query it. Thread-safe: model calls are serialised by a lock."""
