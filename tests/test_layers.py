@@ -41,6 +41,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     "zscir",      # the package root: __version__, nothing else; Python runs it before every other module
     "cache",      # cache.py: where every cache lives ($ZSCIR_CACHE)
+    "config_check",  # config_check.py: checks of config.json fields (ModelConfigError), used by every loader
     "backbones",  # CLIP-like dual encoders behind one interface
     "data",       # sources, records, loaders, image decoding, the procedural world, real corpora
     "train",      # shared training utilities (distributed, precision) and the backbone trainers

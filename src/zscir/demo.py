@@ -116,7 +116,12 @@ def run_demo(
     world_overrides: dict[str, Any] | None = None,
     real: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo; returns the queries with their results and the paths written."""
+    """Run the demo; returns the queries with their results and the paths written.
+
+    ``n_queries`` and ``k`` must be at least 1 and ``k`` at most the gallery size - 1 (the reference is left
+    out): a ``ValueError`` before any image is encoded, rather than an ``IndexError`` after (``-k 100000``)
+    or an empty result grid (``-k 0``).
+    """
     import json
 
     from zscir.data.outdir import check_out, prepare_out, start_marker
@@ -126,6 +131,9 @@ def run_demo(
     from zscir.methods import create_composer
     from zscir.viz.grid import ResultRow, save_grid_html, save_grid_png
 
+    for name, value in (("n_queries", n_queries), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"demo: {name} must be a positive integer, got {value!r}")
     out = Path(out_dir)
     check_out(out, DEMO_MARKER, "zscir demo")  # before any work: a user's folder is refused at once
     if real:
@@ -144,6 +152,11 @@ def run_demo(
         info = json.loads((root / "world.json").read_text())
     kinds = {int(k): v.get("kind", "?") for k, v in info.get("cirr", {}).items()}
     queries = _choose_queries(data.queries, kinds, n_queries)
+    if k > len(data.gallery) - 1:  # the reference itself is left out of its own ranking
+        raise ValueError(f"demo: -k {k} is more than the gallery can show: {len(data.gallery)} images, the "
+                         f"reference left out, so k is at most {len(data.gallery) - 1}")
+    if not queries:
+        raise ValueError(f"demo: the gallery {root} has no composed queries")
 
     def open_rgb(path) -> Image.Image:
         # real clip-art has transparency: composite it on white (as the model's preprocessing does) rather

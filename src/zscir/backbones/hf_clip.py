@@ -30,8 +30,95 @@ from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.hooks import TextHookMixin
 from zscir.backbones.openai_bpe import openai_tokenizer_for
 from zscir.backbones.tensor_files import check_module_finite, check_safetensors
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_mapping, check_number, check_str,
+                                config_source, read_config_json)
 
 logger = logging.getLogger(__name__)
+
+#: bounds of the sizes in a transformers CLIP config.json, per section (``None``: the top level). Generous
+#: for every released CLIP (ViT-bigG/14: width 1664, 48 layers, MLP 8192, 77 positions, 49408 tokens); they
+#: stop values that would allocate absurd tensors (``image_size: 20000`` took 20 s before failing,
+#: ``max_position_embeddings: 10**7`` 56 s) or divide by zero (``patch_size: 0``). A missing field takes
+#: transformers' default, and a default that does not fit the weights is reported by the load.
+CLIP_INT_BOUNDS: dict[str | None, dict[str, tuple[int, int]]] = {
+    None: {"projection_dim": (1, 8192)},
+    "text_config": {"hidden_size": (1, 8192), "intermediate_size": (1, 65536), "num_hidden_layers": (1, 256),
+                    "num_attention_heads": (1, 256), "max_position_embeddings": (1, 8192),
+                    "vocab_size": (1, 1_048_576)},
+    "vision_config": {"hidden_size": (1, 8192), "intermediate_size": (1, 65536), "num_hidden_layers": (1, 256),
+                      "num_attention_heads": (1, 256), "image_size": (1, 4096), "patch_size": (1, 4096),
+                      "num_channels": (1, 4)},
+}
+#: at most this many patches per image (a 256 × 256 grid): the position table has one row per patch
+CLIP_MAX_PATCHES = 65536
+#: float fields of each tower section: (low, high), open at low when the value must be positive
+CLIP_FLOAT_BOUNDS = {"layer_norm_eps": (0.0, 1.0), "attention_dropout": (0.0, 1.0), "initializer_range": (0.0, 10.0),
+                     "initializer_factor": (0.0, 100.0)}
+CLIP_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
+
+
+def check_clip_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a transformers CLIP ``config.json`` (types, bounds, heads dividing widths) before
+    transformers builds anything from it; returns the parsed dict. Raises `ModelConfigError` naming the file
+    and the field."""
+    cfg = read_config_json(path)
+    with config_source(path):
+        if cfg.get("model_type", "clip") != "clip":
+            raise ModelConfigError(f"model_type must be 'clip' for a CLIP checkpoint, got {cfg.get('model_type')!r}")
+        for section, bounds in CLIP_INT_BOUNDS.items():
+            sub = cfg if section is None else check_mapping(cfg.get(section), section, optional=True)
+            if sub is None:
+                continue
+            prefix = f"{section}." if section else ""
+            for key, (lo, hi) in bounds.items():
+                if key in sub:
+                    check_int(sub[key], prefix + key, lo, hi)
+            if section is None:
+                if "logit_scale_init_value" in sub:
+                    check_number(sub["logit_scale_init_value"], "logit_scale_init_value", -100.0, 100.0)
+                continue
+            for key, (lo, hi) in CLIP_FLOAT_BOUNDS.items():
+                if key in sub:
+                    check_number(sub[key], prefix + key, lo, hi, lo_open=key == "layer_norm_eps")
+            if "hidden_act" in sub:
+                check_choice(sub["hidden_act"], prefix + "hidden_act", CLIP_ACTIVATIONS)
+            width, heads = sub.get("hidden_size"), sub.get("num_attention_heads")
+            if isinstance(width, int) and isinstance(heads, int) and width % heads:
+                raise ModelConfigError(f"{prefix}hidden_size ({width}) must be a multiple of "
+                                       f"{prefix}num_attention_heads ({heads})")
+            side, patch = sub.get("image_size"), sub.get("patch_size")
+            if isinstance(side, int) and isinstance(patch, int):
+                if patch > side:
+                    raise ModelConfigError(f"{prefix}patch_size ({patch}) must not exceed {prefix}image_size ({side})")
+                if (side // patch) ** 2 > CLIP_MAX_PATCHES:
+                    raise ModelConfigError(f"{prefix}image_size / patch_size gives {(side // patch) ** 2} patches "
+                                           f"per image; at most {CLIP_MAX_PATCHES}")
+        if "name_or_path" in cfg:
+            check_str(cfg["name_or_path"], "name_or_path", nonempty=False)
+    return cfg
+
+
+def check_loading_info(info: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Refuse weights that do not fit config.json: transformers would re-initialise missing or mismatched
+    tensors with random values and drop unexpected ones (a config with 5 text layers for 3 layers of weights
+    loaded "fine" and ranked at random)."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    weights = next((Path(folder) / n for n in names if (Path(folder) / n).is_file()), Path(folder) / names[0])
+    config = Path(folder) / "config.json"
+    mism = list(info.get("mismatched_keys") or [])
+    missing = sorted(info.get("missing_keys") or [])
+    # checkpoints of older transformers versions store the position_ids buffers, which are not weights
+    unexpected = sorted(k for k in info.get("unexpected_keys") or [] if not k.endswith("position_ids"))
+    if mism:
+        key, have, want = (tuple(mism[0]) + (None, None))[:3]
+        shape = lambda s: tuple(s) if s is not None else "?"  # noqa: E731
+        raise ModelConfigError(f"{weights} does not match {config} (a wrong or edited config.json?): {key} has "
+                               f"shape {shape(have)} in the weights but {shape(want)} in the model the config "
+                               f"describes" + (f" (and {len(mism) - 1} more)" if len(mism) > 1 else ""))
+    for what, keys in (("lacks", missing), ("has tensors the config does not describe:", unexpected)):
+        if keys:
+            raise ModelConfigError(f"{weights} does not match {config} (a wrong or edited config.json?): it {what} "
+                                   f"{', '.join(keys[:3])}" + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""))
 
 
 def load_image_processor(path_or_id: str | os.PathLike, **kw):
@@ -245,10 +332,17 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         folder's safetensors files are checked first and the loaded weights after
         (`zscir.backbones.tensor_files`): a damaged file or NaN / inf weights give one error naming the file.
         """
+        from huggingface_hub.errors import StrictDataclassError
         from transformers import AutoTokenizer, CLIPModel
 
+        from zscir.backbones.tokenizer import check_tokenizer_files
+
         folder = Path(path_or_id).expanduser()
-        weights_files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        local, has_tokenizer = folder.is_dir(), False
+        if local:  # hub ids are resolved to a snapshot folder by the registry before they get here
+            check_clip_config(folder / "config.json")
+            has_tokenizer = check_tokenizer_files(folder)
+        weights_files = sorted(folder.glob("*.safetensors")) if local else []
         for f in weights_files:
             check_safetensors(f)
         kw: dict[str, Any] = {}
@@ -256,14 +350,32 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
             local_files_only = True  # read at call time: huggingface_hub reads it only at import
         if local_files_only is not None:
             kw["local_files_only"] = local_files_only
+        if dtype:
+            kw["dtype"] = dtype
         try:
-            model = CLIPModel.from_pretrained(path_or_id, dtype=dtype, **kw) if dtype else CLIPModel.from_pretrained(
-                path_or_id, **kw
-            )
+            try:
+                # local folders: mismatches are collected (and refused by check_loading_info, naming the
+                # tensor) instead of raised after a long table on the log
+                model, info = _quiet_load(CLIPModel, path_or_id, output_loading_info=True,
+                                          ignore_mismatched_sizes=local, **kw)
+            except StrictDataclassError as e:  # transformers' own config validation (not a ValueError)
+                reason = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
+                raise ModelConfigError(f"{folder / 'config.json'}: {reason[0]}") from None
+            if local:
+                check_loading_info(info, folder)
+            kw.pop("dtype", None)
             tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kw)
             vocab_size = int(model.config.text_config.vocab_size)
             if len(tokenizer) < vocab_size // 2:  # transformers 5 builds an empty CLIPTokenizer when files are missing
+                if local and has_tokenizer:
+                    raise ModelConfigError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but config.json "
+                                           f"text_config.vocab_size is {vocab_size} (tokenizer files of another "
+                                           "model?)")
                 tokenizer = openai_tokenizer_for(vocab_size, str(path_or_id))
+            top = max(tokenizer.get_vocab().values(), default=-1)
+            if top >= vocab_size:  # such ids would index past the embedding table at the first query
+                raise ModelConfigError(f"{folder}: the tokenizer has token id {top} but config.json "
+                                       f"text_config.vocab_size is {vocab_size} (tokenizer files of another model?)")
             try:
                 processor = load_image_processor(path_or_id, **kw)
             except OSError:
@@ -280,6 +392,20 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         check_module_finite(model, weights_files[0] if len(weights_files) == 1 else path_or_id)
         bb = cls(model, tokenizer, processor, name=name or str(path_or_id), placeholder=placeholder)
         return bb.to(device)
+
+
+def _quiet_load(cls, path_or_id, **kw):
+    """``cls.from_pretrained`` without transformers' "Loading weights" progress bar: it is drawn on stderr for
+    every load, also of a 5 MB local model, where a command's only other stderr line may be its error."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(path_or_id, **kw)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _field(obj: Any, key: str) -> Any:

@@ -41,8 +41,10 @@ from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.folder_refs import model_ref_in_folder, resolve_in_folder
 from zscir.backbones.hooks import TextHookMixin
-from zscir.backbones.tensor_files import TensorFileError, load_safetensors
+from zscir.backbones.tensor_files import load_safetensors
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str, config_source,
+                                warn_unknown_keys, weights_mismatch)
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,23 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+#: bounds of a LiT config.json's sizes (`LiTConfig.validate`). image_size: the CNN's stride is 32, so below
+#: 32 px the feature map has no cell, and above 1024 px each image costs >40× the default 160 px for a frozen
+#: tower trained at 224 (``image_size: 20000`` asked for a 1.2 GB image per picture); embed_dim and head_hidden
+#: (0 = linear heads) bound the heads' weights (``head_hidden: 1e9`` asked for terabytes); max_text_len is
+#: also checked against the text tower's positions when the towers load
+LIT_INT_BOUNDS: dict[str, tuple[int, int]] = {"image_size": (32, 1024), "embed_dim": (1, 8192),
+                                              "head_hidden": (0, 65536), "max_text_len": (1, 8192)}
+#: the initial temperature only seeds ``logit_scale`` (a saved folder overrides it): a finite number in (0, 100]
+LIT_TEMPERATURE_BOUNDS = (0.0, 100.0)
+#: keys of a LiT config.json that are not `LiTConfig` fields
+LIT_EXTRA_KEYS = ("model_type", "towers")
+
+
 @dataclass
 class LiTConfig:
-    """What a LiT model folder's config.json holds (besides ``model_type``)."""
+    """What a LiT model folder's config.json holds (besides ``model_type``); checked on construction
+    (`validate`, bounds in `LIT_INT_BOUNDS`)."""
 
     text_tower: str = MINILM
     image_tower: str = "efficientnet-lite0"  # a registered name, optionally "name:/path/to/weights"
@@ -66,16 +82,30 @@ class LiTConfig:
     init_temperature: float = 0.07
 
     def __post_init__(self):
-        if self.patch_tokens not in ("projected", "features"):
-            raise ValueError(f"patch_tokens must be 'projected' or 'features', got {self.patch_tokens!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Types and bounds of every field; a `ModelConfigError` naming the field."""
+        check_str(self.text_tower, "text_tower")
+        check_str(self.image_tower, "image_tower")
+        for name, (lo, hi) in LIT_INT_BOUNDS.items():
+            setattr(self, name, check_int(getattr(self, name), name, lo, hi))
+        check_choice(self.patch_tokens, "patch_tokens", ("projected", "features"))
+        check_str(self.placeholder, "placeholder", max_len=16)
+        self.init_temperature = check_number(self.init_temperature, "init_temperature", *LIT_TEMPERATURE_BOUNDS,
+                                             lo_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": MODEL_TYPE, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LiTConfig":
+    def from_dict(cls, d: dict[str, Any], source: str | Path | None = None) -> "LiTConfig":
+        """Build from a config.json dict; missing fields take their defaults, unknown keys are logged and
+        ignored, a bad value is a `ModelConfigError` naming ``source`` and the field."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        warn_unknown_keys(d, known | set(LIT_EXTRA_KEYS), f"{source or 'the LiT config'}")
+        with config_source(source):
+            return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # --- image towers ------------------------------------------------------------------------------------
@@ -157,6 +187,10 @@ class LiTBackbone(TextHookMixin, Backbone):
         self._text_tower, self._image_tower = text, image
         for p in list(self.text_model.parameters()) + list(self.image_model.parameters()):
             p.requires_grad_(False)
+        limit = getattr(getattr(text.model, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and cfg.max_text_len > limit:
+            raise ModelConfigError(f"max_text_len {cfg.max_text_len} exceeds the {limit} positions of text tower "
+                                   f"{text.name!r}")
         self.image_head = ProjectionHead(image.width, cfg.embed_dim, cfg.head_hidden)
         self.text_head = ProjectionHead(text.width, cfg.embed_dim, cfg.head_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -372,13 +406,11 @@ class LiTBackbone(TextHookMixin, Backbone):
         raw = read_lit_config(path)
         if raw is None:
             raise ValueError(f"{path} is not a LiT model folder (config.json without model_type {MODEL_TYPE!r})")
-        try:
-            cfg = LiTConfig.from_dict(raw)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path / CONFIG_NAME}: not a LiT config ({e})") from None
+        cfg = LiTConfig.from_dict(raw, source=path / CONFIG_NAME)  # checked before the towers load
         resolved = _towers_in_folder(cfg, path)
         state = load_safetensors(path / WEIGHTS_NAME)  # before the towers load: a bad file fails at once
-        bb = cls.build(resolved, name=name or str(path), seed=None, local_files_only=local_files_only)
+        with config_source(path / CONFIG_NAME):  # e.g. max_text_len beyond the tower's positions
+            bb = cls.build(resolved, name=name or str(path), seed=None, local_files_only=local_files_only)
         bb.cfg = cfg  # the names as the folder gives them (a re-save keeps them relative)
         missing = set(bb.head_state_dict()) ^ set(state)
         if missing:
@@ -387,10 +419,9 @@ class LiTBackbone(TextHookMixin, Backbone):
             with torch.no_grad():
                 bb.image_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("image_head.")})
                 bb.text_head.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("text_head.")})
-                bb.logit_scale.copy_(state["logit_scale"])
-        except RuntimeError as e:
-            raise TensorFileError(f"{path / WEIGHTS_NAME}: does not match the config's heads "
-                                  f"({str(e).splitlines()[0]})") from None
+                bb.logit_scale.copy_(state["logit_scale"].reshape(()))
+        except RuntimeError as e:  # shapes of another embed_dim / head_hidden than config.json says
+            raise weights_mismatch(path / WEIGHTS_NAME, path / CONFIG_NAME, e) from None
         for tower, mod in (("text", bb.text_model), ("image", bb.image_model)):
             saved = raw.get("towers", {}).get(tower)
             if saved and saved != module_digest(mod):
@@ -426,8 +457,8 @@ def read_lit_config(path: str | Path) -> dict[str, Any] | None:
     if not cfg.is_file():
         return None
     try:
-        raw = json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: not a LiT folder (the CLIP check names it)
         return None
     return raw if isinstance(raw, dict) and raw.get("model_type") == MODEL_TYPE else None
 

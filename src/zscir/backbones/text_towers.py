@@ -122,6 +122,10 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
     if isinstance(src, Path):  # a damaged weights file: one error naming it (zscir.backbones.tensor_files)
         for f in sorted(src.glob("*.safetensors")):
             check_safetensors(f)
+    if isinstance(src, Path):  # an empty or unreadable vocabulary
+        from zscir.backbones.tokenizer import check_tokenizer_files
+
+        check_tokenizer_files(src)  # an empty or unreadable vocabulary: one error naming the file
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, **kw)
         model = AutoModel.from_pretrained(src, **kw)

@@ -113,3 +113,52 @@ def train_bpe_tokenizer(
     if len(ids) != 1:
         raise RuntimeError(f"placeholder {PLACEHOLDER!r} is not a single token: {ids}")
     return fast
+
+
+#: the largest tokenizer.json / vocab.json read (CLIP's is 2 MB, multilingual ones reach ~20 MB)
+MAX_TOKENIZER_FILE_BYTES = 64 * 2**20
+
+
+def check_tokenizer_files(folder) -> bool:
+    """Check a model folder's tokenizer files before transformers reads them; True when it has any.
+
+    Why: an empty vocabulary made transformers build a tokenizer with no tokens, which zscir then reported
+    as "no tokenizer files", and an unreadable tokenizer.json surfaced as a bare ``JSONDecodeError`` naming
+    no file. Checked here, with the file named: tokenizer.json must be a JSON object whose ``model.vocab``
+    is non-empty; vocab.json (the slow-tokenizer layout) must be a non-empty JSON object of token → id;
+    vocab.txt (WordPiece) must list at least one token.
+    """
+    from pathlib import Path
+
+    from zscir.config_check import ModelConfigError, read_config_json
+
+    folder = Path(folder)
+    found = False
+    tj = folder / "tokenizer.json"
+    if tj.is_file():
+        found = True
+        raw = read_config_json(tj, max_bytes=MAX_TOKENIZER_FILE_BYTES)
+        model = raw.get("model")
+        if not isinstance(model, dict):
+            raise ModelConfigError(f"{tj}: 'model' must be a JSON object describing the tokenizer, got "
+                                   f"{type(model).__name__}")
+        vocab = model.get("vocab")
+        if not isinstance(vocab, (dict, list)) or not vocab:
+            raise ModelConfigError(f"{tj}: the tokenizer's vocabulary (model.vocab) is empty or missing")
+    vj = folder / "vocab.json"
+    if vj.is_file():
+        found = True
+        vocab = read_config_json(vj, max_bytes=MAX_TOKENIZER_FILE_BYTES)
+        if not vocab:
+            raise ModelConfigError(f"{vj}: the vocabulary is empty")
+        bad = next((k for k, v in vocab.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
+        if bad is not None:
+            raise ModelConfigError(f"{vj}: token {bad!r} has id {vocab[bad]!r}; ids must be integers >= 0")
+        if not tj.is_file() and not (folder / "merges.txt").is_file():
+            raise ModelConfigError(f"{vj}: a vocab.json needs its merges.txt beside it")
+    vt = folder / "vocab.txt"
+    if vt.is_file():
+        found = True
+        if vt.stat().st_size == 0:
+            raise ModelConfigError(f"{vt}: the vocabulary is empty")
+    return found

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
                                  help="Folder for results.png and results.html: new, empty, or an earlier demo's."),
         method: str = typer.Option("auto", help="Method name, or 'auto' for the best available one."),
         model: str = typer.Option(None, help="Backbone (default: the shipped world-clip)."),
-        queries: int = typer.Option(8, help="Number of composed queries to run."),
-        k: int = typer.Option(5, "-k", help="Results shown per query."),
+        queries: int = typer.Option(8, min=1, help="Number of composed queries to run."),
+        k: int = typer.Option(5, "-k", min=1, help="Results shown per query (at most the gallery size - 1)."),
         world_seed: int = typer.Option(0, help="Seed of the world benchmark used as gallery."),
         real: bool = typer.Option(False, "--real", help="Real pictures instead of the world: emoji and stamps from "
                                   "their Debian packages, the shipped lit-clipart model (the [real] extra)."),

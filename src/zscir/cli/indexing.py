@@ -230,10 +230,12 @@ def register(app: typer.Typer) -> None:
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
         from zscir.index.store import StoreError
 
+        opts = parse_options(option)
+        checkpoint = opts.pop("checkpoint", checkpoint)  # -O checkpoint=DIR, as in the other commands
         try:
             r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
                                config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
-                                                      k_factor=k_factor), **parse_options(option))
+                                                      k_factor=k_factor), **opts)
             if rows is not None:
                 from zscir.cli.search_batch import run_batch
 

@@ -10,6 +10,28 @@ from zscir.cli.common import fail, finite_positive, parse_options
 from zscir.cli.options import OPTION
 
 
+def parse_method_checkpoints(specs: list[str] | None) -> dict[str, str]:
+    """``--method-checkpoint METHOD=DIR`` values → ``{method: path}``; a malformed value, a method that is not
+    registered or a path that does not exist fails at once with one error line."""
+    if not specs:
+        return {}
+    from zscir.methods import list_methods
+
+    known = [m.name for m in list_methods()]
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        name, folder = name.strip(), folder.strip()
+        if not sep or not name or not folder:
+            fail(f"--method-checkpoint expects METHOD=DIR, got {spec!r}")
+        if name not in known:
+            fail(f"--method-checkpoint {spec!r}: unknown method {name!r}; methods: {', '.join(known)}")
+        if not Path(folder).expanduser().exists():
+            fail(f"--method-checkpoint {spec!r}: {folder} does not exist (a checkpoint folder or file)")
+        out[name] = folder
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -30,9 +52,9 @@ def register(app: typer.Typer) -> None:
         nprobe: int = typer.Option(None, min=1, help="ANN: inverted lists searched (default: the index's, max(64, nlist/16))."),
         max_upload_mb: float = typer.Option(10.0, callback=finite_positive, help="Largest accepted upload."),
         max_pixels: int = typer.Option(40_000_000, min=1, help="Largest accepted decoded upload (pixels)."),
-        max_text: int = typer.Option(500, help="Longest accepted modification text (characters)."),
-        max_k: int = typer.Option(100, help="Largest accepted k."),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        max_text: int = typer.Option(500, min=1, help="Longest accepted modification text (characters)."),
+        max_k: int = typer.Option(100, min=1, help="Largest accepted k."),
+        threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch's default)."),
         device: str = typer.Option("cpu"),
     ) -> None:
         """Serve composed search over an index: POST /search, GET /items/{id}/thumbnail, a web page at /."""
@@ -46,22 +68,30 @@ def register(app: typer.Typer) -> None:
 
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.retriever import Retriever, RetrieverConfig
+        from zscir.index.search import list_search_backends
         from zscir.index.store import EmbeddingStore, StoreError
-        from zscir.methods import create_composer
+        from zscir.methods import check_method_options, create_composer
         from zscir.serve.world import ensure_world_gallery
 
+        # every setting is checked here, before the model loads: a server that starts and then answers 422 to
+        # every request (--max-k 0) or fails at the first selection of a method is worse than no server
+        if backend not in list_search_backends():
+            fail(f"--backend {backend!r}: expected one of {', '.join(list_search_backends())}")
+        ckpts = parse_method_checkpoints(method_checkpoint)
+        opts = parse_options(option)
+        checkpoint = opts.pop("checkpoint", checkpoint)
+        if checkpoint and not Path(checkpoint).expanduser().exists():
+            fail(f"--checkpoint {checkpoint}: no such file or folder")
+        if checkpoint and method:
+            ckpts[method] = checkpoint
+        if not index_dir:
+            try:
+                check_method_options(method or "sum", opts)
+            except ValueError as e:
+                fail(str(e))
         if threads > 0:
             torch.set_num_threads(threads)
         rcfg = RetrieverConfig(backend=backend, ann=use_ann, nprobe=nprobe)
-        opts = parse_options(option)
-        ckpts = {}
-        for spec in method_checkpoint or []:
-            name, sep, folder = spec.partition("=")
-            if not sep or not name or not folder:
-                fail(f"--method-checkpoint expects METHOD=DIR, got {spec!r}")
-            ckpts[name.strip()] = folder
-        if checkpoint and method:
-            ckpts[method] = checkpoint
         try:
             if not index_dir:
                 name = model or DEFAULT_MODEL

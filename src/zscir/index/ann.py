@@ -52,7 +52,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from zscir.index.atomic import atomic_open
-from zscir.index.faiss_search import RERANK_MODES, AnnSearcher, FaissSearcher, import_faiss, ivf_of
+from zscir.index.faiss_search import (RERANK_MODES, AnnSearcher, FaissSearcher, check_finite_rows, import_faiss,
+                                     ivf_of, make_faiss_index)
 from zscir.index.folder import IndexFolder, open_index_folder, read_manifest
 from zscir.index.searcher import ArrayLike, release_pages
 from zscir.index.store import StoreError
@@ -241,11 +242,8 @@ def _train_and_add(emb: np.ndarray, factory: str, n_train: int, cfg: AnnConfig, 
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
     sample = np.ascontiguousarray(emb[rows], dtype=np.float32)  # sorted rows: forward reads of the map
-    try:
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise ValueError(f"faiss cannot build factory {factory!r} for {d}-d vectors: {str(e).splitlines()[-1]}") \
-            from None
+    index = make_faiss_index(faiss, d, factory)
+    check_finite_rows(sample, "gallery", rows)
     logger.info("training %s on %d of %d vectors", factory, n_train, n)
     if not index.is_trained:
         index.train(sample)
@@ -254,7 +252,9 @@ def _train_and_add(emb: np.ndarray, factory: str, n_train: int, cfg: AnnConfig, 
     try:
         for s in range(0, n, cfg.add_chunk):
             e = min(n, s + cfg.add_chunk)
-            index.add(np.ascontiguousarray(emb[s:e], dtype=np.float32))
+            chunk = np.ascontiguousarray(emb[s:e], dtype=np.float32)
+            check_finite_rows(chunk, "gallery", s)
+            index.add(chunk)
             release_pages(emb, s, e)  # keep the resident set at one chunk for memory-mapped galleries
             bar.update(e - s)
     finally:
@@ -270,7 +270,10 @@ def _build_one(ix: IndexFolder, manifest: Mapping[str, Any], key: str, cfg: AnnC
     n, d = int(emb.shape[0]), int(emb.shape[1])
     factory, n_train = training_plan(cfg, n, d)
     t0 = time.perf_counter()
-    index = _train_and_add(emb, factory, n_train, cfg, progress, desc=f"ann {key[:24]}")
+    try:
+        index = _train_and_add(emb, factory, n_train, cfg, progress, desc=f"ann {key[:24]}")
+    except ValueError as e:  # a factory faiss cannot build, NaN rows: name the gallery file
+        raise ValueError(f"{folder / src}: {e}") from None
     name = f"ann-{_key_slug(key)}-{uuid.uuid4().hex[:8]}.faiss"
     ix.record({name})  # recorded before it exists: a kill leaves nothing zscir would not clean up
     with atomic_open(folder / name, "wb") as f:

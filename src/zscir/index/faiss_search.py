@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from zscir.index.searcher import ArrayLike, ExcludeLike, Searcher, drop_excluded
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FaissSearcher", "AnnSearcher", "RERANK_MODES"]
+__all__ = ["FaissSearcher", "AnnSearcher", "RERANK_MODES", "check_finite_rows", "check_nprobe", "make_faiss_index"]
 
 #: ``store``: exact re-rank from the stored vectors (default); ``none``: PQ scores as they are
 RERANK_MODES = ("store", "none")
@@ -43,6 +44,38 @@ def _to_numpy_f32(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().float().numpy()
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_finite_rows(x: np.ndarray, what: str, row_ids: np.ndarray | int = 0) -> None:
+    """Refuse NaN / infinite values before faiss sees them: its k-means training aborts with a C++
+    ``RuntimeError`` (a traceback naming no row), and such a vector added to an index ranks arbitrarily.
+    ``row_ids``: the gallery row of each row of ``x`` (an array), or the gallery row of its first row."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
+        first = int(row_ids[rows[0]]) if isinstance(row_ids, np.ndarray) else int(rows[0]) + int(row_ids)
+        raise ValueError(f"{what}: row {first} (and {len(rows) - 1} more) has NaN or infinite values; faiss "
+                         f"cannot train on or index them (re-embed those items or leave them out)")
+
+
+def check_nprobe(nprobe: Any) -> int:
+    """``nprobe`` as a positive int: faiss aborts every search of an IVF index visiting 0 cells."""
+    if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+        raise ValueError(f"nprobe must be a positive integer (inverted lists visited per query), got {nprobe!r}")
+    return int(nprobe)
+
+
+def make_faiss_index(faiss: Any, dim: int, factory: str) -> Any:
+    """``faiss.index_factory`` with the inner-product metric; a string faiss cannot parse (or not for this
+    dimension) is a ``ValueError`` naming it, not faiss' C++ ``RuntimeError``."""
+    if not isinstance(factory, str) or not factory.strip():
+        raise ValueError(f"faiss index factory must be a non-empty string such as 'IVF1024,Flat', got {factory!r}")
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        reason = (str(e).strip().splitlines() or ["?"])[-1]
+        reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", reason)  # faiss' C++ function and source line
+        raise ValueError(f"faiss cannot build factory {factory!r} for {dim}-d vectors: {reason}") from None
 
 
 def _check_k(k: Any) -> int:
@@ -99,15 +132,18 @@ class FaissSearcher(Searcher):
             raise ValueError(f"embeddings: expected a 2-D array, got shape {emb.shape}")
         self._n, self._dim = int(emb.shape[0]), int(emb.shape[1])
         self.index_spec = index
-        if index.lower() == "flat":
+        if nprobe is not None:
+            nprobe = check_nprobe(nprobe)
+        if isinstance(index, str) and index.strip().lower() == "flat":
             self._index = faiss.IndexFlatIP(self._dim)
         else:
-            self._index = faiss.index_factory(self._dim, index, faiss.METRIC_INNER_PRODUCT)
+            self._index = make_faiss_index(faiss, self._dim, index)
             if not self._index.is_trained:
+                check_finite_rows(emb, "embeddings")
                 logger.info("training faiss index %r on %d vectors", index, self._n)
                 self._index.train(emb)
             if nprobe is not None:
-                faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", int(nprobe))
+                faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", nprobe)
         if self._n:
             self._index.add(emb)
 
@@ -168,7 +204,7 @@ class AnnSearcher(Searcher):
             if isinstance(embeddings, torch.Tensor):
                 self._emb = embeddings.detach().cpu().numpy()
         ivf = ivf_of(index)
-        self.nprobe = min(int(nprobe), int(ivf.nlist)) if ivf is not None else None
+        self.nprobe = min(check_nprobe(nprobe), int(ivf.nlist)) if ivf is not None else None
         if ivf is not None:
             ivf.nprobe = self.nprobe
         if "Refine" in type(index).__name__:  # a custom factory with faiss' own in-RAM refine (",RFlat")

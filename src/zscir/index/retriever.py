@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -77,6 +78,20 @@ class RetrieverConfig:
     limits: ImageLimits = ImageLimits()
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would be ignored (``nprobe=0`` fell back to the index's default silently) or
+        fail at the first query."""
+        for name, lowest in (("nprobe", 1), ("k_factor", 1), ("batch_size", 1), ("max_ondemand_items", 0)):
+            v = getattr(self, name)
+            if v is None and name in ("nprobe", "k_factor"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
+                raise ValueError(f"RetrieverConfig.{name} must be an integer >= {lowest}, got {v!r}")
+        if self.single_query not in ("fast", "exact"):
+            raise ValueError(f"RetrieverConfig.single_query must be 'fast' or 'exact', got {self.single_query!r}")
+        if self.ann not in (None, True, False):
+            raise ValueError(f"RetrieverConfig.ann must be None, True or False, got {self.ann!r}")
+
 
 class Retriever:
     """An index plus the composers that query it. Thread-safe: model calls are serialised by a lock."""
@@ -113,13 +128,15 @@ class Retriever:
 
         ``index_dir`` may also be several index folders, a quoted glob or a folder of shard indexes
         (:func:`~zscir.index.shards.resolve_index_paths`): they are searched as one gallery.
-        ``checkpoint``/``options`` configure ``method``; ``checkpoints`` maps other method names to the
+        ``checkpoint``/``options`` configure ``method`` (an option it does not read is a ``ValueError`` listing
+        the ones it does); ``checkpoints`` maps other method names to the
         checkpoint folders they should load when selected later (e.g. ``{"tscir": "runs/tscir"}``).
         """
-        from zscir.methods import create_composer
+        from zscir.methods import check_method_options, create_composer
 
         store = open_index(index_dir)
         method = method or store.manifest.get("method") or "sum"
+        check_method_options(method, options)  # a misspelt option is refused, not ignored (before the model loads)
         checkpoints = dict(checkpoints or {})
         if checkpoint:
             checkpoints[method] = checkpoint
@@ -252,18 +269,26 @@ class Retriever:
                                for i, r in enumerate(rows)]) if rows else np.zeros((0, dim), np.float32)
 
     # ---------------------------------------------------------------------------------------- search
-    def resolve_reference(self, image: Image.Image | str | Path | bytes
+    def resolve_reference(self, image: Image.Image | np.ndarray | str | Path | bytes
                           ) -> tuple[Image.Image, IndexedReference | None]:
-        """A PIL image, raw bytes, an indexed item id or a file path → (RGB image, the indexed item it is).
+        """A PIL image, an ``(H, W[, C])`` uint8 array, raw bytes, an indexed item id or a file path →
+        (RGB image, the indexed item it is).
 
         The reference is recognised by id, by path or by content (`zscir.index.reference`); the
-        `IndexedReference` lists the rows a search leaves out (``exclude=ref.rows``).
+        `IndexedReference` lists the rows a search leaves out (``exclude=ref.rows``). Arrays are taken as
+        pixels (`image_from_array`); an image without pixels is refused (`ImageRejected`, a ValueError),
+        any other type is a ``TypeError``.
         """
+        if isinstance(image, np.ndarray):
+            image = image_from_array(image, self.config.limits)
         if isinstance(image, Image.Image):
-            return image.convert("RGB"), None
+            return check_pixels(image, self.config.limits).convert("RGB"), None
         if isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
             return load_image(data, self.config.limits), self.references.find(data)
+        if not isinstance(image, (str, os.PathLike)):
+            raise TypeError(f"reference image: expected a PIL image, a uint8 numpy array, encoded bytes, a file "
+                            f"path or an indexed item id, got {type(image).__name__}")
         key = str(image)
         ref = self.references.find(key)
         if ref is not None and ref.matched_by == "id":
@@ -278,11 +303,12 @@ class Retriever:
         img, ref = self.resolve_reference(image)
         return img, (ref.rows[0] if ref is not None else None)
 
-    def search(self, image: Image.Image | str | Path | bytes | None = None, text: str | None = None, k: int = 10,
-               method: str | None = None, exclude_reference: bool = True) -> list[SearchHit]:
+    def search(self, image: Image.Image | np.ndarray | str | Path | bytes | None = None, text: str | None = None,
+               k: int = 10, method: str | None = None, exclude_reference: bool = True) -> list[SearchHit]:
         """Top-``k`` gallery items for (reference image, modification text), best first; ranks start at 1.
 
-        ``image`` may be a PIL image, encoded bytes, a file path or the id of an indexed item. A reference
+        ``image`` may be a PIL image, a uint8 pixel array (`image_from_array`), encoded bytes, a file path or
+        the id of an indexed item. A reference
         that is an indexed item — named by id, by its path, or a byte-identical copy — is left out of the
         results together with identical copies of it, unless ``exclude_reference=False`` (logged at INFO;
         `resolve_reference` tells it to callers). Each hit has ``path``, ``score``, ``id``, ``rank`` and
@@ -322,6 +348,11 @@ class Retriever:
         ``timings``: a dict that receives ``encode`` (waiting for the model lock included) and ``search``
         seconds (the server's ``Server-Timing`` header).
         """
+        if image is not None:
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"search_image: expected a decoded PIL image, got {type(image).__name__} (use "
+                                "search() for paths, ids, bytes and arrays)")
+            check_pixels(image, self.config.limits)
         composer = self.composer(self.plan(image is not None, text, method).method)
         if len(self.store) == 0:
             return []
@@ -357,6 +388,39 @@ class Retriever:
         if len(self.shards) > 1:
             out["shards"] = len(self.shards)
         return out
+
+
+def check_pixels(image: Image.Image, limits: ImageLimits) -> Image.Image:
+    """``image`` unless it has no pixels (a 0×0 or 0×N image reached the model and failed there with a
+    shape error) or more than ``limits.max_pixels``; `ImageRejected` otherwise."""
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise ImageRejected("empty", f"the reference image has no pixels ({w}x{h})")
+    if w * h > limits.max_pixels:
+        raise ImageRejected("too_many_pixels", f"the reference image has {w}x{h} pixels, more than the limit "
+                                               f"of {limits.max_pixels}")
+    return image
+
+
+def image_from_array(array: np.ndarray, limits: ImageLimits) -> Image.Image:
+    """A PIL image from pixels: ``(H, W)`` grey, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, dtype
+    uint8 (as ``np.asarray(pil_image)`` gives). Why only that: every other layout is ambiguous (CHW tensors,
+    floats in 0..1 or 0..255), and guessing gives a silently wrong query; the error says how to convert."""
+    a = array
+    if a.dtype != np.uint8:
+        raise TypeError(f"reference image array: expected dtype uint8 (H, W, 3) pixels, got {a.dtype}; convert "
+                        "floats in [0, 1] with (a * 255).round().astype(np.uint8)")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise ValueError(f"reference image array: expected shape (H, W), (H, W, 3) or (H, W, 4), got "
+                         f"{tuple(array.shape)} (channels last, like np.asarray(pil_image))")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageRejected("empty", f"the reference image array has no pixels (shape {tuple(array.shape)})")
+    if a.shape[0] * a.shape[1] > limits.max_pixels:
+        raise ImageRejected("too_many_pixels", f"the reference image array has {a.shape[1]}x{a.shape[0]} pixels, "
+                                               f"more than the limit of {limits.max_pixels}")
+    return Image.fromarray(np.ascontiguousarray(a))
 
 
 def model_card(model: str | None) -> dict[str, Any]:

@@ -143,12 +143,34 @@ class ShardSet:
         return cls([EmbeddingStore.load(p) for p in paths])
 
 
+def as_query_matrix(queries: Any, dim: int) -> ArrayLike:
+    """Queries as a 2-D ``(Q, dim)`` array: numpy arrays and torch tensors as they are, nested lists / tuples
+    of numbers converted to float32 (what `np.asarray` would do); anything else is a ``TypeError``, a wrong
+    shape a ``ValueError``. Why: a list of vectors used to fail with ``'list' object has no attribute
+    'shape'``."""
+    import torch
+
+    if isinstance(queries, (list, tuple)) and len(queries) == 0:
+        queries = np.zeros((0, dim), np.float32)
+    elif isinstance(queries, (list, tuple)):
+        try:
+            queries = np.asarray(queries, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"queries: a list must hold {dim} numbers per query ({e})") from None
+    elif not isinstance(queries, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"queries: expected a (Q, {dim}) numpy array, torch tensor or list of vectors, got "
+                        f"{type(queries).__name__}")
+    if queries.ndim != 2 or (queries.shape[1] != dim and queries.shape[0] > 0):
+        raise ValueError(f"queries: expected shape (Q, {dim}), got {tuple(queries.shape)}")
+    return queries
+
+
 class ShardedSearcher(Searcher):
     """Per-shard searchers merged into one: global row = shard offset + row in the shard.
 
     Each shard returns its own top-k (excluded items removed); the merged list is sorted by score, ties
     by lower global row, and cut at k. With exact shard searchers this equals exact search over the
-    concatenation (see the module docstring).
+    concatenation (see the module docstring). ``queries`` may also be a list of vectors (`as_query_matrix`).
     """
 
     name = "sharded"
@@ -166,6 +188,7 @@ class ShardedSearcher(Searcher):
     def search(self, queries: ArrayLike, k: int, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        queries = as_query_matrix(queries, self._dim)
         n, n_q = int(self.offsets[-1]), int(queries.shape[0])
         k_out = min(int(k), n)
         if exclude is not None:

@@ -132,6 +132,35 @@ def _normalize_items(items: Iterable[Mapping[str, Any]], count: int) -> list[dic
     return out
 
 
+def _encoded_lines(recs: list[dict[str, Any]]) -> list[bytes]:
+    """items.jsonl lines as UTF-8 bytes, all encoded before anything is written.
+
+    Why: ``os.fsdecode`` turns a file name with undecodable bytes into a string with lone surrogates
+    (``'caf\\udce9.jpg'``), which JSON holds but UTF-8 cannot encode; found while writing, that left the
+    store half written. Refused here with the offending id (``repr``) named; escape such names first
+    (`zscir.index.names.escape_name`, as the indexer does)."""
+    out = []
+    for i, r in enumerate(recs):
+        line = json.dumps(r, ensure_ascii=False)
+        try:
+            out.append(line.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            bad = next((k for k, v in r.items() if _unencodable(k) or _unencodable(v)), None)
+            what = f"id {r['id']!r}" + (f" (field {bad!r})" if bad not in (None, "id") else "")
+            raise ValueError(f"items[{i}]: {what} contains text UTF-8 cannot encode ({e.reason}: "
+                             f"{e.object[e.start:e.end]!r}), e.g. a surrogate-escaped file name; escape it "
+                             f"first (zscir.index.names.escape_name)") from None
+    return out
+
+
+def _unencodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _is_normalized(arr: np.ndarray, tol: float = 1e-2, chunk: int = 65536) -> bool:
     """True if every row has unit L2 norm (checked chunk-wise in fp32)."""
     for s in range(0, arr.shape[0], chunk):
@@ -264,8 +293,13 @@ class EmbeddingStore:
             "items_file": ITEMS_FILE,
         }
         manifest.update(extra)
-        json.dumps(manifest)  # fail on unserialisable metadata before touching the disk
-        lines = [json.dumps(r, ensure_ascii=False) for r in recs]  # same for items
+        try:  # fail on unserialisable metadata before touching the disk (written as UTF-8 JSON)
+            json.dumps(manifest, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            bad = next(k for k, v in manifest.items() if _unencodable(v))
+            raise ValueError(f"manifest field {bad!r} ({manifest[bad]!r}) contains text UTF-8 cannot encode "
+                             f"(a surrogate-escaped file name?)") from None
+        lines = _encoded_lines(recs)  # same for items, including text UTF-8 cannot encode
 
         d.mkdir(parents=True, exist_ok=True)
         mpath = d / MANIFEST_FILE
@@ -283,7 +317,7 @@ class EmbeddingStore:
             np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
         with atomic_open(d / ITEMS_FILE, "wb") as f:
             for line in lines:
-                f.write(line.encode("utf-8") + b"\n")
+                f.write(line + b"\n")
         atomic_write_json(mpath, manifest)
         logger.info("saved %d x %d %s embeddings to %s", arr.shape[0], arr.shape[1], arr.dtype, d)
         return cls(embeddings=arr, items=recs, manifest=manifest, path=d)

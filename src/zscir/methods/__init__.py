@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zscir.methods.base import Composer
-    from zscir.methods.registry import MethodSpec, create_composer, list_methods, register_method
+    from zscir.methods.registry import (MethodSpec, check_method_options, create_composer, list_methods,
+                                        register_method)
 
-__all__ = ["Composer", "MethodSpec", "create_composer", "list_methods", "register_method"]
+__all__ = ["Composer", "MethodSpec", "check_method_options", "create_composer", "list_methods", "register_method"]
 _HOME = {"Composer": "zscir.methods.base", "MethodSpec": "zscir.methods.registry",
          "create_composer": "zscir.methods.registry", "list_methods": "zscir.methods.registry",
-         "register_method": "zscir.methods.registry"}
+         "register_method": "zscir.methods.registry", "check_method_options": "zscir.methods.registry"}
 
 
 def __getattr__(name: str) -> Any:

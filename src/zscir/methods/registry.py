@@ -25,19 +25,45 @@ class MethodSpec:
     trained: bool = False
     #: a reproduction of another project's released weights (docs/PEERS.md)
     peer: bool = False
+    #: the option names the factory reads (``-O KEY=VALUE``); None: not declared, nothing is checked
+    options: tuple[str, ...] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, description: str, trained: bool = False, peer: bool = False):
-    """Decorator registering ``factory(backbone, checkpoint=None, **options) -> Composer``."""
+def register_method(name: str, description: str, trained: bool = False, peer: bool = False,
+                    options: tuple[str, ...] | None = None):
+    """Decorator registering ``factory(backbone, checkpoint=None, **options) -> Composer``.
+
+    ``options``: the option names the factory reads, so that a misspelt ``-O`` is refused
+    (`check_method_options`) instead of silently ignored; None when the factory does not declare them.
+    """
 
     def deco(factory: Callable[..., Composer]) -> Callable[..., Composer]:
-        _METHODS[name] = MethodSpec(name, factory, description, trained, peer)
+        _METHODS[name] = MethodSpec(name, factory, description, trained, peer,
+                                    tuple(options) if options is not None else None)
         return factory
 
     return deco
+
+
+def check_method_options(method: str, options: dict[str, Any]) -> None:
+    """Refuse option names ``method`` does not read, listing the ones it does (one ``ValueError`` line).
+
+    Why here and not in every factory: the factories accept ``**options`` so that `zscir eval` can hand one
+    ``-O`` set to several methods; a command that configures exactly one method (``zscir search``,
+    ``zscir serve``, `Retriever.load`) asks for this check, so ``-O bogus=1`` is no longer ignored silently.
+    Unknown methods and methods that declare no options pass (the factory reports what it must).
+    """
+    _load_builtin_methods()
+    spec = _METHODS.get(method)
+    if spec is None or spec.options is None:
+        return
+    unknown = sorted(k for k in options if k not in spec.options and k != "checkpoint")
+    if unknown:
+        valid = ", ".join(sorted(spec.options)) or "none"
+        raise ValueError(f"method {method!r} has no option {', '.join(map(repr, unknown))}; its options: {valid}")
 
 
 def list_methods() -> list[MethodSpec]:

@@ -34,6 +34,21 @@ class ServeLimits:
     #: ~3 bytes x max_pixels while it runs, so this bounds the server's memory under concurrent uploads
     max_concurrent_decodes: int = 2
 
+    def __post_init__(self) -> None:
+        """Every limit must admit something: ``max_k=0`` or ``max_text_chars=-1`` made a server that refused
+        every request with 422, so such limits are refused here, when the server is configured."""
+        for name in ("max_upload_bytes", "max_pixels", "max_text_chars", "max_k", "max_page",
+                     "max_concurrent_decodes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ServeLimits.{name} must be a positive integer, got {v!r}")
+        v = self.body_overhead_bytes
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"ServeLimits.body_overhead_bytes must be an integer >= 0, got {v!r}")
+        t = self.body_timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise ValueError(f"ServeLimits.body_timeout_s must be a finite number > 0, got {t!r}")
+
     @property
     def max_body_bytes(self) -> int:
         return self.max_upload_bytes + self.body_overhead_bytes

@@ -20,7 +20,8 @@ import torch
 
 from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.folder_refs import FolderRefError, model_ref_in_folder, resolve_in_folder
-from zscir.backbones.tensor_files import TensorFileError, load_safetensors
+from zscir.backbones.tensor_files import load_safetensors
+from zscir.config_check import read_config_json, weights_mismatch
 from zscir.methods.fusiondiff.config import FusionDiffConfig, JointConfig
 from zscir.methods.fusiondiff.control_adapter import ControlAdapter
 from zscir.methods.fusiondiff.prior import DiffusionPrior
@@ -88,6 +89,16 @@ def read_caption_bank(path: str | Path, ref: str) -> list[str]:
     return bank
 
 
+def read_checkpoint_config(path: str | Path) -> FusionDiffConfig:
+    """The checked `FusionDiffConfig` of a checkpoint folder (nothing built, no weight read): a bad field is
+    one `ModelConfigError` naming config.json and the field."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no Fusion-Diff checkpoint (config.json) in {path}")
+    return FusionDiffConfig.from_dict(read_config_json(path / "config.json"), source=path / "config.json")
+
+
+
 def check_refs(path: str | Path, cfg: FusionDiffConfig, skip: Sequence[str] = ()) -> None:
     """Refuse a config whose caption bank or captioner model names a command, URL or file elsewhere;
     fields in ``skip`` are the ones the user replaces (their value in the file is never used)."""
@@ -116,25 +127,17 @@ def load_checkpoint(path: str | Path, skip_refs: Sequence[str] = ()
     modules raises a ``ValueError`` naming the file.
     """
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no Fusion-Diff checkpoint (config.json) in {path}")
-    try:
-        raw = json.loads((path / "config.json").read_text())
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-        cfg = FusionDiffConfig.from_dict(raw)
-    except (ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path / 'config.json'}: not a Fusion-Diff config ({e})") from None
+    cfg = read_checkpoint_config(path)
     check_refs(path, cfg, skip_refs)
     prior, adapter = build_modules(cfg)
     weights = path / "model.safetensors"
     tensors = {k: v.float() for k, v in load_safetensors(weights).items()}
-    try:
+    try:  # strict: a config.json whose sizes are not the weights' is refused, naming both files
         prior.denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
         if adapter is not None:
             adapter.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
     except RuntimeError as e:
-        raise TensorFileError(f"{weights}: does not match config.json ({str(e).splitlines()[0]})") from None
+        raise weights_mismatch(path / "model.safetensors", path / "config.json", e) from None
     prior.eval()
     if adapter is not None:
         adapter.eval()

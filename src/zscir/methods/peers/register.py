@@ -25,7 +25,7 @@ def build_peer(name: str, backbone: Backbone, checkpoint: str | None = None, tem
 
 
 def _register(name: str, description: str) -> None:
-    register_method(name, description, trained=True, peer=True)(
+    register_method(name, description, trained=True, peer=True, options=("template", "batch_size"))(
         lambda backbone, checkpoint=None, **options: build_peer(name, backbone, checkpoint, **options))
 
 

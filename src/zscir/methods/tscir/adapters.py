@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from zscir.backbones.base import Backbone, TextHookContext, TextLayerModule
+from zscir.config_check import ModelConfigError
 from zscir.methods.tscir.config import AdapterConfig
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class ComposingAdapters(nn.Module):
             raise ValueError(f"adapter kind must be 'bottleneck' or 'lora', got {cfg.kind!r}")
         self.cfg = cfg
         n = backbone.num_text_layers
+        bad = [layer for layer in cfg.layers or () if not -n <= layer < n]
+        if bad:
+            raise ModelConfigError(f"adapter layers {bad} out of range: backbone {backbone.name!r} has {n} text "
+                                   f"layers (0..{n - 1}, or -{n}..-1 counting back)")
         self.layers = sorted({layer % n for layer in (cfg.layers if cfg.layers is not None else range(n))})
         self.adapters = nn.ModuleList(
             BottleneckAdapter(backbone.token_embed_dim, cfg.bottleneck) for _ in self.layers

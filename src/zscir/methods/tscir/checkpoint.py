@@ -26,7 +26,9 @@ from safetensors.torch import save_file
 
 from zscir.backbones.base import Backbone
 from zscir.backbones.folder_refs import FolderRefError, resolve_in_folder
-from zscir.backbones.tensor_files import TensorFileError, load_safetensors
+from zscir.backbones.tensor_files import load_safetensors
+from zscir.config_check import (ModelConfigError, check_int, check_mapping, check_str, config_source,
+                                read_config_json, weights_mismatch)
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.config import AdapterConfig, MappingConfig
 from zscir.methods.tscir.mapping import Mapping
@@ -67,19 +69,40 @@ def save_stage2(out: Path, adapters: ComposingAdapters, stage1_dir: Path, backbo
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
 
 
+#: integer fields of a checkpoint's ``backbone`` record (compared with the backbone it is loaded on)
+BACKBONE_INFO_FIELDS = ("embed_dim", "token_embed_dim", "vision_width")
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint folder's config.json, checked before any module is built: the format, ``stage`` (1 or
+    2), the query ``template``, the embedded Stage I folder name and the model config of the stage
+    (`MappingConfig` / `AdapterConfig`, validated by their ``from_dict``). A `ModelConfigError` names the
+    file and the field."""
     p = Path(path) / "config.json"
     if not p.exists():
         raise FileNotFoundError(f"no TSCIR/Pic2Word checkpoint at {path} (config.json missing)")
-    try:
-        cfg = json.loads(p.read_text())
-    except ValueError as e:
-        raise ValueError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={found!r})")
-    if cfg.get("stage") not in (1, 2):
-        raise ValueError(f"{p}: stage must be 1 or 2, got {cfg.get('stage')!r}")
+    cfg = read_config_json(p)
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{p} is not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+    with config_source(p):
+        check_int(cfg.get("stage"), "stage", 1, 2)
+        check_str(cfg.get("method"), "method", optional=True)
+        if cfg.get("template") is not None:
+            template = check_str(cfg["template"], "template", max_len=1000)
+            if template.count("$") != 1 or "{}" not in template:
+                raise ModelConfigError(f"template must contain one '$' and one '{{}}', got {template!r}")
+        info = check_mapping(cfg.get("backbone"), "backbone", optional=True) or {}
+        for key in BACKBONE_INFO_FIELDS:
+            check_int(info.get(key), f"backbone.{key}", 1, 65536, optional=True)
+        if cfg["stage"] == 2:
+            sub = check_str(cfg.get("stage1", "stage1"), "stage1", max_len=255)
+            if sub in (".", "..") or "/" in sub or "\\" in sub:  # a folder inside this one, never elsewhere
+                raise ModelConfigError(f"stage1 must name a sub-folder of the checkpoint, got {sub!r}")
+    # the model config of the stage: checked here, before anything is built or any weight is read
+    if cfg["stage"] == 1:
+        MappingConfig.from_dict(cfg.get("mapping"), source=p)
+    else:
+        AdapterConfig.from_dict(cfg.get("adapter"), source=p)
     return cfg
 
 
@@ -92,14 +115,15 @@ def stage1_folder(path: str | Path, cfg: dict[str, Any]) -> Path:
     return sub
 
 
-def load_weights(file: Path, load) -> None:
+def load_weights(file: Path, load, config: Path | None = None) -> None:
     """``load(tensors)`` with the tensors of ``file`` (finite, from an intact safetensors file); a state that
-    does not fit the modules raises `TensorFileError` naming the file instead of a traceback."""
+    does not fit the modules (config.json edited, weights of another model) raises one `ModelConfigError`
+    naming the weights and ``config`` (default: the config.json beside them) instead of a traceback."""
     tensors = load_safetensors(file)
     try:
         load(tensors)
-    except (RuntimeError, KeyError) as e:
-        raise TensorFileError(f"{file}: does not fit the checkpoint's config ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise weights_mismatch(file, config or Path(file).parent / "config.json", e) from None
 
 
 def _check_backbone(cfg: dict[str, Any], backbone: Backbone, path: Path) -> None:
@@ -123,7 +147,8 @@ def load_mapping(path: str | Path, backbone: Backbone) -> tuple[Mapping, dict[st
             raise ValueError(f"{sub / 'config.json'}: the Stage I inside a Stage II checkpoint must be stage 1")
         return load_mapping(sub, backbone)
     _check_backbone(cfg, backbone, path)
-    mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"]))
+    with config_source(path / "config.json"):
+        mapping = Mapping(backbone, MappingConfig.from_dict(cfg["mapping"], source=path / "config.json"))
     load_weights(path / "model.safetensors", mapping.load_state_dict)
     return mapping.eval(), cfg
 
@@ -138,7 +163,8 @@ def load_checkpoint(path: str | Path, backbone: Backbone
         return mapping, None, cfg
     _check_backbone(cfg, backbone, path)
     mapping.attach(backbone)  # VSI hooks first, adapters after: the order they were trained in
-    adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"]))
+    with config_source(path / "config.json"):
+        adapters = ComposingAdapters(backbone, AdapterConfig.from_dict(cfg["adapter"], source=path / "config.json"))
     adapters.attach(backbone)
     load_weights(path / "adapters.safetensors", adapters.load_adapter_state_dict)
     return mapping, adapters.eval(), cfg

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from zscir.backbones.base import Backbone
+from zscir.config_check import check_int
 from zscir.methods.baselines import ImageGalleryComposer
 from zscir.methods.tscir.adapters import ComposingAdapters
 from zscir.methods.tscir.mapping import Mapping
@@ -34,7 +35,8 @@ class PseudoTokenComposer(ImageGalleryComposer):
                  template: str = "a photo of $ that {}", name: str = "tscir", info: dict[str, Any] | None = None,
                  batch_size: int = 128):
         super().__init__(backbone)
-        if template.count("$") != 1 or "{}" not in template:
+        check_int(batch_size, "batch_size", 1, 65536)
+        if not isinstance(template, str) or template.count("$") != 1 or "{}" not in template:
             raise ValueError(f"template must contain one '$' and one '{{}}', got {template!r}")
         backbone.fingerprint()  # fix the gallery cache key before any adapter touches the text encoder
         self.name = name

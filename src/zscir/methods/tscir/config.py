@@ -9,15 +9,42 @@ for provenance and resumption. Pic2Word is ``MappingConfig(vsi_layers=[])`` trai
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from zscir.config_check import (ModelConfigError, check_choice, check_int, check_int_list, check_number, check_str,
+                                check_str_list, config_source, warn_unknown_keys)
 from zscir.train.data_options import DataOptions
+
+#: bounds of the model configs stored in a checkpoint's config.json (`MappingConfig.validate`,
+#: `AdapterConfig.validate`); generous for any CLIP (widths up to 65536, 64 layers of φ, 256 heads), they stop
+#: values that would allocate absurd tensors or fail deep inside torch (a layer index is also checked against
+#: the backbone's text layers when the modules are built)
+MAPPING_INT_BOUNDS: dict[str, tuple[int, int]] = {"phi_hidden": (1, 65536), "phi_layers": (1, 64),
+                                                  "vsi_heads": (1, 256)}
+ADAPTER_INT_BOUNDS: dict[str, tuple[int, int]] = {"bottleneck": (1, 65536), "lora_rank": (1, 4096)}
+#: text-layer indices (negatives count back): any text encoder has fewer layers than this
+MAX_LAYER_INDEX = 1024
+ADAPTER_KINDS = ("bottleneck", "lora")
 
 
 def _from_dict(cls, d: dict[str, Any]):
     """Build dataclass ``cls`` from ``d``, ignoring unknown keys (forward compatible checkpoints)."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _checked_from_dict(cls, d: Any, section: str, source: str | Path | None):
+    """A model config from its config.json section: unknown keys logged, every field checked (`validate`),
+    errors naming ``source`` and ``section.field``."""
+    with config_source(source):
+        if not isinstance(d, dict):
+            raise ModelConfigError(f"{section} must be a JSON object, got {type(d).__name__}")
+        warn_unknown_keys(d, {f.name for f in fields(cls)}, f"{source or 'config'} ({section})")
+        try:
+            return _from_dict(cls, d)
+        except ModelConfigError as e:  # from validate(): name the section
+            raise ModelConfigError(f"{section}.{e}") from None
 
 
 @dataclass
@@ -43,9 +70,22 @@ class MappingConfig:
 
     to_dict = asdict
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Types and bounds (`MAPPING_INT_BOUNDS`); a `ModelConfigError` naming the field."""
+        for name, (lo, hi) in MAPPING_INT_BOUNDS.items():
+            setattr(self, name, check_int(getattr(self, name), name, lo, hi))
+        self.phi_dropout = check_number(self.phi_dropout, "phi_dropout", 0.0, 1.0, hi_open=True)
+        self.vsi_layers = check_int_list(self.vsi_layers, "vsi_layers", -MAX_LAYER_INDEX, MAX_LAYER_INDEX - 1)
+        check_str(self.prompt, "prompt", max_len=1000)
+        if self.prompt.count("$") != 1:
+            raise ModelConfigError(f"prompt must contain exactly one '$', got {self.prompt!r}")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MappingConfig":
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict[str, Any], source: str | Path | None = None) -> "MappingConfig":
+        return _checked_from_dict(cls, d, "mapping", source)
 
 
 @dataclass
@@ -70,9 +110,22 @@ class AdapterConfig:
 
     to_dict = asdict
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Types and bounds (`ADAPTER_INT_BOUNDS`); a `ModelConfigError` naming the field."""
+        check_choice(self.kind, "kind", ADAPTER_KINDS)
+        self.layers = check_int_list(self.layers, "layers", -MAX_LAYER_INDEX, MAX_LAYER_INDEX - 1, optional=True)
+        for name, (lo, hi) in ADAPTER_INT_BOUNDS.items():
+            setattr(self, name, check_int(getattr(self, name), name, lo, hi))
+        self.lora_alpha = check_number(self.lora_alpha, "lora_alpha", 0.0, 1e6, lo_open=True)
+        self.lora_dropout = check_number(self.lora_dropout, "lora_dropout", 0.0, 1.0, hi_open=True)
+        self.lora_targets = check_str_list(self.lora_targets, "lora_targets")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AdapterConfig":
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict[str, Any], source: str | Path | None = None) -> "AdapterConfig":
+        return _checked_from_dict(cls, d, "adapter", source)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from zscir.backbones.base import Backbone
+from zscir.config_check import ModelConfigError
 from zscir.methods.tscir.config import MappingConfig
 from zscir.methods.tscir.token_learner import TokenLearner, mean_token_norm
 from zscir.methods.tscir.vsi import PATCH_KEY, VSIModule
@@ -31,10 +32,17 @@ class Mapping(nn.Module):
         self.phi = TokenLearner(backbone.embed_dim, backbone.token_embed_dim, cfg.phi_hidden, cfg.phi_layers,
                                 cfg.phi_dropout, target_norm=norm)
         n = backbone.num_text_layers
+        bad = [layer for layer in cfg.vsi_layers if not -n <= layer < n]
+        if bad:
+            raise ModelConfigError(f"vsi_layers {bad} out of range: backbone {backbone.name!r} has {n} text layers "
+                                   f"(0..{n - 1}, or -{n}..-1 counting back)")
+        if backbone.token_embed_dim % cfg.vsi_heads:
+            raise ModelConfigError(f"vsi_heads {cfg.vsi_heads} must divide the text width "
+                                   f"{backbone.token_embed_dim} of backbone {backbone.name!r}")
         self.vsi_layers = sorted({layer % n for layer in cfg.vsi_layers})
         if n - 1 in self.vsi_layers:
             # the pooled output is the EOS token's state: after the last layer nothing carries $ to it
-            raise ValueError(f"VSI after the last text layer ({n - 1}) cannot influence the text embedding; "
+            raise ModelConfigError(f"VSI after the last text layer ({n - 1}) cannot influence the text embedding; "
                              f"choose layers in 0..{n - 2}")
         self.vsi = nn.ModuleList(
             VSIModule(backbone.token_embed_dim, backbone.vision_width, cfg.vsi_heads) for _ in self.vsi_layers

@@ -43,13 +43,17 @@ def build_composer(method: str, backbone: Backbone, checkpoint: str | None = Non
                                "a photo of $ that {}", name=method, info=info, batch_size=batch_size)
 
 
+#: the options `build_composer` reads (``-O template=... -O batch_size=...``)
+OPTIONS = ("template", "batch_size")
+
+
 @register_method("pic2word", "Pic2Word: one pseudo-word token φ(image) in 'a photo of $ that {text}'",
-                 trained=True)
+                 trained=True, options=OPTIONS)
 def _pic2word(backbone, checkpoint=None, **options):
     return build_composer("pic2word", backbone, checkpoint, **options)
 
 
 @register_method("tscir", "TSCIR: Stage I token + VSI + soft alignment, Stage II composing adapters",
-                 trained=True)
+                 trained=True, options=OPTIONS)
 def _tscir(backbone, checkpoint=None, **options):
     return build_composer("tscir", backbone, checkpoint, **options)
