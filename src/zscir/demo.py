@@ -83,25 +83,26 @@ def _choose_queries(queries, kinds: dict[int, str], n: int) -> list:
     return chosen
 
 
-def real_demo_gallery(n_families: int = REAL_DEMO_FAMILIES, progress: bool = False) -> Path:
+def real_demo_gallery(n_families: int = REAL_DEMO_FAMILIES, progress: bool = False, sources=None) -> Path:
     """Build (once, into the cache) a small real benchmark of ``n_families`` test families of the full one.
 
     The families are spread over those of the full benchmark's test queries (held out of lit-clipart's training), so
     the gallery holds every variant of each (skin tones, genders, tints): the queries must find the exact one.
-    Raises `BenchmarkBuildError` when the Debian packages are missing.
+    ``sources`` (`zscir.data.real.sources.RealSources`) says where the Debian packages' files are; raises
+    `BenchmarkBuildError`, naming the packages and the options, when they are missing.
     """
     from zscir.cache import cache_dir
-    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, gallery_items,
-                                           is_complete, plan)
+    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, built_from,
+                                           gallery_items, is_complete, plan)
 
     cfg = RealBenchmarkConfig()
     root = cache_dir("real") / f"demo-{BENCHMARK_VERSION}-{n_families}"
-    if not is_complete(root):
-        _, queries = plan(cfg, gallery_items())
+    if not (is_complete(root) and built_from(root, sources)):
+        _, queries = plan(cfg, gallery_items(sources))
         test = sorted({q.family for q in queries["test"]})  # held-out families that have edit queries
         step = max(1, len(test) // n_families)
         cfg = RealBenchmarkConfig(families=tuple(test[::step][:n_families]))
-        build_benchmark(root, cfg, progress=progress)
+        build_benchmark(root, cfg, progress=progress, sources=sources)
     return root
 
 
@@ -115,8 +116,13 @@ def run_demo(
     device: str = "cpu",
     world_overrides: dict[str, Any] | None = None,
     real: bool = False,
+    sources=None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo; returns the queries with their results and the paths written."""
+    """Run the demo; returns the queries with their results and the paths written.
+
+    ``real``: on real pictures (``sources``: where the Debian packages' files are, see `real_demo_gallery`).
+    """
     import json
 
     from zscir.data.outdir import check_out, prepare_out, start_marker
@@ -130,12 +136,12 @@ def run_demo(
     check_out(out, DEMO_MARKER, "zscir demo")  # before any work: a user's folder is refused at once
     if real:
         model = model or REAL_MODEL
+        root = real_demo_gallery(progress=progress, sources=sources) / "test"  # before the model: packages first
     if method == "auto":
         method, composer = pick_method(model, device)
     else:
         composer = create_composer(method, model=model, device=device)
     if real:
-        root = real_demo_gallery() / "test"
         data = load_cirr(root, "val")
         info = json.loads((root / "meta.json").read_text())
     else:

@@ -166,7 +166,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     progress = progress and ctx.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     if not cfg.stage1:
