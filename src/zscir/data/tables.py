@@ -49,7 +49,9 @@ def _parquet(path: Path):
     try:
         import pyarrow.parquet as pq
     except ModuleNotFoundError:
-        raise DataError(f"{path}: parquet manifests need pyarrow: pip install 'zscir[data]'") from None
+        from zscir.extras import install_hint
+
+        raise DataError(f"{path}: parquet manifests need pyarrow: {install_hint('data')}") from None
     return pq.ParquetFile(path)
 
 
