@@ -165,12 +165,7 @@ class PairData:
 
         if isinstance(self.source, WorldPairSource):
             pairs = self.source.pairs[: self.limit] if self.limit else self.source.pairs
-            pixels = np.empty((len(pairs), image_size, image_size, 3), np.uint8)
-            chunk = 500
-            with tqdm(total=len(pairs), desc="render world pairs", unit="img", disable=not progress) as bar:
-                for s in range(0, len(pairs), chunk):
-                    pixels[s:s + chunk] = render_scenes([p.scene for p in pairs[s:s + chunk]], image_size)
-                    bar.update(min(chunk, len(pairs) - s))
+            pixels = render_scenes([p.scene for p in pairs], image_size, progress, desc=f"render {self.spec} pairs")
             return PairTable([p.id for p in pairs], pixels, [tuple(p.captions) for p in pairs],
                              [p.caption for p in pairs])
 

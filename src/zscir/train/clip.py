@@ -103,6 +103,8 @@ def _world_data(cfg: CLIPTrainConfig, progress: bool = False):
 
     t0 = time.time()
     size = cfg.arch.image_size
+    if progress:  # a few seconds without a loop of its own: say what runs (the rendering below has a bar)
+        tqdm.write(f"train clip: generating {cfg.n_pairs:,} world pairs + {cfg.n_val:,} for validation")
     data = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs)
     train = data.table(size, progress=progress)
     val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).table(size, progress=progress)
@@ -182,6 +184,8 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
 
             tok = PreTrainedTokenizerFast.from_pretrained(cfg.tokenizer)
         else:
+            if progress:
+                tqdm.write(f"train clip: learning a {cfg.vocab_size}-token BPE vocabulary from {len(corpus):,} captions")
             tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len) \
                 if ctx.is_main else None
             tok = broadcast_object(tok, ctx)

@@ -91,7 +91,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     if cfg.data.is_world:
         pairs = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs).source.pairs
         val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).source.pairs
-        table = ImageTable.build([(p.id, p.scene) for p in pairs], size)
+        table = ImageTable.build([(p.id, p.scene) for p in pairs], size, progress)
         val_table = ImageTable.build([(p.id, p.scene) for p in val], size)
         bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
         val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)
