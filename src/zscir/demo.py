@@ -145,7 +145,7 @@ def run_demo(
         data = load_cirr(root, "val")
         info = json.loads((root / "meta.json").read_text())
     else:
-        root = ensure_world_benchmark(world_seed, **(world_overrides or {}))
+        root = ensure_world_benchmark(world_seed, progress=progress, **(world_overrides or {}))
         data = load_cirr(root / "cirr", "val")
         info = json.loads((root / "world.json").read_text())
     kinds = {int(k): v.get("kind", "?") for k, v in info.get("cirr", {}).items()}
@@ -164,8 +164,12 @@ def run_demo(
         return open_rgb(data.gallery[data.index_of(name)].path)
 
     gallery_imgs = [open_rgb(g.path) for g in data.gallery]
+    from tqdm.auto import tqdm
+
     with torch.no_grad():
-        gallery = torch.cat([composer.encode_gallery(gallery_imgs[i : i + 256]) for i in range(0, len(gallery_imgs), 256)])
+        gallery = torch.cat([composer.encode_gallery(gallery_imgs[i : i + 256]) for i in
+                             tqdm(range(0, len(gallery_imgs), 256), desc="encode gallery", unit="batch",
+                                  disable=not progress, leave=False)])
         q = composer.encode_queries([load(x.reference) for x in queries], [x.caption for x in queries])
     refs = [data.index_of(x.reference) for x in queries]
     scores, idx = exact_topk(q, gallery, len(gallery), exclude=refs)

@@ -32,12 +32,13 @@ def default_cache_dir() -> Path:
     return cache_root()
 
 
-def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, **overrides: Any) -> Path:
+def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, progress: bool = False,
+                           **overrides: Any) -> Path:
     """Write (once) the world benchmark for ``world_seed`` and return its root folder.
 
     ``overrides`` change `WorldConfig` fields (e.g. a smaller benchmark for tests); such benchmarks are
     cached in a folder of their own. The writer is idempotent: when ``root/world.json`` matches the
-    configuration nothing is regenerated.
+    configuration nothing is regenerated. ``progress``: say so on stderr and show the writing's bar.
     """
     import hashlib
 
@@ -49,7 +50,12 @@ def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, 
     if world.is_cached(cfg, root):
         return root
     logger.info("writing the world benchmark (seed %d) to %s", world_seed, root)
-    world.write_benchmark(world.generate_benchmark(cfg), root)
+    if progress:
+        import sys
+
+        print(f"generating the world benchmark (seed {world_seed}, first run only) into {root}", file=sys.stderr,
+              flush=True)
+    world.write_benchmark(world.generate_benchmark(cfg), root, progress=progress)
     return root
 
 
@@ -66,7 +72,7 @@ def evaluate_world(
     """Evaluate ``composer`` on the world benchmark; returns metrics, per-part results and configuration."""
     from zscir.eval.benchmarks import run_benchmark
 
-    root = ensure_world_benchmark(world_seed, root, **(world_overrides or {}))
+    root = ensure_world_benchmark(world_seed, root, progress=progress, **(world_overrides or {}))
     common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit, label="world")
     cirr_run = run_benchmark("cirr", root / "cirr", "val", composer, **common)
     cirr = cirr_run.result
