@@ -1,0 +1,225 @@
+"""Item ``busy``: search, a training step and indexing on an idle machine and beside two spinning processes.
+
+Why: torch's default is one thread per core, and its OpenMP threads spin-wait at every barrier. When other
+processes want the cores too, a barrier waits for a thread that is not running, and work collapses (a
+search 3.3x slower beside two spinning processes, a TSCIR Stage I step 24x slower on a loaded machine).
+zscir now chooses its thread count (`zscir.threads`: one thread for a single query, the idle usable cores
+for batched work). This item measures the ratio ``busy / idle`` of three jobs under two settings, side by
+side in one run:
+
+* ``zscir`` — the count zscir chooses, chosen afresh for each phase as a new command would be (so the busy
+  phase sees the spinning processes);
+* ``torch`` — torch's own default (the behaviour before), for comparison.
+
+Jobs: (a) single composed searches through `Retriever.search` on a small index of world pictures, (b)
+training steps of the world CLIP (contrastive, AdamW), (c) `build_index` of a few dozen JPEGs. The
+spinning processes are started and stopped here, in a ``finally`` block, and each also stops on its own
+after ``max_busy_s``. Goal: ``busy / idle <= 2`` with zscir's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+logger = logging.getLogger(__name__)
+
+JOBS = ("search", "train", "index")
+MODES = ("zscir", "torch")
+
+
+@dataclass
+class BusyBenchConfig:
+    model: str = "world-clip"
+    spinners: int = 2  #: busy processes started beside the job
+    repeats: int = 3  #: timed runs per (job, mode, phase); the median is reported
+    queries: int = 20  #: single searches per timed run
+    gallery: int = 200  #: pictures in the searched index
+    train_steps: int = 3  #: training steps per timed run
+    train_batch: int = 32
+    index_images: int = 32  #: pictures indexed per timed run
+    image_size: int = 96  #: side of the world JPEGs
+    max_busy_s: float = 600.0  #: a spinning process stops by itself after this long, whatever happens here
+    jobs: list[str] = field(default_factory=lambda: list(JOBS))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+
+
+def _spin(stop: Any, deadline: float) -> None:  # a busy loop (runs in a child process)
+    x = 0
+    while not stop.is_set() and time.time() < deadline:
+        for _ in range(200_000):
+            x += 1
+
+
+@contextmanager
+def spinning(n: int, max_s: float) -> Iterator[None]:
+    """``n`` processes spinning on a core each while the block runs; stopped (and joined) however it ends."""
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_spin, args=(stop, time.time() + max_s), daemon=True) for _ in range(n)]
+    try:
+        for p in procs:
+            p.start()
+        time.sleep(0.5)  # let them reach full speed (and show in /proc/stat)
+        yield
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+
+
+def _set_mode(mode: str, kind: str) -> int:
+    """Apply the thread count of ``mode`` for a job of ``kind`` ("query"/"batch"); returns it."""
+    from zscir.threads import apply_threads, forget_idle_measurement, torch_default_threads, use_threads
+
+    if mode == "torch":
+        return apply_threads(torch_default_threads())
+    forget_idle_measurement()  # measured now, as a command started now would
+    return use_threads(kind).threads or apply_threads(None)
+
+
+def _world_images(n: int, size: int, seed: int) -> tuple[list, list[str]]:
+    from PIL import Image
+
+    from zscir.data.world import WorldConfig, generate_pairs, render_batch
+
+    pairs = generate_pairs(WorldConfig(seed=seed, image_size=size), n=n, split="train")
+    return [Image.fromarray(a) for a in render_batch([p.scene for p in pairs], size)], [p.caption for p in pairs]
+
+
+class _Jobs:
+    """The three jobs, prepared once (models, index, data) and timed many times."""
+
+    def __init__(self, cfg: BusyBenchConfig, work: Path):
+        import torch
+
+        from zscir.backbones import create_backbone
+        from zscir.index.build import IndexConfig, build_index
+        from zscir.index.retriever import Retriever, RetrieverConfig
+        from zscir.index.store import EmbeddingStore
+        from zscir.methods import create_composer
+        from zscir.train.common import uint8_to_pixels
+
+        self.cfg, self.work = cfg, work
+        self.composer = create_composer("sum", model=cfg.model)
+        imgs, caps = _world_images(max(cfg.gallery, cfg.index_images), cfg.image_size, 1)
+        self.photos = work / "photos"
+        self.photos.mkdir()
+        for i, im in enumerate(imgs[: cfg.gallery]):
+            im.save(self.photos / f"p{i:04d}.jpg", quality=90)
+        self.few = work / "few"
+        self.few.mkdir()
+        for i, im in enumerate(imgs[: cfg.index_images]):
+            im.save(self.few / f"p{i:04d}.jpg", quality=90)
+        self._build_index, self._index_cfg = build_index, IndexConfig(progress=False)
+        build_index(self.photos, work / "index", self.composer, model=cfg.model, config=self._index_cfg)
+        self.retrievers = {m: Retriever(EmbeddingStore.load(work / "index"), self.composer,
+                                        RetrieverConfig(threads=None if m == "zscir" else 0)) for m in MODES}
+        q_imgs, q_caps = _world_images(cfg.queries, cfg.image_size, 2)
+        self.queries = list(zip(q_imgs, q_caps))
+        # the training step of `zscir train clip`: contrastive loss on a batch of world pictures and captions
+        self.torch = torch
+        self.backbone = create_backbone(cfg.model)
+        self.backbone.model.requires_grad_(True)
+        size = int(getattr(self.backbone, "image_size", 64))
+        t_imgs, t_caps = _world_images(cfg.train_batch, size, 3)
+        import numpy as np
+
+        self.pix = uint8_to_pixels(np.stack([np.asarray(im) for im in t_imgs]))
+        self.tok = self.backbone.tokenize(t_caps)
+        self.opt = torch.optim.AdamW([p for p in self.backbone.model.parameters() if p.requires_grad], lr=1e-5)
+        self.n_index = 0
+
+    def search(self, mode: str) -> float:
+        r = self.retrievers[mode]
+        for img, text in self.queries:
+            r.search_image(img, text, k=10)
+        return len(self.queries)
+
+    def train(self, mode: str) -> float:
+        torch = self.torch
+        F = torch.nn.functional
+        self.backbone.model.train()
+        for _ in range(self.cfg.train_steps):
+            ie = F.normalize(self.backbone.encode_image(self.pix), dim=-1)
+            te = F.normalize(self.backbone.encode_text(self.tok), dim=-1)
+            logits = 20.0 * ie @ te.T
+            target = torch.arange(len(logits))
+            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.backbone.model.eval()
+        return self.cfg.train_steps
+
+    def index(self, mode: str) -> float:
+        self.n_index += 1
+        out = self.work / f"idx-{self.n_index}"
+        self._build_index(self.few, out, self.composer, model=self.cfg.model, config=self._index_cfg)
+        shutil.rmtree(out, ignore_errors=True)
+        return self.cfg.index_images
+
+
+KIND = {"search": "query", "train": "batch", "index": "batch"}
+UNIT = {"search": "query", "train": "step", "index": "picture"}
+
+
+def _timed(fn: Callable[[str], float], mode: str, repeats: int) -> float:
+    """Median seconds per unit of work over ``repeats`` runs (after one untimed warm-up run)."""
+    fn(mode)
+    per_unit = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        n = fn(mode)
+        per_unit.append((time.perf_counter() - t0) / n)
+    return statistics.median(per_unit)
+
+
+def run_busy_bench(cfg: BusyBenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Rows ``job, mode, threads idle/busy, ms per unit idle/busy, ratio``; the previous thread count is
+    restored at the end."""
+    import torch
+
+    from zscir.threads import torch_default_threads, usable_cores
+
+    before = torch.get_num_threads()
+    torch_default_threads()
+    rows: list[dict[str, Any]] = []
+    work = Path(tempfile.mkdtemp(prefix="zscir-busy-"))
+    try:
+        jobs = _Jobs(cfg, work)
+        for job in cfg.jobs:
+            fn = getattr(jobs, job)
+            for mode in cfg.modes:
+                if progress:
+                    progress(f"busy: {job} with {mode} threads")
+                t_idle = _set_mode(mode, KIND[job])
+                idle = _timed(fn, mode, cfg.repeats)
+                with spinning(cfg.spinners, cfg.max_busy_s):
+                    t_busy = _set_mode(mode, KIND[job])
+                    busy = _timed(fn, mode, cfg.repeats)
+                rows.append({"job": job, "mode": mode, "unit": UNIT[job], "threads_idle": t_idle,
+                             "threads_busy": t_busy, "idle_ms": idle * 1e3, "busy_ms": busy * 1e3,
+                             "ratio": busy / idle if idle > 0 else float("nan")})
+                logger.info("busy %s %s: idle %.1f ms, busy %.1f ms per %s (x%.2f)", job, mode, idle * 1e3,
+                            busy * 1e3, UNIT[job], rows[-1]["ratio"])
+    finally:
+        torch.set_num_threads(before)
+        shutil.rmtree(work, ignore_errors=True)
+    return {"config": cfg.__dict__, "rows": rows, "usable_cores": usable_cores(),
+            "torch_default_threads": torch_default_threads(), "goal_ratio": 2.0,
+            "goal_met": all(r["ratio"] <= 2.0 for r in rows if r["mode"] == "zscir")}
+
+
+BUSY_COLUMNS = ["job", "mode", "unit", "threads_idle", "threads_busy", "idle_ms", "busy_ms", "ratio"]
