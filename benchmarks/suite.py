@@ -212,14 +212,17 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                 bcfg.modes = ["zscir"]  # torch's default beside spinning processes takes tens of seconds
             payload = busy.run_busy_bench(bcfg)
             md = _header(f"Beside {bcfg.spinners} spinning processes: busy / idle time of search, a training step, "
-                         "indexing", info, cfg, how="Medians of repeats after one warm-up; each job idle, then "
-                         f"beside {bcfg.spinners} busy-loop processes the item starts and stops itself.")
+                         "indexing", info, cfg, how=f"{bcfg.repeats} rounds after one warm-up; each round times the "
+                         f"job idle, then beside {bcfg.spinners} busy-loop processes the item starts and stops itself; "
+                         "medians over the rounds (`ratio` = median of the rounds' busy/idle).")
             md += (f"`zscir` = the thread count zscir chooses (`zscir.threads`; chosen afresh in each phase, as a "
                    f"new command would), `torch` = torch's default ({payload['torch_default_threads']} threads); "
                    f"usable cores {payload['usable_cores']}; {bcfg.queries} single searches ({bcfg.gallery} "
                    f"pictures, {bcfg.model}), {bcfg.train_steps} world-CLIP training steps of batch "
                    f"{bcfg.train_batch}, indexing {bcfg.index_images} JPEGs; goal busy/idle <= 2 with "
-                   f"`zscir` (met: {payload['goal_met']}).\n\n")
+                   f"`zscir` (met: {payload['goal_met']})"
+                   + (f"; OMP_NUM_THREADS={payload['omp_num_threads_env']} was set, so both settings used it"
+                      if payload["omp_num_threads_env"] else "") + ".\n\n")
             md += markdown_table(payload["rows"], busy.BUSY_COLUMNS)
         elif item == "evalmem":
             ecfg = eval_memory.EvalMemoryConfig(threads=cfg.threads)
