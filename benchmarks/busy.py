@@ -14,7 +14,9 @@ side in one run:
 Jobs: (a) single composed searches through `Retriever.search` on a small index of world pictures, (b)
 training steps of the world CLIP (contrastive, AdamW), (c) `build_index` of a few dozen JPEGs. The
 spinning processes are started and stopped here, in a ``finally`` block, and each also stops on its own
-after ``max_busy_s``. Goal: ``busy / idle <= 2`` with zscir's choice.
+after ``max_busy_s``. Goal: ``busy / idle <= 2`` with zscir's choice. `fair_share_bound` is the smallest
+ratio the scheduler's fair share allows: where it is above 2 (work that used every core of a 2-core machine
+idle), no thread count can meet the goal, and the ratio is to be read against the bound.
 """
 
 from __future__ import annotations
@@ -183,6 +185,15 @@ def _timed(fn: Callable[[str], float], mode: str) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def fair_share_bound(threads_idle: int, threads_busy: int, spinners: int, cores: int) -> float:
+    """The smallest busy/idle ratio a fair share of the CPU allows: idle, the job runs on
+    ``min(threads_idle, cores)`` cores; beside ``spinners`` busy processes each of its ``threads_busy``
+    threads gets ``cores / (threads_busy + spinners)`` of a core at most (all of one when that is >= 1).
+    One thread beside two spinners on two cores: 1.5; a job that had both cores idle: 3."""
+    share = min(1.0, cores / max(1, threads_busy + spinners))
+    return min(threads_idle, cores) / (threads_busy * share)
+
+
 def _span(values: set[int]) -> str:
     """"2" or "1-2": the thread counts a phase used over the rounds."""
     return str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}"
@@ -197,6 +208,7 @@ def run_busy_bench(cfg: BusyBenchConfig, progress: Callable[[str], None] | None 
 
     before = torch.get_num_threads()
     torch_default_threads()
+    cores = usable_cores()
     rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="zscir-busy-"))
     try:
@@ -219,6 +231,7 @@ def run_busy_bench(cfg: BusyBenchConfig, progress: Callable[[str], None] | None 
                 rows.append({"job": job, "mode": mode, "unit": UNIT[job], "threads_idle": _span(t_idle),
                              "threads_busy": _span(t_busy), "idle_ms": statistics.median(idles) * 1e3,
                              "busy_ms": statistics.median(busies) * 1e3, "ratio": statistics.median(ratios),
+                             "fair_share_bound": fair_share_bound(max(t_idle), min(t_busy), cfg.spinners, cores),
                              "ratio_per_round": ratios})
                 logger.info("busy %s %s: idle %.1f ms, busy %.1f ms per %s (x%.2f)", job, mode,
                             rows[-1]["idle_ms"], rows[-1]["busy_ms"], UNIT[job], rows[-1]["ratio"])
@@ -231,4 +244,5 @@ def run_busy_bench(cfg: BusyBenchConfig, progress: Callable[[str], None] | None 
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS")}
 
 
-BUSY_COLUMNS = ["job", "mode", "unit", "threads_idle", "threads_busy", "idle_ms", "busy_ms", "ratio"]
+BUSY_COLUMNS = ["job", "mode", "unit", "threads_idle", "threads_busy", "idle_ms", "busy_ms", "ratio",
+                "fair_share_bound"]

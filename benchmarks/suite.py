@@ -220,7 +220,8 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                    f"usable cores {payload['usable_cores']}; {bcfg.queries} single searches ({bcfg.gallery} "
                    f"pictures, {bcfg.model}), {bcfg.train_steps} world-CLIP training steps of batch "
                    f"{bcfg.train_batch}, indexing {bcfg.index_images} JPEGs; goal busy/idle <= 2 with "
-                   f"`zscir` (met: {payload['goal_met']})"
+                   f"`zscir` (met: {payload['goal_met']}); `fair_share_bound` = the smallest ratio a fair share "
+                   f"of the cores allows"
                    + (f"; OMP_NUM_THREADS={payload['omp_num_threads_env']} was set, so both settings used it"
                       if payload["omp_num_threads_env"] else "") + ".\n\n")
             md += markdown_table(payload["rows"], busy.BUSY_COLUMNS)

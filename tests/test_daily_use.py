@@ -314,3 +314,13 @@ def test_busy_item_runs_in_tiny_mode(tmp_path):
     assert not [p for p in mp.active_children() if p.is_alive()]  # its spinning processes are gone
     assert torch.get_num_threads() == before
     assert "busy / idle" in (tmp_path / "busy.md").read_text()
+
+
+@pytest.mark.parametrize("t_idle, t_busy, spinners, cores, bound", [
+    (1, 1, 2, 2, 1.5), (2, 1, 2, 2, 3.0), (2, 2, 2, 2, 2.0), (14, 14, 2, 16, 1.0), (16, 16, 2, 16, 18 / 16), (1, 1, 0, 2, 1.0),
+    (4, 1, 2, 16, 4.0), (1, 1, 2, 1, 3.0),
+])
+def test_fair_share_bound(t_idle, t_busy, spinners, cores, bound):
+    from benchmarks.busy import fair_share_bound
+
+    assert fair_share_bound(t_idle, t_busy, spinners, cores) == pytest.approx(bound)

@@ -20,6 +20,8 @@ def _restore_threads(monkeypatch):
     torch's thread count as it found it."""
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     T.reset_pinned()
     T.forget_idle_measurement()
     yield
@@ -175,6 +177,20 @@ def test_batch_threads_never_exceed_idle_usable_cores_or_the_cap(usable, idle, c
             assert c.threads == min(usable, T.MAX_BATCH_THREADS)  # an idle machine: every usable core
     elif cap >= usable:
         assert c.threads == min(usable, T.MAX_BATCH_THREADS)
+
+
+@pytest.mark.parametrize("local, world, usable, expected", [
+    ("2", None, 8, 4), (None, "4", 8, 2), ("3", "6", 8, 2), (None, "16", 8, 1), ("0", "2", 8, 4),
+    ("x", None, 8, 8), ("", "", 8, 8), ("-2", None, 8, 8), ("2", None, 1, 1),
+])
+def test_data_parallel_processes_share_the_cores(monkeypatch, local, world, usable, expected):
+    """Every process of a torchrun launch chooses at the same moment: together they must not oversubscribe."""
+    for var, value in (("LOCAL_WORLD_SIZE", local), ("WORLD_SIZE", world)):
+        if value is not None:
+            monkeypatch.setenv(var, value)
+    c = T.choose_threads("batch", usable=usable, idle=float(usable), cap=64)
+    assert c.threads == expected
+    assert T.choose_threads("query", usable=usable).threads == 1
 
 
 @pytest.mark.parametrize("usable", [1, 2, 8, 128])

@@ -9,7 +9,12 @@ step 24x longer than with one thread. So zscir chooses the count itself:
   scanning the gallery once is small and memory-bound; more threads only add synchronisation.
 * ``batch`` (training, indexing, evaluation, rendering): the cores this process may use
   (`usable_cores`: CPU affinity and the cgroup CPU quota) that are idle now (`idle_cores`, sampled from
-  ``/proc/stat`` for a fifth of a second), capped by torch's own default; at least one.
+  ``/proc/stat`` for a fifth of a second), shared among the processes of a ``torchrun`` launch on this
+  machine, capped by torch's own default; at least one.
+
+The count is chosen when a command starts; load that arrives later is not followed. Results computed with
+different thread counts may differ in the last bits (reduction order), so a run records its count and
+``--threads N`` repeats it exactly.
 
 An explicit choice always wins: ``--threads N`` of a command (``requested``), else ``OMP_NUM_THREADS``
 when set. ``--threads 0`` leaves torch's default (the behaviour before this module). Every command that
@@ -40,7 +45,7 @@ THREADS_HELP = ("torch threads (default: 1 for a single query; for batched work 
 MAX_BATCH_THREADS = 32
 #: how long `idle_cores` watches ``/proc/stat``, and how long a measurement is reused in one process
 IDLE_SAMPLE_S = 0.2
-IDLE_REUSE_S = 30.0
+IDLE_REUSE_S = 300.0
 #: a core counts as idle when at least this share of it was idle during the sample
 IDLE_SHARE = 0.8
 
@@ -224,6 +229,18 @@ def _env_threads() -> int | None:
     return n if n >= 1 else None
 
 
+def local_processes() -> int:
+    """Processes of this launch on this machine (torchrun's ``LOCAL_WORLD_SIZE``, else ``WORLD_SIZE``), >= 1."""
+    for var in ("LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        try:
+            n = int(os.environ.get(var, "").strip())
+        except ValueError:
+            continue
+        if n >= 1:
+            return n
+    return 1
+
+
 _torch_default: int | None = None  # torch's intra-op count before zscir changed it
 
 
@@ -259,6 +276,7 @@ def choose_threads(kind: str, requested: int | None = None, *, usable: int | Non
     n = usable
     if idle is not None:
         n = min(n, int(idle + (1.0 - IDLE_SHARE)))  # a core counts when >= 80 % of it was idle
+    n //= local_processes()  # data-parallel processes on this machine share the cores
     cap = cap or torch_default_threads() or MAX_BATCH_THREADS
     n = max(1, min(n, cap, MAX_BATCH_THREADS))
     return ThreadChoice(n, kind, "default", usable, None if idle is None else round(idle, 2))

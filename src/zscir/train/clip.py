@@ -83,7 +83,7 @@ class CLIPTrainConfig:
     warmup: int = 200
     eval_every: int = 250
     vocab_size: int = 1024
-    threads: int | None = None  # None: the idle usable cores (zscir.threads); 0: torch's default
+    threads: int | None = 1  # None: the idle usable cores (zscir.threads; the CLI's default); 0: torch's
     # fp32 by default: it reproduces the shipped world CLIP, and bf16 autocast is faster only on an idle
     # AVX512-BF16 CPU (slower on a busy one); None = from the hardware (zscir.train.precision)
     bf16: bool | None = False

@@ -11,9 +11,9 @@ the temperature), linear warm-up + cosine decay, batches of distinct images with
 each. A share of the *images* (never only some of their captions) is held out for image→text and
 text→image R@1/R@5, reported with the chance level.
 
-Threads: torch gets ``threads`` intra-op threads; None (default) chooses the idle usable cores
-(`zscir.threads`): on a busy machine more threads than free cores ran ~5× slower than one
-(OpenMP spin-waiting).
+Threads: torch gets ``threads`` intra-op threads (default 1; None, the CLI's default, chooses the idle
+usable cores through `zscir.threads`): on a busy machine more threads than free cores ran ~5× slower than
+one (OpenMP spin-waiting).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class LiTTrainConfig:
     val_fraction: float = 0.1  # share of distinct images held out for retrieval metrics
     max_val: int = 1000
     eval_every: int = 0  # 0: evaluate at the end only
-    threads: int | None = None  # None: zscir.threads chooses
+    threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     feature_batch_size: int = 64
     device: str = "cpu"
     model: LiTConfig = field(default_factory=LiTConfig)

@@ -50,7 +50,7 @@ class AdapterTrainConfig:
     weight_decay: float = 0.01
     warmup: int = 100
     eval_every: int = 500
-    threads: int | None = None  # None: zscir.threads chooses
+    threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
     bf16: bool | None = False
     cache_dir: str | None = None
