@@ -24,8 +24,8 @@ ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", 
          "busy")
 #: wall seconds of each item at the default sizes, measured by one run of the whole default suite
 #: (docs/PERFORMANCE.md, "How long the suite runs"); the progress lines' ETA starts from these
-EXPECTED_S = {"search": 60, "single": 50, "serve": 55, "faiss": 90, "latency": 30, "pipeline": 40,
-              "photos": 360, "memory": 30, "evalmem": 60, "datawait": 240, "busy": 120}
+EXPECTED_S = {"search": 128, "single": 45, "serve": 94, "faiss": 64, "latency": 69, "pipeline": 29,
+              "photos": 538, "memory": 16, "evalmem": 97, "datawait": 213, "busy": 40}
 
 
 @dataclass
