@@ -55,7 +55,8 @@ class BusyBenchConfig:
     modes: list[str] = field(default_factory=lambda: list(MODES))
 
 
-def _spin(stop: Any, deadline: float) -> None:  # a busy loop (runs in a child process)
+def spin(stop: Any, deadline: float) -> None:
+    """A busy loop until ``stop`` is set or ``deadline`` (time.time()) passes (runs in a child process)."""
     x = 0
     while not stop.is_set() and time.time() < deadline:
         for _ in range(200_000):
@@ -67,7 +68,7 @@ def spinning(n: int, max_s: float) -> Iterator[None]:
     """``n`` processes spinning on a core each while the block runs; stopped (and joined) however it ends."""
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     stop = ctx.Event()
-    procs = [ctx.Process(target=_spin, args=(stop, time.time() + max_s), daemon=True) for _ in range(n)]
+    procs = [ctx.Process(target=spin, args=(stop, time.time() + max_s), daemon=True) for _ in range(n)]
     try:
         for p in procs:
             p.start()

@@ -244,10 +244,22 @@ def test_zscir_bench_runs_from_any_folder(tmp_path):
     assert "repository root" in perf and "any folder" in perf
 
 
-def test_zscir_bench_takes_the_suites_options():
-    from test_new_user import _parse
+def test_zscir_bench_takes_the_suites_options(tmp_path, monkeypatch):
+    from benchmarks import suite
 
-    _parse(["bench", "faiss", "--ann-noise", "1.5", "--ann-indexes", "ivf-flat", "--ann-indexes", "hnsw"])
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        (cfg.out_dir / "report.md").write_text("report")
+
+    tmp_path.mkdir(exist_ok=True)
+    monkeypatch.setattr(suite, "run_suite", fake_run)
+    r = _invoke(["bench", "faiss", "--ann-noise", "1.5", "--ann-indexes", "ivf-flat", "--ann-indexes", "hnsw",
+                 "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert (cfg.items, cfg.ann_noise, cfg.ann_indexes) == (["faiss"], 1.5, ["ivf-flat", "hnsw"])
     r = _invoke(["bench", "faiss", "--tiny", "--ann-indexes", "flat"])
     assert r.exit_code == 2 and "ivf-flat" in r.output
 
@@ -291,10 +303,10 @@ def test_spinning_processes_stop_even_when_the_block_fails():
 
 
 def test_a_spinning_process_stops_by_itself_at_its_deadline():
-    from benchmarks.busy import _spin
+    from benchmarks.busy import spin
 
     t0 = time.perf_counter()
-    _spin(mp.get_context().Event(), time.time() + 0.2)
+    spin(mp.get_context().Event(), time.time() + 0.2)
     assert time.perf_counter() - t0 < 5
 
 
