@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="FAISS index types to measure (default: all three)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from zscir.progress import quiet_library_bars
+
+    quiet_library_bars()  # as `zscir bench` does: no "Loading weights" bar per model load
     cmd = "python -m benchmarks " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     cfg = SuiteConfig(items=a.items, out_dir=a.out, large=a.large, tiny=a.tiny, threads=a.threads,
                       repeats=a.repeats, command=cmd.strip(), ann_noise=a.ann_noise,

@@ -1,12 +1,14 @@
 """Run the items of the suite, write ``<out>/<item>.json`` + ``.md`` and a combined ``report.md``.
 
-Default sizes finish in well under ten minutes on two shared cores; ``large=True`` adds the 1M-row
-galleries of the issue (exact search at N=1M, FAISS at N=1M).
+``large=True`` adds the 1M-row galleries (exact search at N=1M, FAISS at N=1M). Before each item a line
+on stderr says which item runs and when the suite should end: `EXPECTED_S` holds each item's measured
+duration at the default sizes (docs/PERFORMANCE.md), scaled by how fast the items so far ran against it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,12 @@ from benchmarks.common import cpu_description, machine_info, markdown_table, wri
 
 logger = logging.getLogger(__name__)
 
-ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait")
+ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait",
+         "busy")
+#: wall seconds of each item at the default sizes, measured by one run of the whole default suite
+#: (docs/PERFORMANCE.md, "How long the suite runs"); the progress lines' ETA starts from these
+EXPECTED_S = {"search": 128, "single": 45, "serve": 94, "faiss": 64, "latency": 69, "pipeline": 29,
+              "photos": 538, "memory": 16, "evalmem": 97, "datawait": 213, "busy": 40}
 
 
 @dataclass
@@ -44,6 +51,19 @@ def _header(title: str, info: dict[str, Any], cfg: SuiteConfig, repeated: bool =
             f"{how}\n\n")
 
 
+def progress_line(cfg: SuiteConfig, n: int, item: str, elapsed: float, done_expected: float) -> str:
+    """``[n/N] item (about X s; the suite ends in about Y min)``: the ETA scales the expected durations of
+    the remaining items (`EXPECTED_S`) by how long the finished ones took against theirs (``elapsed`` /
+    ``done_expected``). Tiny and ``--large`` runs have no measured durations: the line names the item only."""
+    line = f"[{n}/{len(cfg.items)}] {item}"
+    if not cfg.tiny and not cfg.large:
+        left = sum(EXPECTED_S.get(i, 0) for i in cfg.items[n - 1:])
+        pace = elapsed / done_expected if done_expected > 0 and elapsed > 0 else 1.0
+        line += (f" (about {EXPECTED_S.get(item, 0) * pace:.0f} s; the suite ends in about "
+                 f"{left * pace / 60:.1f} min)")
+    return line
+
+
 def _roof_config(cfg: SuiteConfig, repeats: int) -> Any:
     from benchmarks.roofline import RooflineConfig
 
@@ -55,6 +75,9 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     from benchmarks import ann, datawait, eval_memory, latency, memory, pipeline, roofline, search
     from benchmarks import serve_latency, single_query
 
+    from zscir.threads import torch_default_threads
+
+    torch_default_threads()  # torch's own count, before the suite's --threads (the busy item compares both)
     torch.set_num_threads(cfg.threads)
     info = machine_info()
     out: dict[str, Any] = {"machine": info}
@@ -63,6 +86,11 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     for item in cfg.items:
         if item not in ITEMS:
             raise ValueError(f"unknown item {item!r}; choose from {', '.join(ITEMS)}")
+    started, done_expected = time.perf_counter(), 0.0
+    for n_item, item in enumerate(cfg.items, 1):
+        print(progress_line(cfg, n_item, item, time.perf_counter() - started, done_expected), file=sys.stderr,
+              flush=True)
+        done_expected += EXPECTED_S.get(item, 0)
         t0 = time.perf_counter()
         if item == "search":
             rcfg = _roof_config(cfg, max(r, 3))
@@ -174,6 +202,29 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                    f"decoded + resized to {dcfg.image_size} px; random CLIP {dcfg.arch}; first {dcfg.warmup_steps} "
                    f"steps not timed.\n\n")
             md += markdown_table(rows, datawait.DATAWAIT_COLUMNS)
+        elif item == "busy":
+            from benchmarks import busy
+
+            bcfg = busy.BusyBenchConfig(repeats=r)
+            if cfg.tiny:
+                bcfg.model, bcfg.queries, bcfg.gallery, bcfg.train_steps = "tiny-clip-test", 3, 12, 1
+                bcfg.train_batch, bcfg.index_images, bcfg.image_size, bcfg.repeats = 4, 4, 48, 1
+                bcfg.modes = ["zscir"]  # torch's default beside spinning processes takes tens of seconds
+            payload = busy.run_busy_bench(bcfg)
+            md = _header(f"Beside {bcfg.spinners} spinning processes: busy / idle time of search, a training step, "
+                         "indexing", info, cfg, how=f"{bcfg.repeats} rounds after one warm-up; each round times the "
+                         f"job idle, then beside {bcfg.spinners} busy-loop processes the item starts and stops itself; "
+                         "medians over the rounds (`ratio` = median of the rounds' busy/idle).")
+            md += (f"`zscir` = the thread count zscir chooses (`zscir.threads`; chosen afresh in each phase, as a "
+                   f"new command would), `torch` = torch's default ({payload['torch_default_threads']} threads); "
+                   f"usable cores {payload['usable_cores']}; {bcfg.queries} single searches ({bcfg.gallery} "
+                   f"pictures, {bcfg.model}), {bcfg.train_steps} world-CLIP training steps of batch "
+                   f"{bcfg.train_batch}, indexing {bcfg.index_images} JPEGs; goal busy/idle <= 2 with "
+                   f"`zscir` (met: {payload['goal_met']}); `fair_share_bound` = the smallest ratio a fair share "
+                   f"of the cores allows"
+                   + (f"; OMP_NUM_THREADS={payload['omp_num_threads_env']} was set, so both settings used it"
+                      if payload["omp_num_threads_env"] else "") + ".\n\n")
+            md += markdown_table(payload["rows"], busy.BUSY_COLUMNS)
         elif item == "evalmem":
             ecfg = eval_memory.EvalMemoryConfig(threads=cfg.threads)
             if cfg.tiny:

@@ -7,7 +7,8 @@ Writes ``shards/corpus-{00000..N}.tar`` (WebDataset: png + txt + json per key), 
 (``filepath,title`` + metadata columns, images in ``images/``), the packages' licence texts in
 ``licenses/`` and ``corpus.json`` (counts, skipped items, the file list). The output folder must be new,
 empty, or a corpus this script wrote before. Sources: emoji (fonts-noto-color-emoji + unicode-data),
-tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png); a missing package is skipped.
+tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png); a missing package is skipped. Outside
+Debian's paths give the files with --emoji-font, --emoji-test, --tuxpaint-dir and --openclipart-dir.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from zscir.data.outdir import OutputFolderError
     from zscir.data.real.corpus import READERS, CorpusConfig, build_corpus
+    from zscir.data.real.sources import PACKAGES, RealSources
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="Output folder (new, empty, or an earlier corpus).")
@@ -35,13 +37,18 @@ def main(argv: list[str] | None = None) -> int:
                          "val families.")
     ap.add_argument("--no-images", action="store_true", help="Shards only (the CSV then has no file paths).")
     ap.add_argument("--no-progress", action="store_true")
+    defaults = RealSources()
+    for field, (package, option) in PACKAGES.items():
+        ap.add_argument(option, dest=field, default=None,
+                        help=f"from the Debian package {package} (default {getattr(defaults, field)})")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tints = None if a.tint_colours is None else tuple(c.strip() for c in a.tint_colours.split(",") if c.strip())
     cfg = CorpusConfig(out=a.out, sources=tuple(s.strip() for s in a.sources.split(",") if s.strip()),
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
                        shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,
-                       exclude_split=a.exclude_split)
+                       exclude_split=a.exclude_split,
+                       packages=RealSources.from_options(**{f: getattr(a, f) for f in PACKAGES}))
     try:
         r = build_corpus(cfg, progress=not a.no_progress)
     except OutputFolderError as e:  # CorpusError and a foreign output folder

@@ -42,6 +42,9 @@ LAYERS = [
     "zscir",      # the package root: __version__, nothing else; Python runs it before every other module
     "cache",      # cache.py: where every cache lives ($ZSCIR_CACHE)
     "config_check",  # config_check.py: checks of config.json fields (ModelConfigError), used by every loader
+    "extras",     # extras.py: the install line of an optional extra (always with -c constraints.txt)
+    "progress",   # progress.py: library progress bars quiet unless asked
+    "threads",    # threads.py: how many torch / FAISS threads a command uses
     "backbones",  # CLIP-like dual encoders behind one interface
     "data",       # sources, records, loaders, image decoding, the procedural world, real corpora
     "train",      # shared training utilities (distributed, precision) and the backbone trainers

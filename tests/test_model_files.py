@@ -138,7 +138,7 @@ def test_cli_reports_each_case_without_traceback(no_hub, tmp_path, monkeypatch):
     try:
         import open_clip  # noqa: F401  (installed and working: nothing to report for open_clip:)
     except Exception:  # noqa: BLE001 - absent, or broken by a missing torchvision: the case under test
-        cases.append(("open_clip:ViT-B-32/none", "zscir[openclip]"))
+        cases.append(("open_clip:ViT-B-32/none", "-c constraints.txt -e \".[openclip]\""))
     for model, needle in cases:
         r = CliRunner().invoke(app, ["eval", "--model", model, "--limit", "1"])
         flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.output).split())  # typer may draw a box around it

@@ -88,7 +88,7 @@ def test_demo(tmp_path, small_world, monkeypatch):
     assert hits and int(hits.group(1)) >= 1, r.output  # the shipped model finds world targets
     assert (tmp_path / "zscir-demo" / "results.png").stat().st_size > 0
     assert (tmp_path / "zscir-demo" / "results.html").is_file()
-    assert "zscir-demo/" in (REPO / ".gitignore").read_text().splitlines()  # its output is not committed
+    assert {"zscir-demo/", "zscir-demo-real/"} <= set((REPO / ".gitignore").read_text().splitlines())  # not committed
     from zscir.backbones.lit import default_towers_installed
 
     assert ("zscir demo --real" in r.output) == default_towers_installed()  # pointed to real pictures when possible
@@ -370,3 +370,59 @@ def test_readme_keeps_its_set_up_commands_and_documents_the_cpu_wheel():
     assert first[:2] == ['pip install -c constraints.txt -e . && zscir demo',
                          'pip install -c constraints.txt -e ".[dev]" && python -m pytest']  # .ci/run reads line 2
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in text
+
+
+# ------------------------------------------------------------------------------------- 6. real pictures, busy machines
+def _real_packages_installed() -> bool:
+    from zscir.data.real.sources import RealSources
+
+    s = RealSources()
+    return Path(s.emoji_font).is_file() and Path(s.emoji_test).is_file() and Path(s.tuxpaint_dir).is_dir()
+
+
+def test_readme_says_what_the_real_picture_commands_need_where_it_shows_them():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Common commands", 1)[1].split("\n## ", 1)[0]
+    assert "zscir demo --real" in section and "zscir eval --benchmark real" in section
+    for needle in ("fonts-noto-color-emoji", "unicode-data", "tuxpaint-stamps-default", "--emoji-font",
+                   "--emoji-test", "--tuxpaint-dir", "zscir-demo-real", '-c constraints.txt -e ".[real]"'):
+        assert needle in section, needle
+
+
+def test_readme_demo_real_runs_as_written(tmp_path, monkeypatch):
+    """`zscir demo --real` as the README shows it: without the Debian packages one error line that names them
+    and the options replacing them, before any model loads; with them the demo, into its own folder."""
+    from zscir.cli import app
+
+    demo_real = [c for c in _readme_section_commands("Common commands") if c.startswith("zscir demo --real")][0]
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, _argv(demo_real, tmp_path))
+    if _real_packages_installed():
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / "zscir-demo-real" / "results.png").is_file() and not (tmp_path / "zscir-demo").exists()
+    else:
+        assert r.exit_code == 2 and r.output.count("error:") == 1, r.output
+        for needle in ("fonts-noto-color-emoji", "--emoji-font", "tuxpaint-stamps-default", "--tuxpaint-dir"):
+            assert needle in r.output
+        assert not (tmp_path / "zscir-demo-real").exists()
+
+
+def test_documented_benchmark_suite_commands_say_where_they_run():
+    """`python -m benchmarks` only works from the repository root; every doc that shows it says so or shows
+    `zscir bench`, which runs from any folder."""
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        if "python -m benchmarks" in text:
+            assert "repository root" in text or "zscir bench" in text, path.name
+
+
+def test_search_and_index_as_written_take_threads_and_record_them(photo_index):
+    """README's index and search, as written plus `--threads 1`: the index records the choice."""
+    from zscir.cli import app
+
+    home, pics, idx, search_argv, _ = photo_index
+    manifest = json.loads((idx / "manifest.json").read_text())
+    rec = manifest["indexer"]["threads"]
+    assert rec["torch"] >= 1 and rec["kind"] == "batch" and rec["source"] in ("default", "OMP_NUM_THREADS")
+    r = CliRunner().invoke(app, [*search_argv, "--threads", "1"])
+    assert r.exit_code == 0, r.output

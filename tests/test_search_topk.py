@@ -255,7 +255,7 @@ def test_faiss_missing_gives_clear_error(monkeypatch):
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match=r"zscir\[faiss\]"):
+    with pytest.raises(ImportError, match=r"-c constraints.txt -e \"\.\[faiss\]\""):
         FaissSearcher(np.zeros((3, 4), np.float32))
     assert "faiss" not in list_search_backends(available_only=True)
 

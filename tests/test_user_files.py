@@ -396,7 +396,7 @@ def test_corpus_rebuild_keeps_a_users_files(tmp_path, monkeypatch):
 def test_benchmark_rebuild_keeps_a_users_files(tmp_path, monkeypatch):
     from zscir.data.real import benchmark
 
-    monkeypatch.setattr(benchmark, "gallery_items", lambda: list(_fake_items(30)))
+    monkeypatch.setattr(benchmark, "gallery_items", lambda *a, **kw: list(_fake_items(30)))
     cfg = benchmark.RealBenchmarkConfig(image_size=16, test=0.5, val=0.3)
     root = tmp_path / "b"
     benchmark.build_benchmark(root, cfg, progress=False)

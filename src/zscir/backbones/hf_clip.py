@@ -356,8 +356,8 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
             try:
                 # local folders: mismatches are collected (and refused by check_loading_info, naming the
                 # tensor) instead of raised after a long table on the log
-                model, info = _quiet_load(CLIPModel, path_or_id, output_loading_info=True,
-                                          ignore_mismatched_sizes=local, **kw)
+                model, info = CLIPModel.from_pretrained(path_or_id, output_loading_info=True,
+                                                        ignore_mismatched_sizes=local, **kw)
             except StrictDataclassError as e:  # transformers' own config validation (not a ValueError)
                 reason = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
                 raise ModelConfigError(f"{folder / 'config.json'}: {reason[0]}") from None
@@ -392,20 +392,6 @@ class HFCLIPBackbone(TextHookMixin, Backbone):
         check_module_finite(model, weights_files[0] if len(weights_files) == 1 else path_or_id)
         bb = cls(model, tokenizer, processor, name=name or str(path_or_id), placeholder=placeholder)
         return bb.to(device)
-
-
-def _quiet_load(cls, path_or_id, **kw):
-    """``cls.from_pretrained`` without transformers' "Loading weights" progress bar: it is drawn on stderr for
-    every load, also of a 5 MB local model, where a command's only other stderr line may be its error."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return cls.from_pretrained(path_or_id, **kw)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _field(obj: Any, key: str) -> Any:

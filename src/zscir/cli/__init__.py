@@ -33,6 +33,9 @@ def _configure(
     if not verbose:
         for noisy in ("transformers", "diffusers", "httpx", "huggingface_hub"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        from zscir.progress import quiet_library_bars
+
+        quiet_library_bars()  # "Loading weights" bars on every model load; -v shows them
 
 
 #: modules with a ``register(app)`` function adding their commands; optional ones may be absent

@@ -1,8 +1,9 @@
 """``zscir bench``: the performance suite (same as ``python -m benchmarks``; docs/PERFORMANCE.md).
 
 The suite lives in the top-level ``benchmarks/`` package of the source checkout (it is a development
-tool, not part of the installed library), so this command finds it next to ``src/`` and reports a clear
-error when zscir was installed without the checkout.
+tool, not part of the installed library). ``python -m benchmarks`` therefore runs only from the repository
+root; this command finds the package next to ``src/`` and runs from any folder (``--out`` is relative to
+the folder it runs in), and reports a clear error when zscir was installed without the checkout.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import typer
 
 from zscir.cli.options import OUT
 
-ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait")  # = benchmarks.suite.ITEMS
+ITEMS = ("search", "single", "serve", "faiss", "latency", "pipeline", "photos", "memory", "evalmem", "datawait",
+         "busy")  # = benchmarks.suite.ITEMS
 
 
 def _import_suite():
@@ -41,6 +43,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/bench"), *OUT, help="folder for <item>.json/.md and report.md"),
         threads: int = typer.Option(1, "--threads", help="torch/faiss threads (default 1: shared machines)"),
         repeats: int = typer.Option(3, "--repeats", help="timed repeats per measurement (median reported)"),
+        ann_noise: float = typer.Option(1.0, "--ann-noise", help="cluster noise of the FAISS data (higher = harder)"),
+        ann_indexes: Optional[List[str]] = typer.Option(
+            None, "--ann-indexes", help="FAISS index type to measure (repeatable: ivf-flat, ivf-pq, hnsw; "
+                                        "default all three)"),
     ) -> None:
         """Benchmark search, FAISS, per-method latency, the embedding pipeline and index memory."""
         suite = _import_suite()
@@ -49,7 +55,11 @@ def register(app: typer.Typer) -> None:
         if bad:
             raise typer.BadParameter(f"unknown item(s) {bad}; choose from {', '.join(ITEMS)}")
         cmd = "zscir bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "zscir bench"
+        bad = [i for i in ann_indexes or [] if i not in ("ivf-flat", "ivf-pq", "hnsw")]
+        if bad:
+            raise typer.BadParameter(f"unknown --ann-indexes {bad}; choose from ivf-flat, ivf-pq, hnsw")
         cfg = suite.SuiteConfig(items=chosen, out_dir=out, large=large, tiny=tiny, threads=threads,
-                                repeats=repeats, command=cmd.strip())
+                                repeats=repeats, command=cmd.strip(), ann_noise=ann_noise,
+                                ann_indexes=list(ann_indexes) if ann_indexes else None)
         suite.run_suite(cfg)
         typer.echo((out / "report.md").read_text(encoding="utf-8"))

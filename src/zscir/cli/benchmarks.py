@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from zscir.cli.options import OPTION, OUT, check_out_path
+from zscir.cli.options import OPTION, OUT, THREADS, check_out_path
 
 __all__ = ["register"]
 
@@ -36,12 +36,15 @@ def _submit(
     device: str = typer.Option("cpu", "--device"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="gallery feature cache (default $ZSCIR_CACHE/features)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Rank a test split and write the evaluation-server submission file(s)."""
     from ..eval.benchmarks import BenchmarkDataError, write_submission
+    from ..threads import use_threads
     from .common import make_composer, parse_options
 
     check_out_path(out_dir)
+    use_threads("batch", threads)
     composer = make_composer(method, model, checkpoint, device, parse_options(option))
     try:
         paths = write_submission(benchmark, data_root, split, composer, out_dir, batch_size=batch_size,

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, make_composer, parse_options, write_output
-from zscir.cli.options import OPTION, OUT, check_out_path
+from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, OPTION, OUT, THREADS, TUXPAINT_DIR, check_out_path, real_sources
 
 
 def register(app: typer.Typer) -> None:
@@ -36,11 +36,26 @@ def register(app: typer.Typer) -> None:
         flag: list[str] = typer.Option(None, "--flag", help="Protocol flag KEY=VALUE (real benchmarks)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
         breakdown: bool = typer.Option(False, help="World: also print R@1/R@5 per edit kind and held-out combos."),
+        threads: int = THREADS,
+        emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST, tuxpaint_dir: Path = TUXPAINT_DIR,
     ) -> None:
-        """Evaluate one or more methods and print the standard table."""
+        """Evaluate one or more methods and print the standard table.
+
+        --benchmark real renders its pictures (first run) from the Debian packages fonts-noto-color-emoji,
+        unicode-data and tuxpaint-stamps-default, or from the paths given by --emoji-font, --emoji-test and
+        --tuxpaint-dir.
+        """
         check_out_path(output)
         check_output_file(output, "results file (--out)")
         options = parse_options(option)
+        from zscir.threads import use_threads
+
+        chosen = use_threads("batch", threads).as_dict()  # recorded in each result
+        if benchmark == "real":  # missing packages are reported before any model loads
+            from zscir.eval.real import ensure_real_benchmark
+
+            ensure_real_benchmark(None, 0, progress, real_sources(emoji_font, emoji_test, tuxpaint_dir),
+                                  check_only=True)
         results = []
         for m in method:
             name, _, spec = m.partition(":")
@@ -57,7 +72,8 @@ def register(app: typer.Typer) -> None:
 
                 try:
                     r = evaluate_real(composer, split=split or "test", batch_size=batch_size, cache_dir=cache_dir,
-                                      progress=progress, limit=limit)
+                                      progress=progress, limit=limit,
+                                      sources=real_sources(emoji_font, emoji_test, tuxpaint_dir))
                 except (OutputFolderError, ValueError) as e:
                     fail(str(e))
             elif benchmark in ("cirr", "fashioniq", "circo"):
@@ -71,6 +87,7 @@ def register(app: typer.Typer) -> None:
             else:
                 fail(f"unknown benchmark {benchmark!r}: expected world, real, cirr, fashioniq or circo")
             r["label"] = m
+            r["threads"] = chosen
             results.append(r)
         if benchmark == "world":
             from zscir.eval.world import format_breakdown, format_world_table

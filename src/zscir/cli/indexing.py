@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
-from zscir.cli.options import OPTION, check_out_path
+from zscir.cli.options import OPTION, THREADS, check_out_path
 from zscir.index.names import printable
 
 
@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         rebuild: bool = typer.Option(False, "--rebuild", help="With FOLDER=ann: rebuild even if up to date."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of another model or another "
                                        "image folder in --out (refused without it)."),
+        threads: int = THREADS,
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
 
         if str(folder) == "ann" and not folder.is_dir():
-            _index_ann(list(targets or []) + ([out] if out else []), ann_given, remove, rebuild)
+            _index_ann(list(targets or []) + ([out] if out else []), ann_given, remove, rebuild, threads)
             return
         if targets:
             fail(f"unexpected extra arguments {[str(t) for t in targets]} (only `zscir index ann` takes several)")
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{out}: {rep.indexed} images merged from {len(merge_from)} shards "
                        f"(generation {rep.generation}, skipped {len(rep.skipped)})")
             if ann:
-                _index_ann([out], ann_given, remove=False, rebuild=False)
+                _index_ann([out], ann_given, remove=False, rebuild=False, threads=threads)
             return
         from zscir.index.remembered import index_choice
         from zscir.index.scan import check_image_folder
@@ -149,6 +150,9 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
         if rep is None:
             from zscir.backbones.registry import real_images_note
+            from zscir.threads import use_threads
+
+            cfg.threads = use_threads("batch", threads).as_dict()  # recorded in the manifest
 
             if note := real_images_note(model_name):  # the default model knows only the procedural world
                 typer.secho(note, fg="yellow", err=True)
@@ -209,6 +213,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         grid: Path = typer.Option(None, "--grid", help="Also save the reference and results as an image grid."),
         device: str = typer.Option("cpu"),
+        threads: int = THREADS,
     ) -> None:
         """Search an index: reference image + modification text → ranked images; or a text alone, or a picture
         alone (more like this); or a file of queries (--queries).
@@ -226,6 +231,9 @@ def register(app: typer.Typer) -> None:
         elif image is None and text is None:
             fail("give a reference image (--image), a text (--text), both, or a file of queries (--queries)")
         check_grid_path(grid)
+        from zscir.threads import use_threads
+
+        use_threads("query", threads)  # one query: one thread unless --threads says otherwise
         from zscir.data.imageio import ImageRejected
         from zscir.index.retriever import MethodUnavailable, Retriever, RetrieverConfig, hits_to_json
         from zscir.index.store import StoreError
@@ -263,16 +271,22 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"grid saved to {grid}")
 
 
-def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool) -> None:
+def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool, threads: int | None = None) -> None:
     """`zscir index ann IDX...`: build/refresh (or --remove) the ANN index of each finished index folder."""
     from zscir.index.ann import build_ann, remove_ann
     from zscir.index.folder import IndexLockedError
     from zscir.index.shards import resolve_index_paths
     from zscir.index.store import StoreError
+    from zscir.threads import use_threads
 
     if not dirs:
         fail("zscir index ann: give the index folder(s), e.g. `zscir index ann ~/pictures.zscir`")
     try:
+        if not remove:
+            from zscir.index.faiss_search import import_faiss
+
+            import_faiss()  # loaded first, so that the thread choice reaches FAISS too
+            use_threads("batch", threads)
         for d in resolve_index_paths(dirs):
             if remove:
                 typer.echo(f"{d}: removed {remove_ann(d)} ANN index(es); searches are exact")

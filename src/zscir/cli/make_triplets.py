@@ -11,6 +11,7 @@ import typer
 
 from zscir.cli.common import fail
 from zscir.cli.data import data_app
+from zscir.cli.options import THREADS
 
 
 @data_app.command("make-triplets")
@@ -42,6 +43,7 @@ def make_triplets_cmd(
     min_clip_image_image: float = typer.Option(None, help="HQ filter: reference–target image CLIP similarity."),
     device: str = typer.Option("cpu"),
     progress: bool = typer.Option(True),
+    threads: int = THREADS,
 ) -> None:
     """Generate synthetic triplets from your own image–caption pairs (canonical triplet manifest)."""
     from zscir.data import DataError
@@ -61,6 +63,9 @@ def make_triplets_cmd(
     if hq and hq not in ("ip2p", "t2i"):
         fail(f"--hq must be ip2p or t2i, got {hq!r}")
     hq_targets = None
+    from zscir.threads import use_threads
+
+    use_threads("batch", threads)
     try:
         cfg.check()  # every numeric option, before a model is loaded
         if hq:

@@ -14,10 +14,32 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import typer
+
+from zscir.threads import THREADS_HELP
+
 #: the names of the output option (``-o`` is the short one in every command that writes something)
 OUT = ("--out", "-o")
 #: the names of the repeatable method option
 OPTION = ("--option", "-O")
+#: ``--threads N`` of every command that runs torch (the choice itself: `zscir.threads`)
+THREADS = typer.Option(None, "--threads", min=0, help=THREADS_HELP)
+
+#: where the real pictures' Debian packages are (`zscir demo --real`, `zscir eval --benchmark real`,
+#: `zscir data build-benchmark`); defaults: Debian's paths (`zscir.data.real.sources.RealSources`)
+EMOJI_FONT = typer.Option(None, "--emoji-font", help="NotoColorEmoji.ttf (Debian package fonts-noto-color-emoji; "
+                          "default /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf).")
+EMOJI_TEST = typer.Option(None, "--emoji-test", help="emoji-test.txt (Debian package unicode-data; default "
+                          "/usr/share/unicode/emoji/emoji-test.txt).")
+TUXPAINT_DIR = typer.Option(None, "--tuxpaint-dir", help="Tux Paint stamps folder (Debian package "
+                            "tuxpaint-stamps-default; default /usr/share/tuxpaint/stamps).")
+
+
+def real_sources(emoji_font: Path | None, emoji_test: Path | None, tuxpaint_dir: Path | None):
+    """The `RealSources` of the three options above (None = Debian's path)."""
+    from zscir.data.real.sources import RealSources
+
+    return RealSources.from_options(emoji_font=emoji_font, emoji_test=emoji_test, tuxpaint_dir=tuxpaint_dir)
 
 _KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import fail, finite_positive, parse_options
-from zscir.cli.options import OPTION
+from zscir.cli.options import OPTION, THREADS
 
 
 def parse_method_checkpoints(specs: list[str] | None) -> dict[str, str]:
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(40_000_000, min=1, help="Largest accepted decoded upload (pixels)."),
         max_text: int = typer.Option(500, min=1, help="Longest accepted modification text (characters)."),
         max_k: int = typer.Option(100, min=1, help="Largest accepted k."),
-        threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch's default)."),
+        threads: int = THREADS,
         device: str = typer.Option("cpu"),
     ) -> None:
         """Serve composed search over an index: POST /search, GET /items/{id}/thumbnail, a web page at /."""
@@ -63,9 +63,9 @@ def register(app: typer.Typer) -> None:
 
             from zscir.serve import ServeConfig, ServeLimits, create_app
         except ImportError as e:
-            fail(f"{e}; install the server extra: pip install 'zscir[serve]'")
-        import torch
+            from zscir.extras import install_hint
 
+            fail(f"{e}; install the server extra: {install_hint('serve')}")
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.retriever import Retriever, RetrieverConfig
         from zscir.index.search import list_search_backends
@@ -89,8 +89,9 @@ def register(app: typer.Typer) -> None:
                 check_method_options(method or "sum", opts)
             except ValueError as e:
                 fail(str(e))
-        if threads > 0:
-            torch.set_num_threads(threads)
+        from zscir.threads import use_threads
+
+        use_threads("query", threads)  # each request is one query: one thread unless --threads says otherwise
         rcfg = RetrieverConfig(backend=backend, ann=use_ann, nprobe=nprobe)
         try:
             if not index_dir:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.data import ALLOW_PIPE, DATA, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.threads import THREADS_HELP
 from zscir.cli.options import OUT
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
@@ -22,7 +23,7 @@ def train_clip_cmd(
     lr: float = typer.Option(None),
     seed: int = typer.Option(0),
     world_seed: int = typer.Option(0),
-    threads: int = typer.Option(None, help="torch intra-op threads."),
+    threads: int = typer.Option(None, min=0, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
     eval_every: int = typer.Option(None),
     model: str = typer.Option(None, help="Start from this backbone instead of a random world-CLIP architecture."),

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.threads import THREADS_HELP
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
@@ -32,7 +33,7 @@ def register_train(train_app: typer.Typer) -> None:
         width: int = typer.Option(None), layers: int = typer.Option(None),
         prediction_type: str = typer.Option(None, help="sample (x0) | epsilon"),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
-        threads: int = typer.Option(1, help="torch intra-op threads."),
+        threads: int = typer.Option(None, min=0, help=THREADS_HELP),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
@@ -81,7 +82,7 @@ def register_train(train_app: typer.Typer) -> None:
         control: str = typer.Option(None, help="Comma-separated control parts: fused,image,text."),
         steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
-        threads: int = typer.Option(1, help="torch intra-op threads."),
+        threads: int = typer.Option(None, min=0, help=THREADS_HELP),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,

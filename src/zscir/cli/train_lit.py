@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from zscir.threads import THREADS_HELP
 from zscir.cli.common import fail
 from zscir.cli.data import ALLOW_PIPE
 from zscir.cli.options import OUT
@@ -31,7 +32,7 @@ def register_train(train_app: typer.Typer) -> None:
                                                    "(default efficientnet-lite0)."),
         cache_dir: Path = typer.Option(None, help="Frozen-feature cache folder (default $ZSCIR_CACHE/lit)."),
         seed: int = typer.Option(0),
-        threads: int = typer.Option(1, help="torch intra-op threads (1 is fastest on a shared 2-core machine)."),
+        threads: int = typer.Option(None, min=0, help=THREADS_HELP),
         device: str = typer.Option("cpu", help="Device of the towers and heads (e.g. cuda)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
         allow_pipe: bool = ALLOW_PIPE,

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.threads import THREADS_HELP
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 
@@ -34,7 +35,7 @@ def register_train(train_app: typer.Typer) -> None:
         steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
         n_pairs: int = typer.Option(None, help="World training pairs."),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
-        threads: int = typer.Option(None, help="torch intra-op threads."),
+        threads: int = typer.Option(None, min=0, help=THREADS_HELP),
         device: str = typer.Option("cpu"),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True, help="Show progress bars."),
@@ -86,7 +87,7 @@ def register_train(train_app: typer.Typer) -> None:
         steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
         model: str = typer.Option("", help="Backbone (default: the Stage I checkpoint's)."),
-        threads: int = typer.Option(None), device: str = typer.Option("cpu"),
+        threads: int = typer.Option(None, min=0, help=THREADS_HELP), device: str = typer.Option("cpu"),
         resume: bool = typer.Option(False), progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
         precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import make_composer, parse_options
-from zscir.cli.options import OPTION, OUT, check_out_path
+from zscir.cli.options import OPTION, OUT, THREADS, check_out_path
 
 viz_app = typer.Typer(help="Visualisations of methods' embedding spaces.", no_args_is_help=True)
 
@@ -26,9 +26,13 @@ def register(app: typer.Typer) -> None:
         projection: str = typer.Option("pca", help="pca | tsne"),
         n_queries: int = typer.Option(8), n_gallery: int = typer.Option(600),
         seed: int = typer.Option(0), world_seed: int = typer.Option(0),
+        threads: int = THREADS,
     ) -> None:
         """Map reference, query, generated and target fused embeddings over the gallery (PCA/t-SNE)."""
+        from zscir.threads import use_threads
         from zscir.viz.fused import FusedMapConfig, fused_map
+
+        use_threads("batch", threads)
 
         check_out_path(output)
         composer = make_composer(method, model, checkpoint, "cpu", parse_options(option))
@@ -50,9 +54,13 @@ def register(app: typer.Typer) -> None:
         weights: str = typer.Option("0.3,0.4,0.5,0.6,0.7", help="Comma-separated fusion weights ('' to skip)."),
         limit: int = typer.Option(None, help="Only the first N queries (quick look)."),
         world_seed: int = typer.Option(0),
+        threads: int = THREADS,
     ) -> None:
         """R@1/R@10 vs guidance scale, DDIM steps and fusion weight on the world benchmark (PNG + CSV)."""
+        from zscir.threads import use_threads
         from zscir.viz.sweep import run_sweep
+
+        use_threads("batch", threads)
 
         check_out_path(out)
         base = parse_options(option)

@@ -25,7 +25,9 @@ def load_hf(name: str, split: str | None = None, streaming: bool = False):
     try:
         import datasets
     except ModuleNotFoundError:
-        raise DataError("hf: specs need HF datasets: pip install 'zscir[data]'") from None
+        from zscir.extras import install_hint
+
+        raise DataError(f"hf: specs need HF datasets: {install_hint('data')}") from None
 
     path = expand_user(name)
     if path.exists():

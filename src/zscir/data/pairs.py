@@ -159,15 +159,18 @@ class PairData:
                           num_workers=workers, collate_fn=collate_batches)
 
     def table(self, image_size: int, progress: bool = False, workers: int = 0) -> PairTable:
-        """Every pair decoded once at ``image_size`` (in source order). The world renders its scenes in one
-        batch, exactly as the trainers always did."""
+        """Every pair decoded once at ``image_size`` (in source order). The world renders its scenes as the
+        trainers always did (each scene on its own, so rendering in chunks behind a progress bar gives the
+        same pixels)."""
+        from tqdm.auto import tqdm
+
         from zscir.data.world_source import WorldPairSource, render_scenes
 
         if isinstance(self.source, WorldPairSource):
             pairs = self.source.pairs[: self.limit] if self.limit else self.source.pairs
-            return PairTable([p.id for p in pairs], render_scenes([p.scene for p in pairs], image_size),
-                             [tuple(p.captions) for p in pairs], [p.caption for p in pairs])
-        from tqdm.auto import tqdm
+            pixels = render_scenes([p.scene for p in pairs], image_size, progress, desc=f"render {self.spec} pairs")
+            return PairTable([p.id for p in pairs], pixels, [tuple(p.captions) for p in pairs],
+                             [p.caption for p in pairs])
 
         keys, imgs, caps = [], [], []
         loader = PairLoader(self.source, self.problems, image_size, 256, shuffle=False, workers=workers,

@@ -66,7 +66,9 @@ def _parquet(path: Path):
     try:
         import pyarrow.parquet as pq
     except ModuleNotFoundError:
-        raise DataError(f"{path}: parquet manifests need pyarrow: pip install 'zscir[data]'") from None
+        from zscir.extras import install_hint
+
+        raise DataError(f"{path}: parquet manifests need pyarrow: {install_hint('data')}") from None
     check_regular(path, "manifest")
     try:
         return pq.ParquetFile(path)

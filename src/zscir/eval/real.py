@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+from zscir.data.real.sources import RealSources
 from zscir.methods.base import Composer
 
 logger = logging.getLogger(__name__)
@@ -25,35 +27,47 @@ REAL_METRICS = (
 )
 
 
-def ensure_real_benchmark(root: str | Path | None = None, seed: int = 0, progress: bool = True) -> Path:
+def ensure_real_benchmark(root: str | Path | None = None, seed: int = 0, progress: bool = True,
+                          sources: RealSources | None = None, check_only: bool = False) -> Path:
     """Build (once) the real benchmark and return its root; raises `BenchmarkBuildError` without packages.
 
-    An explicit ``root`` that already holds a complete build (of any configuration, e.g. a small one made
-    with `RealBenchmarkConfig.families`) is used as it is.
+    ``sources``: where the Debian packages' files are (default: Debian's paths). An explicit ``root`` that
+    already holds a complete build (of any configuration, e.g. a small one made with
+    `RealBenchmarkConfig.families`) is used as it is. ``check_only``: build nothing, only raise now (before
+    a model loads) when a build is needed and the packages are missing.
     """
-    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, is_built,
-                                           is_complete)
+    from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, gallery_items,
+                                           is_built, is_complete)
     from zscir.eval.world import default_cache_dir
 
     if root is not None and is_complete(Path(root)):
         return Path(root)
     cfg = RealBenchmarkConfig(seed=seed)
     root = Path(root) if root else default_cache_dir() / "real" / f"{BENCHMARK_VERSION}-seed{seed}"
-    if not is_built(root, cfg):
+    if check_only:
+        if not is_built(root, cfg, sources):
+            gallery_items(sources, warn=False)  # lists the packages' files (no rendering): raises when none is there
+        return root
+    if not is_built(root, cfg, sources):
         logger.info("building the real benchmark (seed %d) in %s", seed, root)
-        build_benchmark(root, cfg, progress=progress)
+        if progress:
+            print(f"building the real benchmark in {root} (first run only; the bar shows its ETA)",
+                  file=sys.stderr, flush=True)
+        build_benchmark(root, cfg, progress=progress, sources=sources)
     return root
 
 
 def evaluate_real(composer: Composer, split: str = "test", seed: int = 0, root: str | Path | None = None,
                   batch_size: int = 128, cache_dir: str | Path | None = None, progress: bool = True,
-                  limit: int | None = None, parts: tuple[str, ...] = ("cirr", "circo")) -> dict[str, Any]:
-    """Evaluate ``composer`` on one split (``test`` or ``val``) of the real benchmark."""
+                  limit: int | None = None, parts: tuple[str, ...] = ("cirr", "circo"),
+                  sources: RealSources | None = None) -> dict[str, Any]:
+    """Evaluate ``composer`` on one split (``test`` or ``val``) of the real benchmark (built from the package
+    files ``sources`` on first use)."""
     from zscir.eval.benchmarks import run_benchmark
 
     if split not in ("test", "val"):
         raise ValueError(f"the real benchmark has splits test and val, got {split!r}")
-    base = ensure_real_benchmark(root, seed, progress) / split
+    base = ensure_real_benchmark(root, seed, progress, sources) / split
     common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit, label="real")
     runs = {p: run_benchmark(p, base, "val", composer, **common) for p in parts}
     results = {p: r.result for p, r in runs.items()}

@@ -46,7 +46,7 @@ def evaluate_world(
     from zscir.data.world.cache import ensure_world_benchmark
     from zscir.eval.benchmarks import run_benchmark
 
-    root = ensure_world_benchmark(world_seed, root, **(world_overrides or {}))
+    root = ensure_world_benchmark(world_seed, root, progress=progress, **(world_overrides or {}))
     common = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, limit=limit, label="world")
     cirr_run = run_benchmark("cirr", root / "cirr", "val", composer, **common)
     cirr = cirr_run.result

@@ -89,6 +89,7 @@ class IndexConfig:
     shard: tuple[int, int] | None = None  # (i, n): index only the files of shard i of n (see shard_of)
     ann: AnnConfig | None = None  # build/refresh an ANN (IVF-PQ) index per gallery key with these settings
     refresh_ann: bool = True  # keep a previously built ANN index up to date (False: it goes stale, exact is used)
+    threads: dict[str, Any] | None = None  # how the thread count was chosen (`zscir.threads.ThreadChoice`)
 
 
 @dataclass
@@ -103,6 +104,13 @@ class IndexReport:
     generation: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"id", "path", "code", "reason"}
     ann: dict[str, str] = field(default_factory=dict)  # gallery key -> what happened to its ANN index
+
+
+def _threads_record(cfg: IndexConfig) -> dict[str, Any]:
+    """The torch threads this run used, with how they were chosen (recorded in the manifest)."""
+    import torch
+
+    return {**(cfg.threads or {}), "torch": torch.get_num_threads()}
 
 
 def _signature(entry: FileEntry, cfg: IndexConfig) -> dict[str, Any]:
@@ -389,7 +397,8 @@ def build_index(
                               "method_config": _describe(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
             "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits),
-                        "decode_side": decode_side(list(galleries.values()))}, "request": req,
+                        "decode_side": decode_side(list(galleries.values())), "threads": _threads_record(cfg)},
+            "request": req,
             # carried over: now stale (they name the old generation's files) until _refresh_ann rebuilds them
             **carried,
         }

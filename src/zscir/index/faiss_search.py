@@ -34,9 +34,11 @@ def import_faiss() -> Any:
     try:
         import faiss  # type: ignore[import-not-found]
     except ImportError as e:  # pragma: no cover - depends on environment
+        from zscir.extras import install_hint
+
         raise ImportError(
             "The 'faiss' search backend needs the faiss library. "
-            "Install it with: pip install 'zscir[faiss]' (or pip install faiss-cpu)") from e
+            f"Install it with: {install_hint('faiss')} (or pip install faiss-cpu)") from e
     return faiss
 
 

@@ -15,7 +15,6 @@ embeddings do too.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -31,10 +30,9 @@ def default_workers(model_on_cpu: bool = True, max_workers: int = 8) -> int:
     (docs/PERFORMANCE.md section 4b). A model on an accelerator leaves every core but the feeding thread's
     to decoding.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
+    from zscir.threads import usable_cores  # affinity and cgroup quota: one owner
+
+    cores = usable_cores()
     import torch  # loaded already: the composers are built
 
     busy = torch.get_num_threads() if model_on_cpu else 1

@@ -45,6 +45,7 @@ from zscir.index.search import Searcher, make_searcher
 from zscir.index.shards import ShardedSearcher, ShardSet, open_index
 from zscir.index.store import EmbeddingStore, SearchHit, StoreError
 from zscir.methods.base import Composer
+from zscir.threads import query_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class RetrieverConfig:
     without ANN. ``single_query`` ("fast" or "exact"): how the exact backend answers one query
     ("fast": through FAISS when installed, :mod:`zscir.index.single_query`; the batched path's ids except
     where scores tie within float rounding).
+    ``threads``: torch threads for one query (None: `zscir.threads.query_threads` chooses, i.e. one unless
+    ``--threads`` or ``OMP_NUM_THREADS`` said otherwise); the caller's setting is restored afterwards.
     """
 
     backend: str = "exact"
@@ -77,6 +80,7 @@ class RetrieverConfig:
     batch_size: int = 64
     limits: ImageLimits = ImageLimits()
     progress: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse settings that would be ignored (``nprobe=0`` fell back to the index's default silently) or
@@ -358,14 +362,15 @@ class Retriever:
             return []
         searcher = self.searcher_for(composer)
         t0 = time.perf_counter()
-        with self._model_lock, torch.no_grad():  # a side the method does not read is never looked at
+        with self._model_lock, query_threads(self.config.threads), torch.no_grad():  # an unread side is never looked at
             q = composer.encode_queries([image], [given_text(text) or ""]).float().cpu().numpy()
         t1 = time.perf_counter()
         if q.shape[1] != searcher.dim:
             raise StoreError(f"method {composer.name!r} gives {q.shape[1]}-d queries but the gallery is "
                              f"{searcher.dim}-d: the index was built with another model")
         rows = [] if exclude is None else [int(exclude)] if isinstance(exclude, (int, np.integer)) else list(exclude)
-        scores, indices = searcher.search(q, min(k, max(len(self.store), 1)), exclude=[rows or -1])
+        with query_threads(self.config.threads):  # one query scan is memory-bound: more threads only wait
+            scores, indices = searcher.search(q, min(k, max(len(self.store), 1)), exclude=[rows or -1])
         if timings is not None:
             timings["encode"] = t1 - t0
             timings["search"] = time.perf_counter() - t1

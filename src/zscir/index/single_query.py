@@ -181,8 +181,10 @@ def make_single_query_index(gallery: Any, device: Any = None) -> SingleQueryInde
     try:
         faiss = _import_faiss()
     except ImportError:
-        logger.info("faiss is not installed: single queries use the batched torch path "
-                    "(pip install 'zscir[faiss]' for the faster one)")
+        from zscir.extras import install_hint
+
+        logger.info("faiss is not installed: single queries use the batched torch path (%s for the faster one)",
+                    install_hint("faiss"))
         return None
     kind = {torch.float32: "flat", torch.float16: "sq-fp16", torch.bfloat16: "sq-bf16"}.get(g_t.dtype)
     if kind == "sq-bf16" and not hasattr(faiss.ScalarQuantizer, "QT_bf16"):

@@ -85,7 +85,7 @@ class CLIPTrainConfig:
     warmup: int = 200
     eval_every: int = 250
     vocab_size: int = 1024
-    threads: int | None = 1  # one intra-op thread: robust on a shared 2-core machine (OpenMP spin-waits)
+    threads: int | None = 1  # None: the idle usable cores (zscir.threads; the CLI's default); 0: torch's
     # fp32 by default: it reproduces the shipped world CLIP, and bf16 autocast is faster only on an idle
     # AVX512-BF16 CPU (slower on a busy one); None = from the hardware (zscir.train.precision)
     bf16: bool | None = False
@@ -96,7 +96,7 @@ class CLIPTrainConfig:
     data: DataOptions = field(default_factory=DataOptions)
 
 
-def _world_data(cfg: CLIPTrainConfig):
+def _world_data(cfg: CLIPTrainConfig, progress: bool = False):
     """The world recipe: ``n_pairs`` training and ``n_val`` validation pairs rendered at the model's size, and
     a tokenizer corpus of every caption variant plus training-set modification phrasings (a real CLIP
     tokenizer knows every English word; ours learns whole-word tokens for the training phrasings' words,
@@ -105,9 +105,11 @@ def _world_data(cfg: CLIPTrainConfig):
 
     t0 = time.time()
     size = cfg.arch.image_size
+    if progress:  # a few seconds without a loop of its own: say what runs (the rendering below has a bar)
+        tqdm.write(f"train clip: generating {cfg.n_pairs:,} world pairs + {cfg.n_val:,} for validation")
     data = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs)
-    train = data.table(size)
-    val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).table(size)
+    train = data.table(size, progress=progress)
+    val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).table(size, progress=progress)
     corpus = [c for caps in train.captions for c in caps] + training_phrasings(data.source.pairs[:4000], cfg.seed)
     logger.info("world data: %d train / %d val pairs rendered in %.1fs", len(train), len(val), time.time() - t0)
     return train, val, corpus
@@ -156,7 +158,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
     open_run(out, "zscir train clip", MODEL_FILES + HF_FILES, ctx)  # a user's folder is refused before any work
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # the world CLIP trains on the CPU
     seed_everything(cfg.seed)
     base = None
@@ -166,7 +168,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
         base = create_backbone(cfg.model)
     size = int(getattr(base, "image_size", cfg.arch.image_size)) if base is not None else cfg.arch.image_size
     if cfg.data.is_world:
-        train, val, corpus = _world_data(cfg)
+        train, val, corpus = _world_data(cfg, progress)
     else:
         train, val, corpus = _real_data(cfg, size, progress)
     val_imgs, val_caps = val.images, val.primary
@@ -184,6 +186,8 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
 
             tok = PreTrainedTokenizerFast.from_pretrained(cfg.tokenizer)
         else:
+            if progress:
+                tqdm.write(f"train clip: learning a {cfg.vocab_size}-token BPE vocabulary from {len(corpus):,} captions")
             tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size, max_length=cfg.arch.max_text_len) \
                 if ctx.is_main else None
             tok = broadcast_object(tok, ctx)

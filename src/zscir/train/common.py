@@ -33,10 +33,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_threads(n: int | None) -> None:
-    """Use ``n`` intra-op threads (None: leave torch's default)."""
-    if n:
-        torch.set_num_threads(int(n))
+def set_threads(n: int | None) -> int | None:
+    """Use ``n`` intra-op threads; None chooses for batched work (`zscir.threads`: the idle usable
+    cores), 0 leaves torch's default. Returns the count now used (None for 0), which trainers record."""
+    from zscir.threads import use_threads
+
+    return use_threads("batch", n).threads
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:

@@ -11,8 +11,9 @@ the temperature), linear warm-up + cosine decay, batches of distinct images with
 each. A share of the *images* (never only some of their captions) is held out for image→text and
 text→image R@1/R@5, reported with the chance level.
 
-Threads: torch gets ``threads`` intra-op threads (default 1). On the 2-core shared development machine, 2
-threads ran ~5× slower than 1 under load (OpenMP spin-waiting); raise it on a machine of your own.
+Threads: torch gets ``threads`` intra-op threads (default 1; None, the CLI's default, chooses the idle
+usable cores through `zscir.threads`): on a busy machine more threads than free cores ran ~5× slower than
+one (OpenMP spin-waiting).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -51,7 +52,7 @@ class LiTTrainConfig:
     val_fraction: float = 0.1  # share of distinct images held out for retrieval metrics
     max_val: int = 1000
     eval_every: int = 0  # 0: evaluate at the end only
-    threads: int | None = 1
+    threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     feature_batch_size: int = 64
     device: str = "cpu"
     model: LiTConfig = field(default_factory=LiTConfig)
@@ -218,7 +219,7 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
     """Train the heads of a LiT backbone on ``pairs`` and save the model folder in ``out_dir``."""
     cfg = cfg or LiTTrainConfig()
     open_run(out_dir, "zscir train lit", MODEL_FILES)  # a user's folder is refused before any work
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     seed_everything(cfg.seed)
     if backbone is None:
         backbone = LiTBackbone.build(cfg.model, name=str(out_dir), seed=cfg.seed).to(cfg.device)

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from zscir.data.outdir import OutputFolderError, Recorder, prepare_out, start_marker
 from zscir.data.real.corpus import fit_square, png_bytes
 from zscir.data.real.item import RealItem, SourceMissing
+from zscir.data.real.sources import RealSources
 from zscir.data.real.split import TONES, ConceptSplit, emoji_slots, item_family, write_split
 
 logger = logging.getLogger(__name__)
@@ -95,21 +96,24 @@ class Query:
     family: str = ""
 
 
-def gallery_items() -> list[RealItem]:
-    """Every emoji glyph and every stamp (with its tints), in listing order; missing packages are skipped."""
+def gallery_items(sources: RealSources | None = None, warn: bool = True) -> list[RealItem]:
+    """Every emoji glyph and every stamp (with its tints), in listing order; missing packages are skipped
+    (with a warning unless ``warn`` is False); none at all raises `BenchmarkBuildError`."""
     from zscir.data.real.emoji import read_emoji
     from zscir.data.real.tuxpaint import read_stamps
 
+    sources = sources or RealSources()
     items: list[RealItem] = []
     missing = []
-    for reader in (read_emoji, read_stamps):
+    for reader in (lambda: read_emoji(Path(sources.emoji_font), Path(sources.emoji_test)),
+                   lambda: read_stamps(Path(sources.tuxpaint_dir))):
         try:
             items.extend(reader())
         except SourceMissing as e:
             missing.append(str(e))
     if not items:
-        raise BenchmarkBuildError("no source package is installed: " + "; ".join(missing))
-    for m in missing:
+        raise BenchmarkBuildError("the real pictures need Debian packages: " + "; ".join(missing))
+    for m in missing if warn else ():
         logger.warning("real benchmark without a source: %s", m)
     return items
 
@@ -234,16 +238,24 @@ def is_complete(root: Path) -> bool:
     return bool(d.get("complete")) and d.get("version") == BENCHMARK_VERSION
 
 
-def is_built(root: Path, cfg: RealBenchmarkConfig) -> bool:
-    """Whether ``root`` holds a finished build of exactly ``cfg``."""
-    return is_complete(root) and _marker(root).get("config") == json.loads(json.dumps(asdict(cfg)))
+def built_from(root: Path, sources: RealSources | None = None) -> bool:
+    """Whether the build in ``root`` was rendered from the package files ``sources`` (older builds: Debian's)."""
+    return _marker(root).get("sources", RealSources().as_dict()) == (sources or RealSources()).as_dict()
 
 
-def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, progress: bool = True) -> dict:
+def is_built(root: Path, cfg: RealBenchmarkConfig, sources: RealSources | None = None) -> bool:
+    """Whether ``root`` holds a finished build of exactly ``cfg`` from the package files ``sources``."""
+    return (is_complete(root) and _marker(root).get("config") == json.loads(json.dumps(asdict(cfg)))
+            and built_from(root, sources))
+
+
+def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, progress: bool = True,
+                    sources: RealSources | None = None) -> dict:
     """Render the gallery and write both splits into ``root`` (new, empty, or an earlier build)."""
     cfg = cfg or RealBenchmarkConfig()
+    sources = sources or RealSources()
     root = Path(root)
-    items = gallery_items()
+    items = gallery_items(sources)
     if cfg.families:
         items = [it for it in items if item_family(it.metadata()) in set(cfg.families)]
     split, queries = plan(cfg, items)
@@ -298,6 +310,7 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     rec.done("split.json")
     files.append("split.json")
     summary = {"created_by": CREATED_BY, "complete": True, "version": BENCHMARK_VERSION, "config": asdict(cfg),
+               "sources": sources.as_dict(),
                "dirs": dirs, "files": files, "n_gallery": len(keys), "skipped": skipped, "queries": counts,
                "ids": ids}
     rec.finish(summary, indent=1, ensure_ascii=False, sort_keys=True)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
 from zscir.data.real.item import RealItem, SourceMissing
+from zscir.data.real.sources import RealSources, requirement_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +44,26 @@ COPYRIGHT = {
 }
 
 
-def _emoji() -> Iterator[RealItem]:
+def _emoji(sources: RealSources) -> Iterator[RealItem]:
     from zscir.data.real.emoji import read_emoji
 
-    return read_emoji()
+    return read_emoji(Path(sources.emoji_font), Path(sources.emoji_test))
 
 
-def _tuxpaint(tint_colours=None) -> Iterator[RealItem]:
+def _tuxpaint(sources: RealSources, tint_colours=None) -> Iterator[RealItem]:
     from zscir.data.real.tuxpaint import TINT_COLOURS, read_stamps
 
-    return read_stamps(tint_colours=tuple(TINT_COLOURS) if tint_colours is None else tint_colours)
+    return read_stamps(Path(sources.tuxpaint_dir), tint_colours=tuple(TINT_COLOURS) if tint_colours is None
+                       else tint_colours)
 
 
-def _openclipart() -> Iterator[RealItem]:
+def _openclipart(sources: RealSources) -> Iterator[RealItem]:
     from zscir.data.real.openclipart import read_openclipart
 
-    return read_openclipart()
+    return read_openclipart(Path(sources.openclipart_dir))
 
 
-#: source name → reader (one module per Debian package)
+#: source name → reader of the `RealSources` paths (one module per Debian package)
 READERS: dict[str, Callable[..., Iterator[RealItem]]] = {"emoji": _emoji, "tuxpaint": _tuxpaint,
                                                         "openclipart": _openclipart}
 
@@ -83,6 +85,7 @@ class CorpusConfig:
     tint_colours: tuple[str, ...] | None = None  #: Tux Paint tints (None: all of tuxpaint.TINT_COLOURS)
     write_images: bool = True  #: also write images/<key>.png for the CSV manifest
     exclude_split: str | None = None  #: a concept split file: leave out its test and val families
+    packages: RealSources = field(default_factory=RealSources)  #: where the packages' files are
     extra: dict = field(default_factory=dict)
 
 
@@ -137,7 +140,8 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             raise CorpusError(str(e)) from None
     for name in cfg.sources:
         try:
-            items = list(READERS[name](cfg.tint_colours) if name == "tuxpaint" else READERS[name]())
+            items = list(READERS[name](cfg.packages, cfg.tint_colours) if name == "tuxpaint"
+                         else READERS[name](cfg.packages))
         except SourceMissing as e:
             logger.warning("skipping source %s: %s", name, e)
             counts[name] = {"available": 0, "missing": str(e)}
@@ -153,8 +157,8 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             counts[name]["held_out"] = n_all - len(items)
         chosen.extend(picked)
     if not chosen:
-        raise CorpusError("no source is available: install fonts-noto-color-emoji + unicode-data, "
-                          "tuxpaint-stamps-default or openclipart-png")
+        raise CorpusError("no source is available: install the Debian packages (or give their paths) "
+                          + requirement_text(tuple(RealSources().as_dict())))
     prepare_out(out, MARKER, "build_real_corpus", PATTERNS)
     dirs = ["shards", "licenses"] + (["images"] if cfg.write_images else [])
     rec = start_marker(out, MARKER, CREATED_BY, dirs)  # before any file: an interrupted build is cleared next time

@@ -19,13 +19,14 @@ from typing import Iterator
 from PIL import Image, ImageDraw, ImageFont
 
 from zscir.data.real.item import RealItem, SourceMissing, make_key
+from zscir.data.real.sources import RealSources, missing_message
 
 logger = logging.getLogger(__name__)
 
 PACKAGE = "fonts-noto-color-emoji"
 LICENCE = "OFL-1.1"
-FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
-EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+FONT_PATH = Path(RealSources().emoji_font)  # Debian's; other places: RealSources / --emoji-font
+EMOJI_TEST = Path(RealSources().emoji_test)
 #: CBDT bitmap strikes exist at one size only; Pillow refuses other sizes for this font
 FONT_SIZE = 109
 SKIN_TONES = {0x1F3FB: "light", 0x1F3FC: "medium-light", 0x1F3FD: "medium", 0x1F3FE: "medium-dark",
@@ -108,9 +109,10 @@ def render_emoji(text: str, font_path: Path = FONT_PATH) -> Image.Image | None:
 
 def read_emoji(font_path: Path = FONT_PATH, test_path: Path = EMOJI_TEST) -> Iterator[RealItem]:
     """Every fully-qualified emoji as a `RealItem` (rendered lazily); raises `SourceMissing` without the files."""
-    for p, pkg in ((font_path, PACKAGE), (test_path, "unicode-data")):
-        if not p.exists():
-            raise SourceMissing(f"{p} not found (install the Debian package {pkg})")
+    for p, field in ((font_path, "emoji_font"), (test_path, "emoji_test")):
+        if not Path(p).is_file():
+            raise SourceMissing(missing_message(field, p))
+    font_path, test_path = Path(font_path), Path(test_path)
     for e in parse_emoji_test(test_path):
         variant = {"name": e.variant_name} if e.variant_name else {}
         if e.skin_tones:

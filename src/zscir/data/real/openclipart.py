@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from zscir.data.real.item import RealItem, SourceMissing, load_package_image, make_key
+from zscir.data.real.sources import RealSources, missing_message
 
 PACKAGE = "openclipart-png"
 LICENCE = "public-domain"
-ROOT = Path("/usr/share/openclipart/png")
+ROOT = Path(RealSources().openclipart_dir)  # Debian's; other places: RealSources / --openclipart-dir
 #: the package's file names are cut at this many characters (before the ``_NN`` counter)
 NAME_LIMIT = 24
 #: folders without depicting titles (gradients, page-layout examples)
@@ -63,8 +64,9 @@ def title_of(stem: str, authors: set[str]) -> str:
 def read_openclipart(root: Path = ROOT, skip_categories: Sequence[str] = SKIP_CATEGORIES,
                      min_author_files: int = 3) -> Iterator[RealItem]:
     """Every PNG with a non-empty title, in path order; raises `SourceMissing` without the package."""
+    root = Path(root)
     if not root.is_dir():
-        raise SourceMissing(f"{root} not found (install the Debian package {PACKAGE})")
+        raise SourceMissing(missing_message("openclipart_dir", root))
     files = [p for p in sorted(root.rglob("*.png"))
              if p.parent.relative_to(root).parts[:1] not in [(c,) for c in skip_categories]]
     authors = learn_authors(files, min_author_files)

@@ -17,10 +17,11 @@ from typing import Iterator, Sequence
 from PIL import Image, ImageOps
 
 from zscir.data.real.item import RealItem, SourceMissing, load_package_image, make_key
+from zscir.data.real.sources import RealSources, missing_message
 
 PACKAGE = "tuxpaint-stamps-default"
 LICENCE = "GPL-2.0-or-later"
-ROOT = Path("/usr/share/tuxpaint/stamps")
+ROOT = Path(RealSources().tuxpaint_dir)  # Debian's; other places: RealSources / --tuxpaint-dir
 TINT_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220), "yellow": (240, 210, 20),
     "purple": (140, 40, 180), "orange": (245, 130, 20),
@@ -64,8 +65,9 @@ def tint(im: Image.Image, rgb: tuple[int, int, int], colorable: bool) -> Image.I
 
 def read_stamps(root: Path = ROOT, tint_colours: Sequence[str] = tuple(TINT_COLOURS)) -> Iterator[RealItem]:
     """Every PNG stamp with an English caption, plus tinted variants of recolourable ones, in path order."""
+    root = Path(root)
     if not root.is_dir():
-        raise SourceMissing(f"{root} not found (install the Debian package {PACKAGE})")
+        raise SourceMissing(missing_message("tuxpaint_dir", root))
     for colour in tint_colours:
         if colour not in TINT_COLOURS:
             raise ValueError(f"unknown tint colour {colour!r}: expected one of {', '.join(TINT_COLOURS)}")

@@ -17,12 +17,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["ensure_world_benchmark"]
 
 
-def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, **overrides: Any) -> Path:
+def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, progress: bool = False,
+                           **overrides: Any) -> Path:
     """Write (once) the world benchmark for ``world_seed`` and return its root folder.
 
     ``overrides`` change `WorldConfig` fields (e.g. a smaller benchmark for tests); such benchmarks are
     cached in a folder of their own. The writer is idempotent: when ``root/world.json`` matches the
-    configuration nothing is regenerated.
+    configuration nothing is regenerated. ``progress``: say so on stderr and show the writing's bar.
     """
     import hashlib
 
@@ -35,5 +36,10 @@ def ensure_world_benchmark(world_seed: int = 0, root: str | Path | None = None, 
     if world.is_cached(cfg, root):
         return root
     logger.info("writing the world benchmark (seed %d) to %s", world_seed, root)
-    world.write_benchmark(world.generate_benchmark(cfg), root)
+    if progress:
+        import sys
+
+        print(f"generating the world benchmark (seed {world_seed}, first run only) into {root}", file=sys.stderr,
+              flush=True)
+    world.write_benchmark(world.generate_benchmark(cfg), root, progress=progress)
     return root

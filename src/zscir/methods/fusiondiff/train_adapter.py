@@ -53,7 +53,7 @@ class AdapterTrainConfig:
     weight_decay: float = 0.01
     warmup: int = 100
     eval_every: int = 500
-    threads: int | None = 1
+    threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
     bf16: bool | None = False
     cache_dir: str | None = None
@@ -96,7 +96,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     out = open_run(out, "zscir train fusiondiff-adapter", MODEL_FILES, ctx)  # a user's folder is refused first
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
     seed_everything(cfg.seed)
     if cfg.adapter.mode not in ("adapter", "full"):

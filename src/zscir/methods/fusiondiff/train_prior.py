@@ -48,7 +48,7 @@ class PriorTrainConfig:
     warmup: int = 100
     eval_every: int = 500
     n_val: int = 500
-    threads: int | None = 1
+    threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
     bf16: bool | None = False
     cache_dir: str | None = None
@@ -105,7 +105,7 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     out = open_run(out, "zscir train fusiondiff-prior", MODEL_FILES, ctx)  # a user's folder is refused first
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
     seed_everything(cfg.seed)
     backbone = backbone or create_backbone(cfg.model)

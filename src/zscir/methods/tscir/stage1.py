@@ -77,7 +77,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
     out = open_run(out_dir, "zscir train tscir-stage1", MODEL_FILES, ctx)  # a user's folder is refused first
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     if cfg.mapping.prompt.count("$") != 1:
@@ -90,7 +90,7 @@ def train_stage1(cfg: Stage1Config, out_dir: str | Path, resume: bool = False, p
     if cfg.data.is_world:
         pairs = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs).source.pairs
         val = get_pair_data("world:val", world_seed=cfg.world_seed, world_n=cfg.n_val).source.pairs
-        table = ImageTable.build([(p.id, p.scene) for p in pairs], size)
+        table = ImageTable.build([(p.id, p.scene) for p in pairs], size, progress)
         val_table = ImageTable.build([(p.id, p.scene) for p in val], size)
         bank = FeatureBank.build(backbone, table, vsi, cfg.bf16, progress=progress, desc="encode pair images")
         val_bank = FeatureBank.build(backbone, val_table, vsi, cfg.bf16)

@@ -76,12 +76,12 @@ class TripletData:
                                world_n=cfg.max_triplets + cfg.n_val)
         trips, pairs = src.world
         self.train, self.val = trips[: cfg.max_triplets], trips[cfg.max_triplets:]
-        refs = ImageTable.build([(t.reference.id, t.reference.scene) for t in trips], size)
+        refs = ImageTable.build([(t.reference.id, t.reference.scene) for t in trips], size, progress)
         # mining gallery: every target, every reference and the first `gallery_pairs` pair images
         gallery_items = [(t.target_id, t.target_scene) for t in trips]
         gallery_items += [(t.reference.id, t.reference.scene) for t in trips]
         gallery_items += [(p.id, p.scene) for p in pairs[: cfg.gallery_pairs]]
-        self.gallery = ImageTable.build(gallery_items, size)
+        self.gallery = ImageTable.build(gallery_items, size, progress)
         self.ref_bank = FeatureBank.build(backbone, refs, vsi, cfg.bf16, progress=progress, desc="encode references")
         self.gallery_bank = FeatureBank.build(backbone, self.gallery, False, cfg.bf16, progress=progress,
                                               desc="encode gallery")
@@ -171,7 +171,7 @@ def train_stage2(cfg: Stage2Config, out_dir: str | Path, resume: bool = False, p
     if not cfg.stage1:
         raise ValueError("Stage II needs a Stage I checkpoint (--stage1 DIR)")
     out = open_run(out_dir, "zscir train tscir-stage2", STAGE2_FILES, ctx)  # a user's folder is refused first
-    set_threads(cfg.threads)
+    cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, cfg.device))  # auto → this hardware; recorded as such
     seed_everything(cfg.seed)
     stage1_dir = Path(cfg.stage1)

@@ -36,8 +36,8 @@ class ImageTable:
     index: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, items: Sequence[tuple[str, object]], size: int) -> "ImageTable":
-        """``items``: (id, scene) pairs, duplicates by id are rendered once."""
+    def build(cls, items: Sequence[tuple[str, object]], size: int, progress: bool = False) -> "ImageTable":
+        """``items``: (id, scene) pairs, duplicates by id are rendered once (``progress``: with a bar)."""
         from zscir.data.world_source import render_scenes as render_batch
 
         table = cls()
@@ -49,7 +49,7 @@ class ImageTable:
             table.ids.append(iid)
             table.keys.append(scene.key())
             scenes.append(scene)
-        table.images = render_batch(scenes, size)
+        table.images = render_batch(scenes, size, progress)
         return table
 
     def __len__(self) -> int:
