@@ -148,8 +148,12 @@ def test_world_path_losses_equal_the_pre_data_layer_code(tmp_path):
                                                       batch_size=15, lr=1e-2, warmup=1, eval_every=1000,
                                                       cache_dir=str(tmp_path / "cache")),
                                    tmp_path / "adapter", progress=False)["losses"]
+    # Recorded on another CPU: float sums in another order (BLAS kernels differ between AMD and Intel builds)
+    # move these losses by up to ~5e-4 relative (an AMD EPYC read Stage I 14.7073 for 14.7004): the test checks
+    # the property (the same batches reach the same losses up to float rounding), not one CPU's bits; other
+    # pairs, another order or another augmentation change a 4-step loss well beyond 2e-3.
     for k, v in WORLD_LOSSES.items():
-        np.testing.assert_allclose(got[k], v, rtol=0, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(got[k], v, rtol=2e-3, atol=1e-5, err_msg=k)
 
 
 def test_datawait_benchmark_item_tiny(tmp_path):
