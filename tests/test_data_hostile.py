@@ -339,6 +339,22 @@ def test_make_triplets_refuses_impossible_options_before_any_work(tmp_path, item
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--hq-steps", "0"), ("--hq-steps", "-3"), ("--hq-steps", "1000000000"), ("--hq-guidance", "nan"),
+    ("--hq-guidance", "-1"), ("--hq-guidance", "1e9"), ("--min-clip-text-image", "nan"),
+    ("--min-clip-direction", "3"), ("--min-clip-image-image", "-2"),
+])
+def test_make_triplets_refuses_impossible_hq_options_before_any_pipeline(tmp_path, items, option, value):
+    """The HQ settings are checked before diffusers is imported or a pipeline loaded (``--hq-steps 0`` used to
+    reach the pipeline; ``--hq-guidance nan`` was accepted)."""
+    csv = _pairs_csv(tmp_path, items)
+    out = tmp_path / "out"
+    res = zscir("data", "make-triplets", csv, "--out", out, "--model", "tiny-clip-test", "--no-progress",
+                "--hq", "ip2p", option, value)
+    one_error_line(res, option)
+    assert "diffusers" not in res.stderr and not out.exists()
+
+
 def test_make_triplets_on_megabyte_captions_ends_quickly(tmp_path, items):
     csv = _pairs_csv(tmp_path, items[:10], caption="a red circle " * 80_000)  # ten ~1 MB captions
     t0 = time.perf_counter()

@@ -29,6 +29,9 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 MODES = ("ip2p", "t2i")
+#: bounds of the diffusion settings: image-editing pipelines run 10-100 steps and guidance scales of 1-20;
+#: past these a run only costs time (``--hq-steps 10**9``) or produces noise
+MAX_STEPS, MAX_GUIDANCE = 1000, 100.0
 DEFAULT_MODELS = {"ip2p": "timbrooks/instruct-pix2pix", "t2i": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 
 
@@ -45,6 +48,27 @@ class HQConfig:
     min_text_image: float | None = None
     min_direction: float | None = None
     min_image_image: float | None = None
+
+    def check(self) -> None:
+        """`DataError` for an impossible setting, before any pipeline is loaded (option names as the CLI spells
+        them): ``--hq-steps`` in [1, `MAX_STEPS`], guidance scales finite in [0, `MAX_GUIDANCE`], CLIP-score
+        thresholds cosines in [-1, 1]. A NaN fails every range test."""
+        from zscir.data.records import DataError
+
+        wrong = []
+        if self.mode not in MODES:
+            wrong.append(f"--hq must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS):
+            wrong.append(f"--hq-steps must be in [1, {MAX_STEPS}], got {self.steps}")
+        for name, value in (("--hq-guidance", self.guidance_scale), ("image guidance", self.image_guidance_scale)):
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= MAX_GUIDANCE):
+                wrong.append(f"{name} must be in [0, {MAX_GUIDANCE}], got {value}")
+        for name, value in (("--min-clip-text-image", self.min_text_image), ("--min-clip-direction", self.min_direction),
+                            ("--min-clip-image-image", self.min_image_image)):
+            if value is not None and not (isinstance(value, (int, float)) and -1.0 <= value <= 1.0):
+                wrong.append(f"{name} must be a cosine in [-1, 1], got {value}")
+        if wrong:
+            raise DataError("; ".join(wrong))
 
 
 def clip_scores(scorer, ref: Image.Image, tgt: Image.Image, ref_caption: str | None,
@@ -71,6 +95,7 @@ class HQTargets:
 
     @classmethod
     def from_pretrained(cls, cfg: HQConfig, device: str = "cpu") -> "HQTargets":
+        cfg.check()  # before diffusers is imported and the (large) pipeline loads
         from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
 
         from zscir.backbones import create_backbone
