@@ -91,3 +91,34 @@ def test_per_method_checkpoint_wins_over_the_shared_one(monkeypatch):
     assert seen[0] == ("tscir", {"model": "lit-clipart", "checkpoint": "runs/b", "device": "cpu",
                                  "template": "a $ that {}"})
     assert seen[1][1]["checkpoint"] == "runs/shared" and opts["checkpoint"] == "runs/b"  # caller's dict untouched
+
+
+def _float_options() -> list[tuple[tuple[str, ...], str]]:
+    """(command path, option string) for every float option of every command (typer >= 0.2x describes the
+    type by ``type_descriptor``, older typer by ``type``)."""
+    import typing
+
+    out = []
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, path + (name,))
+        for p in getattr(cmd, "params", []):
+            ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            kind = getattr(getattr(p, "type", None), "name", "")
+            if getattr(p, "opts", None) and (ann is float or float in typing.get_args(ann) or kind == "float"):
+                out.append((path, p.opts[0]))
+
+    walk(typer.main.get_command(app), ())
+    return out
+
+
+def test_every_float_option_refuses_nan_and_infinity():
+    """``--hq-guidance nan`` and the like were accepted: the shared check was never attached under typer 0.2x."""
+    found = _float_options()
+    assert len(found) >= 10, found  # the walk sees the float options (e.g. make-triplets --min-similarity)
+    runner = CliRunner()
+    for path, opt in found:
+        for bad in ("nan", "inf"):
+            res = runner.invoke(app, [*path, opt, bad])
+            assert res.exit_code == 2 and "finite number" in res.output, (path, opt, bad, res.output)

@@ -144,10 +144,21 @@ def _attach_checks(cmd: Any) -> None:
     for param in getattr(cmd, "params", []):
         if param.name == "device":
             _chain(param, check_device)
-        elif getattr(getattr(param, "type", None), "name", "") in ("float", "float range"):
+        elif _is_float_option(param):
             _chain(param, finite_number)
     for sub in getattr(cmd, "commands", {}).values():
         _attach_checks(sub)
+
+
+def _is_float_option(param: Any) -> bool:
+    """A float option, as click-based typer (``param.type``) or typer >= 0.2x (``param.type_descriptor``,
+    which has no ``type``) describes it; ``list[float]`` and ``float | None`` count."""
+    import typing
+
+    if getattr(getattr(param, "type", None), "name", "") in ("float", "float range"):
+        return True
+    ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return ann is float or float in typing.get_args(ann)
 
 
 def _chain(param: Any, check: Any) -> None:
