@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
                                    "default) or `none` (PQ scores only)."),
         min_items: int = typer.Option(None, min=0, help="ANN: smaller galleries keep exact search [default: 1000]."),
         remove: bool = typer.Option(False, "--remove", help="With FOLDER=ann: delete the ANN indexes."),
+        layout: str = typer.Option(None, "--layout", help="With FOLDER=export: `clip-retrieval` (the only one)."),
+        partition_size: int = typer.Option(None, "--partition-size", min=1,
+                                           help="With FOLDER=export: items per partition [default: 1000000]."),
         rebuild: bool = typer.Option(False, "--rebuild", help="With FOLDER=ann: rebuild even if up to date."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of another model or another "
                                        "image folder in --out (refused without it)."),
@@ -67,6 +70,8 @@ def register(app: typer.Typer) -> None:
         an unchanged folder is recognised without loading the model. --out must be a new or empty folder or
         an index; zscir never writes into or deletes from any other folder.
         `zscir index merge -o OUT --from SHARD0 --from SHARD1 ...` concatenates finished shard indexes.
+        `zscir index export --from IDX -o OUT --layout clip-retrieval` writes an index in clip-retrieval's
+        layout (img_emb/ + metadata/) into a new or empty folder.
         `zscir index ann IDX [IDX ...]` builds (or refreshes) the FAISS IVF-PQ index of finished indexes,
         e.g. of each shard; `--remove` deletes it.
         """
@@ -85,6 +90,11 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             fail(str(e))
 
+        if str(folder) == "export" and not folder.is_dir():
+            _index_export(merge_from, out, layout, partition_size, targets)
+            return
+        if layout is not None or partition_size is not None:
+            fail("--layout and --partition-size are for `zscir index export`")
         if str(folder) == "ann" and not folder.is_dir():
             _index_ann(list(targets or []) + ([out] if out else []), ann_given, remove, rebuild, threads)
             return
@@ -203,6 +213,9 @@ def register(app: typer.Typer) -> None:
                                     "to this new file (default: stdout)."),
         k: int = typer.Option(10, "-k", min=1, max=1000),
         method: str = typer.Option(None, "--method", "-m", help="Method (default: the one the index was built with)."),
+        model: str = typer.Option(None, "--model", help="Backbone: needed for a clip-retrieval folder without "
+                                  "zscir-export.json (the CLIP its embeddings were made with); a zscir index "
+                                  "knows its own."),
         checkpoint: str = typer.Option(None),
         option: list[str] = typer.Option(None, *OPTION, help="Method option KEY=VALUE."),
         backend: str = typer.Option("exact", help="Exact search backend: exact or faiss (flat)."),
@@ -241,7 +254,7 @@ def register(app: typer.Typer) -> None:
         opts = parse_options(option)
         checkpoint = opts.pop("checkpoint", checkpoint)  # -O checkpoint=DIR, as in the other commands
         try:
-            r = Retriever.load(index_dirs, method=method, checkpoint=checkpoint, device=device,
+            r = Retriever.load(index_dirs, method=method, model=model, checkpoint=checkpoint, device=device,
                                config=RetrieverConfig(backend=backend, progress=True, ann=use_ann, nprobe=nprobe,
                                                       k_factor=k_factor), **opts)
             if rows is not None:
@@ -269,6 +282,29 @@ def register(app: typer.Typer) -> None:
             save_grid(ref, text, hits, grid, limits=r.config.limits)
             if not as_json:
                 typer.echo(f"grid saved to {grid}")
+
+
+def _index_export(sources: list[Path] | None, out: Path | None, layout: str | None, partition_size: int | None,
+                  extra: list[Path] | None) -> None:
+    """`zscir index export --from IDX -o OUT --layout clip-retrieval`: the index in clip-retrieval's layout."""
+    from zscir.index.clip_layout import DEFAULT_PARTITION_SIZE, export_clip_retrieval
+    from zscir.index.store import StoreError
+
+    if extra:
+        fail(f"unexpected extra arguments {[str(t) for t in extra]}; give the index with --from IDX")
+    if not sources:
+        fail("zscir index export: give the index with --from IDX (repeat it for shards)")
+    if out is None:
+        fail("missing option --out / -o: the new or empty folder to export into")
+    if layout != "clip-retrieval":
+        fail(f"--layout {layout!r}: the only layout is `clip-retrieval`" if layout else
+             "zscir index export: give --layout clip-retrieval")
+    try:
+        rep = export_clip_retrieval(sources, check_out_path(out), partition_size or DEFAULT_PARTITION_SIZE)
+    except (StoreError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"{out}: {rep['count']} items exported in {rep['partitions']} partitions (clip-retrieval layout, "
+               f"float16, model {rep['model']})")
 
 
 def _index_ann(dirs: list[Path], overrides: dict, remove: bool, rebuild: bool, threads: int | None = None) -> None:

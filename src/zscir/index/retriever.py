@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from zscir.data.imageio import ImageLimits, ImageRejected, load_image
 from zscir.index.ann import ann_fallback_note, gallery_files, open_ann_searcher
+from zscir.index.clip_layout import exported_model, is_clip_retrieval_folder, load_clip_retrieval, set_gallery_key
 from zscir.index.names import item_path
 from zscir.index.query import MissingQueryInput, QueryPlan, given_text, plan_query, query_inputs
 from zscir.index.reference import IndexedReference, ReferenceFinder
@@ -138,7 +139,21 @@ class Retriever:
         """
         from zscir.methods import check_method_options, create_composer
 
-        store = open_index(index_dir)
+        layout = single_clip_folder(index_dir)
+        if layout is not None:  # clip-retrieval / autofaiss output, read in place (read-only)
+            model = model or exported_model(layout)
+            if not model:
+                raise StoreError(f"{layout}: a clip-retrieval folder records no model; give the CLIP model its "
+                                 f"embeddings were made with (--model)")
+            if config is not None and config.ann:
+                raise StoreError(f"{layout}: a clip-retrieval folder has no zscir ANN index; search it without "
+                                 f"--ann (exact), or export it to a zscir index first")
+            store = load_clip_retrieval(layout, model=model)
+        else:
+            store = open_index(index_dir)
+            if model and store.manifest.get("model") and model != store.manifest.get("model"):
+                raise StoreError(f"--model {model!r}: the index was made with {store.manifest.get('model')!r}; "
+                                 f"its embeddings only match that model")
         method = method or store.manifest.get("method") or "sum"
         check_method_options(method, options)  # a misspelt option is refused, not ignored (before the model loads)
         checkpoints = dict(checkpoints or {})
@@ -146,6 +161,9 @@ class Retriever:
             checkpoints[method] = checkpoint
         composer = create_composer(method, model=model or store.manifest.get("model"),
                                    checkpoint=checkpoints.get(method), device=device, **options)
+        if layout is not None:  # its matrices are the model's plain image gallery (what the baselines search)
+            set_gallery_key(store, create_composer("image", model=model, backbone=composer.backbone)
+                            .gallery_cache_key())
         return cls(store, composer, config, checkpoints=checkpoints, options={method: options})
 
     @property
@@ -393,6 +411,14 @@ class Retriever:
         if len(self.shards) > 1:
             out["shards"] = len(self.shards)
         return out
+
+
+def single_clip_folder(index_dir: str | Path | Sequence[str | Path]) -> Path | None:
+    """The clip-retrieval output folder ``index_dir`` names (one folder with img_emb/ + metadata/), else None."""
+    dirs = [index_dir] if isinstance(index_dir, (str, os.PathLike)) else list(index_dir)
+    if len(dirs) == 1 and is_clip_retrieval_folder(dirs[0]):
+        return Path(dirs[0])
+    return None
 
 
 def check_pixels(image: Image.Image, limits: ImageLimits) -> Image.Image:
