@@ -261,3 +261,42 @@ def test_no_cuda_call_or_literal_outside_the_device_owner():
             lines = cuda_literals(path.read_text(encoding="utf-8"))
             offenders += [f"{path.relative_to(ROOT)}:{n}" for n in lines]
     assert offenders == []
+
+
+# --- pinned-memory loaders: behind a flag, off without CUDA --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pair_data(tmp_path_factory):
+    from tests.data_fixtures import corpus, write_wds
+    from zscir.data import get_pair_data
+
+    return get_pair_data(write_wds(tmp_path_factory.mktemp("pairs"), corpus(8), per_shard=4))
+
+
+def _dataloader_kwargs(monkeypatch, loader) -> dict:
+    import zscir.data.loader as mod
+
+    seen: dict = {}
+    real = mod.DataLoader
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod, "DataLoader", spy)
+    batches = list(loader.epoch_batches(0))
+    assert sum(len(b) for b in batches) == 8  # the loader still delivers every pair
+    return seen
+
+
+@pytest.mark.parametrize("flag,cuda,pinned", [(None, 0, False), (False, 0, False), (True, 0, False),
+                                              (False, 1, False), (True, 1, True)])
+def test_pair_loader_pins_only_when_asked_and_cuda_is_there(monkeypatch, pair_data, flag, cuda, pinned):
+    import zscir.backbones.devices as devices
+
+    monkeypatch.setattr(devices, "cuda_count", lambda: cuda)
+    kw = {} if flag is None else {"pin_memory": flag}
+    loader = pair_data.loader(4, 16, shuffle=False, workers=0, rank=0, world_size=1, **kw)
+    assert loader.pin_memory is pinned
+    if not pinned:  # pinning itself needs a CUDA build; the choice is what is tested here
+        assert _dataloader_kwargs(monkeypatch, loader)["pin_memory"] is False
