@@ -1,4 +1,7 @@
-"""``python -m benchmarks [items...] [--large] [--tiny] [--out DIR] [--threads N] [--repeats N]``."""
+"""``python -m benchmarks [items...] [--large] [--tiny] [--out DIR] [--threads N] [--repeats N]``.
+
+``python -m benchmarks gpu [--dry-run]`` runs the GPU check (`benchmarks.gpu`) instead of the suite.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ from benchmarks.suite import ITEMS, SuiteConfig, run_suite
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["gpu"]:  # the GPU check: its own script and options, never part of the default items
+        from benchmarks import gpu
+
+        return gpu.main(args[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("items", nargs="*", default=list(ITEMS), help=f"items to run (default: all of {', '.join(ITEMS)})")
     p.add_argument("--large", action="store_true", help="add N=1M to exact search and run FAISS at N=1M")

@@ -184,26 +184,18 @@ def finite_number(value: float | None) -> float | None:
 
 
 def check_device(value: str | None) -> str | None:
-    """Option callback: a torch device that exists here (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    """Option callback: a torch device that exists here (``cpu``, ``cuda``, ``cuda:N``, ``mps``); the checks
+    are `zscir.backbones.devices.resolve_device`'s (``auto`` is not offered by these options)."""
     if value is None or value == "cpu":
         return value
-    import torch
+    from zscir.backbones.devices import DeviceError, resolve_device
 
+    if value == "auto":
+        raise typer.BadParameter(f"{value!r} is not a device here; expected cpu, cuda, cuda:N or mps")
     try:
-        dev = torch.device(value)
-    except (RuntimeError, ValueError, TypeError):
-        raise typer.BadParameter(f"{value!r} is not a device; expected cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise typer.BadParameter(f"{value!r}: no CUDA device is available on this machine (use cpu)")
-        if dev.index is not None and dev.index >= n:
-            raise typer.BadParameter(f"{value!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise typer.BadParameter(f"{value!r}: MPS is not available on this machine (use cpu)")
-    elif dev.type != "cpu":
-        raise typer.BadParameter(f"{value!r}: unsupported device type; expected cpu, cuda, cuda:N or mps")
+        resolve_device(value)
+    except DeviceError as e:
+        raise typer.BadParameter(str(e).replace("auto, ", "")) from None
     return value
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from zscir.backbones.devices import pin_memory as pin_for
 from zscir.data.images import open_image, to_uint8
 from zscir.data.records import DataError, Problem, Problems
 from zscir.data.source import PairSource, Partition
@@ -36,6 +37,10 @@ class PairBatch:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pin_memory(self) -> "PairBatch":
+        """The batch with page-locked pixels (called by a DataLoader with ``pin_memory=True``)."""
+        return PairBatch(self.keys, self.pixels.pin_memory(), self.captions, self.problems)
 
 
 def _shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:
@@ -113,12 +118,14 @@ class PairLoader:
     """Iterates `PairBatch`es epoch after epoch (``epochs=None``: forever), recording problems once.
 
     ``workers`` DataLoader processes decode in parallel; ``rank``/``world_size`` default to torchrun's.
+    ``pin_memory`` pins the pixels for a fast copy to a GPU; off by default, and off wherever no CUDA device
+    is visible (`zscir.backbones.devices.pin_memory`).
     """
 
     def __init__(self, source: PairSource, problems: Problems, image_size: int, batch_size: int, *,
                  shuffle: bool = True, shuffle_buffer: int = 1000, workers: int = 0, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
-                 prefetch: int = 4):
+                 prefetch: int = 4, pin_memory: bool = False):
         if rank is None or world_size is None:
             from zscir.data.dist_context import init_distributed
 
@@ -128,6 +135,7 @@ class PairLoader:
         self.kw = dict(image_size=image_size, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
                        seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
         self.workers, self.prefetch = workers, prefetch
+        self.pin_memory = pin_for("cuda", pin_memory)
         self.epoch = 0
         self._seen: set[tuple[str, str]] = set()
 
@@ -135,7 +143,8 @@ class PairLoader:
         """One epoch of this process's batches (empty batches that only carried problems are dropped)."""
         stream = PairStream(self.source, epoch=epoch, **self.kw)
         extra = dict(prefetch_factor=self.prefetch, worker_init_fn=_worker_init) if self.workers else {}
-        dl = DataLoader(stream, batch_size=None, num_workers=self.workers, collate_fn=collate_batches, **extra)
+        dl = DataLoader(stream, batch_size=None, num_workers=self.workers, collate_fn=collate_batches,
+                        pin_memory=self.pin_memory, **extra)
         for b in dl:
             for p in b.problems:
                 if (p.code, p.where) not in self._seen:

@@ -142,11 +142,12 @@ class PairData:
 
     def loader(self, batch_size: int, image_size: int, *, shuffle: bool = True, shuffle_buffer: int = 1000,
                workers: int = 0, seed: int = 0, rank: int | None = None, world_size: int | None = None,
-               drop_last: bool = False) -> PairLoader:
-        """Streaming `PairBatch`es (uint8 pixels at ``image_size``), epoch after epoch."""
+               drop_last: bool = False, pin_memory: bool = False) -> PairLoader:
+        """Streaming `PairBatch`es (uint8 pixels at ``image_size``), epoch after epoch; ``pin_memory``: see
+        `PairLoader`."""
         return PairLoader(self.source, self.problems, image_size, batch_size, shuffle=shuffle,
                           shuffle_buffer=shuffle_buffer, workers=workers, seed=seed, rank=rank,
-                          world_size=world_size, drop_last=drop_last)
+                          world_size=world_size, drop_last=drop_last, pin_memory=pin_memory)
 
     def torch_loader(self, batch_size: int, image_size: int, **kw):
         """One epoch as a plain ``torch.utils.data.DataLoader`` of `PairBatch`es (workers via ``num_workers``)."""
