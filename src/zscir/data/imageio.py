@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
+
+from zscir.data.files import NotARegularFile, open_regular_fd
 
 #: ``Image.info`` key of a decoded image: the (width, height) of the file before downsizing
 SOURCE_SIZE_KEY = "zscir_source_size"
@@ -88,19 +89,19 @@ def _decode(data: bytes, limits: ImageLimits, min_side: int | None = None) -> Im
 def read_file_bytes(path: str | Path, max_bytes: int) -> bytes:
     """Read a regular file of at most ``max_bytes``; FIFOs, devices, loops and dangling links are refused.
 
-    This is the one file check of the project (indexer, retriever, server and the benchmark loaders all
-    read images through it): the file is opened non-blocking, so a FIFO named like an image is refused
-    at once instead of blocking the reader forever, and its type and size come from the same ``fstat``
-    of the opened descriptor, so a file swapped between check and read cannot slip through.
+    Every image the indexer, retriever, server and benchmark loaders read comes through it. The file is
+    opened by `zscir.data.files.open_regular_fd` (the project's one way to open a data file): non-blocking,
+    so a FIFO named like an image is refused at once instead of blocking the reader forever, and its type
+    and size come from the ``fstat`` of the opened descriptor, so a file swapped between check and read
+    cannot slip through.
     """
     try:
-        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd, st = open_regular_fd(path)
+    except NotARegularFile:
+        raise ImageRejected("not_a_file", "not a regular file") from None
     except OSError as e:
         raise ImageRejected("unreadable", f"cannot open ({e.strerror or e})") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageRejected("not_a_file", "not a regular file")
         if st.st_size == 0:
             raise ImageRejected("empty", "empty file")
         if st.st_size > max_bytes:
