@@ -40,7 +40,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-__all__ = ["OutputFolderError", "Recorder", "check_out", "has_marker", "journal_name", "prepare_out",
+__all__ = ["OutputFolderError", "Recorder", "check_out", "has_marker", "journal_name", "prepare_out", "read_marker",
            "read_journal", "safe_name", "start_marker", "write_marker"]
 
 
@@ -133,7 +133,8 @@ def read_journal(out: Path, marker: str) -> tuple[dict[str, tuple[int, str] | No
     return files, dirs
 
 
-def _read_marker(m: Path) -> dict:
+def read_marker(m: Path) -> dict:
+    """The record of marker file ``m`` (a JSON object); an unreadable or foreign one is an `OutputFolderError`."""
     try:
         record = json.loads(m.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -149,7 +150,7 @@ def prepare_out(out: Path, marker: str, what: str, patterns: Sequence[str]) -> N
     ``out`` with ``*`` wildcards per path part (``images/*.png``)."""
     check_out(out, marker, what)
     if has_marker(out, marker):
-        record = _read_marker(out / marker)
+        record = read_marker(out / marker)
         if "journal" not in record:
             raise OutputFolderError(f"{out / marker} was written by an older zscir that did not record its files "
                                     "one by one; remove the folder yourself or choose a new one")

@@ -19,12 +19,12 @@ Under ``torchrun`` every rank checks the folder, then only the main rank writes.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
-from zscir.data.outdir import OutputFolderError, Recorder, check_out, has_marker, read_journal, write_marker
+from zscir.data.outdir import (OutputFolderError, Recorder, check_out, has_marker, read_journal, read_marker,
+                                write_marker)
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,6 @@ HF_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json
 __all__ = ["HF_FILES", "MODEL_FILES", "RUN_MARKER", "check_run", "open_run"]
 
 
-def _trainer_of(out: Path) -> str | None:
-    try:
-        record = json.loads((out / RUN_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record.get("created_by") if isinstance(record, dict) else None
-
-
 def check_run(out: str | Path, trainer: str, files: Sequence[str] = MODEL_FILES) -> None:
     """Refuse ``out`` unless ``trainer`` may write ``files`` into it (see the module docstring); writes nothing.
 
@@ -56,7 +48,7 @@ def check_run(out: str | Path, trainer: str, files: Sequence[str] = MODEL_FILES)
     check_out(out, RUN_MARKER, trainer)
     if not has_marker(out, RUN_MARKER):
         return
-    other = _trainer_of(out)
+    other = read_marker(out / RUN_MARKER).get("created_by")
     if other != trainer:
         raise OutputFolderError(f"{out} is a run folder of {other or 'an unknown writer'}, not of {trainer}; "
                                 "choose a new or empty folder")
