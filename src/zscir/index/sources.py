@@ -69,7 +69,10 @@ def register_source(kind: str, matches: Callable[[str], bool], opener: Callable[
 
 
 #: modules that register source kinds, imported on first use (each appends itself here)
-SOURCE_MODULES: tuple[str, ...] = ()
+SOURCE_MODULES: tuple[str, ...] = (
+    "zscir.index.wds_index_source",
+    "zscir.index.table_source",
+)
 
 
 def open_index_source(spec: str, **options: Any) -> IndexSource:
