@@ -185,8 +185,8 @@ class TableIndexSource:
                     lines.row_chars = 0
                     yield row
             except UnicodeDecodeError as e:
-                raise SourceError(f"{self.spec}: line {lines.line + 1}: not UTF-8 text ({e.reason}); save the "
-                                  "table as UTF-8") from None
+                # (no line number: text is decoded a block at a time, ahead of the rows)
+                raise SourceError(f"{self.spec}: not UTF-8 text ({e.reason}); save the table as UTF-8") from None
             except csv.Error as e:
                 raise SourceError(f"{self.spec}: line {lines.line}: not a readable CSV ({e})") from None
 
