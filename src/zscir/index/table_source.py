@@ -25,6 +25,7 @@ refused or unreadable cell is an error record (``<row N>`` or the path as id, wi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
@@ -196,7 +197,8 @@ class TableIndexSource:
                 pf = self._parquet(f)
                 self._rows = pf.metadata.num_rows
                 return list(pf.schema_arrow.names)
-        header = next(self._csv_rows(), None)
+        with contextlib.closing(self._csv_rows()) as rows:
+            header = next(rows, None)
         if not header:
             raise SourceError(f"{self.spec}: an empty table (no header row)")
         return header
@@ -251,9 +253,10 @@ class TableIndexSource:
         cols = [self.image_column, self.caption_column, self.url_column]
         if self.format != "parquet":
             index = [self.header.index(c) if c else None for c in cols]
-            for k, row in enumerate(itertools.islice(self._csv_rows(), 1, stop + 1)):
-                if k >= start:
-                    yield k, tuple(row[x] if x is not None and x < len(row) else None for x in index)
+            with contextlib.closing(self._csv_rows()) as rows:  # closes the file when the range ends early
+                for k, row in enumerate(itertools.islice(rows, 1, stop + 1)):
+                    if k >= start:
+                        yield k, tuple(row[x] if x is not None and x < len(row) else None for x in index)
             return
         wanted = list(dict.fromkeys(c for c in cols if c))
         with self._open() as f:

@@ -40,7 +40,7 @@ from zscir.data.spec import check_shard_commands, expand_shards
 from zscir.data.wds_source import IMAGE_EXTS, sample_captions, stated_size, tar_end_problem
 from zscir.index.names import escape_name
 from zscir.index.source_rules import (DEFAULT_MAX_BYTES, MAX_DEFAULT_PARTITIONS, check_partition, check_protocol,
-                                      error_record, open_url, refuse_options, value_scheme)
+                                      error_record, local_path, open_url, refuse_options, value_scheme)
 from zscir.index.sources import SourceError, SourceRecord, register_source
 
 __all__ = ["WebDatasetIndexSource", "is_shard_spec", "META_MAX_BYTES"]
@@ -169,7 +169,7 @@ class WebDatasetIndexSource:
             return gopen(shard, "rb")
         if scheme and scheme != "file":
             return open_url(shard)
-        return open_regular(shard[7:] if scheme == "file" else shard, "shard")
+        return open_regular(local_path(shard), "shard")
 
     def _shard_records(self, shard: str, label: str) -> Iterator[SourceRecord]:
         n, clean = 0, True
