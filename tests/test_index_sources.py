@@ -542,6 +542,16 @@ def test_a_utf8_bom_header_is_read(tmp_path):
     assert ok_ids(records(open_index_source(str(tmp_path / "t.csv")))) == ["p000.jpg"]
 
 
+@pytest.mark.parametrize("version", ["12.0.1", "14.0.0", "13.0.0.dev5"])
+def test_a_pyarrow_that_unpickles_file_metadata_is_refused(tmp_path, monkeypatch, version):
+    pq.write_table(pa.table({"image_path": ["a.jpg"]}), tmp_path / "t.parquet")
+    monkeypatch.setattr(pa, "__version__", version)
+    with pytest.raises(SourceError, match="can run code stored in a parquet file"):
+        open_index_source(str(tmp_path / "t.parquet"))
+    monkeypatch.setattr(pa, "__version__", "14.0.1")
+    assert open_index_source(str(tmp_path / "t.parquet")).rows == 1
+
+
 def test_an_unknown_remote_scheme_is_refused_at_open(tmp_path):
     with pytest.raises(SourceError, match="fsspec cannot open"):
         open_index_source("nosuchproto://bucket/t.csv", allow_remote=True)
