@@ -701,3 +701,15 @@ def test_spec_routing_and_the_help_texts(tmp_path):
     assert open_index_source(f"table:{tmp_path}/t.csv").kind == "table"
     assert set(source_options_help()) >= {"allow_pipe", "allow_remote", "image_column", "caption_column",
                                           "shard_ids"}
+
+
+def test_sources_travel_to_workers_by_pickle_and_read_the_same_partition(tmp_path):
+    """Ray ships the opened source to its workers: a copy must name the same items."""
+    import pickle
+
+    spec, _ = img2dataset(tmp_path / "wds", shards=3, per=2)
+    rows = table_rows(tmp_path, 5)
+    table = write_csv(tmp_path / "t.csv", ["image_path", "caption"], rows)
+    for src in (open_index_source(spec), open_index_source(str(table))):
+        copy = pickle.loads(pickle.dumps(src))
+        assert [(r.id, r.data) for r in records(copy, 1, 2)] == [(r.id, r.data) for r in records(src, 1, 2)]
