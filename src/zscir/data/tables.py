@@ -12,6 +12,7 @@ column is absent the error names the columns found and the ones expected, instea
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -62,13 +63,39 @@ def _kind(path: Path) -> str:
     raise DataError(f"{path}: unknown manifest type {s!r} (expected .csv, .tsv, .jsonl or .parquet)")
 
 
+#: the first pyarrow that does not unpickle ``PyExtensionType`` metadata from the files it reads
+SAFE_PYARROW = (14, 0, 1)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"14.0.1"`` -> ``(14, 0, 1)``; a development suffix is ignored (``"15.0.0.dev1"`` -> ``(15, 0, 0)``)."""
+    parts = []
+    for p in text.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, p))
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def unsafe_pyarrow_message(version: str) -> str | None:
+    """Why this pyarrow may not read a user's parquet file, or None. CVE-2023-47248: pyarrow < 14.0.1
+    unpickles extension-type metadata stored in the file, so opening a parquet file could run code."""
+    if version_tuple(version) < SAFE_PYARROW:
+        return (f"pyarrow {version} can run code stored in a parquet file; parquet files need "
+                f"pyarrow >= {'.'.join(map(str, SAFE_PYARROW))}")
+    return None
+
+
 def _parquet(path: Path):
     try:
+        import pyarrow
         import pyarrow.parquet as pq
     except ModuleNotFoundError:
         from zscir.extras import install_hint
 
         raise DataError(f"{path}: parquet manifests need pyarrow: {install_hint('data')}") from None
+    unsafe = unsafe_pyarrow_message(pyarrow.__version__)
+    if unsafe:
+        raise DataError(f"{path}: {unsafe}")
     check_regular(path, "manifest")
     try:
         return pq.ParquetFile(path)

@@ -38,7 +38,7 @@ from zscir.data.cells import BadCell, text_of
 from zscir.data.files import open_regular
 from zscir.data.imageio import ImageRejected
 from zscir.data.records import DataError
-from zscir.data.tables import TEXT_COLUMNS, pick_column
+from zscir.data.tables import TEXT_COLUMNS, pick_column, unsafe_pyarrow_message
 from zscir.index.names import escape_name
 from zscir.index.source_rules import (DEFAULT_MAX_BYTES, MAX_DEFAULT_PARTITIONS, ROW_URL_SCHEMES, check_partition,
                                       check_protocol, error_record, local_path, open_url, read_local_bytes,
@@ -60,8 +60,6 @@ MAX_PATH_CHARS = 4096
 ROWS_PER_PARTITION = 100_000
 #: parquet rows decoded at a time
 BATCH_ROWS = 4096
-#: the first pyarrow that does not unpickle ``PyExtensionType`` metadata from the files it reads
-SAFE_PYARROW = (14, 0, 1)
 _FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
 _OPTIONS = ("image_column", "caption_column", "allow_remote", "max_bytes", "allow_pipe")
 
@@ -70,14 +68,6 @@ def _suffix(location: str) -> str:
     path = urlparse(location).path if value_scheme(location) else location
     return os.path.splitext(path)[1].lower()
 
-
-def _version(text: str) -> tuple[int, ...]:
-    """``"14.0.1"`` -> ``(14, 0, 1)``; a development suffix is ignored (``"15.0.0.dev1"`` -> ``(15, 0, 0)``)."""
-    parts = []
-    for p in text.split(".")[:3]:
-        digits = "".join(itertools.takewhile(str.isdigit, p))
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 def is_table_spec(spec: str) -> bool:
@@ -177,9 +167,9 @@ class TableIndexSource:
             from zscir.extras import install_hint
 
             raise SourceError(f"{self.spec}: parquet tables need pyarrow: {install_hint('data')}") from None
-        if _version(pyarrow.__version__) < SAFE_PYARROW:  # CVE-2023-47248: a file's extension type unpickled
-            raise SourceError(f"{self.spec}: pyarrow {pyarrow.__version__} can run code stored in a parquet file; "
-                              f"parquet tables need pyarrow >= {'.'.join(map(str, SAFE_PYARROW))}")
+        unsafe = unsafe_pyarrow_message(pyarrow.__version__)
+        if unsafe:
+            raise SourceError(f"{self.spec}: {unsafe}")
         try:
             return pq.ParquetFile(f)
         except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
