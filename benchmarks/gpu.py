@@ -5,7 +5,8 @@ autocast, one DDP run with NCCL on all visible GPUs (world size = GPU count, 1 i
 an all-reduce and DDP's gradient sync still run through NCCL), `build_index` throughput at 224 px with a random
 ViT-B/32-sized CLIP on synthetic JPEGs (clip-retrieval reports about 7,000 samples/s on 8 A100s for ViT-B/32,
 bound by resizing), an eval on a small world benchmark, and CPU against CUDA embeddings of the same model and
-pictures (cosine >= 0.999). It prints one markdown table and exits 1 if any check failed; nothing is
+pictures (cosine >= 0.999). Each trainer row reports the device and precision the run recorded in its
+train_log.json, and fails when that is not the device asked for. It prints one markdown table and exits 1 if any check failed; nothing is
 downloaded, and everything is written in a temporary folder that is removed at the end.
 
 Time: the sizes keep the whole run to a few minutes; a check that would start after ``budget_s`` is not run
@@ -14,9 +15,8 @@ NCCL or driver cannot hold the machine.
 
 Without CUDA it prints ``no CUDA device: nothing to check`` and exits 0. ``--dry-run`` runs the same checks
 on the CPU with tiny sizes (seconds), so the plumbing is tested on machines without a GPU
-(tests/test_gpu_check.py); the trainers that have no device option (clip, fusiondiff-prior,
-fusiondiff-adapter) run on the CPU in both modes and their rows say so; LiT has no precision option and
-trains its heads in fp32.
+(tests/test_gpu_check.py, tests/test_gpu_devices_trainers.py: every `zscir train` command must have a row);
+LiT has no precision option and trains its heads in fp32.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ NO_CUDA = "no CUDA device: nothing to check"
 TRAINER_CHECKS = ("clip", "lit", "tscir-stage1", "tscir-stage2", "fusiondiff-prior", "fusiondiff-adapter")
 OTHER_CHECKS = ("ddp", "index", "eval", "cpu-vs-cuda")
 CHECKS = tuple(f"train-{t}" for t in TRAINER_CHECKS) + OTHER_CHECKS
-#: trainers whose config has no device option: they run on the CPU even in the CUDA run
-CPU_ONLY_TRAINERS = ("clip", "fusiondiff-prior", "fusiondiff-adapter")
+#: the run folder (under the check's work folder) each trainer writes its train_log.json to
+TRAINER_FOLDERS = {"clip": "clip", "lit": "lit", "tscir-stage1": "stage1", "tscir-stage2": "stage2",
+                   "fusiondiff-prior": "prior", "fusiondiff-adapter": "adapter"}
 COLUMNS = ["check", "status", "seconds", "device", "numbers"]
 #: the world benchmark's sizes for the eval row (small: the row checks that eval runs on the device)
 EVAL_WORLD = dict(n_cirr_sets=20, queries_per_set=2, n_circo_queries=12, n_circo_distractors=60, n_pairs=3000,
@@ -161,8 +162,22 @@ class _Checks:
         self.dev = resolve_device(cfg.device)
         self.device = str(self.dev)
 
-    def _where(self, trainer: str) -> str:
-        return "cpu (no device option)" if trainer in CPU_ONLY_TRAINERS else self.device
+    def recorded(self, trainer: str) -> tuple[str, bool]:
+        """(device, bf16) the trainer's run recorded in its train_log.json; a device other than the one
+        asked for (a trainer that ignored ``device``) fails the row."""
+        import torch
+
+        folder = self.work / TRAINER_FOLDERS[trainer]
+        config = json.loads((folder / "train_log.json").read_text(encoding="utf-8"))["config"]
+        device = str(config.get("device", "?"))
+        try:
+            dev = torch.device(device)
+            same = dev.type == self.dev.type and dev.index in (None, self.dev.index)
+        except (RuntimeError, ValueError):
+            same = False
+        if not same:
+            raise AssertionError(f"{trainer} trained on {device!r}, not on {self.device}")
+        return device, bool(config.get("bf16", False))
 
     def train(self, trainer: str) -> dict[str, Any]:
         from zscir.backbones.registry import TinyCLIPConfig, shipped_model_dir
@@ -182,7 +197,8 @@ class _Checks:
                                   text_width=32, text_layers=1, text_heads=2, projection_dim=32, vocab_size=300,
                                   max_text_len=32)
             r = train_clip(CLIPTrainConfig(n_pairs=4 * batch, n_val=8, warmup=1, arch=arch, vocab_size=300, bf16=True,
-                                           tokenizer=str(shipped_model_dir("world-clip")), **common),
+                                           tokenizer=str(shipped_model_dir("world-clip")), device=self.device,
+                                           **common),
                            w / "clip", progress=False)
         elif trainer == "lit":
             r = self._lit()
@@ -198,15 +214,16 @@ class _Checks:
             r = train_prior(PriorTrainConfig(model="tiny-clip-test", n_val=8, threads=1, bf16=True,
                                              cache_dir=str(w / "cache"), joint=JointConfig(bank_pairs=4 * batch),
                                              prior=PriorConfig(width=32, layers=2, heads=2, num_train_timesteps=100),
-                                             **common), w / "prior", progress=False)
+                                             device=self.device, **common), w / "prior", progress=False)
         elif trainer == "fusiondiff-adapter":
             r = train_adapter(AdapterTrainConfig(prior=str(w / "prior"), n_triplets=4 * batch, n_val=8, threads=1,
-                                                 bf16=True, cache_dir=str(w / "cache"), **common),
+                                                 bf16=True, cache_dir=str(w / "cache"), device=self.device,
+                                                 **common),
                               w / "adapter", progress=False)
         else:
             raise ValueError(f"unknown trainer {trainer!r}")
-        bf16 = trainer != "lit"  # LiT has no precision option: its heads train in fp32
-        return {"numbers": _fmt({"bf16": bf16, **_last_loss(r)}), "device": self._where(trainer)}
+        device, bf16 = self.recorded(trainer)  # LiT has no precision option: its heads train in fp32
+        return {"numbers": _fmt({"bf16": bf16, **_last_loss(r)}), "device": device}
 
     def _lit(self) -> dict[str, Any]:
         from zscir.backbones.lit import LiTBackbone, LiTConfig, default_towers_installed
