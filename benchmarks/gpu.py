@@ -263,6 +263,8 @@ class _Checks:
             raise AssertionError(f"the ranks' weights differ after DDP steps: {res}")
         if not all(r["all_reduce"] == world * (world + 1) / 2 for r in res):
             raise AssertionError(f"all_reduce gave a wrong sum: {res}")
+        if not all(r["gathered"] for r in res):
+            raise AssertionError(f"gather_with_grad (uneven slices) gave wrong rows: {res}")
         return {"numbers": _fmt({"backend": c.ddp_backend, "world": world, "steps": c.train_steps,
                                  "last_loss": res[0]["loss"]}),
                 "device": f"{res[0]['device']} x{world}"}
@@ -367,7 +369,8 @@ def _free_port() -> int:
 
 def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: int) -> None:
     """One rank of the DDP check: join the group through zscir's helpers, train a small model wrapped by
-    `wrap_ddp` on the rank's device in bf16 autocast, all-reduce a known tensor, and write what it saw."""
+    `wrap_ddp` on the rank's device in bf16 autocast, all-reduce a known tensor, gather slices of unequal length
+    with the trainers' `gather_with_grad`, and write what it saw."""
     import torch
     import torch.distributed as dist
 
@@ -375,7 +378,7 @@ def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: 
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from zscir.backbones.devices import ddp_device
-    from zscir.train.distributed import all_gather_object, init_distributed, wrap_ddp
+    from zscir.train.distributed import all_gather_object, gather_with_grad, init_distributed, wrap_ddp
 
     # the group is created here so that a world of 1 also runs through the backend (zscir skips it at 1)
     dev = ddp_device(rank, backend)
@@ -399,10 +402,15 @@ def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: 
         dist.all_reduce(total)
         flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
         sums = all_gather_object(flat.tolist(), ctx)
+        # the trainers' contrastive gather, with slices of unequal length (rank r has r + 1 rows of value r)
+        rows = gather_with_grad(torch.full((rank + 1, 4), float(rank), device=dev, requires_grad=True), ctx)
+        want = torch.cat([torch.full((r + 1, 4), float(r)) for r in range(world)]) if ctx.enabled else \
+            torch.full((rank + 1, 4), float(rank))
+        gathered = bool(rows.shape == want.shape and torch.equal(rows.detach().cpu(), want))
         same = all(torch.allclose(torch.tensor(s), flat, atol=1e-6) for s in sums)
         Path(out, f"rank{rank}.json").write_text(json.dumps(
             {"same_weights": bool(same), "all_reduce": float(total.item()), "loss": float(loss.item()),
-             "device": str(dev)}))
+             "gathered": gathered, "device": str(dev)}))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
