@@ -65,10 +65,12 @@ class PriorTrainConfig:
 def _val_loss(prior: DiffusionPrior, z0: torch.Tensor, cond: torch.Tensor, seed: int = 123) -> float:
     """Denoising loss on held-out pairs with fixed noise and time steps (comparable across steps)."""
     prior.eval()
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    loss = float(prior.loss(z0, cond, cond_dropout=0.0))
-    torch.set_rng_state(state)
+    # the training stream is restored afterwards, the GPU's too (only rank 0 evaluates: a reseeded CUDA
+    # stream there would give the ranks different noise / time steps from then on)
+    on = z0.device
+    with torch.random.fork_rng(devices=[on] if on.type == "cuda" else []):
+        torch.manual_seed(seed)
+        loss = float(prior.loss(z0, cond, cond_dropout=0.0))
     prior.train()
     return loss
 
