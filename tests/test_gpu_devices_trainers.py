@@ -127,6 +127,38 @@ def test_the_option_reaches_the_trainer_config(tmp_path, monkeypatch, trainer):
     assert seen == ["cpu", "cpu"]
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 8, 8, 3), (0, 4, 4, 3)])
+def test_pixels_are_normalised_on_the_batchs_device(shape):
+    """A trainer sends the uint8 batch to its device first (4x fewer bytes than floats); the normalisation
+    then runs there ("meta" stands in for a GPU: no CPU tensor may enter the arithmetic)."""
+    from zscir.train.common import uint8_to_pixels
+
+    out = uint8_to_pixels(torch.zeros(shape, dtype=torch.uint8, device="meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (shape[0], 3, shape[1], shape[2])
+    cpu = uint8_to_pixels(torch.full(shape, 255, dtype=torch.uint8))
+    assert cpu.dtype == torch.float32 and (shape[0] == 0 or float(cpu.max()) > 1.5)  # (1 - mean) / std
+
+
+def test_clip_sends_each_batch_to_its_device(tmp_path, monkeypatch):
+    """The CLIP trainer's batches go to the device `train_device` gave it (spied on the CPU)."""
+    from zscir.train import clip
+
+    moved = []
+    real = clip.uint8_to_pixels
+
+    def spy(batch, *a, **kw):
+        moved.append((type(batch).__name__, getattr(batch, "dtype", None), getattr(batch, "device", None)))
+        return real(batch, *a, **kw)
+
+    monkeypatch.setattr(clip, "uint8_to_pixels", spy)
+    cfg = clip.CLIPTrainConfig(model="tiny-clip-test", steps=2, batch_size=4, n_pairs=16, n_val=4, threads=1,
+                               eval_every=1000)
+    r = clip.train_clip(cfg, tmp_path / "clip", progress=False)
+    assert len(r["losses"]) == 2
+    steps = moved[:2]  # the two training batches (evaluation converts its own afterwards)
+    assert steps == [("Tensor", torch.uint8, torch.device("cpu"))] * 2
+
+
 # --- a device this machine lacks, or no device at all: one line, no folder ----------------------------------
 
 @no_cuda

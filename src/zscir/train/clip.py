@@ -239,12 +239,13 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
             idx = rng.choice(len(train), size=batch, replace=False)
             caps = [train.captions[i][rng.integers(len(train.captions[i]))] for i in idx]
             # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
-            pix, local_caps, n = uint8_to_pixels(train.images[local_slice(idx, ctx)]), local_slice(caps, ctx), len(idx)
+            pix = uint8_to_pixels(torch.from_numpy(train.images[local_slice(idx, ctx)]).to(dev))  # uint8 to the device
+            local_caps, n = local_slice(caps, ctx), len(idx)
         else:
             batch = next(stream)
             waits.append(time.perf_counter() - t_wait)
             local_caps = [c[rng.integers(len(c))] for c in batch.captions]
-            pix, n = uint8_to_pixels(batch.pixels), cfg.batch_size
+            pix, n = uint8_to_pixels(batch.pixels.to(dev, non_blocking=True)), cfg.batch_size  # pinned on CUDA
         ie, te, scale = net(pix, backbone.tokenize(local_caps))
         ie, te = gather_with_grad(ie, ctx), gather_with_grad(te, ctx)
         logits = scale * ie @ te.T
