@@ -6,8 +6,9 @@ an all-reduce and DDP's gradient sync still run through NCCL), `build_index` thr
 ViT-B/32-sized CLIP on synthetic JPEGs (clip-retrieval reports about 7,000 samples/s on 8 A100s for ViT-B/32,
 bound by resizing), an eval on a small world benchmark, and CPU against CUDA embeddings of the same model and
 pictures (cosine >= 0.999). Each trainer row reports the device and precision the run recorded in its
-train_log.json, and fails when that is not the device asked for. It prints one markdown table and exits 1 if any check failed; nothing is
-downloaded, and everything is written in a temporary folder that is removed at the end.
+train_log.json, and fails when that is not the device asked for. It prints one markdown table and exits 1 if
+any check failed; nothing is downloaded, and everything is written in a temporary folder that is removed at
+the end.
 
 Time: the sizes keep the whole run to a few minutes; a check that would start after ``budget_s`` is not run
 (a failed row), and a watchdog ends the process with the table so far at ``hard_limit_s`` (8 min), so a hung
