@@ -5,8 +5,10 @@ autocast, one DDP run with NCCL on all visible GPUs (world size = GPU count, 1 i
 an all-reduce and DDP's gradient sync still run through NCCL), `build_index` throughput at 224 px with a random
 ViT-B/32-sized CLIP on synthetic JPEGs (clip-retrieval reports about 7,000 samples/s on 8 A100s for ViT-B/32,
 bound by resizing), an eval on a small world benchmark, and CPU against CUDA embeddings of the same model and
-pictures (cosine >= 0.999). It prints one markdown table and exits 1 if any check failed; nothing is
-downloaded, and everything is written in a temporary folder that is removed at the end.
+pictures (cosine >= 0.999). Each trainer row reports the device and precision the run recorded in its
+train_log.json, and fails when that is not the device asked for. It prints one markdown table and exits 1 if
+any check failed; nothing is downloaded, and everything is written in a temporary folder that is removed at
+the end.
 
 Time: the sizes keep the whole run to a few minutes; a check that would start after ``budget_s`` is not run
 (a failed row), and a watchdog ends the process with the table so far at ``hard_limit_s`` (8 min), so a hung
@@ -14,9 +16,8 @@ NCCL or driver cannot hold the machine.
 
 Without CUDA it prints ``no CUDA device: nothing to check`` and exits 0. ``--dry-run`` runs the same checks
 on the CPU with tiny sizes (seconds), so the plumbing is tested on machines without a GPU
-(tests/test_gpu_check.py); the trainers that have no device option (clip, fusiondiff-prior,
-fusiondiff-adapter) run on the CPU in both modes and their rows say so; LiT has no precision option and
-trains its heads in fp32.
+(tests/test_gpu_check.py, tests/test_gpu_devices_trainers.py: every `zscir train` command must have a row);
+LiT has no precision option and trains its heads in fp32.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ NO_CUDA = "no CUDA device: nothing to check"
 TRAINER_CHECKS = ("clip", "lit", "tscir-stage1", "tscir-stage2", "fusiondiff-prior", "fusiondiff-adapter")
 OTHER_CHECKS = ("ddp", "index", "eval", "cpu-vs-cuda")
 CHECKS = tuple(f"train-{t}" for t in TRAINER_CHECKS) + OTHER_CHECKS
-#: trainers whose config has no device option: they run on the CPU even in the CUDA run
-CPU_ONLY_TRAINERS = ("clip", "fusiondiff-prior", "fusiondiff-adapter")
+#: the run folder (under the check's work folder) each trainer writes its train_log.json to
+TRAINER_FOLDERS = {"clip": "clip", "lit": "lit", "tscir-stage1": "stage1", "tscir-stage2": "stage2",
+                   "fusiondiff-prior": "prior", "fusiondiff-adapter": "adapter"}
 COLUMNS = ["check", "status", "seconds", "device", "numbers"]
 #: the world benchmark's sizes for the eval row (small: the row checks that eval runs on the device)
 EVAL_WORLD = dict(n_cirr_sets=20, queries_per_set=2, n_circo_queries=12, n_circo_distractors=60, n_pairs=3000,
@@ -161,8 +163,22 @@ class _Checks:
         self.dev = resolve_device(cfg.device)
         self.device = str(self.dev)
 
-    def _where(self, trainer: str) -> str:
-        return "cpu (no device option)" if trainer in CPU_ONLY_TRAINERS else self.device
+    def recorded(self, trainer: str) -> tuple[str, bool]:
+        """(device, bf16) the trainer's run recorded in its train_log.json; a device other than the one
+        asked for (a trainer that ignored ``device``) fails the row."""
+        import torch
+
+        folder = self.work / TRAINER_FOLDERS[trainer]
+        config = json.loads((folder / "train_log.json").read_text(encoding="utf-8"))["config"]
+        device = str(config.get("device", "?"))
+        try:
+            dev = torch.device(device)
+            same = dev.type == self.dev.type and dev.index in (None, self.dev.index)
+        except (RuntimeError, ValueError):
+            same = False
+        if not same:
+            raise AssertionError(f"{trainer} trained on {device!r}, not on {self.device}")
+        return device, bool(config.get("bf16", False))
 
     def train(self, trainer: str) -> dict[str, Any]:
         from zscir.backbones.registry import TinyCLIPConfig, shipped_model_dir
@@ -182,7 +198,8 @@ class _Checks:
                                   text_width=32, text_layers=1, text_heads=2, projection_dim=32, vocab_size=300,
                                   max_text_len=32)
             r = train_clip(CLIPTrainConfig(n_pairs=4 * batch, n_val=8, warmup=1, arch=arch, vocab_size=300, bf16=True,
-                                           tokenizer=str(shipped_model_dir("world-clip")), **common),
+                                           tokenizer=str(shipped_model_dir("world-clip")), device=self.device,
+                                           **common),
                            w / "clip", progress=False)
         elif trainer == "lit":
             r = self._lit()
@@ -198,15 +215,16 @@ class _Checks:
             r = train_prior(PriorTrainConfig(model="tiny-clip-test", n_val=8, threads=1, bf16=True,
                                              cache_dir=str(w / "cache"), joint=JointConfig(bank_pairs=4 * batch),
                                              prior=PriorConfig(width=32, layers=2, heads=2, num_train_timesteps=100),
-                                             **common), w / "prior", progress=False)
+                                             device=self.device, **common), w / "prior", progress=False)
         elif trainer == "fusiondiff-adapter":
             r = train_adapter(AdapterTrainConfig(prior=str(w / "prior"), n_triplets=4 * batch, n_val=8, threads=1,
-                                                 bf16=True, cache_dir=str(w / "cache"), **common),
+                                                 bf16=True, cache_dir=str(w / "cache"), device=self.device,
+                                                 **common),
                               w / "adapter", progress=False)
         else:
             raise ValueError(f"unknown trainer {trainer!r}")
-        bf16 = trainer != "lit"  # LiT has no precision option: its heads train in fp32
-        return {"numbers": _fmt({"bf16": bf16, **_last_loss(r)}), "device": self._where(trainer)}
+        device, bf16 = self.recorded(trainer)  # LiT has no precision option: its heads train in fp32
+        return {"numbers": _fmt({"bf16": bf16, **_last_loss(r)}), "device": device}
 
     def _lit(self) -> dict[str, Any]:
         from zscir.backbones.lit import LiTBackbone, LiTConfig, default_towers_installed
@@ -246,6 +264,8 @@ class _Checks:
             raise AssertionError(f"the ranks' weights differ after DDP steps: {res}")
         if not all(r["all_reduce"] == world * (world + 1) / 2 for r in res):
             raise AssertionError(f"all_reduce gave a wrong sum: {res}")
+        if not all(r["gathered"] for r in res):
+            raise AssertionError(f"gather_with_grad (uneven slices) gave wrong rows: {res}")
         return {"numbers": _fmt({"backend": c.ddp_backend, "world": world, "steps": c.train_steps,
                                  "last_loss": res[0]["loss"]}),
                 "device": f"{res[0]['device']} x{world}"}
@@ -350,7 +370,8 @@ def _free_port() -> int:
 
 def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: int) -> None:
     """One rank of the DDP check: join the group through zscir's helpers, train a small model wrapped by
-    `wrap_ddp` on the rank's device in bf16 autocast, all-reduce a known tensor, and write what it saw."""
+    `wrap_ddp` on the rank's device in bf16 autocast, all-reduce a known tensor, gather slices of unequal length
+    with the trainers' `gather_with_grad`, and write what it saw."""
     import torch
     import torch.distributed as dist
 
@@ -358,7 +379,7 @@ def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: 
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from zscir.backbones.devices import ddp_device
-    from zscir.train.distributed import all_gather_object, init_distributed, wrap_ddp
+    from zscir.train.distributed import all_gather_object, gather_with_grad, init_distributed, wrap_ddp
 
     # the group is created here so that a world of 1 also runs through the backend (zscir skips it at 1)
     dev = ddp_device(rank, backend)
@@ -382,10 +403,15 @@ def ddp_worker(rank: int, world: int, port: int, backend: str, out: str, steps: 
         dist.all_reduce(total)
         flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
         sums = all_gather_object(flat.tolist(), ctx)
+        # the trainers' contrastive gather, with slices of unequal length (rank r has r + 1 rows of value r)
+        rows = gather_with_grad(torch.full((rank + 1, 4), float(rank), device=dev, requires_grad=True), ctx)
+        want = torch.cat([torch.full((r + 1, 4), float(r)) for r in range(world)]) if ctx.enabled else \
+            torch.full((rank + 1, 4), float(rank))
+        gathered = bool(rows.shape == want.shape and torch.equal(rows.detach().cpu(), want))
         same = all(torch.allclose(torch.tensor(s), flat, atol=1e-6) for s in sums)
         Path(out, f"rank{rank}.json").write_text(json.dumps(
             {"same_weights": bool(same), "all_reduce": float(total.item()), "loss": float(loss.item()),
-             "device": str(dev)}))
+             "gathered": gathered, "device": str(dev)}))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

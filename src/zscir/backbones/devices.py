@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DEVICE_SPECS", "DeviceError", "cuda_count", "resolve_device", "ddp_device", "pin_memory"]
+__all__ = ["DEVICE_SPECS", "DeviceError", "cuda_count", "resolve_device", "train_device", "ddp_device", "pin_memory"]
 
 #: what a device option accepts (``mps`` where PyTorch offers it)
 DEVICE_SPECS = "auto, cpu, cuda, cuda:N or mps"
@@ -52,6 +52,18 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise DeviceError(f"{spec!r}: MPS is not available on this machine (use cpu)")
         return dev
     raise DeviceError(f"{spec!r}: unsupported device type; expected {DEVICE_SPECS}")
+
+
+def train_device(spec: str | torch.device | None, local_rank: int | None = None) -> torch.device:
+    """The device a trainer places its model and batches on: `resolve_device`, and under ``torchrun``
+    (``local_rank`` given) a CUDA spec means this rank's own GPU ``cuda:<local_rank>``, made current, so the
+    ranks of one node do not all train on cuda:0."""
+    dev = resolve_device(spec)
+    if local_rank is None or dev.type != "cuda":
+        return dev
+    dev = resolve_device(f"cuda:{int(local_rank)}")
+    torch.cuda.set_device(dev)
+    return dev
 
 
 def ddp_device(local_rank: int, backend: str | None) -> torch.device:

@@ -24,6 +24,10 @@ OUT = ("--out", "-o")
 OPTION = ("--option", "-O")
 #: ``--threads N`` of every command that runs torch (the choice itself: `zscir.threads`)
 THREADS = typer.Option(None, "--threads", min=0, help=THREADS_HELP)
+#: help of a trainer's ``--device`` (placement: `zscir.backbones.devices.train_device`; the value is checked
+#: against this machine by `zscir.cli.common.check_device` before any work)
+TRAIN_DEVICE_HELP = ("Device of the model and batches: cpu, cuda, cuda:N or mps (under torchrun each rank "
+                     "takes its own GPU); the run's train_log.json records it.")
 
 #: where the real pictures' Debian packages are (`zscir demo --real`, `zscir eval --benchmark real`,
 #: `zscir data build-benchmark`); defaults: Debian's paths (`zscir.data.real.sources.RealSources`)

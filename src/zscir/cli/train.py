@@ -8,7 +8,7 @@ import typer
 
 from zscir.cli.data import ALLOW_PIPE, DATA, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
 from zscir.threads import THREADS_HELP
-from zscir.cli.options import OUT
+from zscir.cli.options import OUT, TRAIN_DEVICE_HELP
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
 train_app = typer.Typer(help="Train models (world CLIP, method stages).", no_args_is_help=True)
@@ -24,6 +24,7 @@ def train_clip_cmd(
     seed: int = typer.Option(0),
     world_seed: int = typer.Option(0),
     threads: int = typer.Option(None, min=0, help=THREADS_HELP),
+    device: str = typer.Option("cpu", help=TRAIN_DEVICE_HELP),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
     eval_every: int = typer.Option(None),
     model: str = typer.Option(None, help="Start from this backbone instead of a random world-CLIP architecture."),
@@ -40,7 +41,7 @@ def train_clip_cmd(
     from zscir.train.clip import CLIPTrainConfig, train_clip
     from zscir.train.distributed import report_once
 
-    cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads, model=model,
+    cfg = CLIPTrainConfig(seed=seed, world_seed=world_seed, threads=threads, model=model, device=device,
                           bf16=parse_precision(precision),
                           data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
                                             streaming=streaming, allow_pipe=allow_pipe))

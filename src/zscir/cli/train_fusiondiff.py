@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.data import ALLOW_PIPE, DATA, ID_TEMPLATE, IMAGE_COLUMN, IMAGE_ROOT, TEXT_COLUMN, VAL_DATA, WORKERS, data_errors, data_options
+from zscir.cli.options import TRAIN_DEVICE_HELP
 from zscir.threads import THREADS_HELP
 from zscir.train.precision import PRECISION_HELP, Precision, parse_precision
 
@@ -34,6 +35,7 @@ def register_train(train_app: typer.Typer) -> None:
         prediction_type: str = typer.Option(None, help="sample (x0) | epsilon"),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
         threads: int = typer.Option(None, min=0, help=THREADS_HELP),
+        device: str = typer.Option("cpu", help=TRAIN_DEVICE_HELP),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, image_column: str = IMAGE_COLUMN,
@@ -50,7 +52,7 @@ def register_train(train_app: typer.Typer) -> None:
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
         from zscir.train.distributed import report_once
 
-        cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads,
+        cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads, device=device,
                                data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
                                                  allow_pipe=allow_pipe),
                                bf16=parse_precision(precision))
@@ -83,6 +85,7 @@ def register_train(train_app: typer.Typer) -> None:
         steps: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
         eval_every: int = typer.Option(None), seed: int = typer.Option(0), world_seed: int = typer.Option(0),
         threads: int = typer.Option(None, min=0, help=THREADS_HELP),
+        device: str = typer.Option("cpu", help=TRAIN_DEVICE_HELP),
         resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
         progress: bool = typer.Option(True),
         data: str = DATA, val_data: str = VAL_DATA, image_root: Path = IMAGE_ROOT, id_template: str = ID_TEMPLATE,
@@ -94,6 +97,7 @@ def register_train(train_app: typer.Typer) -> None:
         from zscir.train.distributed import report_once
 
         cfg = AdapterTrainConfig(prior=str(prior), model=model, seed=seed, world_seed=world_seed, threads=threads,
+                                 device=device,
                                  data=data_options(data, val_data, image_root, id_template=id_template),
                                  bf16=parse_precision(precision))
         cfg = replace(cfg, **_overrides(max_triplets=max_triplets, n_triplets=n_triplets, steps=steps,

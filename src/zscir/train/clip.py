@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from zscir.backbones.devices import pin_memory, train_device
 from zscir.backbones.registry import WORLD_CLIP_CONFIG, TinyCLIPConfig, build_random_clip
 from zscir.backbones.tokenizer import train_bpe_tokenizer
 from zscir.data import PairTable, get_pair_data
@@ -64,7 +65,7 @@ class _DualEncoder(torch.nn.Module):
         self.bf16 = bf16
 
     def forward(self, pix, tok):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.model.logit_scale.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             ie = self._backbone.encode_image(pix)
             te = self._backbone.encode_text(tok)
         return ie.float(), te.float(), self.model.logit_scale.exp().clamp(max=100)
@@ -89,6 +90,9 @@ class CLIPTrainConfig:
     # fp32 by default: it reproduces the shipped world CLIP, and bf16 autocast is faster only on an idle
     # AVX512-BF16 CPU (slower on a busy one); None = from the hardware (zscir.train.precision)
     bf16: bool | None = False
+    # where the model and batches go (zscir.backbones.devices: auto, cpu, cuda, cuda:N, mps; under torchrun
+    # a CUDA device is each rank's own GPU); the run config records the resolved device
+    device: str = "cpu"
     tokenizer: str | None = None  # a saved tokenizer folder to use instead of training one, e.g. the shipped
     # model's (trained before BPE learning was made deterministic); under DDP rank 0 builds it and broadcasts
     arch: TinyCLIPConfig = field(default_factory=lambda: WORLD_CLIP_CONFIG)
@@ -96,15 +100,16 @@ class CLIPTrainConfig:
     data: DataOptions = field(default_factory=DataOptions)
 
 
-def _world_data(cfg: CLIPTrainConfig, progress: bool = False):
-    """The world recipe: ``n_pairs`` training and ``n_val`` validation pairs rendered at the model's size, and
+def _world_data(cfg: CLIPTrainConfig, progress: bool = False, size: int | None = None):
+    """The world recipe: ``n_pairs`` training and ``n_val`` validation pairs rendered at the model's size
+    (``size``: a ``--model``'s input side; default the random architecture's), and
     a tokenizer corpus of every caption variant plus training-set modification phrasings (a real CLIP
     tokenizer knows every English word; ours learns whole-word tokens for the training phrasings' words,
     while the held-out benchmark phrasings fall back to sub-word pieces)."""
     from zscir.data.world_source import training_phrasings
 
     t0 = time.time()
-    size = cfg.arch.image_size
+    size = size or cfg.arch.image_size
     if progress:  # a few seconds without a loop of its own: say what runs (the rendering below has a bar)
         tqdm.write(f"train clip: generating {cfg.n_pairs:,} world pairs + {cfg.n_val:,} for validation")
     data = get_pair_data("world", world_seed=cfg.world_seed, world_n=cfg.n_pairs)
@@ -139,8 +144,8 @@ def _real_data(cfg: CLIPTrainConfig, size: int, progress: bool):
 def evaluate_clip(backbone, val_imgs: np.ndarray, val_captions: list[str], batch_size: int = 500) -> dict:
     """Held-out image→text and text→image R@1/R@5 (×100), one caption per image."""
     backbone.eval()
-    ie = torch.cat([backbone.encode_image(uint8_to_pixels(val_imgs[i : i + batch_size]))
-                    for i in range(0, len(val_imgs), batch_size)])
+    ie = torch.cat([backbone.encode_image(uint8_to_pixels(val_imgs[i : i + batch_size])).float().cpu()
+                    for i in range(0, len(val_imgs), batch_size)])  # on the CPU, as encode_texts' are
     te = backbone.encode_texts(val_captions)
     r = retrieval_recalls(ie, te)
     return {"i2t_R@1": r["a2b_R@1"], "i2t_R@5": r["a2b_R@5"], "t2i_R@1": r["b2a_R@1"], "t2i_R@5": r["b2a_R@5"]}
@@ -157,18 +162,19 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
     out = Path(out_dir)
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
     progress = progress and ctx.is_main
+    dev = train_device(cfg.device, ctx.local_rank if ctx.enabled else None)  # a bad device: before the folder
     open_run(out, "zscir train clip", MODEL_FILES + HF_FILES, ctx)  # a user's folder is refused before any work
     cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
-    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # the world CLIP trains on the CPU
+    cfg = replace(cfg, device=str(dev), bf16=resolve_bf16(cfg.bf16, str(dev)))  # both recorded as resolved
     seed_everything(cfg.seed)
     base = None
     if cfg.model and not (resume and (out / "config.json").exists()):
         from zscir.backbones import create_backbone
 
-        base = create_backbone(cfg.model)
+        base = create_backbone(cfg.model, device=dev)
     size = int(getattr(base, "image_size", cfg.arch.image_size)) if base is not None else cfg.arch.image_size
     if cfg.data.is_world:
-        train, val, corpus = _world_data(cfg, progress)
+        train, val, corpus = _world_data(cfg, progress, size)
     else:
         train, val, corpus = _real_data(cfg, size, progress)
     val_imgs, val_caps = val.images, val.primary
@@ -192,6 +198,7 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
                 if ctx.is_main else None
             tok = broadcast_object(tok, ctx)
         backbone = build_random_clip(cfg.arch, tok, seed=cfg.seed, name="world-clip")
+    backbone.to(dev)  # before the optimiser is made: its state lives beside the parameters
     model = backbone.model
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -212,7 +219,8 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
         lo, hi = local_range(cfg.batch_size, ctx)
         stream = iter(train.loader(hi - lo, size, shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer,
                                    workers=cfg.data.workers, seed=cfg.seed + start, rank=ctx.rank,
-                                   world_size=ctx.world_size, drop_last=True))
+                                   world_size=ctx.world_size, drop_last=True,
+                                   pin_memory=pin_memory(dev, True)))  # pinned only for a CUDA device
     history: list[dict] = []
     if start and (out / "train_log.json").exists():
         history = [h for h in json.loads((out / "train_log.json").read_text())["history"] if h["step"] <= start]
@@ -231,16 +239,17 @@ def train_clip(cfg: CLIPTrainConfig, out_dir: str | Path, resume: bool = False, 
             idx = rng.choice(len(train), size=batch, replace=False)
             caps = [train.captions[i][rng.integers(len(train.captions[i]))] for i in idx]
             # each rank encodes its slice; the loss is over the gathered global batch (see train.distributed)
-            pix, local_caps, n = uint8_to_pixels(train.images[local_slice(idx, ctx)]), local_slice(caps, ctx), len(idx)
+            pix = uint8_to_pixels(torch.from_numpy(train.images[local_slice(idx, ctx)]).to(dev))  # uint8 to the device
+            local_caps, n = local_slice(caps, ctx), len(idx)
         else:
             batch = next(stream)
             waits.append(time.perf_counter() - t_wait)
             local_caps = [c[rng.integers(len(c))] for c in batch.captions]
-            pix, n = uint8_to_pixels(batch.pixels), cfg.batch_size
+            pix, n = uint8_to_pixels(batch.pixels.to(dev, non_blocking=True)), cfg.batch_size  # pinned on CUDA
         ie, te, scale = net(pix, backbone.tokenize(local_caps))
         ie, te = gather_with_grad(ie, ctx), gather_with_grad(te, ctx)
         logits = scale * ie @ te.T
-        target = torch.arange(n)
+        target = torch.arange(n, device=logits.device)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -50,7 +50,7 @@ def gather_with_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    sizes = torch.zeros(ctx.world_size, dtype=torch.long)
+    sizes = torch.zeros(ctx.world_size, dtype=torch.long, device=x.device)  # NCCL reduces only CUDA tensors
     sizes[ctx.rank] = x.shape[0]
     dist.all_reduce(sizes)
     longest = int(sizes.max())

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from zscir.backbones import create_backbone
+from zscir.backbones.devices import train_device
 from zscir.backbones.registry import checked_model_name
 from zscir.methods.fusiondiff.captioner import build_captioner
 from zscir.methods.fusiondiff.checkpoint import captioner_inputs, count_parameters, load_checkpoint, save_checkpoint
@@ -56,6 +57,9 @@ class AdapterTrainConfig:
     threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
     bf16: bool | None = False
+    # where the backbone, prior, adapter and cached features go (zscir.backbones.devices: auto, cpu, cuda,
+    # cuda:N, mps; under torchrun a CUDA device is each rank's own GPU); the run config records the resolved one
+    device: str = "cpu"
     cache_dir: str | None = None
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DataOptions = field(default_factory=DataOptions)  # --data (triplets) / --val-data
@@ -95,17 +99,19 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     Data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch; only rank 0 writes).
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+    dev = train_device(cfg.device, ctx.local_rank if ctx.enabled else None)  # a bad device: before the folder
     out = open_run(out, "zscir train fusiondiff-adapter", MODEL_FILES, ctx)  # a user's folder is refused first
     cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
-    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
+    cfg = replace(cfg, device=str(dev), bf16=resolve_bf16(cfg.bf16, str(dev)))  # the log records both as resolved
     seed_everything(cfg.seed)
     if cfg.adapter.mode not in ("adapter", "full"):
         raise ValueError(f"mode must be 'adapter' or 'full', got {cfg.adapter.mode!r}")
     base_cfg, prior, _ = load_checkpoint(cfg.prior)
+    prior.to(dev)
     # the prior's config names its backbone; a model folder elsewhere must come from the user (--model)
     backbone = backbone or create_backbone(cfg.model or checked_model_name(base_cfg.backbone,
                                                                            Path(cfg.prior) / "config.json"))
-    backbone.freeze()
+    backbone.to(dev).freeze()  # it encodes the (cached) features
     if base_cfg.backbone_fingerprint and base_cfg.backbone_fingerprint != backbone.fingerprint():
         logger.warning("prior was trained on backbone %s, training the adapter on %s",
                        base_cfg.backbone_fingerprint, backbone.fingerprint())
@@ -124,11 +130,13 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
         z0_all = joint.from_embeddings(tgt, None)
         ctrl_all = control_parts(ref, txt, jc.fusion_weight, cfg.adapter.control_parts,
                                  joint.from_embeddings(ref, None))
+    # the features are cached on the CPU; training draws its batches from copies on the device
+    txt, z0_all, ctrl_all = txt.to(dev), z0_all.to(dev), ctrl_all.to(dev)
     n_val = cfg.n_val
     n_train = min(len(ref) - n_val, cfg.max_triplets or len(ref))
     val = slice(len(ref) - n_val, len(ref))  # validation is the tail; training uses a prefix
 
-    adapter = ControlAdapter(prior.denoiser, cfg.adapter)
+    adapter = ControlAdapter(prior.denoiser, cfg.adapter).to(dev)
     adapter.set_statistics(ctrl_all[:n_train])
     if resume and (out / "model.safetensors").exists():
         _, p2, a2 = load_checkpoint(out)
@@ -146,7 +154,7 @@ def train_adapter(cfg: AdapterTrainConfig, out: str | Path, resume: bool = False
     sync_torch_rng(ctx)  # the noise / time steps / CFG dropout come from it: one stream on all ranks
 
     def batch_loss(step: int):
-        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)  # the global batch, on every rank
+        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen).to(dev)  # the global batch, every rank
         return sliced_loss(prior, net, z0_all[i], txt[i], ctx, control=ctrl_all[i])
 
     def save(path: Path, info: dict) -> None:

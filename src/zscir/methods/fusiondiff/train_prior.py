@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from zscir.backbones import create_backbone
+from zscir.backbones.devices import train_device
 from zscir.methods.fusiondiff.captioner import RetrievalCaptioner, bank_from_data
 from zscir.methods.fusiondiff.checkpoint import count_parameters, save_checkpoint
 from zscir.methods.fusiondiff.config import FusionDiffConfig, JointConfig, PriorConfig
@@ -51,6 +52,9 @@ class PriorTrainConfig:
     threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     # fp32 by default: it reproduces the shipped checkpoints; None = bf16 where native (zscir.train.precision)
     bf16: bool | None = False
+    # where the backbone, prior and cached features go (zscir.backbones.devices: auto, cpu, cuda, cuda:N, mps;
+    # under torchrun a CUDA device is each rank's own GPU); the run config records the resolved device
+    device: str = "cpu"
     cache_dir: str | None = None
     joint: JointConfig = field(default_factory=JointConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
@@ -61,10 +65,12 @@ class PriorTrainConfig:
 def _val_loss(prior: DiffusionPrior, z0: torch.Tensor, cond: torch.Tensor, seed: int = 123) -> float:
     """Denoising loss on held-out pairs with fixed noise and time steps (comparable across steps)."""
     prior.eval()
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    loss = float(prior.loss(z0, cond, cond_dropout=0.0))
-    torch.set_rng_state(state)
+    # the training stream is restored afterwards, the GPU's too (only rank 0 evaluates: a reseeded CUDA
+    # stream there would give the ranks different noise / time steps from then on)
+    on = z0.device
+    with torch.random.fork_rng(devices=[on] if on.type == "cuda" else []):
+        torch.manual_seed(seed)
+        loss = float(prior.loss(z0, cond, cond_dropout=0.0))
     prior.train()
     return loss
 
@@ -104,11 +110,12 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     Data-parallel under ``torchrun`` (``cfg.batch_size`` is the global batch; only rank 0 writes).
     """
     ctx = init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+    dev = train_device(cfg.device, ctx.local_rank if ctx.enabled else None)  # a bad device: before the folder
     out = open_run(out, "zscir train fusiondiff-prior", MODEL_FILES, ctx)  # a user's folder is refused first
     cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
-    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, "cpu"))  # auto → this CPU; the log records the choice
+    cfg = replace(cfg, device=str(dev), bf16=resolve_bf16(cfg.bf16, str(dev)))  # the log records both as resolved
     seed_everything(cfg.seed)
-    backbone = backbone or create_backbone(cfg.model)
+    backbone = (backbone or create_backbone(cfg.model)).to(dev)  # it encodes the (cached) features
     backbone.freeze()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     n = cfg.joint.bank_pairs
@@ -122,7 +129,8 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     # a caption bank of the user's own data is stored in the checkpoint (never the spec it came from: a
     # checkpoint is data and may not name a command, URL or file elsewhere, see `checkpoint.check_refs`)
     own_bank = _own_caption_bank(cfg) if ctx.is_main else None
-    img, cap_idx = feats["image"], feats["caption_idx"]
+    # the features are cached on the CPU; training draws its batches from copies on the device
+    img, cap_idx, bank = feats["image"].to(dev), feats["caption_idx"].to(dev), bank.to(dev)
     n_train = len(img) - cfg.n_val
     dim = img.shape[1]
 
@@ -131,26 +139,27 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
 
     fcfg = FusionDiffConfig(embed_dim=dim, joint=cfg.joint, prior=cfg.prior, backbone=cfg.model,
                             backbone_fingerprint=backbone.fingerprint())
-    prior = DiffusionPrior(dim, cfg.prior, fcfg.scale)
+    prior = DiffusionPrior(dim, cfg.prior, fcfg.scale).to(dev)
     if resume and (out / "model.safetensors").exists():
         from zscir.methods.fusiondiff.checkpoint import load_checkpoint
 
         prior.denoiser.load_state_dict(load_checkpoint(out)[1].denoiser.state_dict())
     else:
-        ti = torch.arange(n_train)
+        ti = torch.arange(n_train, device=dev)
         t_txt = bank[cap_idx[ti, 0]]
         prior.denoiser.set_statistics(target(ti, t_txt), t_txt)
     prior.train()
     gen = torch.Generator().manual_seed(cfg.seed)
-    vi = torch.arange(n_train, len(img))
+    vi = torch.arange(n_train, len(img), device=dev)
     v_txt = bank[cap_idx[vi, 0]]
     v_z0 = target(vi, v_txt)
     net = wrap_ddp(Denoise(prior), ctx)
     sync_torch_rng(ctx)  # the noise / time steps / CFG dropout come from it: one stream on all ranks
 
     def batch_loss(step: int):
-        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen)  # the global batch, on every rank
-        v = torch.randint(0, cap_idx.shape[1], (cfg.batch_size,), generator=gen)
+        # the global batch, on every rank (drawn on the CPU: the same indices whatever the device)
+        i = torch.randint(0, n_train, (cfg.batch_size,), generator=gen).to(dev)
+        v = torch.randint(0, cap_idx.shape[1], (cfg.batch_size,), generator=gen).to(dev)
         txt = bank[cap_idx[i, v]]
         return sliced_loss(prior, net, target(i, txt), txt, ctx)
 
