@@ -97,7 +97,9 @@ def _cluster_ids(clusters: Sequence[Hashable] | None, n: int) -> tuple[np.ndarra
 
 
 def _stats(values: np.ndarray, ids: np.ndarray, n_clusters: int, samples: int, seed: int) -> np.ndarray:
-    """The mean of ``values`` over each of ``samples`` cluster redraws (ratio of drawn sums to drawn counts)."""
+    """The mean of ``values`` over each of ``samples`` cluster redraws (ratio of drawn sums to drawn counts), in
+    percent, computed as ``100 * sum / count`` like the point estimate: hits are small integers, so a redraw
+    equal to the sample gives the estimate bit for bit."""
     sums = np.bincount(ids, weights=values, minlength=n_clusters)
     counts = np.bincount(ids, minlength=n_clusters).astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -107,7 +109,7 @@ def _stats(values: np.ndarray, ids: np.ndarray, n_clusters: int, samples: int, s
         draws = rng.integers(0, n_clusters, size=(m, n_clusters))
         flat = (draws + (np.arange(m) * n_clusters)[:, None]).ravel()
         weights = np.bincount(flat, minlength=m * n_clusters).reshape(m, n_clusters).astype(np.float64)
-        out[s0:s0 + m] = (weights @ sums) / (weights @ counts)
+        out[s0:s0 + m] = (100.0 * (weights @ sums)) / (weights @ counts)
     return out
 
 
@@ -115,7 +117,7 @@ def _interval(values: np.ndarray, clusters: Sequence[Hashable] | None, samples: 
               level: float) -> Interval:
     _check(samples, level)
     ids, n_clusters = _cluster_ids(clusters, len(values))
-    stats = 100.0 * _stats(values, ids, n_clusters, int(samples), seed)
+    stats = _stats(values, ids, n_clusters, int(samples), seed)
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(stats, [tail, 1.0 - tail])
     estimate = 100.0 * float(values.sum()) / len(values)
