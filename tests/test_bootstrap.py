@@ -271,3 +271,22 @@ def test_real_results_carry_hits_that_give_the_metrics(small_real, tiny_backbone
     q = evaluate_real(create_composer("image", backbone=tiny_backbone), "test", root=small_real, progress=False,
                       cache_dir=cache, bootstrap=200, resample="query")
     assert q["intervals"]["R@1"]["resample"] == "query" and q["intervals"]["R@1"]["n_clusters"] == len(pq["keys"])
+
+
+def test_mean_of_seeds_averages_hits_and_metrics():
+    from zscir.eval.real import mean_result, paired_table
+
+    s0 = _fake("tscir:checkpoint=a", [1, 0, 1, 0, 0, 0] * 10)
+    s1 = _fake("tscir:checkpoint=b", [1, 1, 0, 0, 0, 0] * 10)
+    base = _fake("sum", [0, 0, 0, 0, 0, 0] * 10)
+    m = mean_result([s0, s1], samples=300)
+    assert m["label"] == "mean(tscir:checkpoint=a, tscir:checkpoint=b)"
+    assert m["metrics"]["R@1"] == pytest.approx((s0["metrics"]["R@1"] + s1["metrics"]["R@1"]) / 2)
+    assert m["per_query"]["hits"]["R@1"][:3] == [1.0, 0.5, 0.5]
+    assert m["intervals"]["R@1"]["estimate"] == pytest.approx(m["metrics"]["R@1"])
+    d = {r["method"]: r for r in paired_table([base, s0, s1, m], samples=300)}
+    assert d[m["label"]]["estimate"] == pytest.approx(m["metrics"]["R@1"]) and d[m["label"]]["excludes_zero"]
+    with pytest.raises(ValueError, match="different queries"):
+        mean_result([s0, _fake("x", [1, 0, 1], keys=["0", "1", "9"])])
+    with pytest.raises(ValueError, match="at least two"):
+        mean_result([s0])

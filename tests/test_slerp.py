@@ -296,6 +296,53 @@ def test_tune_on_val_cli(monkeypatch, tmp_path):
     assert payload[2]["paired"][0]["baseline"] == "sum:weight=0.9"
 
 
+def test_seed_groups():
+    from zscir.eval.tuning import seed_groups
+
+    specs = ["sum", "tscir:checkpoint=a", "pic2word:checkpoint=p", "tscir:checkpoint=b", "tscir:checkpoint=c,x=1",
+             "tscir:x=1,checkpoint=d", "sum:weight=0.3"]
+    assert seed_groups(specs) == [["tscir:checkpoint=a", "tscir:checkpoint=b"],
+                                  ["tscir:checkpoint=c,x=1", "tscir:x=1,checkpoint=d"]]
+
+
+def test_mean_seeds_cli(monkeypatch, tmp_path):
+    """--mean-seeds adds one row per method run with several checkpoints: per-query mean hits, interval, diff."""
+    import types
+
+    import zscir.cli.evaluate as cli_eval
+    import zscir.eval.real as real
+
+    patterns = {"a": lambda i: i % 3 == 0, "b": lambda i: i % 3 == 1, None: lambda i: False}
+
+    def fake_composer(name, model, checkpoint, device, options):
+        ck = options.get("checkpoint", checkpoint)
+        return types.SimpleNamespace(name=name, describe=lambda: {"method": name, "checkpoint": ck})
+
+    def fake_evaluate(composer, split="test", **kw):
+        hits = [int(patterns[composer.describe()["checkpoint"]](i)) for i in range(60)]
+        return {"benchmark": "real", "split": split, "metrics": {"R@1": 100.0 * sum(hits) / 60}, "breakdown": {},
+                "method": composer.describe(), "per_query": {"keys": [str(i) for i in range(60)],
+                                                             "family": [str(i // 2) for i in range(60)],
+                                                             "hits": {"R@1": hits}}}
+
+    monkeypatch.setattr(cli_eval, "make_composer", fake_composer)
+    monkeypatch.setattr(real, "evaluate_real", fake_evaluate)
+    monkeypatch.setattr(real, "ensure_real_benchmark", lambda *a, **k: tmp_path)
+    out = tmp_path / "r.json"
+    res = zscir("eval", "--benchmark", "real", "--no-progress", "-m", "image", "-m", "tscir:checkpoint=a",
+                "-m", "tscir:checkpoint=b", "--mean-seeds", "--bootstrap", "100", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert "mean(tscir:checkpoint=a, tscir:checkpoint=b)" in res.output
+    payload = json.loads(out.read_text())["results"]
+    mean = payload[-1]
+    assert mean["label"] == "mean(tscir:checkpoint=a, tscir:checkpoint=b)"
+    iv = mean["intervals"]["R@1"]
+    assert mean["metrics"]["R@1"] == pytest.approx(100 / 3) and iv["lo"] < iv["estimate"] < iv["hi"]
+    assert mean["per_query"]["hits"]["R@1"][:3] == [0.5, 0.5, 0.0]
+    assert mean["paired"][0]["baseline"] == "image" and mean["paired"][0]["estimate"] == pytest.approx(100 / 3)
+    assert payload[0].get("paired", []) == []  # the baseline has no difference with itself in the table
+
+
 @pytest.mark.parametrize("args, needles", [
     (["--tune-on", "test"], ["--tune-on"]),
     (["--tune-on", "val", "--split", "val"], ["--tune-on"]),
@@ -311,6 +358,7 @@ def test_tuning_and_baseline_mistakes(monkeypatch, tmp_path, args, needles):
                          *args), *needles)
 
 
-def test_tuning_options_only_for_real():
-    one_error_line(zscir("eval", "--benchmark", "world", "--model", MODEL, "-m", "sum", "--tune-on", "val"),
-                   "--benchmark real")
+@pytest.mark.parametrize("args", [["--tune-on", "val"], ["--baseline", "sum"], ["--mean-seeds"],
+                                  ["--resample", "query"], ["--bootstrap", "10"]])
+def test_real_only_options_refused_elsewhere(args):
+    one_error_line(zscir("eval", "--benchmark", "world", "--model", MODEL, "-m", "sum", *args), "--benchmark real")

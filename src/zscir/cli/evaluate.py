@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(2000, min=0, help="Real: bootstrap redraws of the 95 % intervals (0: none)."),
         resample: str = typer.Option("family", help="Real: what the bootstrap redraws: family (concept families, "
                                                     "the default: their queries are correlated) or query."),
+        mean_seeds: bool = typer.Option(False, "--mean-seeds", help="Real: also a row averaging the methods that "
+                                                                    "differ only in their checkpoint (seeds), "
+                                                                    "per query, with its interval and difference."),
         threads: int = THREADS,
         emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST, tuxpaint_dir: Path = TUXPAINT_DIR,
     ) -> None:
@@ -56,8 +59,8 @@ def register(app: typer.Typer) -> None:
         check_out_path(output)
         check_output_file(output, "results file (--out)")
         options = parse_options(option)
-        if benchmark != "real" and (tune_on or baseline):
-            fail("--tune-on and --baseline are options of --benchmark real")
+        if benchmark != "real" and (tune_on or baseline or mean_seeds or resample != "family" or bootstrap != 2000):
+            fail("--tune-on, --baseline, --mean-seeds, --bootstrap and --resample are options of --benchmark real")
         if tune_on is not None and (tune_on != "val" or (split or "test") != "test"):
             fail(f"--tune-on {tune_on} --split {split or 'test'}: tuning is on val and the report on test "
                  "(--tune-on val --split test)")
@@ -138,6 +141,8 @@ def register(app: typer.Typer) -> None:
             from zscir.eval.real import format_real_table, paired_table
 
             try:
+                if mean_seeds:
+                    results = results + _seed_means(results, bootstrap, resample)
                 paired = paired_table(results, baseline, samples=bootstrap, resample=resample) if bootstrap else []
             except ValueError as e:
                 fail(str(e))
@@ -179,3 +184,13 @@ def _tuned(method: list[str], evaluate) -> list[dict]:
         r["tuned_on"] = {"split": "val", "metric": "R@1", "group": g.name, "knob": g.knob, "chosen": pick, "val": val}
         results.append(r)
     return results
+
+
+def _seed_means(results: list[dict], bootstrap: int, resample: str) -> list[dict]:
+    """``--mean-seeds``: one averaged result per group of results that differ only in their checkpoint."""
+    from zscir.eval.real import mean_result
+    from zscir.eval.tuning import seed_groups
+
+    by_label = {r["label"]: r for r in results}
+    return [mean_result([by_label[m] for m in group], bootstrap, resample)
+            for group in seed_groups(list(by_label))]

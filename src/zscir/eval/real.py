@@ -136,6 +136,35 @@ def result_intervals(per_query: dict[str, Any], samples: int = DEFAULT_SAMPLES, 
     return {n: bootstrap_recall(h, clusters, samples, seed).as_dict() for n, h in per_query["hits"].items()}
 
 
+def mean_result(results: list[dict[str, Any]], samples: int = DEFAULT_SAMPLES, resample: str = "family",
+                seed: int = 0) -> dict[str, Any]:
+    """The mean of several runs of one method (seeds) on the same queries, as one result.
+
+    Its metrics are the means of theirs; its per-query "hits" are the mean hit of each query over the runs
+    (0, 1/n, ..., 1), so its interval and its paired differences resample the same families for every run,
+    and the mean of the hits is the mean R@K.
+    """
+    if len(results) < 2:
+        raise ValueError("a mean of seeds needs at least two results")
+    labels = [_label(r) for r in results]
+    first = results[0]
+    metrics = {k: sum(r["metrics"][k] for r in results) / len(results)
+               for k in first["metrics"] if all(k in r["metrics"] for r in results)}
+    out: dict[str, Any] = {"benchmark": "real", "split": first.get("split"), "metrics": metrics, "breakdown": {},
+                           "label": f"mean({', '.join(labels)})", "method": {"method": "mean", "of": labels}}
+    pq = [r.get("per_query") for r in results]
+    if all(pq):
+        if any(p["keys"] != pq[0]["keys"] for p in pq):
+            raise ValueError(f"{', '.join(labels)} were evaluated on different queries; their mean needs the "
+                             "same split and --limit")
+        names = [n for n in pq[0]["hits"] if all(n in p["hits"] for p in pq)]
+        hits = {n: [sum(col) / len(pq) for col in zip(*(p["hits"][n] for p in pq))] for n in names}
+        out["per_query"] = {"keys": pq[0]["keys"], "family": pq[0]["family"], "hits": hits}
+        if samples:
+            out["intervals"] = result_intervals(out["per_query"], samples, resample, seed)
+    return out
+
+
 def paired_table(results: list[dict[str, Any]], baseline: str | None = None, metric: str = "R@1",
                  samples: int = DEFAULT_SAMPLES, resample: str = "family", seed: int = 0
                  ) -> list[dict[str, Any]]:
@@ -189,24 +218,27 @@ def format_real_table(results: list[dict[str, Any]], paired: list[dict[str, Any]
     from zscir.eval.world import metric_table
 
     lines = [metric_table(results, [n for _, n in REAL_METRICS], label_width=26)]
+    width = max([26] + [len(_label(r)) + 2 for r in results])
     with_ci = [r for r in results if "R@1" in r.get("intervals", {})]
     if with_ci:
         iv = with_ci[0]["intervals"]["R@1"]
         lines.append(f"R@1 with its {100 * iv['level']:.0f} % bootstrap interval ({iv['samples']} redraws of "
                      f"{'concept families' if iv['resample'] == 'family' else 'queries'}, seed {iv['seed']}):")
         for r in with_ci:
-            lines.append(f"{_label(r):<26}{Interval.from_dict(r['intervals']['R@1'])}")
+            lines.append(f"{_label(r):<{width}}{Interval.from_dict(r['intervals']['R@1'])}")
     if paired:
         lines.append(f"paired difference of {paired[0]['metric']} against {paired[0]['baseline']} "
                      "(same redraws for both; * = interval excludes 0):")
         for d in paired:
-            lines.append(f"{d['method']:<26}{d['estimate']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+            lines.append(f"{d['method']:<{width}}{d['estimate']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
                          f"{' *' if d['excludes_zero'] else ''}")
     kinds = sorted({k for r in results for k in r.get("breakdown", {})})
     if kinds:
         lines.append("R@1 per edit kind (CIRR part): " + ", ".join(kinds))
         for r in results:
             label = r.get("label") or r["method"].get("method", "?")
-            b = r["breakdown"]
-            lines.append(f"{label:<26}" + "".join(f"{k}={b[k]['R@1']:.1f} (n={b[k]['n']}) " for k in kinds if k in b))
+            b = r.get("breakdown", {})
+            if b:
+                lines.append(f"{label:<26}" + "".join(f"{k}={b[k]['R@1']:.1f} (n={b[k]['n']}) " for k in kinds
+                                                      if k in b))
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["TuneGroup", "tuning_groups", "choose"]
+__all__ = ["TuneGroup", "tuning_groups", "choose", "seed_groups"]
 
 
 @dataclass
@@ -78,3 +78,15 @@ def choose(group: TuneGroup, val_score: dict[str, float]) -> str:
     if missing:
         raise ValueError(f"no val score for {', '.join(missing)}")
     return max(group.candidates, key=lambda c: (val_score[c], -group.candidates.index(c)))
+
+
+def seed_groups(specs: list[str]) -> list[list[str]]:
+    """Groups of two or more ``-m`` texts that differ only in their ``checkpoint`` (runs of one method with
+    other seeds), in the order first given; `zscir.eval.real.mean_result` averages each group."""
+    groups: dict[tuple, list[str]] = {}
+    for spec in specs:
+        name, pairs = _split(spec)
+        if not any(k == "checkpoint" for k, _ in pairs):
+            continue
+        groups.setdefault((name, tuple(sorted((k, v) for k, v in pairs if k != "checkpoint"))), []).append(spec)
+    return [g for g in groups.values() if len(g) > 1]
