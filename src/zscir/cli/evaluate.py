@@ -178,8 +178,8 @@ def _tuned(method: list[str], evaluate) -> list[dict]:
             continue
         val = {c: evaluate(c, "val")["metrics"].get("R@1", float("nan")) for c in g.candidates}
         pick = choose(g, val)
-        typer.echo(f"tuned on val: {g.name} -> {pick} (val R@1 "
-                   + ", ".join(f"{c.rsplit('=', 1)[1]}: {v:.2f}" for c, v in val.items()) + ")")
+        typer.echo(f"tuned on val: {g.name} -> {pick} (val R@1 of each: "
+                   + ", ".join(f"{c} {v:.2f}" for c, v in val.items()) + ")")
         r = evaluate(pick, "test")
         r["tuned_on"] = {"split": "val", "metric": "R@1", "group": g.name, "knob": g.knob, "chosen": pick, "val": val}
         results.append(r)
