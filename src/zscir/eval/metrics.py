@@ -26,6 +26,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "hits_at_k",
     "recall_at_k",
     "remove_reference",
     "subset_ranking",
@@ -58,19 +59,27 @@ def _check_lengths(n: int, **others: Sequence[Any]) -> None:
             raise ValueError(f"{name} has {len(seq)} entries but the ranking has {n} queries")
 
 
+def hits_at_k(ranked: Ranked, targets: Sequence[Hashable], k: int) -> np.ndarray:
+    """Per query: whether its target id is among the first `k` ranked ids (a bool vector).
+
+    The per-query form of `recall_at_k` (its mean, in percent), for intervals (`zscir.eval.bootstrap`).
+    """
+    _check_k(k)
+    rows = _rows(ranked)
+    _check_lengths(len(rows), targets=targets)
+    return np.fromiter((target in row[:k] for row, target in zip(rows, targets)), dtype=bool, count=len(rows))
+
+
 def recall_at_k(ranked: Ranked, targets: Sequence[Hashable], k: int) -> float:
     """Percentage of queries whose target id appears among the first `k` ranked ids.
 
     This is CIRR's / FashionIQ's Recall@K: one target per query, ``100 * mean(target in ranked[:k])``.
     A ranking shorter than `k` simply counts what it has (a target ranked beyond the list is a miss).
     """
-    _check_k(k)
-    rows = _rows(ranked)
-    _check_lengths(len(rows), targets=targets)
-    if not rows:
+    hits = hits_at_k(ranked, targets, k)
+    if not hits.size:
         raise ValueError("recall_at_k needs at least one query")
-    hits = sum(1 for row, target in zip(rows, targets) if target in row[:k])
-    return 100.0 * hits / len(rows)
+    return 100.0 * int(hits.sum()) / hits.size
 
 
 def remove_reference(ranked: Ranked, references: Sequence[Hashable]) -> list[list[Any]]:

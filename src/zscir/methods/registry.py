@@ -27,22 +27,28 @@ class MethodSpec:
     peer: bool = False
     #: the option names the factory reads (``-O KEY=VALUE``); None: not declared, nothing is checked
     options: tuple[str, ...] | None = None
+    #: a training-free method's one tuned option and its default grid, ``("weight", (0.1, ..., 0.9))``: what
+    #: ``zscir eval --tune-on val`` chooses on val (`zscir.eval.tuning`); None: nothing to tune
+    grid: tuple[str, tuple[float, ...]] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, description: str, trained: bool = False, peer: bool = False,
-                    options: tuple[str, ...] | None = None):
+                    options: tuple[str, ...] | None = None,
+                    grid: tuple[str, tuple[float, ...]] | None = None):
     """Decorator registering ``factory(backbone, checkpoint=None, **options) -> Composer``.
 
     ``options``: the option names the factory reads, so that a misspelt ``-O`` is refused
     (`check_method_options`) instead of silently ignored; None when the factory does not declare them.
+    ``grid``: the option chosen on val and its default values (`MethodSpec.grid`).
     """
 
     def deco(factory: Callable[..., Composer]) -> Callable[..., Composer]:
         _METHODS[name] = MethodSpec(name, factory, description, trained, peer,
-                                    tuple(options) if options is not None else None)
+                                    tuple(options) if options is not None else None,
+                                    (grid[0], tuple(grid[1])) if grid is not None else None)
         return factory
 
     return deco
