@@ -70,6 +70,7 @@ def register_source(kind: str, matches: Callable[[str], bool], opener: Callable[
 
 #: modules that register source kinds, imported on first use (each appends itself here)
 SOURCE_MODULES: tuple[str, ...] = ()
+SOURCE_MODULES += ("zscir.index.folder_source",)
 
 
 def open_index_source(spec: str, **options: Any) -> IndexSource:
