@@ -405,12 +405,13 @@ def _run_local(job: PartitionJob, todo: list[int], jobs: int, composers=None) ->
 
 def run_partitions(job: PartitionJob, *, engine: str = "local", jobs: int = 1, only: Sequence[int] | None = None,
                    ray_address: str | None = None, composers: Sequence["Composer"] | None = None,
-                   num_gpus: float | None = None) -> PartitionsReport:
+                   num_gpus: float | None = None, **engine_options: Any) -> PartitionsReport:
     """Embed the partitions of ``job`` that have no done marker (all, or just ``only``) with ``engine``.
 
     ``engine="local"``: in this process, or ``jobs`` processes; ``"ray"``: a Ray Data actor pool of ``jobs``
     actors on the cluster ``ray_address`` (or ``RAY_ADDRESS``, or a local one), see
-    :mod:`zscir.index.ray_engine`. ``composers`` (local engine in this process only) skips loading the model.
+    :mod:`zscir.index.ray_engine` (``engine_options`` go to its `run_ray`). ``composers`` (local engine in this
+    process only) skips loading the model.
     When every partition is done, the work folder is cleared and ``report.complete`` is True.
     """
     if engine not in ENGINES:
@@ -429,7 +430,7 @@ def run_partitions(job: PartitionJob, *, engine: str = "local", jobs: int = 1, o
         if engine == "ray":
             from zscir.index.ray_engine import run_ray
 
-            results = run_ray(job, todo, actors=jobs, address=ray_address, num_gpus=num_gpus)
+            results = run_ray(job, todo, actors=jobs, address=ray_address, num_gpus=num_gpus, **engine_options)
         else:
             results = _run_local(job, todo, jobs, composers)
         for r in results:
