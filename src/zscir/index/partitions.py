@@ -138,10 +138,10 @@ class PartitionsReport:
 # ------------------------------------------------------------------------------------------ partition ids
 def parse_partition(value: Any, n: int) -> int:
     """A partition id given by a user or an environment variable, checked against ``n``."""
-    try:
-        i = int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"partition {printable(str(value))!r}: expected a whole number 0..{n - 1}") from None
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):  # no "-1", "1.5", "٣", "1e3"
+        raise ValueError(f"partition {printable(text)!r}: out of range, expected a whole number 0..{n - 1}")
+    i = int(text)
     if not 0 <= i < n:
         raise ValueError(f"partition {i}: out of range, expected 0..{n - 1} for {n} partitions")
     return i
