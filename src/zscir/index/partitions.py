@@ -61,6 +61,8 @@ __all__ = ["PartitionJob", "PartitionResult", "PartitionsReport", "ENGINES", "WO
 PLAN_FORMAT = "zscir-partitions"
 WORK_DIR = ".work"
 ENGINES = ("local", "ray")
+#: engines that live in their own module (imported by name, only when asked for: Ray stays optional)
+ENGINE_MODULES = {"ray": "zscir.index.ray_engine"}
 #: the most partitions one plan may have (a typo like 10**9 would otherwise list a billion markers)
 MAX_PARTITIONS = 1_000_000
 
@@ -427,10 +429,11 @@ def run_partitions(job: PartitionJob, *, engine: str = "local", jobs: int = 1, o
                            already_done=[i for i in wanted if i not in todo])
     logger.info("%s: %d of %d partitions to embed (engine %s)", out, len(todo), len(wanted), engine)
     if todo:
-        if engine == "ray":
-            from zscir.index.ray_engine import run_ray
+        if engine in ENGINE_MODULES:
+            import importlib
 
-            results = run_ray(job, todo, actors=jobs, address=ray_address, num_gpus=num_gpus, **engine_options)
+            run = importlib.import_module(ENGINE_MODULES[engine]).run_engine
+            results = run(job, todo, actors=jobs, address=ray_address, num_gpus=num_gpus, **engine_options)
         else:
             results = _run_local(job, todo, jobs, composers)
         for r in results:

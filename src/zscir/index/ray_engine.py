@@ -22,7 +22,7 @@ from zscir.index.partitions import PartitionJob, PartitionResult, composers_for,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["import_ray", "run_ray", "PartitionActor"]
+__all__ = ["import_ray", "run_ray", "run_engine", "PartitionActor"]
 
 
 def import_ray() -> Any:
@@ -103,3 +103,7 @@ def run_ray(job: PartitionJob, todo: Sequence[int], *, actors: int = 1, address:
                for r in rows]
     logger.info("ray: %d partitions embedded by %d actor processes", len(results), len({r.pid for r in results}))
     return results
+
+
+#: the entry point `zscir.index.partitions.run_partitions` calls for ``engine="ray"``
+run_engine = run_ray
