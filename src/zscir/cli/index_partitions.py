@@ -85,6 +85,10 @@ def run_partitioned(source: Path, out: Path, opts: PartitionOptions, *, model: s
             only = [parse_partition(opts.partition, job.partitions)]
         elif (slurm := slurm_partition(job.partitions)) is not None:
             only = [slurm]
+        if engine == "local" and (opts.jobs or 1) == 1:
+            from zscir.threads import use_threads
+
+            use_threads("batch", threads)  # this process embeds: the same thread choice as `zscir index`
         rep = run_partitions(job, engine=engine, jobs=opts.jobs or 1, only=only, ray_address=opts.ray_address)
     except (StoreError, SourceError, ValueError, ImportError, OSError, IndexLockedError) as e:
         fail(str(e))
