@@ -26,7 +26,8 @@ pytest.importorskip("ray.data")
 from test_index_partitions import assert_equals_single  # noqa: E402
 from test_indexer import MODEL, cfg  # noqa: E402
 from zscir.index.build import build_index  # noqa: E402
-from zscir.index.partitions import PartitionJob, run_partitions  # noqa: E402
+from zscir.index.partitions import EngineError, PartitionJob, run_partitions  # noqa: E402
+from zscir.index.ray_engine import worker_error  # noqa: E402
 from zscir.index.shards import done_marker_name  # noqa: E402
 from zscir.index.store import EmbeddingStore  # noqa: E402
 from zscir.methods import create_composer  # noqa: E402
@@ -128,3 +129,21 @@ def test_a_killed_driver_is_finished_by_a_rerun(cluster, pictures, tmp_path):
     assert rep.complete and not set(rep.embedded) & done
     assert sorted(rep.embedded + rep.already_done) == list(range(N_PARTITIONS))
     assert_equals_single(out, single)
+
+
+def test_a_worker_error_is_one_line_and_the_done_partitions_stay(cluster, pictures, tmp_path):
+    folder, _ = pictures
+    job = PartitionJob(str(folder), str(tmp_path / "out"), N_PARTITIONS, model="no-such-model", torch_threads=1)
+    with pytest.raises(EngineError, match=r"worker failed: ValueError: unknown model 'no-such-model'") as e:
+        run_partitions(job, engine="ray", jobs=1)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text,line", [
+    ("wrapped\n  File x\nValueError: bad thing\n", "ValueError: bad thing"),
+    ("\x1b[36mray::X\x1b[39m\nzscir.index.sources.SourceError: a.tar: missing\n", "SourceError: a.tar: missing"),
+    ("ray.exceptions.RayActorError: died\n", "ray.exceptions.RayActorError: died"),
+    ("", "RuntimeError"),
+])
+def test_worker_error_finds_the_workers_own_line(text, line):
+    assert worker_error(RuntimeError(text)) == line

@@ -54,7 +54,7 @@ def run_partitioned(source: Path, out: Path, opts: PartitionOptions, *, model: s
     """Plan, claim OUT, embed the pending partitions with the chosen engine, and say what is left."""
     from zscir.backbones import DEFAULT_MODEL
     from zscir.index.folder import IndexLockedError
-    from zscir.index.partitions import PartitionJob, parse_partition, run_partitions, slurm_partition
+    from zscir.index.partitions import EngineError, PartitionJob, parse_partition, run_partitions, slurm_partition
     from zscir.index.shards import PLAN_FILE
     from zscir.index.sources import SourceError
     from zscir.index.store import StoreError
@@ -90,7 +90,7 @@ def run_partitioned(source: Path, out: Path, opts: PartitionOptions, *, model: s
 
             use_threads("batch", threads)  # this process embeds: the same thread choice as `zscir index`
         rep = run_partitions(job, engine=engine, jobs=opts.jobs or 1, only=only, ray_address=opts.ray_address)
-    except (StoreError, SourceError, ValueError, ImportError, OSError, IndexLockedError) as e:
+    except (StoreError, SourceError, ValueError, ImportError, OSError, IndexLockedError, EngineError) as e:
         fail(str(e))
     if report:
         write_output(report, json.dumps(rep.as_dict(), indent=2) + "\n")

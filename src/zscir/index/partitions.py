@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PartitionJob", "PartitionResult", "PartitionsReport", "ENGINES", "WORK_DIR", "PLAN_FORMAT",
+__all__ = ["EngineError", "PartitionJob", "PartitionResult", "PartitionsReport", "ENGINES", "WORK_DIR", "PLAN_FORMAT",
            "parse_partition", "slurm_partition", "prepare_out", "embed_partition", "run_partitions",
            "assemble", "composers_for"]
 
@@ -65,6 +65,10 @@ ENGINES = ("local", "ray")
 ENGINE_MODULES = {"ray": "zscir.index.ray_engine"}
 #: the most partitions one plan may have (a typo like 10**9 would otherwise list a billion markers)
 MAX_PARTITIONS = 1_000_000
+
+
+class EngineError(RuntimeError):
+    """A worker of a distributed engine failed (its own error, in one line); the done partitions are kept."""
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Sequence
 
-from zscir.index.partitions import PartitionJob, PartitionResult, composers_for, embed_partition
+from zscir.index.partitions import EngineError, PartitionJob, PartitionResult, composers_for, embed_partition
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["import_ray", "run_ray", "run_engine", "PartitionActor"]
+__all__ = ["import_ray", "run_ray", "run_engine", "worker_error", "PartitionActor"]
 
 
 def import_ray() -> Any:
@@ -64,6 +65,21 @@ class PartitionActor:
                 "seconds": [r.seconds for r in results], "pid": [r.pid for r in results]}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Rejected)): (.+)$")
+
+
+def worker_error(exc: BaseException) -> str:
+    """The worker's own ``Type: message`` line out of Ray's wrapped exception (the last one in its text)."""
+    text = _ANSI.sub("", str(exc))
+    for line in reversed(text.splitlines()):
+        m = _RAISED.match(line.strip())
+        if m and not m.group(1).startswith(("ray.", "Ray")):
+            return f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return first[:300]
+
+
 def _gpus(ray: Any, num_gpus: float | None) -> float:
     if num_gpus is not None:
         return float(num_gpus)
@@ -94,7 +110,11 @@ def run_ray(job: PartitionJob, todo: Sequence[int], *, actors: int = 1, address:
         # Ray Data restarts a dead actor and retries its call by default (max_restarts / max_task_retries -1)
         out = ds.map_batches(PartitionActor, fn_constructor_kwargs={"job": job, "pid_dir": pid_dir}, batch_size=1,
                              compute=pool, num_gpus=gpus, num_cpus=0 if gpus else 1, batch_format="numpy")
-        rows = out.take_all()
+        try:
+            rows = out.take_all()
+        except Exception as e:  # noqa: BLE001 - a worker's error arrives wrapped in Ray's exceptions
+            raise EngineError(f"--engine ray: a worker failed: {worker_error(e)} (the partitions done so far "
+                              f"are kept; a re-run embeds the rest)") from e
     finally:
         if started:
             ray.shutdown()
