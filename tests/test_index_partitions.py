@@ -415,3 +415,71 @@ def test_missing_ray_is_one_error_line_with_the_install_command(photos, tmp_path
     res = zscir("index", folder, "--out", tmp_path / "out", "--engine", "ray", "--model", MODEL)
     assert_one_error_line(res, "pip install -c constraints.txt", '".[ray]"')
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ more hostile cases
+@pytest.mark.parametrize("i,n", [(-1, 3), (3, 3), (0, 0), (True, 2), (0, True), ("0", 2), (1.0, 2), (0, -4)])
+def test_folder_source_rejects_bad_partition_ids(photos, i, n):
+    folder, _ = photos
+    with pytest.raises(ValueError, match="partition"):
+        list(FolderSource(folder).iter_partition(i, n))
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "fifo"])
+def test_a_source_that_is_not_a_folder_is_one_error_line(tmp_path, what):
+    src = tmp_path / "src"
+    if what == "file":
+        src.write_text("just notes")
+    elif what == "fifo":
+        os.mkfifo(src)
+    res = zscir("index", src, "--out", tmp_path / "out", "--partitions", "2", "--model", MODEL)
+    assert_one_error_line(res)
+    assert not (tmp_path / "out").exists()
+
+
+def test_searching_an_unfinished_partitioned_index_is_refused(photos, composer, tmp_path):
+    folder, _ = photos
+    run_partitions(job_for(folder, tmp_path / "out", 3), only=[0, 2], composers=[composer])
+    res = zscir("search", tmp_path / "out", "--text", "red")
+    assert_one_error_line(res, "1 partition(s) not indexed yet (e.g. 1)")
+    assert len(open_index(tmp_path / "out" / partition_name(0))) > 0  # a done partition alone is searchable
+
+
+@pytest.mark.parametrize("plan", ['{"format": "zscir-partitions", "partitions": "many"}', "[]", "",
+                                  '{"format": "zscir-partitions"}'])
+def test_a_broken_plan_makes_search_refuse(tmp_path, plan):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / PLAN_FILE).write_text(plan)
+    with pytest.raises(StoreError, match="partition plan"):
+        open_index(out)
+
+
+def test_a_deleted_partition_folder_is_redone(photos, composer, single, tmp_path):
+    import shutil
+
+    folder, _ = photos
+    out = tmp_path / "out"
+    run_partitions(job_for(folder, out, 3), composers=[composer])
+    shutil.rmtree(out / partition_name(2))  # the marker stays, the index is gone
+    with pytest.raises(StoreError, match="not indexed yet"):
+        open_index(out)
+    rep = run_partitions(job_for(folder, out, 3), composers=[composer])
+    assert rep.embedded == [2] and rep.complete
+    assert_equals_single(out, single)
+
+
+@pytest.mark.parametrize("kind", ["symlink-to-user-folder", "user-file"])
+def test_something_in_the_way_of_a_partition_is_never_deleted(photos, composer, tmp_path, kind):
+    folder, _ = photos
+    out = tmp_path / "out"
+    run_partitions(job_for(folder, out, 2), only=[0], composers=[composer])
+    user = _user_folder(tmp_path)
+    if kind == "symlink-to-user-folder":
+        (out / partition_name(1)).symlink_to(user, target_is_directory=True)
+    else:
+        (out / partition_name(1)).write_text("mine")
+    with pytest.raises((StoreError, OSError)):
+        run_partitions(job_for(folder, out, 2), composers=[composer])
+    assert (user / "thesis.tex").read_text() == "precious"
+    assert (out / partition_name(1)).exists() and not (out / done_marker_name(1)).exists()

@@ -45,7 +45,7 @@ from zscir.index.atomic import atomic_open, atomic_write_json, fsync_dir
 from zscir.index.build import decode_side, describe_composer, empty_manifest, encode_batch, generation_files
 from zscir.index.folder import check_creatable, now
 from zscir.index.names import printable
-from zscir.index.shards import PLAN_FILE, done_marker_name, partition_name, unfinished_partitions
+from zscir.index.shards import PLAN_FILE, done_marker_name, partition_done, partition_name, unfinished_partitions
 from zscir.index.sources import IndexSource, SourceError, SourceRecord, open_index_source
 from zscir.index.store import MANIFEST_FILE, StoreError
 
@@ -226,10 +226,6 @@ def prepare_out(job: PartitionJob, source: IndexSource) -> dict[str, Any]:
     return plan
 
 
-def _is_done(out: Path, i: int) -> bool:
-    return (out / done_marker_name(i)).is_file()
-
-
 def _remove_ours(folder: Path, i: int, n: int) -> None:
     """Delete a partition folder left without a done marker, only if it is one zscir wrote for (i, n)."""
     try:
@@ -346,7 +342,7 @@ def embed_partition(job: PartitionJob, i: int, composers: Sequence["Composer"] |
     out = Path(job.out_dir)
     i = parse_partition(i, job.partitions)
     t0 = time.monotonic()
-    if _is_done(out, i):
+    if partition_done(out, i):
         return PartitionResult(i, already_done=True, pid=os.getpid())
     comps = list(composers) if composers is not None else composers_for(job)
     source = source if source is not None else job.open_source()
@@ -356,7 +352,7 @@ def embed_partition(job: PartitionJob, i: int, composers: Sequence["Composer"] |
         indexed, skipped = _write_partition(job, i, comps, source, work)
         final = out / partition_name(i)
         if final.exists() or final.is_symlink():
-            if _is_done(out, i):  # another writer finished it meanwhile
+            if partition_done(out, i):  # another writer finished it meanwhile
                 shutil.rmtree(work)
                 return PartitionResult(i, already_done=True, pid=os.getpid())
             _remove_ours(final, i, job.partitions)  # published by a writer killed before its marker
@@ -428,7 +424,7 @@ def run_partitions(job: PartitionJob, *, engine: str = "local", jobs: int = 1, o
     source = job.open_source()
     prepare_out(job, source)
     out = Path(job.out_dir)
-    todo = [i for i in dict.fromkeys(wanted) if not _is_done(out, i)]
+    todo = [i for i in dict.fromkeys(wanted) if not partition_done(out, i)]
     rep = PartitionsReport(out_dir=str(out), partitions=job.partitions,
                            already_done=[i for i in wanted if i not in todo])
     logger.info("%s: %d of %d partitions to embed (engine %s)", out, len(todo), len(wanted), engine)

@@ -34,7 +34,7 @@ from zscir.index.store import MANIFEST_FILE, EmbeddingStore, StoreError
 logger = logging.getLogger(__name__)
 
 __all__ = ["shard_of", "ShardSet", "ShardedSearcher", "resolve_index_paths", "open_index", "PLAN_FILE",
-           "partition_name", "done_marker_name", "unfinished_partitions"]
+           "partition_name", "done_marker_name", "partition_done", "unfinished_partitions"]
 
 PathArg = Union[str, os.PathLike]
 
@@ -261,7 +261,13 @@ def unfinished_partitions(folder: PathArg) -> list[int] | None:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{d / PLAN_FILE}: unreadable partition plan ({e})") from None
-    return [i for i in range(n) if not (d / done_marker_name(i)).is_file()]
+    return [i for i in range(n) if not partition_done(d, i)]
+
+
+def partition_done(folder: PathArg, i: int) -> bool:
+    """Partition ``i`` has its done marker and its index folder (a folder deleted since is not done)."""
+    d = Path(folder)
+    return (d / done_marker_name(i)).is_file() and (d / partition_name(i) / MANIFEST_FILE).is_file()
 
 
 # ----------------------------------------------------------------------------------------- opening
