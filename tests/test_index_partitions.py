@@ -203,8 +203,9 @@ def test_local_processes_equal_the_single_process_index(photos, single, tmp_path
     assert_equals_single(tmp_path / "out", single)
 
 
-def test_killed_driver_rerun_finishes_the_rest(photos, single, tmp_path):
-    """SIGKILL the `zscir index --partitions` process mid-run; the re-run embeds only what has no marker."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_driver_rerun_finishes_the_rest(photos, single, tmp_path, sig):
+    """SIGKILL (or Ctrl-C) the `zscir index --partitions` process mid-run; the re-run embeds only the rest."""
     folder, _ = photos
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "zscir", "index", str(folder), "--out", str(out), "--partitions", "6",
@@ -215,11 +216,14 @@ def test_killed_driver_rerun_finishes_the_rest(photos, single, tmp_path):
         deadline = time.monotonic() + 120
         while not (out / done_marker_name(1)).exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
     finally:
-        proc.wait(30)
+        proc.wait(60)
     done = {i for i in range(6) if (out / done_marker_name(i)).exists()}
     assert 2 <= len(done) < 6, done  # killed mid-run
+    assert {p.name for p in out.glob("part-?????")} == {partition_name(i) for i in done}  # nothing half-published
+    if sig == signal.SIGINT:  # Ctrl-C: the partition being written leaves no work folder behind
+        assert proc.returncode != 0 and not list((out / ".work").iterdir())
     res = zscir("index", folder, "--out", out, "--partitions", "6", "--report", tmp_path / "rep.json")
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "rep.json").read_text())
@@ -230,6 +234,17 @@ def test_killed_driver_rerun_finishes_the_rest(photos, single, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ Slurm, the CLI
+def test_shard_is_a_front_door_to_the_same_partitions(photos, composer, single, tmp_path):
+    """`--shard I/N` with a partition option (here --jobs 1) writes partition I of N into the same OUT."""
+    folder, _ = photos
+    out = tmp_path / "out"
+    for i in range(3):
+        res = zscir("index", folder, "--out", out, "--shard", f"{i}/3", "--jobs", "1", "--model", MODEL)
+        assert res.exit_code == 0, res.output
+        assert (out / done_marker_name(i)).is_file() and ("all 3 partitions done" in res.output) == (i == 2)
+    assert_equals_single(out, single)
+
+
 @pytest.mark.parametrize("value,expected", [("0", 0), ("3", 3), (" 2 ", 2), ("", None), (None, None)])
 def test_slurm_array_task_id(value, expected):
     env = {} if value is None else {"SLURM_ARRAY_TASK_ID": value}
@@ -286,7 +301,10 @@ def test_bad_partitions_on_the_command_line(photos, tmp_path, value):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--shard", "0/2"], "--shard is not for a partitioned run"),
+    (["--shard", "0/3"], "give either --shard or --partition/--partitions"),
+    (["--shard", "1/2", "--partition", "1"], "give either --shard or --partition/--partitions"),
+    (["--shard", "2/2"], "--shard '2/2': expected I/N"),
+    (["--shard", "x"], "--shard 'x': expected I/N"),
     (["--ann", "ivfpq"], "--ann is not for a partitioned run"),
     (["--hash"], "--hash is not for a partitioned run"),
     (["--overwrite"], "--overwrite is not for a partitioned run"),

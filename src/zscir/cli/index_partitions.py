@@ -35,13 +35,26 @@ class PartitionOptions:
 
 def refuse_mixed(opts: PartitionOptions, *, shard: str | None, ann: str | None, hash_content: bool,
                  overwrite: bool) -> None:
-    """Options of the incremental folder indexer that a partitioned run does not take: one error line."""
+    """Options of the incremental folder indexer that a partitioned run does not take: one error line.
+
+    ``--shard I/N`` is taken as ``--partition I --partitions N`` (the same pictures, `shard_of`), so there is
+    one mechanism behind both doors; without partition options it stays the incremental shard index.
+    """
     if opts.engine not in (None, "local", "ray"):
         fail(f"--engine {opts.engine!r}: expected local or ray")
     if opts.ray_address is not None and opts.engine != "ray":
         fail("--ray-address is for --engine ray")
-    for given, name, why in ((shard, "--shard", "--partition I --partitions N names the same pictures"),
-                             (ann, "--ann", "build it afterwards with `zscir index ann OUT/part-*`"),
+    if shard is not None:  # the same partition ids: --shard I/N is --partition I --partitions N
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            if not 0 <= i < n:
+                raise ValueError
+        except ValueError:
+            fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+        if opts.partition is not None or (opts.partitions is not None and opts.partitions != n):
+            fail(f"--shard {shard} names partition {i} of {n}; give either --shard or --partition/--partitions")
+        opts.partition, opts.partitions = str(i), n
+    for given, name, why in ((ann, "--ann", "build it afterwards with `zscir index ann OUT/part-*`"),
                              (hash_content or None, "--hash", "a partition is embedded once, never updated"),
                              (overwrite or None, "--overwrite", "choose a new --out instead")):
         if given:
