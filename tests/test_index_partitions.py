@@ -291,6 +291,16 @@ def test_bad_partition_count_in_python(photos, tmp_path, value):
         PartitionJob(str(folder), str(tmp_path / "out"), value)
 
 
+@pytest.mark.parametrize("methods", [(), [], ("sum", ""), (None,), ("sum", 3)])
+def test_bad_methods_in_python(tmp_path, methods):
+    with pytest.raises(ValueError, match="method"):
+        PartitionJob(str(tmp_path), str(tmp_path / "out"), 2, methods=methods)
+
+
+def test_one_method_name_is_a_tuple_of_one(tmp_path):
+    assert PartitionJob(str(tmp_path), str(tmp_path / "out"), 2, methods="sum").methods == ("sum",)
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "abc", "1.5", "", "10000000"])
 def test_bad_partitions_on_the_command_line(photos, tmp_path, value):
     folder, _ = photos

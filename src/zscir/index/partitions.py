@@ -94,8 +94,10 @@ class PartitionJob:
             raise ValueError(f"--partitions {n!r}: expected a whole number from 1 to {MAX_PARTITIONS}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if not self.methods:
-            raise ValueError("at least one method is needed")
+        methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+        if not methods or not all(isinstance(m, str) and m for m in methods):
+            raise ValueError(f"methods: expected one or more method names, got {self.methods!r}")
+        object.__setattr__(self, "methods", methods)
 
     def open_source(self) -> IndexSource:
         source = open_index_source(self.source)
@@ -110,8 +112,10 @@ class PartitionJob:
 
     def plan(self, source: IndexSource) -> dict[str, Any]:
         """What OUT records: a re-run or another array task must agree on all of it."""
-        return {"format": PLAN_FORMAT, "version": 1, "partitions": self.partitions,
-                "source": {k: v for k, v in source.describe().items() if k in ("kind", "root", "spec")},
+        described = {k: v for k, v in source.describe().items() if k in ("kind", "root", "spec")}
+        if "root" not in described and "spec" not in described:
+            described["spec"] = self.source
+        return {"format": PLAN_FORMAT, "version": 1, "partitions": self.partitions, "source": described,
                 "model": self.model, "methods": list(self.methods), "checkpoint": self.checkpoint,
                 "dtype": "float16" if self.fp16 else "float32"}
 
