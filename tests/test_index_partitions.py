@@ -511,3 +511,25 @@ def test_something_in_the_way_of_a_partition_is_never_deleted(photos, composer, 
         run_partitions(job_for(folder, out, 2), composers=[composer])
     assert (user / "thesis.tex").read_text() == "precious"
     assert (out / partition_name(1)).exists() and not (out / done_marker_name(1)).exists()
+
+
+def test_source_metadata_is_made_safe_and_cannot_change_the_id(tmp_path, composer, monkeypatch):
+    folder = tmp_path / "photos"
+    make_photos(folder, n=2)
+    png = (folder / "p000.png").read_bytes()
+
+    def records(self, i, n):
+        yield SourceRecord("k1", png, meta={"id": "evil", "caption": b"\xff\x00bytes", "url": "http://x/1.png",
+                                            "nested": {"a": [1]}})
+        yield SourceRecord("k2", None, error="fetch failed\x1b[31m", meta={"width": "huge"})
+
+    monkeypatch.setattr(FolderSource, "iter_partition", records)
+    run_partitions(job_for(folder, tmp_path / "out", 1), composers=[composer])
+    store = open_index(tmp_path / "out")
+    item = store.items[0]
+    assert item["id"] == "k1" and item["path"] == "http://x/1.png" and isinstance(item["caption"], str)
+    assert isinstance(item["nested"], str) and item["width"] > 0
+    (bad,) = store.manifest["skipped"]
+    assert bad["id"] == "k2" and bad["path"] == "k2" and bad["code"] == "unreadable" and "\x1b" not in bad["reason"]
+    hits = store.search(np.asarray(store.embeddings[:1], dtype=np.float32), k=1)
+    assert hits[0][0].path == "http://x/1.png"

@@ -258,19 +258,29 @@ def composers_for(job: PartitionJob, device: Any = None) -> list["Composer"]:
     return list(out.values())
 
 
+def _record(rec: SourceRecord, **extra: Any) -> dict[str, Any]:
+    """The item (or skipped) record of a source record: JSON-safe metadata, its id, and a ``path`` that search
+    results show (the file, else the source's image path / URL, else the id)."""
+    meta = {str(k): v if v is None or isinstance(v, (str, int, float, bool)) else printable(str(v))
+            for k, v in rec.meta.items()}
+    if "path" not in meta:
+        meta["path"] = str(meta.get("image_path") or meta.get("url") or rec.id)
+    return {**meta, "id": rec.id, **extra}
+
+
 def _decode(records: Iterable[SourceRecord], limits: ImageLimits, side: int | None, comps, batch_size: int):
     """Batches of (decoded items, skipped records), in the source's order."""
     good: list[tuple[SourceRecord, Any, list]] = []
     bad: list[dict[str, Any]] = []
     for rec in records:
         if rec.data is None:
-            bad.append({"id": rec.id, **rec.meta, "code": rec.meta.get("code", "unreadable"),
-                        "reason": printable(rec.error or "unreadable")})
+            bad.append(_record(rec, code=str(rec.meta.get("code") or "unreadable"),
+                               reason=printable(rec.error or "unreadable")))
             continue
         try:
             im = load_image(rec.data, limits, min_side=side)
         except ImageRejected as err:
-            bad.append({"id": rec.id, **rec.meta, "code": err.code, "reason": printable(err)})
+            bad.append(_record(rec, code=err.code, reason=printable(err)))
             continue
         good.append((rec, im, [c.prepare_gallery_image(im) for c in comps]))
         if len(good) == batch_size:
@@ -298,7 +308,7 @@ def _write_partition(job: PartitionJob, i: int, comps, source: IndexSource, work
             if rec.id in seen:
                 raise SourceError(f"partition {i}: item id {printable(rec.id)!r} occurs twice in the source")
             seen.add(rec.id)
-            items.append({"id": rec.id, **rec.meta, "width": im.width, "height": im.height})
+            items.append(_record(rec, width=im.width, height=im.height))
         if job.throttle_s > 0:
             time.sleep(job.throttle_s)
     names = generation_files(1, len(comps))
