@@ -9,7 +9,7 @@ the docs and of these messages.
 from __future__ import annotations
 
 #: the optional extras of pyproject.toml
-EXTRAS = ("faiss", "openclip", "peers", "data", "serve", "real", "dev")
+EXTRAS = ("faiss", "openclip", "peers", "data", "serve", "real", "ray", "dev")
 
 
 def install_hint(extra: str) -> str:

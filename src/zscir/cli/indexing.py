@@ -63,6 +63,17 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of another model or another "
                                        "image folder in --out (refused without it)."),
         threads: int = THREADS,
+        engine: str = typer.Option(None, "--engine", help="local (default: this process) or ray (a Ray Data actor "
+                                   "pool, one model per actor; needs the [ray] extra). See docs/SCALING.md."),
+        partitions: int = typer.Option(None, "--partitions", min=1, help="Split SRC into N fixed output partitions "
+                                       "OUT/part-*, each written atomically with a done marker; a re-run embeds "
+                                       "only the missing ones."),
+        partition: str = typer.Option(None, "--partition", help="With --partitions: embed only partition I "
+                                      "(default in a Slurm array: $SLURM_ARRAY_TASK_ID)."),
+        jobs: int = typer.Option(None, "--jobs", min=1, max=4096, help="Partitions embedded at once: local "
+                                 "processes, or Ray actors (one GPU each where the cluster has GPUs)."),
+        ray_address: str = typer.Option(None, "--ray-address", help="With --engine ray: the cluster (default: "
+                                        "$RAY_ADDRESS, else a local Ray)."),
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
@@ -119,6 +130,16 @@ def register(app: typer.Typer) -> None:
                        f"(generation {rep.generation}, skipped {len(rep.skipped)})")
             if ann:
                 _index_ann([out], ann_given, remove=False, rebuild=False, threads=threads)
+            return
+        from zscir.cli.index_partitions import PartitionOptions, refuse_mixed, run_partitioned
+
+        popts = PartitionOptions(engine, partitions, partition, jobs, ray_address)
+        refuse_mixed(popts, shard=shard if popts.wanted() else None, ann=ann if popts.wanted() else None,
+                     hash_content=hash_content and popts.wanted(), overwrite=overwrite and popts.wanted())
+        if popts.wanted():
+            run_partitioned(folder, out, popts, model=model, methods=method, checkpoint=checkpoint, device=device,
+                            batch_size=batch_size, fp16=fp16, threads=threads, report=report, throttle=throttle,
+                            limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
             return
         from zscir.index.remembered import index_choice
         from zscir.index.scan import check_image_folder

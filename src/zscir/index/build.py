@@ -363,7 +363,7 @@ def build_index(
 
         build = build or {"id": uuid.uuid4().hex[:12], "key": build_key, "segments": [], "skipped": [],
                           "started": now()}
-        base = {**(manifest if manifest is not None else _empty_manifest(model, primary, root)), "build": build}
+        base = {**(manifest if manifest is not None else empty_manifest(model, primary, root)), "build": build}
         _start_build(ix, base, gen, len(keys))
         skipped.extend(_encode_todo(todo, galleries, cfg, dtype, ix, src, report))
 
@@ -389,12 +389,12 @@ def build_index(
                 f.write(json.dumps(src.rows[item_id][2], ensure_ascii=False).encode("utf-8") + b"\n")
         carried = {} if fresh else {k: ix.manifest[k] for k in ("ann", "ann_config") if ix.manifest.get(k)}
         new = {
-            **_empty_manifest(model, primary, root),
+            **empty_manifest(model, primary, root),
             "count": len(ids), "dim": dims[keys[0]], "dtype": np.dtype(dtype).name, "normalized": normalized,
             "embeddings_file": files[keys[0]], "items_file": items_name, "generation": gen,
             "created": (None if fresh else ix.manifest.get("created")) or now(), "updated": now(),
             "galleries": {k: {"file": files[k], "dim": dims[k], "method": galleries[k].name,
-                              "method_config": _describe(galleries[k])} for k in keys},
+                              "method_config": describe_composer(galleries[k])} for k in keys},
             "skipped": skipped, "build": None, "shard": list(cfg.shard) if cfg.shard else None,
             "indexer": {"hash_content": cfg.hash_content, "limits": asdict(cfg.limits),
                         "decode_side": decode_side(list(galleries.values())), "threads": _threads_record(cfg)},
@@ -480,20 +480,20 @@ def _refresh_ann(ix: IndexFolder, cfg: IndexConfig, report: IndexReport) -> None
         report.ann = {k: f"not rebuilt: {e}" for k in (manifest.get("galleries") or {})}
 
 
-def _describe(c: Composer) -> Any:
+def describe_composer(c: Composer) -> Any:
     try:
         return json.loads(json.dumps(c.describe()))
     except Exception:  # noqa: BLE001 - descriptions are informative only
         return {"method": c.name}
 
 
-def _empty_manifest(model: str | None, primary: Composer, root: str) -> dict[str, Any]:
+def empty_manifest(model: str | None, primary: Composer, root: str) -> dict[str, Any]:
     """A manifest that loads as an empty store; `generation` 0 marks "no complete run yet"."""
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "count": 0, "dim": 1, "dtype": "float32",
             "model": model, "method": primary.name, "preprocessing": None, "created": now(),
             "normalized": True, "embeddings_file": "embeddings-g0.npy", "items_file": "items-g0.jsonl",
             "generation": 0, "root": root, "gallery_key": primary.gallery_cache_key(),
-            "method_config": _describe(primary), "galleries": {}, "skipped": [], "build": None}
+            "method_config": describe_composer(primary), "galleries": {}, "skipped": [], "build": None}
 
 
 def _dim_of(src: _Sources, ki: int, composer: Composer) -> int:
@@ -532,7 +532,7 @@ def _start_build(ix: IndexFolder, manifest: dict[str, Any], gen: int, n_keys: in
     ix.collect()  # unlisted segments and temp files of a killed run (recorded ones only)
 
 
-def _encode_batch(composer: Composer, images: list[Image.Image], prepared: list) -> torch.Tensor:
+def encode_batch(composer: Composer, images: list[Image.Image], prepared: list) -> torch.Tensor:
     """The gallery embeddings of one batch, from the decode threads' preprocessing where it was split off."""
     if prepared and all(p is not None for p in prepared):
         return composer.encode_prepared_gallery(prepared).float().cpu()
@@ -572,7 +572,7 @@ def _encode_todo(todo, galleries, cfg, dtype, ix: IndexFolder, src: _Sources, re
                     images.append(res)
                     preps.append(prep)
                     recs.append({"id": e.id, **e.path_record(), **sig, "width": res.width, "height": res.height})
-            arrays = {f"emb{ki}": _encode_batch(composer, images, [p[ki] for p in preps]).numpy().astype(dtype)
+            arrays = {f"emb{ki}": encode_batch(composer, images, [p[ki] for p in preps]).numpy().astype(dtype)
                       if images else np.zeros((0, 1), dtype) for ki, composer in enumerate(comps)}
             seg = _segment_name(build, len(build["segments"]))  # recorded by the previous commit
             payload = np.frombuffer(json.dumps(recs, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)

@@ -33,7 +33,8 @@ from zscir.index.store import MANIFEST_FILE, EmbeddingStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["shard_of", "ShardSet", "ShardedSearcher", "resolve_index_paths", "open_index"]
+__all__ = ["shard_of", "ShardSet", "ShardedSearcher", "resolve_index_paths", "open_index", "PLAN_FILE",
+           "partition_name", "done_marker_name", "partition_done", "unfinished_partitions"]
 
 PathArg = Union[str, os.PathLike]
 
@@ -231,6 +232,44 @@ class ShardedSearcher(Searcher):
         return f"ShardedSearcher({[repr(s) for s in self.searchers]})"
 
 
+# ------------------------------------------------------------------- the partitioned index layout
+#: the plan of a partitioned index folder (`zscir.index.partitions`): how many partitions, of what source
+PLAN_FILE = "zscir-partitions.json"
+
+
+def partition_name(i: int) -> str:
+    """The index folder of partition ``i`` inside a partitioned index folder."""
+    return f"part-{int(i):05d}"
+
+
+def done_marker_name(i: int) -> str:
+    """The done marker of partition ``i``: written after its folder is renamed into place."""
+    return f"{partition_name(i)}.done"
+
+
+def unfinished_partitions(folder: PathArg) -> list[int] | None:
+    """The partitions of a partitioned index folder without a done marker (None: not such a folder).
+
+    Why here: a partitioned folder is searched as the shard set of its ``part-*`` indexes, and searching
+    one whose run has not finished would silently miss pictures, so the opener asks this first.
+    """
+    d = Path(folder)
+    try:
+        plan = json.loads((d / PLAN_FILE).read_text(encoding="utf-8"))
+        n = int(plan["partitions"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{d / PLAN_FILE}: unreadable partition plan ({e})") from None
+    return [i for i in range(n) if not partition_done(d, i)]
+
+
+def partition_done(folder: PathArg, i: int) -> bool:
+    """Partition ``i`` has its done marker and its index folder (a folder deleted since is not done)."""
+    d = Path(folder)
+    return (d / done_marker_name(i)).is_file() and (d / partition_name(i) / MANIFEST_FILE).is_file()
+
+
 # ----------------------------------------------------------------------------------------- opening
 def _shard_order(folder: Path) -> tuple:
     try:
@@ -261,6 +300,10 @@ def resolve_index_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
             out += hits
             continue
         d = Path(s)
+        missing = unfinished_partitions(d) if d.is_dir() else None
+        if missing:
+            raise StoreError(f"{d}: {len(missing)} partition(s) not indexed yet (e.g. {missing[0]}); re-run the "
+                             f"same `zscir index` command to finish them")
         if d.is_dir() and not (d / MANIFEST_FILE).exists():
             subs = sorted((c for c in d.iterdir() if c.is_dir() and (c / MANIFEST_FILE).is_file()), key=_shard_order)
             if subs:

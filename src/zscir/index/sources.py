@@ -72,6 +72,7 @@ def register_source(kind: str, matches: Callable[[str], bool], opener: Callable[
 SOURCE_MODULES: tuple[str, ...] = (
     "zscir.index.wds_index_source",
     "zscir.index.table_source",
+    "zscir.index.folder_source",  # last: a folder matches any existing directory
 )
 
 
