@@ -26,10 +26,11 @@ class PartitionOptions:
     partition: str | None = None
     jobs: int | None = None
     ray_address: str | None = None
+    force: bool = False  #: partitioned whatever the options (shards and tables are never indexed otherwise)
 
     def wanted(self) -> bool:
         """Whether this run is a partitioned one (any option other than ``--engine local`` given)."""
-        return ((self.engine is not None and self.engine != "local") or self.partitions is not None
+        return (self.force or (self.engine is not None and self.engine != "local") or self.partitions is not None
                 or self.partition is not None or self.jobs is not None or self.ray_address is not None)
 
 
@@ -61,7 +62,20 @@ def refuse_mixed(opts: PartitionOptions, *, shard: str | None, ann: str | None, 
             fail(f"{name} is not for a partitioned run ({why})")
 
 
-def run_partitioned(source: Path, out: Path, opts: PartitionOptions, *, model: str | None, methods: list[str] | None,
+def job_source_options(given: dict | None) -> dict:
+    """The source options that were set (a source refuses an option it does not take only when it is set)."""
+    return {k: v for k, v in (given or {}).items() if v not in (None, False)}
+
+
+def is_collection_spec(spec: str) -> bool:
+    """WebDataset shards or a table (not a folder): such a source is indexed in partitions."""
+    from zscir.index.table_source import is_table_spec
+    from zscir.index.wds_index_source import is_shard_spec
+
+    return is_shard_spec(spec) or is_table_spec(spec)
+
+
+def run_partitioned(source: str, out: Path, opts: PartitionOptions, *, source_options: dict | None = None, model: str | None, methods: list[str] | None,
                     checkpoint: str | None, device: str, batch_size: int, fp16: bool, limits, threads: int | None,
                     report: Path | None, throttle: float = 0.0) -> None:
     """Plan, claim OUT, embed the pending partitions with the chosen engine, and say what is left."""
@@ -88,11 +102,12 @@ def run_partitioned(source: Path, out: Path, opts: PartitionOptions, *, model: s
         if n is None:
             from zscir.index.sources import open_index_source
 
-            n = open_index_source(str(source)).default_partitions()
+            n = open_index_source(str(source), **job_source_options(source_options)).default_partitions()
         job = PartitionJob(str(source), str(out), int(n) if isinstance(n, int) else n,
                            methods=tuple(methods or plan.get("methods") or ["sum"]),
                            model=model or plan.get("model") or DEFAULT_MODEL, checkpoint=checkpoint, device=device,
-                           batch_size=batch_size, fp16=fp16, limits=limits, torch_threads=threads, throttle_s=throttle)
+                           batch_size=batch_size, fp16=fp16, limits=limits, torch_threads=threads, throttle_s=throttle,
+                           source_options=job_source_options(source_options))
         only = None
         if opts.partition is not None:
             only = [parse_partition(opts.partition, job.partitions)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, finite_positive, make_composer, parse_options, write_output
+from zscir.cli.data import ALLOW_PIPE
 from zscir.cli.options import OPTION, THREADS, check_out_path
 from zscir.index.names import printable
 
@@ -21,7 +22,9 @@ from zscir.index.names import printable
 def register(app: typer.Typer) -> None:
     @app.command()
     def index(
-        folder: Path = typer.Argument(..., help="Folder of images (scanned recursively), or `merge` / `ann`."),
+        folder: str = typer.Argument(..., metavar="SRC", help="Folder of images (scanned recursively), "
+                                     "WebDataset shards (wds:PATTERN, *.tar), a table of paths or URLs (*.parquet, "
+                                     "*.csv), or `merge` / `ann` / `export`."),
         targets: list[Path] = typer.Argument(None, help="With FOLDER=ann: the index folders to build it for."),
         out: Path = typer.Option(None, "--out", "-o", help="Index folder to write (created, updated or resumed)."),
         method: list[str] = typer.Option(
@@ -74,6 +77,15 @@ def register(app: typer.Typer) -> None:
                                  "processes, or Ray actors (one GPU each where the cluster has GPUs)."),
         ray_address: str = typer.Option(None, "--ray-address", help="With --engine ray: the cluster (default: "
                                         "$RAY_ADDRESS, else a local Ray)."),
+        allow_pipe: bool = ALLOW_PIPE,
+        allow_remote: bool = typer.Option(False, "--allow-remote", help="Let shards, a table, or a table's rows be "
+                                          "remote URLs (s3://, gs://, https://, ... through fsspec)."),
+        image_column: str = typer.Option(None, "--image-column", help="Table SRC: the column of image paths or "
+                                         "URLs [default: image_path, url or filepath]."),
+        caption_column: str = typer.Option(None, "--caption-column", help="Table SRC: a caption column to keep "
+                                           "as metadata."),
+        shard_ids: bool = typer.Option(False, "--shard-ids", help="WebDataset SRC: ids are SHARD/KEY instead of "
+                                       "KEY (for keys that repeat across shards)."),
     ) -> None:
         """Embed a folder of images into an index for `zscir search` / `zscir serve`.
 
@@ -87,6 +99,7 @@ def register(app: typer.Typer) -> None:
         e.g. of each shard; `--remove` deletes it.
         """
         check_output_file(report, "run report (--report)")  # before the index is written, not after
+        src, folder = folder, Path(folder)  # the spec as typed (Path would fold s3:// into s3:/)
         from zscir.backbones import DEFAULT_MODEL
         from zscir.index.ann import AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
@@ -131,13 +144,21 @@ def register(app: typer.Typer) -> None:
             if ann:
                 _index_ann([out], ann_given, remove=False, rebuild=False, threads=threads)
             return
-        from zscir.cli.index_partitions import PartitionOptions, refuse_mixed, run_partitioned
+        from zscir.cli.index_partitions import PartitionOptions, is_collection_spec, refuse_mixed, run_partitioned
 
         popts = PartitionOptions(engine, partitions, partition, jobs, ray_address)
+        source_options = {"allow_pipe": allow_pipe, "allow_remote": allow_remote, "image_column": image_column,
+                          "caption_column": caption_column, "shard_ids": shard_ids}
+        if not folder.is_dir() and not popts.wanted() and is_collection_spec(src):
+            popts.engine = "local"  # shards and tables are always indexed in partitions
+            popts.force = True
+        elif any(source_options.values()) and not is_collection_spec(src):
+            fail("--allow-pipe, --allow-remote, --image-column, --caption-column and --shard-ids are for "
+                 "WebDataset shards and tables, not an image folder")
         refuse_mixed(popts, shard=shard if popts.wanted() else None, ann=ann if popts.wanted() else None,
                      hash_content=hash_content and popts.wanted(), overwrite=overwrite and popts.wanted())
         if popts.wanted():
-            run_partitioned(folder, out, popts, model=model, methods=method, checkpoint=checkpoint, device=device,
+            run_partitioned(src, out, popts, source_options=source_options, model=model, methods=method, checkpoint=checkpoint, device=device,
                             batch_size=batch_size, fp16=fp16, threads=threads, report=report, throttle=throttle,
                             limits=ImageLimits(max_bytes=int(max_file_mb * 2**20), max_pixels=max_pixels))
             return

@@ -87,6 +87,9 @@ class PartitionJob:
     limits: ImageLimits = field(default_factory=ImageLimits)
     torch_threads: int | None = None  #: torch threads per worker (None: leave torch's choice)
     throttle_s: float = 0.0  #: sleep after each batch (tests slow a run down to kill it mid-way)
+    #: options of a shard or table source (allow_pipe, allow_remote, image_column, ...): given again by each
+    #: run, never read back from OUT's plan (a recorded ``pipe:`` permission would be a command from a file)
+    source_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.partitions
@@ -100,7 +103,7 @@ class PartitionJob:
         object.__setattr__(self, "methods", methods)
 
     def open_source(self) -> IndexSource:
-        source = open_index_source(self.source)
+        source = open_index_source(self.source, **self.source_options)
         if getattr(source, "kind", None) == "folder":
             out = Path(self.out_dir).resolve()
             if Path(self.source).resolve() == out:
