@@ -78,7 +78,7 @@ class LiTTrainConfig:
     model: LiTConfig = field(default_factory=LiTConfig)  # text_tuning, lora_*, image_unlocked_blocks live here
     text_lr: float | None = None  # tuned text tower weights (None: DEFAULT_TEXT_LR by text_tuning)
     image_lr: float = 1e-4  # unlocked image blocks
-    train_text_len: int = 32  # tokens per caption when the text tower runs each step
+    train_text_len: int = 32  # tokens per caption when the text tower runs each step (≤ model.max_text_len)
     caption_augment: str = "none"  # or "metadata" (zscir.train.lit_captions)
     augment_share: float = 0.5  # probability of drawing an augmented phrasing instead of an own caption
 
@@ -91,8 +91,8 @@ class LiTTrainConfig:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v < 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1), got {v!r}")
-        if not 1 <= self.train_text_len <= self.model.max_text_len:
-            raise ValueError(f"train_text_len must be in [1, {self.model.max_text_len}], got {self.train_text_len}")
+        if not (isinstance(self.train_text_len, int) and self.train_text_len >= 1):
+            raise ValueError(f"train_text_len must be a positive integer, got {self.train_text_len!r}")
 
     @property
     def text_tuned(self) -> bool:
@@ -406,7 +406,7 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
               {"params": no_decay, "weight_decay": 0.0, "base_lr": cfg.lr}] + tower_param_groups(backbone, cfg)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    tt = TowerTraining(backbone, feats, cut, cfg.train_text_len)
+    tt = TowerTraining(backbone, feats, cut, min(cfg.train_text_len, cfg.model.max_text_len))
     rng = np.random.default_rng(cfg.seed)
     aug_rng = np.random.default_rng([cfg.seed, 1])  # its own stream: without augmentation the draws are unchanged
     augment = cfg.caption_augment != "none" and any(len(a) for a in split.train_aug)
