@@ -22,6 +22,7 @@ def register_train(train_app: typer.Typer) -> None:
         steps: int = typer.Option(None, help="Training steps of the heads (default 2000)."),
         batch_size: int = typer.Option(None, help="Distinct images per batch (default 256)."),
         lr: float = typer.Option(None, help="AdamW learning rate (default 1e-3)."),
+        warmup: int = typer.Option(None, min=0, help="Linear warm-up steps before the cosine decay (default 100)."),
         n_pairs: int = typer.Option(2000, help="World pictures (--data world only)."),
         image_size: int = typer.Option(None, help="Image tower input side in pixels (default 160)."),
         embed_dim: int = typer.Option(None, help="Joint embedding width (default 512)."),
@@ -71,7 +72,7 @@ def register_train(train_app: typer.Typer) -> None:
                 image_tower=image_tower, text_tuning=text_tower, lora_rank=lora_rank, lora_alpha=lora_alpha,
                 image_unlocked_blocks=image_unlock_blocks, version=version).items() if v is not None})
             cfg = replace(LiTTrainConfig(seed=seed, threads=threads, device=device, model=model), **{
-                k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, text_lr=text_lr, image_lr=image_lr,
+                k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, text_lr=text_lr, image_lr=image_lr,
                                       caption_augment=caption_augment).items() if v is not None})
         except ValueError as e:  # ModelConfigError: "lora_rank must be an integer in [1, 1024], got 0"
             fail(str(e))

@@ -414,6 +414,7 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
     history: list[dict] = []
     metrics: dict = {}
     t1 = time.time()
+    eval_seconds = 0.0
     tuned = cfg.text_tuned or n_blocks
     bar = tqdm(range(cfg.steps), desc="train lit" if tuned else "train lit heads", disable=not progress)
     for step in bar:
@@ -436,7 +437,9 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{backbone.logit_scale.exp().item():.1f}")
         if len(val_rows) and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
+            t_eval = time.time()
             metrics = tt.evaluate(val_rows, val_text)
+            eval_seconds += time.time() - t_eval
             history.append({"step": step + 1, "loss": losses[-1], **metrics})
             logger.info("step %d loss %.3f %s", step + 1, losses[-1], metrics)
     train_seconds = time.time() - t1
@@ -450,7 +453,8 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
         data["augmented_phrasings"] = int(sum(len(a) for a in feats.image_aug.values()))
     log = {"config": asdict(cfg), "data": data, "history": history, "metrics": metrics,
            "feature_seconds": t_feat, "train_seconds": train_seconds,
-           "seconds_per_step": train_seconds / max(1, cfg.steps), "towers_fingerprint": towers_fp}
+           "eval_seconds": eval_seconds, "seconds_per_step": (train_seconds - eval_seconds) / max(1, cfg.steps),
+           "towers_fingerprint": towers_fp}
     write_json(out / "train_log.json", log)
     return {"out": str(out), "metrics": metrics, "losses": losses, "history": history, "data": data,
             "backbone": backbone, "seconds_per_step": log["seconds_per_step"]}
