@@ -170,22 +170,23 @@ def test_text_cache_unused_when_text_tower_tuned(tmp_path):
     assert len(data["text"]) == 12
 
 
-def test_image_unlock_trains_only_the_last_blocks(tmp_path):
+@pytest.mark.parametrize("k,shape", [(2, (16, 8, 8)), (4, (8, 16, 16))])
+def test_image_unlock_trains_only_the_last_blocks(tmp_path, k, shape):
     from zscir.backbones.tensor_files import load_torch_tensors
 
-    bb = build(image_unlocked_blocks=2)
-    before = {k: v.clone() for k, v in bb.image_model.state_dict().items()}
+    bb = build(image_unlocked_blocks=k)
+    before = {n: v.clone() for n, v in bb.image_model.state_dict().items()}
     text0 = digest(bb.text_model)
-    train(tmp_path, backbone=bb, image_unlocked_blocks=2, lr=1e-2, image_lr=1e-2)
+    train(tmp_path, backbone=bb, image_unlocked_blocks=k, lr=1e-2, image_lr=1e-2)
     after = bb.image_model.state_dict()
-    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("_blocks") else "")
-               for k in before if not torch.equal(before[k], after[k])}
-    assert changed == {"_blocks.2", "_blocks.3", "_conv_head", "_bn1"}
+    changed = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
+               for n in before if not torch.equal(before[n], after[n])}
+    assert changed == {f"_blocks.{i}" for i in range(4 - k, 4)} | {"_conv_head", "_bn1"}  # never the stem
     assert digest(bb.text_model) == text0
-    (cache,) = (tmp_path / "cache").glob("lit-features-*-cut2.pt")
+    (cache,) = (tmp_path / "cache").glob(f"lit-features-*-cut{4 - k}.pt")
     feats = load_torch_tensors(cache)["image"]
     one = next(iter(feats.values()))
-    assert one.dtype == torch.float16 and one.shape == (16, 8, 8)  # the input of block 2 (16 ch, 32/4 px)
+    assert one.dtype == torch.float16 and one.shape == shape  # the input of the first unlocked block
 
 
 def test_forward_split_is_the_whole_tower():

@@ -15,8 +15,9 @@ Tuned towers (`--text-tower {lora,full}`, `--image-unlock-blocks K`; files in `z
 the cache then keeps only what stays frozen. A tuned text tower runs every step on the batch's captions
 (tokenised to ``train_text_len`` tokens; no text features are cached or computed up front), with its own,
 lower learning rate (``text_lr``). With the last K image blocks unlocked the cache holds each picture's
-activations at the input of the first unlocked block, in float16 (4,800 values = 9.4 kB per picture at
-160 px for K ≤ 4, 11,200 = 22 kB for K = 5..7; the pooled features are 1,280 values), and the unlocked
+activations at the input of the first unlocked block, in float16 (4,800 values = 9.6 kB per picture at
+160 px for K ≤ 4, 11,200 = 22 kB for K = 5..7; docs/DESIGN-CHOICES.md lists every K; the pooled features
+are 1,280 values), and the unlocked
 blocks and the head convolution run every step (``image_lr``). BatchNorm statistics stay frozen (towers in
 eval mode). ``--caption-augment metadata`` adds phrasings built from each picture's metadata
 (`zscir.train.lit_captions`). With the defaults (locked towers, no augmentation) the trainer does exactly
@@ -158,14 +159,14 @@ class PairFeatures:
 @torch.no_grad()
 def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_dir: str | Path | None = None,
                           batch_size: int = 64, progress: bool = True, text_features: bool = True,
-                          image_cut: int = 0) -> PairFeatures:
+                          image_cut: int | None = None) -> PairFeatures:
     """Stream ``pairs`` once; run each distinct new picture/caption through its frozen tower in batches.
 
     A pair is ``(image, caption)`` or ``(image, caption, phrasings)`` with augmented phrasings of the
     picture. ``text_features=False`` (a tuned text tower) computes and caches no text feature;
-    ``image_cut > 0`` caches the activations at the input of image block ``image_cut`` instead of pooled
-    features (the blocks from there on are trained)."""
-    cache = FeatureCache(cache_dir, backbone.towers_fingerprint(), f"cut{image_cut}" if image_cut else "")
+    ``image_cut`` (not None) caches the activations at the input of image block ``image_cut`` instead of
+    pooled features (the blocks from there on are trained)."""
+    cache = FeatureCache(cache_dir, backbone.towers_fingerprint(), "" if image_cut is None else f"cut{image_cut}")
     img_rows: dict[str, int] = {}
     txt_rows: dict[str, int] = {}
     strings: list[str] = []
@@ -178,7 +179,7 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_d
     def flush_images() -> None:
         if pending_img:
             pix = backbone.preprocess([im for _, im in pending_img])
-            if image_cut:
+            if image_cut is not None:
                 model = backbone.image_model
                 x = pix.to(backbone.device, next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
                 feats = model.forward_until(x, image_cut).to(torch.float16).cpu().contiguous()
@@ -295,7 +296,7 @@ class TowerTraining:
 
     backbone: LiTBackbone
     feats: PairFeatures
-    cut: int  # first unlocked image block (0: image tower locked)
+    cut: int | None  # first unlocked image block (None: image tower locked)
     text_len: int
 
     @property
@@ -304,7 +305,7 @@ class TowerTraining:
 
     def image_inputs(self, rows: np.ndarray) -> torch.Tensor:
         x = self.feats.images[rows]
-        if not self.cut:
+        if self.cut is None:
             return x
         model = self.backbone.image_model
         x = x.to(self.backbone.device, next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
@@ -321,7 +322,7 @@ class TowerTraining:
     def evaluate(self, val_rows: np.ndarray, val_text: np.ndarray, batch: int = 256) -> dict[str, float]:
         """Held-out metrics with the towers as they are now (a tuned text tower at the model's max_text_len)."""
         self.backbone.eval()
-        if not self.cut and not self.text_tuned:
+        if self.cut is None and not self.text_tuned:
             return evaluate_heads(self.backbone, self.feats.images[val_rows], self.feats.texts[val_text])
         img = torch.cat([self.image_inputs(val_rows[i:i + batch]) for i in range(0, len(val_rows), batch)])
         txt = torch.cat([self.text_inputs(val_text[i:i + batch], self.backbone.cfg.max_text_len)
@@ -389,7 +390,7 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
         backbone.cfg = cfg.model  # the tuning fields decide what trains and what is saved
     n_blocks = cfg.model.image_unlocked_blocks
     check_unlocked_blocks(backbone.image_model, n_blocks, cfg.model.image_tower)
-    cut = image_block_count(backbone.image_model) - n_blocks if n_blocks else 0
+    cut = image_block_count(backbone.image_model) - n_blocks if n_blocks else None
     t0 = time.time()
     feats = extract_pair_features(backbone, pairs, cache_dir, cfg.feature_batch_size, progress,
                                   text_features=not cfg.text_tuned, image_cut=cut)
