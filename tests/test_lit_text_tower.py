@@ -318,6 +318,10 @@ def test_phrasings_use_keywords_style_and_source():
     styled = metadata_phrasings(("a dog",), {"style": "flat", "extra": {"keywords": "pet, animal"}})
     assert "a dog, flat style" in styled and "a flat picture of a dog" in styled and "a dog: pet, animal" in styled
     assert metadata_phrasings(("a cat", "a picture of a cat"), {}) == ()  # its only phrasing is an own caption
+    stamp = metadata_phrasings(("The orange letter C.",), {"category": "symbols/alphabets/english",
+                                                           "source": "tuxpaint-stamps-default"})
+    assert stamp[-2:] == ("The orange letter C: english, alphabets, symbols", "english, alphabets, symbols")
+    assert "a clip art picture of The orange letter C" in stamp
     assert metadata_phrasings(("a cat",), {}) == ("a picture of a cat",)
 
 

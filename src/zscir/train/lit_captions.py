@@ -17,10 +17,11 @@ captions:
 ``{keywords}``                 with at least 2 keywords
 ============================== =====================================================================
 
-``name`` is the metadata's ``name`` field, else the first caption. Keywords are ``keywords`` (a list or a
-comma-separated string) at the top of the metadata or under ``extra``, then the emoji ``subgroup`` and the
-Tux Paint ``category`` (``face-smiling`` → ``face smiling``). The metadata is a record's WebDataset
-``{key}.json`` (`zscir.data.wds_source` keeps it in ``meta["json"]``) merged over its other ``meta`` fields;
+``name`` is the metadata's ``name`` field, else the first caption (a trailing full stop dropped). Keywords
+are ``keywords`` (a list or a comma-separated string) at the top of the metadata or under ``extra``, then
+the emoji ``subgroup`` and the Tux Paint ``category`` folders, most specific first (``face-smiling`` →
+``face smiling``, ``symbols/alphabets/english`` → ``english, alphabets, symbols``). The metadata is a
+record's WebDataset ``{key}.json`` (`zscir.data.wds_source` keeps it in ``meta["json"]``) merged over its other ``meta`` fields;
 sources without metadata (manifests, the world) get no phrasings beyond ``a picture of`` / nothing.
 
 Each training step samples, per picture, one of its own captions or (with probability ``augment_share``)
@@ -70,9 +71,10 @@ def metadata_keywords(meta: Mapping[str, Any]) -> list[str]:
             raw += source.split(",")
         elif isinstance(source, (list, tuple)):
             raw += list(source)
-    for field in ("subgroup", "category"):
-        if isinstance(meta.get(field), str):
-            raw.append(meta[field].replace("-", " "))
+    if isinstance(meta.get("subgroup"), str):  # emoji: "face-smiling"
+        raw.append(meta["subgroup"].replace("-", " "))
+    if isinstance(meta.get("category"), str):  # Tux Paint: a folder path, "symbols/alphabets/english"
+        raw += [part for part in meta["category"].split("/")[::-1]]  # the most specific folder first
     out: list[str] = []
     for k in raw:
         k = _clean(k)
@@ -84,6 +86,7 @@ def metadata_keywords(meta: Mapping[str, Any]) -> list[str]:
 def metadata_phrasings(captions: tuple[str, ...] | list[str], meta: Mapping[str, Any]) -> tuple[str, ...]:
     """The augmented phrasings of one picture (module docstring), excluding its own ``captions``."""
     name = _clean(meta.get("name")) or (_clean(captions[0]) if captions else None)
+    name = name.rstrip(" .") if name else None  # "The orange letter C." inside a template
     if not name:
         return ()
     style = _clean(meta.get("style")) or KIND_BY_SOURCE.get(str(meta.get("source")))
