@@ -1,4 +1,4 @@
-"""`zscir train lit`: train the projection heads of a LiT backbone on (image, caption) pairs.
+"""`zscir train lit`: train the projection heads (and optionally the towers) of a LiT backbone on pairs.
 
 Both towers are frozen, so each picture and each caption goes through its tower exactly once: the pooled
 tower features are cached on disk, keyed by a fingerprint of the towers and preprocessing
