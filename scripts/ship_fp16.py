@@ -7,6 +7,10 @@ so a shipped checkpoint computes in float32 with weights rounded to float16: hal
 shipped copy, not the source, for the numbers in the docs.
 
     python scripts/ship_fp16.py /tmp/real12/lit-real src/zscir/assets/lit-clipart
+
+A LiT folder with a tuned text tower ships the same way: ``text_lora.safetensors`` (a LoRA delta, a few MB)
+or ``text_tower.safetensors`` (the whole tower, 45 MB in float16) is rounded like the heads, and each file's
+metadata (the base tower a delta was trained over) is kept.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from zscir.backbones.tensor_files import load_safetensors
@@ -36,8 +41,11 @@ def ship(src: Path, dst: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":
             state = load_safetensors(path)  # refuses damaged files and NaN / inf weights
+            with safe_open(str(path), framework="pt") as f:  # kept: e.g. a LoRA delta names its base tower
+                meta = dict(f.metadata() or {})
             save_file({k: (v.to(torch.float16) if v.is_floating_point() and v.dim() > 0 else v).contiguous()
-                       for k, v in state.items()}, str(out), metadata={"format": "pt", "note": "float16 storage"})
+                       for k, v in state.items()}, str(out),
+                      metadata={**meta, "format": "pt", "note": "float16 storage"})
             out.chmod(0o644)
         else:
             shutil.copyfile(path, out)

@@ -164,7 +164,7 @@ def test_index_with_the_world_model_says_what_it_is_for(tmp_path):
 
     health = TestClient(create_app(Retriever.load(tmp_path / "idx"))).get("/health").json()
     assert health["model_info"] == {"name": "world-clip", "purpose": model_info("world-clip").purpose,
-                                    "real_images": False, "hint": REAL_MODEL_HINT}
+                                    "real_images": False, "hint": REAL_MODEL_HINT, "version": None}
     from zscir.serve.app import static_dir
 
     assert "model_info" in (static_dir() / "app.js").read_text()  # the page shows it under the summary

@@ -119,6 +119,23 @@ class EfficientNetLite(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
+    def forward_until(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """Normalised pixels → the input of block ``cut`` (the stem and blocks ``0..cut-1``).
+
+        With the last blocks unlocked for training (`zscir train lit --image-unlock-blocks K`, cut = 16 − K),
+        this frozen part runs once per picture and its output is what the feature cache keeps."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[:cut]:
+            x = block(x)
+        return x
+
+    def forward_from(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """The input of block ``cut`` → the feature map of `forward_features` (blocks ``cut..`` and the head
+        conv): ``forward_from(forward_until(x, c), c) == forward_features(x)`` for every ``c``."""
+        for block in self._blocks[cut:]:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, num_classes): global average pool of the feature map, then ``_fc``."""
         if not self.cfg.num_classes:

@@ -41,6 +41,8 @@ from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.folder_refs import model_ref_in_folder, resolve_in_folder
 from zscir.backbones.hooks import TextHookMixin
+from zscir.backbones.lit_tuning import (check_unlocked_blocks, load_tuned_towers, module_digest,  # noqa: F401
+                                        save_tuned_towers)
 from zscir.backbones.tensor_files import load_safetensors
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
 from zscir.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str, config_source,
@@ -64,6 +66,13 @@ LIT_INT_BOUNDS: dict[str, tuple[int, int]] = {"image_size": (32, 1024), "embed_d
 LIT_TEMPERATURE_BOUNDS = (0.0, 100.0)
 #: keys of a LiT config.json that are not `LiTConfig` fields
 LIT_EXTRA_KEYS = ("model_type", "towers")
+#: how the text tower was trained: frozen (heads only), a LoRA delta, or all its weights
+TEXT_TUNINGS = ("locked", "lora", "full")
+#: a LoRA rank of 0 is no adapter (use "locked"); above 1024 it is no longer low-rank for any text tower here
+LORA_RANK_BOUNDS = (1, 1024)
+#: the tuning fields and their defaults (left out of config.json at these values: `LiTConfig.to_dict`)
+TUNING_DEFAULTS: dict[str, Any] = {"text_tuning": "locked", "lora_rank": 8, "lora_alpha": 16.0,
+                                   "image_unlocked_blocks": 0, "version": ""}
 
 
 @dataclass
@@ -80,6 +89,12 @@ class LiTConfig:
     placeholder: str = "$"
     max_text_len: int = 64
     init_temperature: float = 0.07
+    # tuned towers (`zscir.backbones.lit_tuning`); a folder without them is heads-only (towers as shipped)
+    text_tuning: str = "locked"  # "lora": + text_lora.safetensors, "full": + text_tower.safetensors
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    image_unlocked_blocks: int = 0  # > 0: + image_blocks.safetensors (the last K blocks and the head conv)
+    version: str = ""  # a label for people (`zscir list models`, /health), e.g. "lit-clipart-1"
 
     def __post_init__(self):
         self.validate()
@@ -94,9 +109,21 @@ class LiTConfig:
         check_str(self.placeholder, "placeholder", max_len=16)
         self.init_temperature = check_number(self.init_temperature, "init_temperature", *LIT_TEMPERATURE_BOUNDS,
                                              lo_open=True)
+        check_choice(self.text_tuning, "text_tuning", TEXT_TUNINGS)
+        self.lora_rank = check_int(self.lora_rank, "lora_rank", *LORA_RANK_BOUNDS)
+        self.lora_alpha = check_number(self.lora_alpha, "lora_alpha", 0.0, 1e4, lo_open=True)
+        # the image tower's own block count is checked when it loads (`lit_tuning.check_unlocked_blocks`)
+        self.image_unlocked_blocks = check_int(self.image_unlocked_blocks, "image_unlocked_blocks", 0, 1024)
+        check_str(self.version, "version", nonempty=False, max_len=64)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": MODEL_TYPE, **asdict(self)}
+        """The config.json dict; the tuning fields only where they differ from their defaults, so a heads-only
+        folder's config.json is exactly what zscir wrote before towers could be tuned (and older zscir reads it)."""
+        d = asdict(self)
+        for k, v in TUNING_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        return {"model_type": MODEL_TYPE, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str | Path | None = None) -> "LiTConfig":
@@ -144,17 +171,6 @@ def load_image_tower(spec: str) -> ImageTower:
     return IMAGE_TOWERS[name](path or None)
 
 
-def module_digest(module: nn.Module) -> str:
-    """A short hash of a module's weights (strided sample of each tensor + shapes), e.g. a frozen tower's."""
-    h = hashlib.sha1()
-    with torch.no_grad():
-        for key, t in module.state_dict().items():
-            flat = t.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy().tobytes()
-            h.update(key.encode() + str(tuple(t.shape)).encode() + sample)
-    return h.hexdigest()[:16]
-
-
 # --- heads -------------------------------------------------------------------------------------------
 class ProjectionHead(nn.Module):
     """LayerNorm → Linear → GELU → Linear (or LayerNorm → Linear when ``hidden`` is 0).
@@ -191,6 +207,7 @@ class LiTBackbone(TextHookMixin, Backbone):
         if isinstance(limit, int) and cfg.max_text_len > limit:
             raise ModelConfigError(f"max_text_len {cfg.max_text_len} exceeds the {limit} positions of text tower "
                                    f"{text.name!r}")
+        check_unlocked_blocks(image.model, cfg.image_unlocked_blocks, image.name)
         self.image_head = ProjectionHead(image.width, cfg.embed_dim, cfg.head_hidden)
         self.text_head = ProjectionHead(text.width, cfg.embed_dim, cfg.head_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -257,6 +274,14 @@ class LiTBackbone(TextHookMixin, Backbone):
         self.text_model.eval()
         self.image_model.eval()
         return self
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.cfg.version:
+            out["version"] = self.cfg.version
+        if self.cfg.text_tuning != "locked" or self.cfg.image_unlocked_blocks:
+            out["towers"] = {"text": self.cfg.text_tuning, "image_unlocked_blocks": self.cfg.image_unlocked_blocks}
+        return out
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.image_head.parameters(), *self.text_head.parameters(), self.logit_scale]
@@ -373,12 +398,14 @@ class LiTBackbone(TextHookMixin, Backbone):
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write config.json (tower names + fingerprints, head sizes) and model.safetensors (heads only)."""
+        """Write config.json (tower names + fingerprints, head sizes), model.safetensors (heads only) and the
+        tuned-tower files the config calls for (`zscir.backbones.lit_tuning`; none for a heads-only model)."""
         from safetensors.torch import save_file
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_file(self.head_state_dict(), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_tuned_towers(out, self.cfg, self.text_model, self.image_model)
         cfg = {**self.cfg.to_dict(), "towers": {"text": module_digest(self.text_model),
                                                 "image": module_digest(self.image_model)}}
         (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -412,6 +439,7 @@ class LiTBackbone(TextHookMixin, Backbone):
         with config_source(path / CONFIG_NAME):  # e.g. max_text_len beyond the tower's positions
             bb = cls.build(resolved, name=name or str(path), seed=None, local_files_only=local_files_only)
         bb.cfg = cfg  # the names as the folder gives them (a re-save keeps them relative)
+        load_tuned_towers(path, cfg, bb.text_model, bb.image_model)  # a LoRA delta is merged here, once
         missing = set(bb.head_state_dict()) ^ set(state)
         if missing:
             raise ValueError(f"{path / WEIGHTS_NAME} does not match the config's heads (keys {sorted(missing)[:4]})")
@@ -467,6 +495,19 @@ def lit_folder_of(name: str) -> Path | None:
     """For a model name ``local-dir:PATH`` or a bare folder path: the folder if it holds a LiT model."""
     path = Path(name[len("local-dir:"):] if name.startswith("local-dir:") else name).expanduser()
     return path if path.is_dir() and read_lit_config(path) is not None else None
+
+
+#: built-in LiT names shipped as a folder under ``zscir/assets`` (their config.json's ``version`` is shown)
+SHIPPED_LIT: dict[str, str] = {"lit-clipart": "lit-clipart"}
+
+
+def builtin_lit_version(name: str) -> str | None:
+    """The ``version`` a shipped LiT model's config.json states (`zscir list models`, ``/health``), or None."""
+    if name not in SHIPPED_LIT:
+        return None
+    raw = read_lit_config(shipped_model_dir(SHIPPED_LIT[name]))
+    version = raw.get("version") if raw else None
+    return version if isinstance(version, str) and version else None
 
 
 def _untrained(seed: int = 0, **kw: object) -> Backbone:

@@ -24,7 +24,7 @@ import torch
 
 from zscir.backbones.assets import shipped_model_dir  # noqa: F401 - re-exported
 from zscir.backbones.base import Backbone
-from zscir.backbones.lit import BUILTIN_LIT_MODELS, LiTBackbone, lit_folder_of
+from zscir.backbones.lit import BUILTIN_LIT_MODELS, LiTBackbone, builtin_lit_version, lit_folder_of
 from zscir.backbones.folder_refs import FolderRefError, field_location, is_hub_name
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,12 @@ MODEL_INFO: dict[str, ModelInfo] = {
 def model_info(name: str | None) -> ModelInfo | None:
     """The `ModelInfo` of a built-in model name; None for checkpoints named by prefix or path."""
     return MODEL_INFO.get(name or "")
+
+
+def model_version(name: str | None) -> str | None:
+    """The version a shipped built-in model states (its config.json's ``version``, e.g. ``lit-clipart-1``), or
+    None: which trained weights ``lit-clipart`` is in this install (`zscir list models`, ``/health``)."""
+    return builtin_lit_version(name or "")
 
 
 def real_images_note(name: str | None) -> str | None:

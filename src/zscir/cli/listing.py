@@ -11,11 +11,13 @@ def register(app: typer.Typer) -> None:
         """List built-in models (and accepted name prefixes) or registered methods."""
         if what == "models":
             from zscir.backbones import list_models
-            from zscir.backbones.registry import model_info
+            from zscir.backbones.registry import model_info, model_version
 
             for name in list_models():  # with what each built-in is for (world-clip: not for real photos)
                 info = model_info(name)
-                typer.echo(f"{name:<18} {info.purpose}" if info else name)
+                version = model_version(name)  # a shipped model's trained weights (e.g. lit-clipart-1)
+                tag = f"[{version}] " if version else ""
+                typer.echo(f"{name:<18} {tag}{info.purpose}" if info else name)
         elif what == "methods":
             from zscir.methods import list_methods
 

@@ -207,4 +207,12 @@ class WebDatasetSource(PairSource):
             return Problem(e.code, key, str(e))
         if not captions:
             return Problem("no_caption", key, "no .txt and no caption field in .json")
-        return RawPair(sample["__key__"], sample[ext], captions, {"shard": sample.get("__url__")})
+        meta: dict[str, Any] = {"shard": sample.get("__url__")}
+        if "json" in sample:  # the record's metadata (names, keywords, style: caption augmentation reads it)
+            try:
+                parsed = parse_json(sample["json"])
+            except (ValueError, UnicodeDecodeError):
+                parsed = None
+            if isinstance(parsed, dict):
+                meta["json"] = parsed
+        return RawPair(sample["__key__"], sample[ext], captions, meta)

@@ -457,13 +457,13 @@ def image_from_array(array: np.ndarray, limits: ImageLimits) -> Image.Image:
 def model_card(model: str | None) -> dict[str, Any]:
     """The index model's name and purpose for people (``/health``, the web page): a built-in that does not
     know real pictures says so, with how to choose one that does."""
-    from zscir.backbones.registry import REAL_MODEL_HINT, model_info
+    from zscir.backbones.registry import REAL_MODEL_HINT, model_info, model_version
 
     info = model_info(model)
     if info is None:
-        return {"name": model, "purpose": None, "real_images": None, "hint": None}
+        return {"name": model, "purpose": None, "real_images": None, "hint": None, "version": None}
     return {"name": model, "purpose": info.purpose, "real_images": info.real_images,
-            "hint": None if info.real_images else REAL_MODEL_HINT}
+            "hint": None if info.real_images else REAL_MODEL_HINT, "version": model_version(model)}
 
 
 def hit_records(hits: list[SearchHit]) -> list[dict[str, Any]]:

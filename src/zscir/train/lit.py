@@ -1,4 +1,4 @@
-"""`zscir train lit`: train the projection heads of a LiT backbone on (image, caption) pairs.
+"""`zscir train lit`: train the projection heads (and optionally the towers) of a LiT backbone on pairs.
 
 Both towers are frozen, so each picture and each caption goes through its tower exactly once: the pooled
 tower features are cached on disk, keyed by a fingerprint of the towers and preprocessing
@@ -10,6 +10,18 @@ Recipe: symmetric InfoNCE with a learnable temperature (CLIP), AdamW (no weight 
 the temperature), linear warm-up + cosine decay, batches of distinct images with one random caption of
 each. A share of the *images* (never only some of their captions) is held out for image→text and
 text→image R@1/R@5, reported with the chance level.
+
+Tuned towers (`--text-tower {lora,full}`, `--image-unlock-blocks K`; files in `zscir.backbones.lit_tuning`):
+the cache then keeps only what stays frozen. A tuned text tower runs every step on the batch's captions
+(tokenised to ``train_text_len`` tokens; no text features are cached or computed up front), with its own,
+lower learning rate (``text_lr``). With the last K image blocks unlocked the cache holds each picture's
+activations at the input of the first unlocked block, in float16 (4,800 values = 9.6 kB per picture at
+160 px for K ≤ 4, 11,200 = 22 kB for K = 5..7; docs/DESIGN-CHOICES.md lists every K; the pooled features
+are 1,280 values), and the unlocked
+blocks and the head convolution run every step (``image_lr``). BatchNorm statistics stay frozen (towers in
+eval mode). ``--caption-augment metadata`` adds phrasings built from each picture's metadata
+(`zscir.train.lit_captions`). With the defaults (locked towers, no augmentation) the trainer does exactly
+what it did before towers could be tuned: same cache, same random draws, same folder.
 
 Threads: torch gets ``threads`` intra-op threads (default 1; None, the CLI's default, chooses the idle
 usable cores through `zscir.threads`): on a busy machine more threads than free cores ran ~5× slower than
@@ -32,9 +44,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.backbones.lit import LiTBackbone, LiTConfig
+from zscir.backbones.lit_tuning import (TUNED_FILES, add_lora, check_unlocked_blocks, image_block_count,
+                                        image_tail_modules, lora_state, merge_lora, unload_lora)
 from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
 from zscir.train.common import cosine_lr, fit_batch, retrieval_recalls, seed_everything, set_threads, write_json
+from zscir.train.lit_captions import AUGMENTS, metadata_phrasings, record_metadata
 from zscir.train.run_folder import MODEL_FILES, open_run
+
+#: what `zscir train lit` writes into its folder (the tuned-tower files only when towers are tuned)
+LIT_RUN_FILES = MODEL_FILES + TUNED_FILES
+#: default learning rates of tuned tower weights (`LiTTrainConfig.text_lr` None): LoRA adapters take a
+#: larger step than full fine-tuning, both far below the heads' 1e-3
+DEFAULT_TEXT_LR = {"lora": 5e-4, "full": 5e-5}
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +76,28 @@ class LiTTrainConfig:
     threads: int | None = 1  # None: zscir.threads chooses (the CLI's default)
     feature_batch_size: int = 64
     device: str = "cpu"
-    model: LiTConfig = field(default_factory=LiTConfig)
+    model: LiTConfig = field(default_factory=LiTConfig)  # text_tuning, lora_*, image_unlocked_blocks live here
+    text_lr: float | None = None  # tuned text tower weights (None: DEFAULT_TEXT_LR by text_tuning)
+    image_lr: float = 1e-4  # unlocked image blocks
+    train_text_len: int = 32  # tokens per caption when the text tower runs each step (≤ model.max_text_len)
+    caption_augment: str = "none"  # or "metadata" (zscir.train.lit_captions)
+    augment_share: float = 0.5  # probability of drawing an augmented phrasing instead of an own caption
+
+    def __post_init__(self):
+        if self.caption_augment not in AUGMENTS:
+            raise ValueError(f"--caption-augment must be one of {', '.join(AUGMENTS)}, got {self.caption_augment!r}")
+        if not 0.0 <= self.augment_share <= 1.0:
+            raise ValueError(f"augment_share must be in [0, 1], got {self.augment_share!r}")
+        for name in ("text_lr", "image_lr"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1), got {v!r}")
+        if not (isinstance(self.train_text_len, int) and self.train_text_len >= 1):
+            raise ValueError(f"train_text_len must be a positive integer, got {self.train_text_len!r}")
+
+    @property
+    def text_tuned(self) -> bool:
+        return self.model.text_tuning != "locked"
 
 
 def image_key(im: Image.Image) -> str:
@@ -70,10 +112,14 @@ def text_key(text: str) -> str:
 
 
 class FeatureCache:
-    """Pooled frozen-tower features by item hash, in one file per tower fingerprint (or in memory only)."""
+    """Frozen-tower features by item hash, in one file per tower fingerprint (or in memory only).
 
-    def __init__(self, cache_dir: str | Path | None, fingerprint: str):
-        self.path = Path(cache_dir) / f"lit-features-{fingerprint}.pt" if cache_dir else None
+    ``kind`` names what the image entries are: "" pooled features (with the text features), ``cut<K>`` the
+    float16 activations at the input of image block K (`LiTTrainConfig` with unlocked image blocks)."""
+
+    def __init__(self, cache_dir: str | Path | None, fingerprint: str, kind: str = ""):
+        name = f"lit-features-{fingerprint}{'-' + kind if kind else ''}.pt"
+        self.path = Path(cache_dir) / name if cache_dir else None
         self.data: dict[str, dict[str, torch.Tensor]] = {"image": {}, "text": {}}
         if self.path is not None and self.path.exists():
             try:  # a cache is data (weights_only); a damaged or foreign file is ignored and rebuilt
@@ -97,22 +143,34 @@ class FeatureCache:
 
 @dataclass
 class PairFeatures:
-    """Deduplicated tower features and, per pair, which image row and which text row it uses."""
+    """Deduplicated tower features and, per pair, which image row and which text row it uses.
 
-    images: torch.Tensor  # (N_img, C)
-    texts: torch.Tensor  # (N_txt, W)
+    ``texts`` is None when the text tower is tuned (it runs each step on ``text_strings`` instead);
+    ``image_aug`` lists, per image row, the text rows of its augmented phrasings (`zscir.train.lit_captions`)."""
+
+    images: torch.Tensor  # (N_img, C) pooled, or (N_img, C, h, w) float16 at the first unlocked block
+    texts: torch.Tensor | None  # (N_txt, W)
     pair_image: np.ndarray  # (N_pairs,) row into images
     pair_text: np.ndarray  # (N_pairs,) row into texts
+    text_strings: list[str] = field(default_factory=list)  # (N_txt,) the caption of each text row
+    image_aug: dict[int, list[int]] = field(default_factory=dict)
 
 
 @torch.no_grad()
-def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple[Image.Image, str]],
-                          cache_dir: str | Path | None = None, batch_size: int = 64,
-                          progress: bool = True) -> PairFeatures:
-    """Stream ``pairs`` once; run each distinct new picture/caption through its frozen tower in batches."""
-    cache = FeatureCache(cache_dir, backbone.towers_fingerprint())
+def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_dir: str | Path | None = None,
+                          batch_size: int = 64, progress: bool = True, text_features: bool = True,
+                          image_cut: int | None = None) -> PairFeatures:
+    """Stream ``pairs`` once; run each distinct new picture/caption through its frozen tower in batches.
+
+    A pair is ``(image, caption)`` or ``(image, caption, phrasings)`` with augmented phrasings of the
+    picture. ``text_features=False`` (a tuned text tower) computes and caches no text feature;
+    ``image_cut`` (not None) caches the activations at the input of image block ``image_cut`` instead of
+    pooled features (the blocks from there on are trained)."""
+    cache = FeatureCache(cache_dir, backbone.towers_fingerprint(), "" if image_cut is None else f"cut{image_cut}")
     img_rows: dict[str, int] = {}
     txt_rows: dict[str, int] = {}
+    strings: list[str] = []
+    image_aug: dict[int, list[int]] = {}
     pair_image: list[int] = []
     pair_text: list[int] = []
     pending_img: list[tuple[str, Image.Image]] = []
@@ -120,7 +178,13 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple[Image.Ima
 
     def flush_images() -> None:
         if pending_img:
-            feats = backbone.image_features(backbone.preprocess([im for _, im in pending_img])).float().cpu()
+            pix = backbone.preprocess([im for _, im in pending_img])
+            if image_cut is not None:
+                model = backbone.image_model
+                x = pix.to(backbone.device, next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
+                feats = model.forward_until(x, image_cut).to(torch.float16).cpu().contiguous()
+            else:
+                feats = backbone.image_features(pix).float().cpu()
             cache.data["image"].update({k: f.clone() for (k, _), f in zip(pending_img, feats)})
             cache.dirty = True
             pending_img.clear()
@@ -132,19 +196,30 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple[Image.Ima
             cache.dirty = True
             pending_txt.clear()
 
+    def text_row(text: str) -> int:
+        tk = text_key(text)
+        if tk not in txt_rows:
+            txt_rows[tk] = len(txt_rows)
+            strings.append(text)
+            if text_features and tk not in cache.data["text"]:
+                pending_txt.append((tk, text))
+        return txt_rows[tk]
+
     bar = tqdm(pairs, desc="lit features", unit="pair", disable=not progress)
-    for im, caption in bar:
-        ik, tk = image_key(im), text_key(caption)
+    for item in bar:
+        im, caption = item[0], item[1]
+        ik = image_key(im)
         if ik not in img_rows:
             img_rows[ik] = len(img_rows)
             if ik not in cache.data["image"]:
                 pending_img.append((ik, im))
-        if tk not in txt_rows:
-            txt_rows[tk] = len(txt_rows)
-            if tk not in cache.data["text"]:
-                pending_txt.append((tk, caption))
         pair_image.append(img_rows[ik])
-        pair_text.append(txt_rows[tk])
+        pair_text.append(text_row(caption))
+        for phrasing in (item[2] if len(item) > 2 else ()):
+            rows = image_aug.setdefault(img_rows[ik], [])
+            row = text_row(phrasing)
+            if row not in rows:
+                rows.append(row)
         if len(pending_img) >= batch_size:
             flush_images()
         if len(pending_txt) >= 4 * batch_size:
@@ -155,8 +230,8 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple[Image.Ima
     if not pair_image:
         raise ValueError("the pair data is empty")
     images = torch.stack([cache.data["image"][k] for k in img_rows])
-    texts = torch.stack([cache.data["text"][k] for k in txt_rows])
-    return PairFeatures(images, texts, np.asarray(pair_image), np.asarray(pair_text))
+    texts = torch.stack([cache.data["text"][k] for k in txt_rows]) if text_features else None
+    return PairFeatures(images, texts, np.asarray(pair_image), np.asarray(pair_text), strings, image_aug)
 
 
 @dataclass
@@ -167,6 +242,7 @@ class ImageSplit:
     train_captions: list[np.ndarray]  # caption rows of each training image
     val_rows: np.ndarray  # (N_val,) image rows
     val_text: np.ndarray  # (N_val,) the first caption row of each held-out image
+    train_aug: list[np.ndarray] = field(default_factory=list)  # augmented phrasing rows of each training image
 
 
 def split_by_image(feats: PairFeatures, val_fraction: float, max_val: int, seed: int) -> ImageSplit:
@@ -182,7 +258,8 @@ def split_by_image(feats: PairFeatures, val_fraction: float, max_val: int, seed:
     val_rows = np.flatnonzero(is_val)
     train_rows = np.flatnonzero(~is_val)
     return ImageSplit(train_rows, [np.asarray(captions[i]) for i in train_rows.tolist()], val_rows,
-                      np.asarray([captions[i][0] for i in val_rows.tolist()], dtype=np.int64))
+                      np.asarray([captions[i][0] for i in val_rows.tolist()], dtype=np.int64),
+                      [np.asarray(feats.image_aug.get(i, []), dtype=np.int64) for i in train_rows.tolist()])
 
 
 @torch.no_grad()
@@ -213,18 +290,110 @@ def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logi
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg: LiTTrainConfig | None = None,
+@dataclass
+class TowerTraining:
+    """What of the towers trains in a run, and how a batch's tower inputs become head inputs."""
+
+    backbone: LiTBackbone
+    feats: PairFeatures
+    cut: int | None  # first unlocked image block (None: image tower locked)
+    text_len: int
+
+    @property
+    def text_tuned(self) -> bool:
+        return self.feats.texts is None
+
+    def image_inputs(self, rows: np.ndarray) -> torch.Tensor:
+        x = self.feats.images[rows]
+        if self.cut is None:
+            return x
+        model = self.backbone.image_model
+        x = x.to(self.backbone.device, next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
+        return model.forward_from(x, self.cut).mean((2, 3))
+
+    def text_inputs(self, rows, max_len: int | None = None) -> torch.Tensor:
+        if not self.text_tuned:
+            return self.feats.texts[rows]
+        tok = self.backbone.tokenizer([self.feats.text_strings[int(r)] for r in rows], padding=True, truncation=True,
+                                      max_length=max_len or self.text_len, return_tensors="pt")
+        return self.backbone.text_features({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
+
+    @torch.no_grad()
+    def evaluate(self, val_rows: np.ndarray, val_text: np.ndarray, batch: int = 256) -> dict[str, float]:
+        """Held-out metrics with the towers as they are now (a tuned text tower at the model's max_text_len)."""
+        self.backbone.eval()
+        if self.cut is None and not self.text_tuned:
+            return evaluate_heads(self.backbone, self.feats.images[val_rows], self.feats.texts[val_text])
+        img = torch.cat([self.image_inputs(val_rows[i:i + batch]) for i in range(0, len(val_rows), batch)])
+        txt = torch.cat([self.text_inputs(val_text[i:i + batch], self.backbone.cfg.max_text_len)
+                         for i in range(0, len(val_text), batch)])
+        return evaluate_heads(self.backbone, img, txt)
+
+
+def tower_param_groups(backbone: LiTBackbone, cfg: LiTTrainConfig) -> list[dict]:
+    """Unlock what ``cfg.model`` says (LoRA adapters, the text tower, the last image blocks) and return their
+    optimizer groups (weight decay on matrices only; ``base_lr`` each). The word-embedding table stays frozen
+    under ``full``: 12M of MiniLM's 23M weights, mostly rows no caption uses (weight decay would shrink
+    them all), and the space the ``$`` pseudo-word of Pic2Word / TSCIR lives in."""
+    m = cfg.model
+    groups: list[tuple[list[torch.nn.Parameter], float]] = []
+    if m.text_tuning == "lora":
+        add_lora(backbone.text_model, m.lora_rank, m.lora_alpha)  # only the adapters require grad
+        groups.append(([p for p in backbone.text_model.parameters() if p.requires_grad],
+                       cfg.text_lr or DEFAULT_TEXT_LR["lora"]))
+    elif m.text_tuning == "full":
+        frozen = backbone.text_model.get_input_embeddings().weight
+        params = [p for p in backbone.text_model.parameters() if p is not frozen]
+        for p in params:
+            p.requires_grad_(True)
+        groups.append((params, cfg.text_lr or DEFAULT_TEXT_LR["full"]))
+    if m.image_unlocked_blocks:
+        params = [p for mod in image_tail_modules(backbone.image_model, m.image_unlocked_blocks).values()
+                  for p in mod.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        groups.append((params, cfg.image_lr))
+    out = []
+    for params, lr in groups:
+        out.append({"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "base_lr": lr})
+        out.append({"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "base_lr": lr})
+    return [g for g in out if g["params"]]
+
+
+def finish_towers(backbone: LiTBackbone, cfg: LiTConfig) -> None:
+    """After training: merge a LoRA delta into the text tower exactly as the loader will (the adapters are kept
+    for saving), freeze every tower weight again, forget fingerprints computed from the old weights."""
+    if cfg.text_tuning == "lora":
+        tm = backbone.text_model
+        delta = lora_state(tm)
+        unload_lora(tm)
+        merge_lora(tm, delta, cfg.lora_rank, cfg.lora_alpha, "the trained LoRA delta")
+        tm.zscir_lora_delta = delta  # type: ignore[assignment]  # what save_pretrained writes
+    for p in list(backbone.text_model.parameters()) + list(backbone.image_model.parameters()):
+        p.requires_grad_(False)
+    backbone._fingerprint = None
+    backbone._towers_fp = None
+
+
+def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig | None = None,
               cache_dir: str | Path | None = None, progress: bool = True,
               backbone: LiTBackbone | None = None) -> dict:
-    """Train the heads of a LiT backbone on ``pairs`` and save the model folder in ``out_dir``."""
+    """Train the heads (and what ``cfg.model`` unlocks of the towers) of a LiT backbone on ``pairs``; save the
+    model folder in ``out_dir``."""
     cfg = cfg or LiTTrainConfig()
-    open_run(out_dir, "zscir train lit", MODEL_FILES)  # a user's folder is refused before any work
+    open_run(out_dir, "zscir train lit", LIT_RUN_FILES)  # a user's folder is refused before any work
     cfg = replace(cfg, threads=set_threads(cfg.threads))  # the chosen count is recorded with the config
     seed_everything(cfg.seed)
     if backbone is None:
         backbone = LiTBackbone.build(cfg.model, name=str(out_dir), seed=cfg.seed).to(cfg.device)
+    elif backbone.cfg != cfg.model:
+        backbone.cfg = cfg.model  # the tuning fields decide what trains and what is saved
+    n_blocks = cfg.model.image_unlocked_blocks
+    check_unlocked_blocks(backbone.image_model, n_blocks, cfg.model.image_tower)
+    cut = image_block_count(backbone.image_model) - n_blocks if n_blocks else None
     t0 = time.time()
-    feats = extract_pair_features(backbone, pairs, cache_dir, cfg.feature_batch_size, progress)
+    feats = extract_pair_features(backbone, pairs, cache_dir, cfg.feature_batch_size, progress,
+                                  text_features=not cfg.text_tuned, image_cut=cut)
     t_feat = time.time() - t0
     split = split_by_image(feats, cfg.val_fraction, cfg.max_val, cfg.seed)
     train_rows, train_caps, val_rows, val_text = split.train_rows, split.train_captions, split.val_rows, split.val_text
@@ -235,22 +404,33 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
     params = backbone.head_parameters()
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
+              {"params": no_decay, "weight_decay": 0.0, "base_lr": cfg.lr}] + tower_param_groups(backbone, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    tt = TowerTraining(backbone, feats, cut, min(cfg.train_text_len, cfg.model.max_text_len))
     rng = np.random.default_rng(cfg.seed)
+    aug_rng = np.random.default_rng([cfg.seed, 1])  # its own stream: without augmentation the draws are unchanged
+    augment = cfg.caption_augment != "none" and any(len(a) for a in split.train_aug)
     losses: list[float] = []
     history: list[dict] = []
     metrics: dict = {}
     t1 = time.time()
-    bar = tqdm(range(cfg.steps), desc="train lit heads", disable=not progress)
+    eval_seconds = 0.0
+    tuned = cfg.text_tuned or n_blocks
+    bar = tqdm(range(cfg.steps), desc="train lit" if tuned else "train lit heads", disable=not progress)
     for step in bar:
         backbone.train()
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
+            g["lr"] = g["base_lr"] * cosine_lr(step, cfg.steps, cfg.warmup)
         pick = rng.choice(len(train_rows), size=bs, replace=False)
         caps = [int(train_caps[i][rng.integers(len(train_caps[i]))]) for i in pick]
-        ie = backbone.embed_image_features(feats.images[train_rows[pick]])
-        te = backbone.embed_text_features(feats.texts[caps])
+        if augment:
+            for j, i in enumerate(pick):
+                aug = split.train_aug[i]
+                if aug_rng.random() < cfg.augment_share and len(aug):
+                    caps[j] = int(aug[aug_rng.integers(len(aug))])
+        ie = backbone.embed_image_features(tt.image_inputs(train_rows[pick]))
+        te = backbone.embed_text_features(tt.text_inputs(caps))
         loss = contrastive_loss(ie, te, backbone.logit_scale, torch.as_tensor(caps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,19 +438,27 @@ def train_lit(pairs: Iterable[tuple[Image.Image, str]], out_dir: str | Path, cfg
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{backbone.logit_scale.exp().item():.1f}")
         if len(val_rows) and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
-            metrics = evaluate_heads(backbone, feats.images[val_rows], feats.texts[val_text])
+            t_eval = time.time()
+            metrics = tt.evaluate(val_rows, val_text)
+            eval_seconds += time.time() - t_eval
             history.append({"step": step + 1, "loss": losses[-1], **metrics})
             logger.info("step %d loss %.3f %s", step + 1, losses[-1], metrics)
+    train_seconds = time.time() - t1
+    towers_fp = backbone.towers_fingerprint()  # of the frozen towers the cache was keyed by
+    finish_towers(backbone, cfg.model)
     backbone.eval()
     out = backbone.save_pretrained(out_dir)
-    data = {"pairs": int(len(feats.pair_image)), "images": int(len(feats.images)), "texts": int(len(feats.texts)),
+    data = {"pairs": int(len(feats.pair_image)), "images": int(len(feats.images)), "texts": int(len(feats.text_strings)),
             "train_images": int(len(train_rows)), "val_images": int(len(val_rows))}
+    if cfg.caption_augment != "none":
+        data["augmented_phrasings"] = int(sum(len(a) for a in feats.image_aug.values()))
     log = {"config": asdict(cfg), "data": data, "history": history, "metrics": metrics,
-           "feature_seconds": t_feat, "train_seconds": time.time() - t1,
-           "towers_fingerprint": backbone.towers_fingerprint()}
+           "feature_seconds": t_feat, "train_seconds": train_seconds,
+           "eval_seconds": eval_seconds, "seconds_per_step": (train_seconds - eval_seconds) / max(1, cfg.steps),
+           "towers_fingerprint": towers_fp}
     write_json(out / "train_log.json", log)
     return {"out": str(out), "metrics": metrics, "losses": losses, "history": history, "data": data,
-            "backbone": backbone}
+            "backbone": backbone, "seconds_per_step": log["seconds_per_step"]}
 
 
 def world_pair_data(n_pairs: int = 2000, world_seed: int = 0, image_size: int = 160
@@ -288,16 +476,23 @@ def world_pair_data(n_pairs: int = 2000, world_seed: int = 0, image_size: int = 
                 yield im, caption
 
 
-def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 160, allow_pipe: bool = False
-              ) -> Iterable[tuple[Image.Image, str]]:
+def pair_data(spec: str, n_pairs: int = 2000, seed: int = 0, image_size: int = 160, allow_pipe: bool = False,
+              augment: str = "none") -> Iterable[tuple]:
     """Resolve ``--data SPEC`` to an iterable of (PIL image, caption) pairs.
 
     ``world`` is the procedural CIR world. Other specs go to the real-data layer (`zscir.data.get_pair_data`:
-    WebDataset shards, manifests, HF datasets); every caption variant of a record becomes one pair.
+    WebDataset shards, manifests, HF datasets); every caption variant of a record becomes one pair. With
+    ``augment="metadata"`` each pair also carries the picture's augmented phrasings
+    (`zscir.train.lit_captions.metadata_phrasings`) as a third element.
     """
+    if augment not in AUGMENTS:
+        raise ValueError(f"--caption-augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if spec == "world":
         return world_pair_data(n_pairs, seed, image_size)
     from zscir.data import get_pair_data
 
     data = get_pair_data(spec, allow_pipe=allow_pipe)  # a bad spec raises DataError (a ValueError) here
+    if augment == "metadata":
+        return ((r.image, c, metadata_phrasings(r.captions, record_metadata(r.meta))) for r in data
+                for c in r.captions)
     return ((r.image, c) for r in data for c in r.captions)
