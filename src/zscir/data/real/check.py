@@ -158,8 +158,22 @@ def scan_metadata(target: str | Path) -> MetaScan:
 
 
 def metadata_by_key(target: str | Path) -> dict[str, dict[str, Any]]:
-    """{sample key: metadata} of `scan_metadata` (shard keys without folders, as WebDataset names them)."""
-    return {k.rsplit("/", 1)[-1]: m for k, m in scan_metadata(target).items}
+    """{name: metadata} of `scan_metadata`: each item under its sample key (without folders, as WebDataset
+    names it), and a manifest row also under its ``filepath`` cell and that file's stem."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, m in scan_metadata(target).items:
+        out[k.rsplit("/", 1)[-1]] = m
+        fp = m.get("filepath")
+        if isinstance(fp, str) and fp:
+            out.setdefault(fp, m)
+            out.setdefault(Path(fp).stem, m)
+    return out
+
+
+def lookup(metas: dict[str, dict[str, Any]], key: str, caption: str) -> dict[str, Any]:
+    """The metadata of a pair record (by key, file path or file stem), else its caption alone."""
+    m = metas.get(key) or metas.get(key.rsplit("/", 1)[-1]) or metas.get(Path(key).stem)
+    return m if m is not None else caption_meta(caption)
 
 
 def caption_meta(caption: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ skin tone, hair, colour or number of people (`family_name`, `emoji_family`). The
 2. person words are removed from the concept, with their "X and Y" sequences: person/people, man/men,
    woman/women ("man superhero", "superhero" → "superhero"; "men holding hands", "woman and man holding
    hands", "people holding hands" → "holding hands"; "man", "woman", "person" → "person");
-3. colour words are dropped ("red heart", "blue heart" → "heart");
+3. the direction ("… facing right": a mirrored picture) and colour words are dropped ("red heart", "blue heart" → "heart");
 4. gendered word pairs without a shared word are aliased to one name (`ALIASES`: prince / princess / person
    with crown, Santa / Mrs. / Mx Claus, merman / mermaid / merperson, old man / old woman / older person,
    boy / girl / child, men's / women's room → restroom).
@@ -48,6 +48,7 @@ _COLOUR_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in COLOURS) + r")\b
 _PERSON = r"(?:person|people|man|men|woman|women)"
 #: person words with their "X and Y" sequences ("woman and man holding hands" → "holding hands")
 _PEOPLE_RE = re.compile(rf"\b{_PERSON}(?:\s+and\s+{_PERSON})*\b")
+_FACING_RE = re.compile(r"\bfacing (?:right|left)\b")
 #: variant parts that only say who is in the picture ("kiss: woman, man") or how they look ("man: beard"):
 #: dropped from the family
 PERSON_PARTS = frozenset({"person", "people", "man", "men", "woman", "women", "boy", "girl", "child", "adult",
@@ -83,6 +84,7 @@ def family_name(concept: str) -> str:
     s = concept.lower().strip().rstrip(".").replace("\u2019", "'")
     s = re.sub(r"^(an?|the)\s+", "", s)
     s = PRE_ALIASES.get(s, s)
+    s = _FACING_RE.sub(" ", s)  # "person walking facing right" is the mirror picture of "person walking"
     s = _squash(_PEOPLE_RE.sub(" ", s.replace("{g}", "person")))
     if not s:  # "man", "woman", "person"
         return "person"
