@@ -55,15 +55,17 @@ class HeldoutError(ValueError):
 def emoji_id(value: str | Sequence[int]) -> str:
     """The normal form of an emoji: lowercase hex code points (at least 4 digits) joined by ``-``, without
     ``fe0f``. Takes code points, an id in any emoji set's spelling (``1F44C-1F3FB``, ``U+1F44C U+1F3FB``,
-    ``23-20e3``) or the emoji text itself; raises ValueError for anything else."""
+    ``23-20e3``) or the emoji text itself (non-ASCII); raises ValueError for anything else."""
     if isinstance(value, str):
         s = value.strip().lower()
         if not s:
             raise ValueError("empty emoji id")
         if _ID_RE.match(s):
             cps = [int(t.removeprefix("u+"), 16) for t in re.split(r"[-_ ]+", s)]
-        else:
+        elif not s.isascii():  # emoji text ("👌🏻"); plain ASCII that is no id is no emoji either
             cps = [ord(ch) for ch in value.strip()]
+        else:
+            raise ValueError(f"not an emoji id: {value[:40]!r}")
     else:
         try:
             cps = [int(c) for c in value]
