@@ -189,3 +189,17 @@ def test_no_test_family_has_a_sibling_in_train_or_val():
     for name in ("elf", "guard", "judge", "kiss", "technologist", "firefighter", "superhero", "zombie"):
         forms = [e for e in entries if name in e.name.lower() and fam(e.name) == name]
         assert len(forms) >= 3 and len({split.split_of(fam(e.name)) for e in forms}) == 1
+
+
+@pytest.mark.parametrize("together,same", [
+    ([["flag: australia", "flag: heard & mcdonald islands"]], [("flag: australia", "flag: heard & mcdonald islands")]),
+    ([["a", "b"], ["b", "c"]], [("a", "c"), ("a", "b")]),  # chained groups: one split
+    ([["x"]], []),
+])
+def test_identical_pictures_put_their_families_into_one_split(together, same):
+    fams = [f"family {i}" for i in range(300)] + [f for g in together for f in g]
+    for seed in range(6):
+        sp = ConceptSplit.from_families(fams, seed=seed, together=together)
+        for a, b in same:
+            assert sp.split_of(a) == sp.split_of(b)
+        assert sp.test | sp.val | sp.train == set(fams)

@@ -22,10 +22,11 @@ Layout, per split (``test``, ``val``), in the formats the protocol code reads:
   different skin tone", "as a different gender", "in a different colour");
 * ``<split>/meta.json`` — the edit kind of each query (for per-kind breakdowns).
 
-Pixel-identical pictures (a few glyphs the font draws the same, a tint that does not change a stamp) are
-found by a hash of the rendered pixels: each group keeps its first picture in listing order, the others
-leave the gallery, and queries are rewritten onto the kept picture (a query whose target becomes its
-reference is dropped; several-target queries lose duplicates). Dropping rather than listing every copy as
+Pixel-identical pictures (a few glyphs the font draws the same — skin tones of the snowboarder, some
+flags —, a tint that does not change a stamp) are found by a hash of the rendered pixels: each group keeps
+its first picture in listing order, the others leave the gallery, queries are rewritten onto the kept
+picture (a query whose target becomes its reference is dropped; several-target queries lose duplicates),
+and the families of one group go into one split (two flags drawn alike are never test and train). Dropping rather than listing every copy as
 a correct target keeps one exact target per CIRR query and keeps R@K comparable; the groups are listed in
 ``benchmark.json`` (``identical``).
 
@@ -210,13 +211,18 @@ def _subsample(queries: list[Query], split: ConceptSplit, which: str, per_family
     return out
 
 
-def plan(cfg: RealBenchmarkConfig, items: list[RealItem]) -> tuple[ConceptSplit, dict[str, list[Query]]]:
-    """The concept split and the queries of each split (no image is rendered)."""
-    split = ConceptSplit.from_families({item_family(it.metadata()) for it in items}, cfg.seed, cfg.test, cfg.val)
+def plan(cfg: RealBenchmarkConfig, items: list[RealItem],
+         identical: list[list[str]] = ()) -> tuple[ConceptSplit, dict[str, list[Query]]]:
+    """The concept split and the queries of each split (no image is rendered). ``identical`` (groups of keys
+    with the same pixels, `identical_groups`) puts their families into one split and merges their queries."""
+    family = {it.key: item_family(it.metadata()) for it in items}
+    together = [{family[k] for k in g if k in family} for g in identical]
+    split = ConceptSplit.from_families(set(family.values()), cfg.seed, cfg.test, cfg.val,
+                                       together=[t for t in together if len(t) > 1])
     rng = random.Random(f"{cfg.seed}:phrasing")
     emoji = [it for it in items if it.source == "fonts-noto-color-emoji"]
     stamps = [it for it in items if it.source == "tuxpaint-stamps-default"]
-    queries = _emoji_queries(emoji, rng) + _stamp_queries(stamps, rng)
+    queries = merge_identical(_emoji_queries(emoji, rng) + _stamp_queries(stamps, rng), list(identical))
     return split, {s: _subsample(queries, split, s, cfg.per_family, cfg.seed) for s in SPLITS}
 
 
@@ -296,7 +302,6 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     items = gallery_items(sources)
     if cfg.families:
         items = [it for it in items if item_family(it.metadata()) in set(cfg.families)]
-    split, queries = plan(cfg, items)
     prepare_out(root, MARKER, "the real benchmark builder", PATTERNS)
     dirs = ["images", *SPLITS]
     rec = start_marker(root, MARKER, CREATED_BY, dirs)
@@ -318,7 +323,7 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     if identical:
         logger.info("real benchmark: %d groups of pixel-identical pictures, %d duplicates dropped: %s",
                     len(identical), len(dropped), "; ".join(" = ".join(g) for g in identical[:10]))
-    queries = {s: merge_identical(qs, identical) for s, qs in queries.items()}
+    split, queries = plan(cfg, items, identical)
     for it, data in rendered:
         if it.key in dropped:
             continue

@@ -171,11 +171,25 @@ class ConceptSplit:
         return self.split_of(item_family(meta)) != "train"
 
     @classmethod
-    def from_families(cls, families: Iterable[str], seed: int = 0, test: float = 0.2,
-                      val: float = 0.1) -> "ConceptSplit":
+    def from_families(cls, families: Iterable[str], seed: int = 0, test: float = 0.2, val: float = 0.1,
+                      together: Iterable[Iterable[str]] = ()) -> "ConceptSplit":
+        """Each family to the split its hash picks; the families of each group of ``together`` (concepts
+        drawn with pixel-identical pictures: the flags of Australia and of Heard & McDonald Islands) all go
+        where the alphabetically first of them goes."""
         out = cls(seed=seed, fractions={"test": test, "val": val})
+        lead: dict[str, str] = {}
+
+        def find(f: str) -> str:
+            while lead.get(f, f) != f:
+                f = lead[f]
+            return f
+
+        for group in together:  # union-find: chained groups end up with one leader, their smallest name
+            roots = sorted({find(f) for f in group})
+            for r in roots[1:]:
+                lead[r] = roots[0]
         for f in sorted(set(families)):
-            getattr(out, assign(f, seed, test, val)).add(f)
+            getattr(out, assign(find(f), seed, test, val)).add(f)
         return out
 
     def to_json(self) -> dict[str, Any]:
