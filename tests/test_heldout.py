@@ -420,3 +420,22 @@ def test_real_stamps_and_tints_all_removed():
     kept = filter_items(items, lists, report)
     assert report.total == len(listed) and len(kept) == len(items) - len(listed)
     assert any(it.variant.get("tint") for it in listed)  # tints went with their stamps
+
+
+# --- the Fusion-Diff caption bank -----------------------------------------------------------------------------
+@pytest.mark.parametrize("match,gone,left", [
+    ("ids", {"OK hand: light skin tone", "A bee.", "A red bee."}, {"OK hand", "bee", "A frog.", "superhero"}),
+    ("concept", {"OK hand: light skin tone", "A bee.", "OK hand", "bee", "superhero"}, {"A frog.", "grinning face"}),
+])
+def test_caption_bank_leaves_out_held_out_items(world, match, gone, left):
+    from zscir.data.real.corpus import CorpusConfig, build_corpus
+    from zscir.methods.fusiondiff.captioner import bank_from_data
+
+    tmp, src, _ = world
+    build_corpus(CorpusConfig(out=str(tmp / "c"), max_per_source=0, image_size=16, packages=src,
+                              write_images=False), progress=False)
+    spec = f"wds:{tmp / 'c' / 'shards' / 'corpus-00000.tar'}"
+    full = set(bank_from_data(spec))
+    bank = set(bank_from_data(spec, heldout=lists_of(world, match)))
+    assert gone <= full and left <= full
+    assert not (gone & bank) and left <= bank
