@@ -439,3 +439,21 @@ def test_caption_bank_leaves_out_held_out_items(world, match, gone, left):
     bank = set(bank_from_data(spec, heldout=lists_of(world, match)))
     assert gone <= full and left <= full
     assert not (gone & bank) and left <= bank
+
+
+@pytest.mark.parametrize("with_heldout,code", [(False, 1), (True, 0)])
+def test_check_heldout_reads_a_triplet_manifest(world, with_heldout, code):
+    from zscir.data.real.corpus import CorpusConfig, build_corpus
+    from zscir.data.synth.make import MakeTripletsConfig, make_triplets
+
+    tmp, src, folder = world
+    build_corpus(CorpusConfig(out=str(tmp / "c"), max_per_source=0, image_size=16, packages=src,
+                              write_images=False), progress=False)
+    make_triplets(MakeTripletsConfig(data=f"wds:{tmp / 'c' / 'shards' / 'corpus-00000.tar'}", out=str(tmp / "t"),
+                                     generators=("substitute",), image_size=16,
+                                     heldout=str(folder) if with_heldout else None, heldout_match="ids"),
+                  progress=False)
+    res = zscir("data", "check-heldout", tmp / "t" / "triplets.jsonl", "--heldout", folder,
+                "--emoji-test", src.emoji_test, "--tuxpaint-dir", src.tuxpaint_dir)
+    assert res.exit_code == code, res.output
+    assert ("bee" in res.output) == (code == 1)

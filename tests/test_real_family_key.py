@@ -203,3 +203,14 @@ def test_identical_pictures_put_their_families_into_one_split(together, same):
         for a, b in same:
             assert sp.split_of(a) == sp.split_of(b)
         assert sp.test | sp.val | sp.train == set(fams)
+
+
+@pytest.mark.parametrize("meta,family", [
+    ({"source": "emoji-datasource-twitter", "emoji_id": "1f9b8-200d-2642", "caption": "man superhero: dark skin tone",
+      "concept": "man superhero"}, "superhero"),
+    ({"source": "openmoji", "emoji_id": "1f1e9-1f1ea", "caption": "flag: Germany", "concept": "flag"}, "flag: germany"),
+    ({"source": "fluentui-emoji", "emoji": "\U0001F48F", "caption": "kiss: woman, man", "concept": "kiss"}, "kiss"),
+    ({"source": "openclipart-png", "caption": "flag", "concept": "flag"}, "flag"),
+])
+def test_other_emoji_sets_get_the_same_family(meta, family):
+    assert item_family(meta) == family

@@ -7,7 +7,8 @@ columns of a manifest (``source``, ``concept``, ``variant``, ``meta`` of the cor
 for data without metadata — only its caption (then only the concept-name rule can match).
 
 Accepted inputs: a corpus folder (its ``shards/*.tar``, else its ``manifest.csv``), a shard file or brace
-pattern (``wds:`` prefix optional), a ``.csv``/``.tsv``/``.jsonl`` manifest. Tar members are read as data
+pattern (``wds:`` prefix optional), a ``.csv``/``.tsv``/``.jsonl`` manifest (a triplet manifest's reference
+and target captions are checked by name). Tar members are read as data
 (regular ``.json``/``.txt`` members only, each at most `MAX_MEMBER` bytes); nothing is extracted.
 """
 
@@ -97,6 +98,12 @@ def _manifest_items(path: Path, scan: MetaScan) -> None:
         raise HeldoutError(f"{path}: not a readable manifest ({type(e).__name__}: {e})") from None
     scan.files += 1
     for n, r in enumerate(rows):
+        if "reference_caption" in r or "target_caption" in r:  # a triplet manifest: both pictures' captions
+            for side in ("reference", "target"):
+                cap = r.get(f"{side}_caption")
+                if isinstance(cap, str) and cap:
+                    scan.items.append((f"{r.get('id', n)}:{side}", caption_meta(cap)))
+            continue
         meta = {k: v for k, v in r.items() if k not in ("meta", "variant") and isinstance(k, str)}
         for col in ("meta", "variant"):
             v = r.get(col)

@@ -140,9 +140,12 @@ def emoji_slots(name: str) -> EmojiSlots:
 
 
 def item_family(meta: Mapping[str, Any]) -> str:
-    """The family of a corpus item from its metadata (``source``, ``concept``, ``caption``)."""
+    """The family of a corpus item from its metadata (``source``, ``concept``, ``caption``). Any emoji —
+    Noto's, or another set's whose items carry ``emoji_id``/``emoji`` — is read as a CLDR name, so the
+    same emoji in several styles is one family."""
     source = str(meta.get("source", ""))
-    if source == "fonts-noto-color-emoji" and meta.get("caption"):
+    is_emoji = source == "fonts-noto-color-emoji" or bool(meta.get("emoji_id") or meta.get("emoji"))
+    if is_emoji and isinstance(meta.get("caption"), str) and meta["caption"]:
         return emoji_slots(str(meta["caption"])).family
     return family_name(str(meta.get("concept") or meta.get("caption") or ""))
 
