@@ -407,6 +407,16 @@ def test_real_lists_load_and_are_normal():
 
 
 @needs_real
+@pytest.mark.parametrize("meta", [{}, {"source": OC, "concept": ""}, {"caption": "  "}, {"source": TUX, "file": ""},
+                                  {"emoji": ""}, {"emoji_id": None, "caption": None}])
+def test_items_without_a_name_are_not_matched_by_name(meta):
+    from zscir.data.real.emoji import EMOJI_TEST as ET
+
+    lists = load_heldout(REAL_HELDOUT, "concept", ET, None)
+    assert lists.match(meta) is None
+
+
+@needs_real
 def test_real_stamps_and_tints_all_removed():
     from zscir.data.real.tuxpaint import ROOT, read_stamps
 

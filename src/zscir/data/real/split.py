@@ -82,6 +82,8 @@ def family_name(concept: str) -> str:
     """The family of a concept name (rules 2–4 of the module docstring): lower case, leading article and
     final period dropped, person words and colour words removed, aliases applied; "" becomes "person"."""
     s = concept.lower().strip().rstrip(".").replace("\u2019", "'")
+    if not s:
+        return ""
     s = re.sub(r"^(an?|the)\s+", "", s)
     s = PRE_ALIASES.get(s, s)
     s = _FACING_RE.sub(" ", s)  # "person walking facing right" is the mirror picture of "person walking"
