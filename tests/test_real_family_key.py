@@ -214,3 +214,16 @@ def test_identical_pictures_put_their_families_into_one_split(together, same):
 ])
 def test_other_emoji_sets_get_the_same_family(meta, family):
     assert item_family(meta) == family
+
+
+@pytest.mark.parametrize("version", [1, "1", 3, None])
+def test_a_split_file_of_another_family_rule_is_refused(tmp_path, version):
+    """A v1 split names families "{g} superhero": its test families would silently not match v2 items."""
+    import json
+
+    from zscir.data.real.split import read_split
+
+    p = tmp_path / "split.json"
+    p.write_text(json.dumps({"version": version, "test": ["{g} superhero"], "val": [], "train": []}))
+    with pytest.raises(ValueError, match="rebuild the benchmark"):
+        read_split(p)

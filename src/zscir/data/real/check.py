@@ -20,7 +20,7 @@ import logging
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from zscir.data.real.heldout import HeldoutError, HeldoutLists, RemovalReport
 

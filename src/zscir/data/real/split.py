@@ -12,7 +12,8 @@ skin tone, hair, colour or number of people (`family_name`, `emoji_family`). The
 2. person words are removed from the concept, with their "X and Y" sequences: person/people, man/men,
    woman/women ("man superhero", "superhero" → "superhero"; "men holding hands", "woman and man holding
    hands", "people holding hands" → "holding hands"; "man", "woman", "person" → "person");
-3. the direction ("… facing right": a mirrored picture) and colour words are dropped ("red heart", "blue heart" → "heart");
+3. the direction ("… facing right": a mirrored picture) and colour words are dropped ("red heart",
+   "blue heart" → "heart");
 4. gendered word pairs without a shared word are aliased to one name (`ALIASES`: prince / princess / person
    with crown, Santa / Mrs. / Mx Claus, merman / mermaid / merperson, old man / old woman / older person,
    boy / girl / child, men's / women's room → restroom).
@@ -214,6 +215,11 @@ def read_split(path: str | Path) -> ConceptSplit:
     path = Path(path)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(d, dict) and d.get("version", SPLIT_VERSION) != SPLIT_VERSION:
+            # its family names follow another rule: items of its test families would not be recognised
+            raise ValueError(f"{path}: a concept split of version {d.get('version')!r}, this zscir names "
+                             f"families by version {SPLIT_VERSION}: rebuild the benchmark (zscir data "
+                             "build-benchmark) and use its split.json")
         return ConceptSplit(set(d["test"]), set(d["val"]), set(d.get("train", [])), int(d.get("seed", 0)),
                             dict(d.get("fractions", {})))
     except FileNotFoundError:
