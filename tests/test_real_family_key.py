@@ -227,3 +227,44 @@ def test_a_split_file_of_another_family_rule_is_refused(tmp_path, version):
     p.write_text(json.dumps({"version": version, "test": ["{g} superhero"], "val": [], "train": []}))
     with pytest.raises(ValueError, match="rebuild the benchmark"):
         read_split(p)
+
+
+def test_build_merges_pixel_identical_pictures(tmp_path):
+    """A fake stamps folder: one tintable stamp copied under another name and folder (same pixels, another
+    family), a stamp whose tints are all the same white, and a plain frog."""
+    import json
+
+    from PIL import Image
+
+    from zscir.data.real.benchmark import RealBenchmarkConfig, build_benchmark
+    from zscir.data.real.sources import RealSources
+
+    tux = tmp_path / "stamps"
+    for rel, caption, colour, flags in (("animals/bee.png", "A bee.", (120, 120, 120), "tintable"),
+                                        ("insects/wasp.png", "A wasp.", (120, 120, 120), "tintable"),
+                                        ("shapes/blank.png", "A blank.", (255, 255, 255), "tintable"),
+                                        ("animals/frog.png", "A frog.", (0, 140, 0), "")):
+        p = tux / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        im = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+        im.paste(Image.new("RGBA", (12, 12), colour + (255,)), (4, 4))
+        im.save(p)
+        p.with_suffix(".txt").write_text(caption + "\n")
+        if flags:
+            p.with_suffix(".dat").write_text(flags + "\n")
+    src = RealSources(emoji_font=str(tmp_path / "no.ttf"), emoji_test=str(tmp_path / "no.txt"), tuxpaint_dir=str(tux))
+    cfg = RealBenchmarkConfig(image_size=24, test=0.5, val=0.5)  # every family is test or val
+    r = build_benchmark(tmp_path / "bench", cfg, progress=False, sources=src)
+    groups = r["identical"]
+    assert ["tux-animals-bee", "tux-insects-wasp"] in groups
+    assert ["tux-shapes-blank"] + [f"tux-shapes-blank-{c}" for c in
+                                   ("red", "green", "blue", "yellow", "purple", "orange")] in groups
+    dropped = {k for g in groups for k in g[1:]}
+    gallery = {p.stem for p in (tmp_path / "bench" / "images").iterdir()}
+    assert not dropped & gallery and r["n_gallery"] == 7 + 7 + 7 + 1 - len(dropped) == 9
+    split = json.loads((tmp_path / "bench" / "split.json").read_text())
+    where = {f: s for s in ("test", "val", "train") for f in split[s]}
+    assert where["bee"] == where["wasp"]  # same pixels, one split
+    for s in ("test", "val"):
+        for q in json.loads((tmp_path / "bench" / s / "captions" / "cap.rc2.val.json").read_text()):
+            assert q["reference"] != q["target_hard"] and q["reference"] in gallery and q["target_hard"] in gallery
