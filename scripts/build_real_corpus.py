@@ -1,7 +1,8 @@
 """Build a small real captioned corpus from installed Debian packages (logic: zscir.data.real.corpus).
 
-    python scripts/build_real_corpus.py --out data/real-corpus                      # 1000 per source, 224 px
-    python scripts/build_real_corpus.py --out data/emoji --sources emoji --max-per-source 0 --image-size 128
+    python scripts/build_real_corpus.py --out data/real-corpus --heldout ../shared/heldout   # 1000 per source
+    python scripts/build_real_corpus.py --out data/emoji --sources emoji --max-per-source 0 --image-size 128 \
+        --heldout ../shared/heldout
 
 Writes ``shards/corpus-{00000..N}.tar`` (WebDataset: png + txt + json per key), ``manifest.csv``
 (``filepath,title`` + metadata columns, images in ``images/``), the packages' licence texts in
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude-split", default=None,
                     help="Concept split JSON (zscir data build-benchmark writes one): leave out its test and "
                          "val families.")
+    ap.add_argument("--heldout", default=None,
+                    help="Held-out folder (emoji-ids.txt, tuxpaint-stamps.txt): its concepts are left out and "
+                         "counted per list in corpus.json. Give it for any training data (docs/DATA.md).")
+    ap.add_argument("--heldout-match", default="concept", choices=("concept", "ids"),
+                    help="concept (default): held-out ids, stamp files and the same concept names in any source; "
+                         "ids: the listed emoji and stamps (with tints) only.")
     ap.add_argument("--no-images", action="store_true", help="Shards only (the CSV then has no file paths).")
     ap.add_argument("--no-progress", action="store_true")
     defaults = RealSources()
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CorpusConfig(out=a.out, sources=tuple(s.strip() for s in a.sources.split(",") if s.strip()),
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
                        shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,
-                       exclude_split=a.exclude_split,
+                       exclude_split=a.exclude_split, heldout=a.heldout, heldout_match=a.heldout_match,
                        packages=RealSources.from_options(**{f: getattr(a, f) for f in PACKAGES}))
     try:
         r = build_corpus(cfg, progress=not a.no_progress)
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {r['written']} items {r['written_per_source']} to {a.out}: {r['shards']} + {r['manifest']}"
           f" ({len(r['skipped'])} skipped)")
+    if r["heldout"] is not None:
+        print(f"held out ({r['heldout']['match']} match, {r['heldout']['folder']}): {r['heldout']['summary']}")
     return 0
 
 

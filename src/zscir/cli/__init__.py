@@ -42,7 +42,7 @@ def _configure(
 COMMAND_MODULES = (
     "zscir.cli.listing", "zscir.cli.demo", "zscir.cli.evaluate", "zscir.cli.indexing", "zscir.cli.train",
     "zscir.cli.benchmarks", "zscir.cli.serve", "zscir.cli.viz", "zscir.cli.bench", "zscir.cli.data",
-    "zscir.cli.make_triplets", "zscir.cli.real_benchmark",
+    "zscir.cli.make_triplets", "zscir.cli.real_benchmark", "zscir.cli.heldout",
 )
 
 

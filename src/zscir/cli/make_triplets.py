@@ -11,6 +11,7 @@ import typer
 
 from zscir.cli.common import fail
 from zscir.cli.data import data_app
+from zscir.cli.heldout import HELDOUT, HELDOUT_MATCH
 from zscir.cli.options import THREADS
 
 
@@ -41,6 +42,7 @@ def make_triplets_cmd(
     min_clip_text_image: float = typer.Option(None, help="HQ filter: target caption–target image CLIP score."),
     min_clip_direction: float = typer.Option(None, help="HQ filter: edit-direction CLIP similarity."),
     min_clip_image_image: float = typer.Option(None, help="HQ filter: reference–target image CLIP similarity."),
+    heldout: Path = HELDOUT, heldout_match: str = HELDOUT_MATCH,
     device: str = typer.Option("cpu"),
     progress: bool = typer.Option(True),
     threads: int = THREADS,
@@ -59,7 +61,8 @@ def make_triplets_cmd(
         text_model=text_model, mining=MiningConfig(k=k, max_edits=max_edits, per_reference=per_reference,
                                                    min_similarity=min_similarity),
         attributes=kinds, llm=llm, max_per_generator=max_per_generator, image_size=image_size,
-        image_root=str(image_root) if image_root else None, image_column=image_column, text_column=text_column)
+        image_root=str(image_root) if image_root else None, image_column=image_column, text_column=text_column,
+        heldout=str(heldout) if heldout else None, heldout_match=heldout_match)
     if hq and hq not in ("ip2p", "t2i"):
         fail(f"--hq must be ip2p or t2i, got {hq!r}")
     hq_targets = None
@@ -80,6 +83,12 @@ def make_triplets_cmd(
         fail(str(e))
     typer.echo(f"wrote {r['triplets']} triplets {r['per_generator']} ({r['per_quality']}) from {r['pairs']} pairs "
                f"to {out / r['manifest']}; rejected: {r['rejected'] or 'none'}")
+    if r["heldout"] is not None:
+        typer.echo(f"held out ({r['heldout']['match']} match, {r['heldout']['folder']}): left out "
+                   f"{r['heldout']['summary']}")
+    else:
+        typer.secho("warning: no --heldout folder: the pairs were not checked against the held-out concepts "
+                    "(docs/DATA.md)", err=True)
 
 
 def register(app: typer.Typer) -> None:

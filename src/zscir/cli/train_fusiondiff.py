@@ -47,6 +47,8 @@ def register_train(train_app: typer.Typer) -> None:
         captioner_model: str = typer.Option(None, help="transformers image-to-text model for --captioner generative."),
         precision: Precision = typer.Option(
             Precision.fp32, help=PRECISION_HELP + " Default here fp32: it reproduces the shipped checkpoint."),
+        heldout: Path = typer.Option(None, "--heldout", help="Held-out folder (emoji-ids.txt, tuxpaint-stamps.txt): "
+                                     "its items' captions are left out of the caption bank (docs/DATA.md)."),
     ) -> None:
         """Stage 1: pre-train the diffusion prior over fused embeddings on world image–caption pairs."""
         from zscir.methods.fusiondiff.train_prior import PriorTrainConfig, train_prior
@@ -55,7 +57,7 @@ def register_train(train_app: typer.Typer) -> None:
         cfg = PriorTrainConfig(model=model, seed=seed, world_seed=world_seed, threads=threads, device=device,
                                data=data_options(data, val_data, image_root, image_column, text_column, workers=workers,
                                                  allow_pipe=allow_pipe),
-                               bf16=parse_precision(precision))
+                               bf16=parse_precision(precision), heldout=str(heldout) if heldout else None)
         cfg = replace(cfg, **_overrides(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every))
         if caption_bank is None and captioner in (None, "retrieval") and data != "world":
             caption_bank = data  # a real gallery is captioned from the captions the prior was trained on

@@ -22,6 +22,14 @@ Layout, per split (``test``, ``val``), in the formats the protocol code reads:
   different skin tone", "as a different gender", "in a different colour");
 * ``<split>/meta.json`` — the edit kind of each query (for per-kind breakdowns).
 
+Pixel-identical pictures (a few glyphs the font draws the same — skin tones of the snowboarder, some
+flags —, a tint that does not change a stamp) are found by a hash of the rendered pixels: each group keeps
+its first picture in listing order, the others leave the gallery, queries are rewritten onto the kept
+picture (a query whose target becomes its reference is dropped; several-target queries lose duplicates),
+and the families of one group go into one split (two flags drawn alike are never test and train). Dropping rather than listing every copy as
+a correct target keeps one exact target per CIRR query and keeps R@K comparable; the groups are listed in
+``benchmark.json`` (``identical``).
+
 (The protocol code evaluates CIRR's and CIRCO's ``val`` files, so both splits use those file names.) The
 images are written once under ``images/`` and hard-linked (same bytes and mtime, so the feature cache is
 shared between the two splits). Same packages + same config → byte-identical files.
@@ -49,7 +57,9 @@ from zscir.data.real.split import TONES, ConceptSplit, emoji_slots, item_family,
 
 logger = logging.getLogger(__name__)
 
-BENCHMARK_VERSION = "real-v1"
+#: real-v2: one family per concept whatever the gender / tone / number of people (split version 2), and
+#: pixel-identical gallery pictures merged (`merge_identical`); real-v1 caches are not reused
+BENCHMARK_VERSION = "real-v2"
 MARKER = "benchmark.json"
 CREATED_BY = "zscir real benchmark"
 SPLITS = ("test", "val")
@@ -201,14 +211,48 @@ def _subsample(queries: list[Query], split: ConceptSplit, which: str, per_family
     return out
 
 
-def plan(cfg: RealBenchmarkConfig, items: list[RealItem]) -> tuple[ConceptSplit, dict[str, list[Query]]]:
-    """The concept split and the queries of each split (no image is rendered)."""
-    split = ConceptSplit.from_families({item_family(it.metadata()) for it in items}, cfg.seed, cfg.test, cfg.val)
+def plan(cfg: RealBenchmarkConfig, items: list[RealItem],
+         identical: list[list[str]] = ()) -> tuple[ConceptSplit, dict[str, list[Query]]]:
+    """The concept split and the queries of each split (no image is rendered). ``identical`` (groups of keys
+    with the same pixels, `identical_groups`) puts their families into one split and merges their queries."""
+    family = {it.key: item_family(it.metadata()) for it in items}
+    together = [{family[k] for k in g if k in family} for g in identical]
+    split = ConceptSplit.from_families(set(family.values()), cfg.seed, cfg.test, cfg.val,
+                                       together=[t for t in together if len(t) > 1])
     rng = random.Random(f"{cfg.seed}:phrasing")
     emoji = [it for it in items if it.source == "fonts-noto-color-emoji"]
     stamps = [it for it in items if it.source == "tuxpaint-stamps-default"]
-    queries = _emoji_queries(emoji, rng) + _stamp_queries(stamps, rng)
+    queries = merge_identical(_emoji_queries(emoji, rng) + _stamp_queries(stamps, rng), list(identical))
     return split, {s: _subsample(queries, split, s, cfg.per_family, cfg.seed) for s in SPLITS}
+
+
+def pixel_hash(im) -> str:
+    """SHA-256 of a rendered picture's size, mode and pixels (not of its PNG bytes)."""
+    import hashlib
+
+    return hashlib.sha256(f"{im.mode}{im.size}".encode() + im.tobytes()).hexdigest()
+
+
+def identical_groups(hashes: dict[str, str]) -> list[list[str]]:
+    """Groups (≥ 2 keys, in the order given) of pictures with the same `pixel_hash`."""
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for key, h in hashes.items():
+        by_hash[h].append(key)
+    return [g for g in by_hash.values() if len(g) > 1]
+
+
+def merge_identical(queries: list[Query], groups: list[list[str]]) -> list[Query]:
+    """Queries rewritten onto the first picture of each identical group (see the module docstring)."""
+    canon = {k: g[0] for g in groups for k in g[1:]}
+    out = []
+    for q in queries:
+        ref = canon.get(q.reference, q.reference)
+        targets = tuple(dict.fromkeys(t2 for t in q.targets if (t2 := canon.get(t, t)) != ref))
+        if not targets:
+            continue
+        members = tuple(dict.fromkeys(canon.get(m, m) for m in q.members))
+        out.append(Query(q.kind, ref, q.caption, targets, members, q.family))
+    return out
 
 
 def _dump(rec: Recorder, name: str, obj: Any) -> None:
@@ -258,18 +302,30 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     items = gallery_items(sources)
     if cfg.families:
         items = [it for it in items if item_family(it.metadata()) in set(cfg.families)]
-    split, queries = plan(cfg, items)
     prepare_out(root, MARKER, "the real benchmark builder", PATTERNS)
     dirs = ["images", *SPLITS]
     rec = start_marker(root, MARKER, CREATED_BY, dirs)
     files: list[str] = []
     skipped: list[str] = []
     keys: list[str] = []
+    pixels: dict[str, str] = {}
+    rendered = []
     for it in tqdm(items, desc="render real benchmark", unit="img", disable=not progress):
         try:
-            data = png_bytes(fit_square(it.load(), cfg.image_size))
+            im = fit_square(it.load(), cfg.image_size)
         except Exception as e:  # noqa: BLE001 - a glyph the font lacks or a broken stamp: not in the gallery
             skipped.append(f"{it.key}: {type(e).__name__}: {e}")
+            continue
+        pixels[it.key] = pixel_hash(im)
+        rendered.append((it, png_bytes(im)))
+    identical = identical_groups(pixels)
+    dropped = {k for g in identical for k in g[1:]}
+    if identical:
+        logger.info("real benchmark: %d groups of pixel-identical pictures, %d duplicates dropped: %s",
+                    len(identical), len(dropped), "; ".join(" = ".join(g) for g in identical[:10]))
+    split, queries = plan(cfg, items, identical)
+    for it, data in rendered:
+        if it.key in dropped:
             continue
         p = rec.claim(f"images/{it.key}.png")
         p.write_bytes(data)
@@ -312,6 +368,7 @@ def build_benchmark(root: str | Path, cfg: RealBenchmarkConfig | None = None, pr
     summary = {"created_by": CREATED_BY, "complete": True, "version": BENCHMARK_VERSION, "config": asdict(cfg),
                "sources": sources.as_dict(),
                "dirs": dirs, "files": files, "n_gallery": len(keys), "skipped": skipped, "queries": counts,
+               "identical": identical,
                "ids": ids}
     rec.finish(summary, indent=1, ensure_ascii=False, sort_keys=True)
     return summary

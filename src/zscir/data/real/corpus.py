@@ -6,6 +6,8 @@ path order, a seeded sample of at most ``max_per_source`` is drawn per source, i
 white ``image_size`` square and PNG-encoded (deterministic bytes), and the tar members get a fixed
 mtime — the same command writes byte-identical shards. Every row keeps its source package, licence,
 concept and variant, and the licence texts of the packages used are copied into ``licenses/``.
+With ``heldout`` (a held-out folder, `zscir.data.real.heldout`) every item of a held-out concept is left
+out before the sample is drawn, and the removals are counted per list, rule and source in ``corpus.json``.
 
 The output folder must be new, empty or a corpus this module wrote before (it is then rebuilt, deleting
 only the files its ``corpus.json`` lists): user files are never touched.
@@ -26,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
+from zscir.data.real.heldout import HeldoutError, HeldoutLists, RemovalReport, filter_items, load_heldout
 from zscir.data.real.item import RealItem, SourceMissing
 from zscir.data.real.sources import RealSources, requirement_text
 
@@ -85,8 +88,22 @@ class CorpusConfig:
     tint_colours: tuple[str, ...] | None = None  #: Tux Paint tints (None: all of tuxpaint.TINT_COLOURS)
     write_images: bool = True  #: also write images/<key>.png for the CSV manifest
     exclude_split: str | None = None  #: a concept split file: leave out its test and val families
+    heldout: str | None = None  #: a held-out folder (`zscir.data.real.heldout`): its concepts never enter
+    heldout_match: str = "concept"  #: "concept" (ids, stamp files and concept names) or "ids" (exact only)
     packages: RealSources = field(default_factory=RealSources)  #: where the packages' files are
     extra: dict = field(default_factory=dict)
+
+
+def _heldout_lists(cfg: CorpusConfig) -> HeldoutLists | None:
+    """The held-out lists of ``cfg.heldout`` (names learnt from the packages' files), or None with a warning."""
+    if not cfg.heldout:
+        logger.warning("no --heldout folder: the corpus is not checked against the held-out concepts "
+                       "(docs/DATA.md); pass --heldout ../shared/heldout for any training data")
+        return None
+    try:
+        return load_heldout(cfg.heldout, cfg.heldout_match, cfg.packages.emoji_test, cfg.packages.tuxpaint_dir)
+    except HeldoutError as e:
+        raise CorpusError(str(e)) from None
 
 
 def select(items: list[RealItem], n: int, seed: int, source: str) -> list[RealItem]:
@@ -138,6 +155,8 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             held = read_split(cfg.exclude_split)
         except ValueError as e:
             raise CorpusError(str(e)) from None
+    lists = _heldout_lists(cfg)
+    removed = RemovalReport()
     for name in cfg.sources:
         try:
             items = list(READERS[name](cfg.packages, cfg.tint_colours) if name == "tuxpaint"
@@ -151,10 +170,17 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
         n_all = len(items)
         if held is not None:  # benchmark test/val concepts never enter training data
             items = [it for it in items if not held.held_out(it.metadata())]
+        n_split = len(items)
+        mine = RemovalReport()
+        items = filter_items(items, lists, mine)  # the external evaluation's concepts: never trained on
+        removed.merge(mine)
         picked = select(items, cfg.max_per_source, cfg.seed, name)
         counts[name] = {"available": n_all, "selected": len(picked)}
         if held is not None:
-            counts[name]["held_out"] = n_all - len(items)
+            counts[name]["held_out"] = n_all - n_split
+        if lists is not None:
+            counts[name]["heldout_removed"] = mine.as_dict()
+            logger.info("%s: removed %s", name, mine.summary())
         chosen.extend(picked)
     if not chosen:
         raise CorpusError("no source is available: install the Debian packages (or give their paths) "
@@ -212,6 +238,7 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
         "written": len(rows), "written_per_source": per_source, "skipped": skipped,
         "shards": f"shards/corpus-{{00000..{max(len(shards) - 1, 0):05d}}}.tar", "n_shards": len(shards),
         "manifest": MANIFEST, "files": files,
+        "heldout": None if lists is None else {**lists.describe(), **removed.as_dict(), "summary": removed.summary()},
     }
     rec.finish(summary, indent=1, ensure_ascii=False)
     return summary

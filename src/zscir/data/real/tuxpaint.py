@@ -39,6 +39,11 @@ def stamp_caption(txt: Path) -> str:
     return ""
 
 
+def stamp_concept(stem: str) -> str:
+    """The concept of a stamp file stem: its number dropped, ``_``/``-`` as spaces ("frog_2" → "frog")."""
+    return (_NUMBERED.sub("", stem) or stem).replace("_", " ").replace("-", " ").strip()
+
+
 def tinted_caption(caption: str, colour: str) -> str:
     """"A heart." → "A red heart." ("An orange heart."); captions without an article get ", coloured red."."""
     m = _ARTICLE.match(caption)
@@ -82,7 +87,7 @@ def read_stamps(root: Path = ROOT, tint_colours: Sequence[str] = tuple(TINT_COLO
         dat = png.with_suffix(".dat")
         flags = dat.read_text(errors="replace").split() if dat.exists() else []
         category = png.parent.relative_to(root).as_posix()
-        concept = (_NUMBERED.sub("", stem) or stem).replace("_", " ").replace("-", " ").strip()
+        concept = stamp_concept(stem)
         extra = {"category": category, "file": png.relative_to(root).as_posix(), "flags": flags}
         key = make_key("tux", category.replace("/", "_"), stem)
         yield RealItem(key, caption, PACKAGE, LICENCE, concept, lambda p=png: load_package_image(p), {}, extra)

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
+from zscir.data.real.check import lookup, metadata_by_key
 from zscir.data.synth.templates import ATTRIBUTES, MiningConfig, mine_pairs, substitute
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class MakeTripletsConfig:
     image_root: str | None = None
     image_column: str | None = None
     text_column: str | None = None
+    heldout: str | None = None  #: a held-out folder (`zscir.data.real.heldout`): its items are not used
+    heldout_match: str = "concept"  #: "concept" or "ids" (see `zscir.data.real.heldout`)
 
     def check(self) -> None:
         """`DataError` for any impossible option, before a pair is read or a model loaded (option names
@@ -75,6 +78,8 @@ class MakeTripletsConfig:
             wrong.append(f"--min-similarity must be a cosine in [-1, 1], got {m.min_similarity}")
         if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
             wrong.append(f"--image-size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size}")
+        if self.heldout_match not in ("concept", "ids"):
+            wrong.append(f"--heldout-match must be concept or ids, got {self.heldout_match!r}")
         if wrong:
             raise DataError("; ".join(wrong))
 
@@ -99,6 +104,29 @@ def embed_texts(texts: Sequence[str], model: str = "world-clip", text_model: str
             m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
             out.append(F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
     return torch.cat(out).float()
+
+
+def _heldout(cfg: MakeTripletsConfig):
+    """(lists, {key: item metadata}, report) for ``cfg.heldout``; (None, {}, report) without it. Items of
+    data without metadata (not a local corpus, shards or manifest) are judged by their caption alone."""
+    from zscir.data import DataError
+    from zscir.data.real.heldout import HeldoutError, RemovalReport, load_heldout
+    from zscir.data.real.sources import RealSources
+
+    report = RemovalReport()
+    if not cfg.heldout:
+        return None, {}, report
+    src = RealSources()
+    try:
+        lists = load_heldout(cfg.heldout, cfg.heldout_match, src.emoji_test, src.tuxpaint_dir)
+    except HeldoutError as e:
+        raise DataError(str(e)) from None
+    try:
+        metas = metadata_by_key(cfg.data)
+    except HeldoutError as e:
+        logger.warning("--heldout: %s; items are checked by their captions only", e)
+        metas = {}
+    return lists, metas, report
 
 
 def _image_name(key: str, used: set[str]) -> str:
@@ -136,10 +164,19 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     check_out(out, MARKER, "zscir data make-triplets")
     data = pair_data or get_pair_data(cfg.data, image_root=cfg.image_root, image_column=cfg.image_column,
                                       text_column=cfg.text_column, limit=cfg.limit)
+    lists, metas, removed = _heldout(cfg)
     keys, captions = [], []
     for r in tqdm(data.records(), desc="reading captions", disable=not progress):
+        if lists is not None:
+            meta = lookup(metas, r.key, r.caption)
+            hit = lists.match(meta)
+            if hit is not None:  # a held-out concept: never a reference, never a target
+                removed.add(hit, str(meta.get("source", "?")), r.key)
+                continue
         keys.append(r.key)
         captions.append(r.caption)
+    if lists is not None:
+        logger.info("make-triplets: left out %s", removed.summary())
     if len(keys) < 2:
         raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2"
                         + (f" (skipped: {data.problems.summary()})" if data.problems.total else ""))
@@ -227,7 +264,9 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     summary = {"created_by": "zscir data make-triplets", "complete": True, "dirs": ["images"],
                "config": asdict(cfg), "pairs": len(keys), "triplets": len(rows), "per_generator": dict(per_gen),
                "per_quality": dict(per_q), "rejected": dict(rejected), "data_problems": data.problems.summary(),
-               "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST]}
+               "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST],
+               "heldout": None if lists is None else {**lists.describe(), **removed.as_dict(),
+                                                      "summary": removed.summary()}}
     rec.finish(summary, indent=1, ensure_ascii=False)
     return summary
 

@@ -169,11 +169,13 @@ class OracleCaptioner(Captioner):
         return self.name
 
 
-def bank_from_data(spec: str, limit: int | None = None, **data_kw) -> list[str]:
+def bank_from_data(spec: str, limit: int | None = None, heldout=None, **data_kw) -> list[str]:
     """Distinct captions (every variant, first-seen order) of a pair dataset; images are not decoded.
 
-    ``data_kw`` goes to `zscir.data.get_pair_data` (``image_root``, ``text_column``, ...). Raises
-    `zscir.data.DataError` for a bad spec or an empty bank.
+    ``data_kw`` goes to `zscir.data.get_pair_data` (``image_root``, ``text_column``, ...). ``heldout`` (a
+    `zscir.data.real.heldout.HeldoutLists`) leaves out the captions of held-out items (judged by the item
+    metadata of a local corpus, else by the caption). Raises `zscir.data.DataError` for a bad spec or an
+    empty bank.
     """
     from zscir.data import DataError, get_pair_data
     from zscir.data.records import Problem
@@ -182,9 +184,18 @@ def bank_from_data(spec: str, limit: int | None = None, **data_kw) -> list[str]:
     data = get_pair_data(spec, **data_kw)
     seen: dict[str, None] = {}
     n = 0
+    metas, removed = _heldout_metadata(spec, heldout)
     for item in data.source.iter_raw(Partition()):
         if isinstance(item, Problem):
             continue
+        if heldout is not None:
+            from zscir.data.real.check import lookup
+
+            meta = lookup(metas, item.key, item.captions[0] if item.captions else "")
+            hit = heldout.match(meta)
+            if hit is not None:
+                removed.add(hit, str(meta.get("source", "?")), item.key)
+                continue
         for c in item.captions:
             if c and c.strip():
                 seen.setdefault(c.strip(), None)
@@ -194,7 +205,23 @@ def bank_from_data(spec: str, limit: int | None = None, **data_kw) -> list[str]:
     if not seen:
         raise DataError(f"{spec}: no captions found for a caption bank")
     logger.info("caption bank from %s: %d distinct captions of %d items", spec, len(seen), n)
+    if heldout is not None:
+        logger.info("caption bank: left out %s", removed.summary())
     return list(seen)
+
+
+def _heldout_metadata(spec: str, heldout) -> tuple[dict, object]:
+    """({key: item metadata} of a local corpus, a removal report) for ``bank_from_data``'s held-out check."""
+    if heldout is None:
+        return {}, None
+    from zscir.data.real.check import metadata_by_key
+    from zscir.data.real.heldout import HeldoutError, RemovalReport
+
+    try:
+        return metadata_by_key(spec), RemovalReport()
+    except HeldoutError as e:
+        logger.warning("caption bank --heldout: %s; captions are checked by name only", e)
+        return {}, RemovalReport()
 
 
 class GenerativeCaptioner(Captioner):

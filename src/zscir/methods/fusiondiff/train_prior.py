@@ -59,6 +59,7 @@ class PriorTrainConfig:
     joint: JointConfig = field(default_factory=JointConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     data: DataOptions = field(default_factory=DataOptions)  # --data / --val-data (world by default)
+    heldout: str | None = None  #: held-out folder (zscir.data.real.heldout): its items leave the caption bank
 
 
 @torch.no_grad()
@@ -99,7 +100,17 @@ def _own_caption_bank(cfg: PriorTrainConfig) -> list[str] | None:
     if not spec:
         return None
     d = cfg.data
-    return bank_from_data(spec, limit=cfg.joint.caption_bank_limit, image_root=d.image_root,
+    lists = None
+    if cfg.heldout:
+        from zscir.data import DataError
+        from zscir.data.real.heldout import HeldoutError, load_heldout
+        from zscir.data.real.sources import RealSources
+
+        try:
+            lists = load_heldout(cfg.heldout, "concept", RealSources().emoji_test, RealSources().tuxpaint_dir)
+        except HeldoutError as e:
+            raise DataError(str(e)) from None
+    return bank_from_data(spec, limit=cfg.joint.caption_bank_limit, heldout=lists, image_root=d.image_root,
                           image_column=d.image_column, text_column=d.text_column, allow_pipe=d.allow_pipe)
 
 
