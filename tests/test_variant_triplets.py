@@ -356,3 +356,57 @@ def test_unphrasable_edits_are_not_made(attr, old, new):
     import random
 
     assert edit_text(attr, old, new, random.Random(0)) is None
+
+
+# --- TSCIR Stage II consumes the manifest's hard negatives ---------------------------------------------
+def test_stage2_miner_puts_the_listed_negatives_first():
+    """The manifest's ``hard_negatives`` lead each pool, ahead of the look-alikes (which alone fill it
+    when nothing is listed: the original behaviour)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from zscir.methods.tscir.hard_negatives import HardNegativeMiner
+
+    # gallery image j is less and less like image 0 as j grows
+    angles = torch.linspace(0, 1.5, 6)
+    glob = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    row = SimpleNamespace(id="r0", reference=SimpleNamespace(id="g1"))
+    other = SimpleNamespace(id="r1", reference=SimpleNamespace(id="g2"))
+    data = SimpleNamespace(gallery_bank=SimpleNamespace(glob=glob),
+                           gallery=SimpleNamespace(keys=[f"g{j}" for j in range(6)]),
+                           train=[row, other], tgt_idx={"r0": 0, "r1": 3})
+    cfg = SimpleNamespace(hard_negatives=2, hn_pool=3)
+    assert HardNegativeMiner(data, cfg).pool[0].tolist() == [1, 2, 3]  # nothing listed: the look-alikes
+    data.given_negatives = {"r0": [5, 4, 0]}  # the target itself is never its own negative
+    m = HardNegativeMiner(data, cfg)
+    assert m.pool[0].tolist() == [5, 4, 1] and m.current[0].tolist() == [5, 4]
+    assert set(m.pool[1].tolist()[:2]) == {2, 4}  # another row's pool is its look-alikes, as before
+
+
+def test_stage2_trains_on_the_variant_manifest(corpus, built, tmp_path, caplog):
+    from zscir.backbones import create_backbone
+    from zscir.methods.tscir.config import AdapterConfig, MappingConfig, Stage1Config, Stage2Config
+    from zscir.methods.tscir.stage1 import train_stage1
+    from zscir.methods.tscir.stage2 import TripletData, given_negatives, train_stage2
+    from zscir.train.data_options import DataOptions
+
+    out, _, rows = built
+    path = tmp_path / "clip"
+    create_backbone("tiny-clip-test").save_pretrained(path)
+    tiny = f"local-dir:{path}"
+    train_stage1(Stage1Config(model=tiny, mapping=MappingConfig(vsi_layers=[0], phi_hidden=32), steps=2,
+                              batch_size=8, n_val=4, bf16=False, data=DataOptions(data=corpus, workers=0)),
+                 tmp_path / "s1", progress=False)
+    cfg = Stage2Config(stage1=str(tmp_path / "s1"), model=tiny, adapter=AdapterConfig(bottleneck=8), steps=3,
+                       batch_size=8, lr=1e-2, warmup=1, eval_every=1000, n_val=4, bf16=False, hard_negatives=2,
+                       hn_pool=4, hn_refresh=2, data=DataOptions(data=str(out / "triplets.jsonl")))
+    s2 = train_stage2(cfg, tmp_path / "s2", progress=False)
+    assert len(s2["losses"]) == 3 and all(x == x for x in s2["losses"])
+    assert given_negatives({"hard_negatives": ["a", 3, "", None, "b"]}) == ["a", "b"]
+    assert given_negatives({"hard_negatives": "a"}) == [] and given_negatives({}) == []
+    backbone = create_backbone("tiny-clip-test")
+    data = TripletData(cfg, backbone, False, False)
+    listed = {r["id"]: r["hard_negatives"] for r in rows}
+    for t in data.train:
+        assert [data.gallery.ids[j] for j in data.given_negatives[t.id]] == listed[t.id]
