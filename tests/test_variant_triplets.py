@@ -410,3 +410,22 @@ def test_stage2_trains_on_the_variant_manifest(corpus, built, tmp_path, caplog):
     listed = {r["id"]: r["hard_negatives"] for r in rows}
     for t in data.train:
         assert [data.gallery.ids[j] for j in data.given_negatives[t.id]] == listed[t.id]
+
+
+def test_styles_that_look_alike_are_no_edit_and_no_negative():
+    """Google's emoji set is Noto's drawings: noto <-> google is no style edit, and the Google twin of a
+    target is never listed as its negative (it would be a right answer)."""
+    c = VariantCollector(VariantConfig())
+    for key, meta in [_emoji("n", "thumbs up"), _emoji("n-d", "thumbs up: dark skin tone", "dark"),
+                      _emoji("g", "thumbs up", style="google", source="emoji-datasource-google", emoji_id="1f44d"),
+                      _emoji("t", "thumbs up", style="twemoji", source="npm-twemoji", emoji_id="1f44d")]:
+        c.add(key, meta["caption"], meta)
+    rows = c.rows()
+    pairs = {(r["reference"], r["target"]) for r in rows}
+    assert ("n", "g") not in pairs and ("g", "n") not in pairs
+    assert {("n", "t"), ("t", "n"), ("g", "t"), ("t", "g"), ("n", "n-d"), ("n-d", "n")} <= pairs
+    for r in rows:
+        if r["target"] == "n":
+            assert "g" not in r["hard_negatives"]
+        if r["target"] == "g":
+            assert "n" not in r["hard_negatives"]

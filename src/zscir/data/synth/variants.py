@@ -76,6 +76,14 @@ def style_words(style: str) -> str:
     return STYLE_WORDS.get(style, f"in the {style.replace('-', ' ')} style")
 
 
+def same_look(a: tuple, b: tuple) -> bool:
+    """Whether two attribute tuples show the same picture to a user: equal, or different only in styles
+    that are described alike (Noto's font and Google's emoji set are the same drawings)."""
+    s = ATTRIBUTES.index("style")
+    return a[:s] + a[s + 1:] == b[:s] + b[s + 1:] and (
+        a[s] == b[s] or (a[s] is not None and b[s] is not None and style_words(a[s]) == style_words(b[s])))
+
+
 @dataclass
 class VariantConfig:
     """Options of the ``variants`` generator (CLI: ``--variant-*``)."""
@@ -193,7 +201,7 @@ def edit_text(attr: str, old: Any, new: Any, rng: random.Random) -> str | None:
     if attr == "hair" and new == "bald":
         return rng.choice(PHRASES["bald"])
     if attr == "style":
-        if old is None:
+        if old is None or style_words(old) == style_words(new):  # Google's set is Noto's drawings: no edit
             return None
         return rng.choice(PHRASES["style"]).format(v=style_words(new))
     return rng.choice(PHRASES[attr]).format(v=new)
@@ -264,7 +272,7 @@ class VariantCollector:
         rng = random.Random(f"{self.seed}:neg:{tgt.key}")
         scored = []
         for it in items:
-            if it is tgt:
+            if it is tgt or (it.base == tgt.base and same_look(it.attrs, tgt.attrs)):  # no look-alike answer
                 continue
             d = sum(a != b for a, b in zip(it.attrs, tgt.attrs)) if it.base == tgt.base else len(ATTRIBUTES) + 1
             scored.append((d, rng.random(), it.key))
@@ -331,5 +339,5 @@ class VariantCollector:
         return dict(sorted(self.stats.per_kind.items()))
 
 __all__ = ["ATTRIBUTES", "PHRASES", "STYLE_WORDS", "GENDER_TEXT", "VariantConfig", "VariantItem",
-           "VariantCollector", "VariantStats", "describe", "edit_text", "record_metadata", "style_words",
+           "VariantCollector", "VariantStats", "describe", "edit_text", "record_metadata", "same_look", "style_words",
            "tone_change"]
