@@ -252,12 +252,17 @@ def test_manifest_reads_with_the_triplet_reader(built):
     assert [t.meta["hard_negatives"] for t in recs] == [r["hard_negatives"] for r in rows]
 
 
-def test_caps_per_reference_and_per_generator(corpus, tmp_path):
+def test_caps_per_reference_and_per_generator(corpus, built, tmp_path):
     s = make_triplets(_cfg(corpus, tmp_path / "a", variants=VariantConfig(per_reference=1)), progress=False)
     refs = Counter(r["reference"] for r in _rows(tmp_path / "a"))
     assert max(refs.values()) == 1 and s["triplets"] == len(refs)
     s = make_triplets(_cfg(corpus, tmp_path / "b", max_per_generator=10), progress=False)
     assert s["triplets"] == 10
+    full = {json.dumps({k: v for k, v in r.items() if k != "id"}, sort_keys=True) for r in built[2]}
+    sample = [json.dumps({k: v for k, v in r.items() if k != "id"}, sort_keys=True) for r in _rows(tmp_path / "b")]
+    assert set(sample) <= full and len(set(sample)) == 10  # a sample of the very rows, not other ones
+    make_triplets(_cfg(corpus, tmp_path / "b2", max_per_generator=10), progress=False)
+    assert (tmp_path / "b2" / "triplets.jsonl").read_bytes() == (tmp_path / "b" / "triplets.jsonl").read_bytes()
     s = make_triplets(_cfg(corpus, tmp_path / "c", variants=VariantConfig(kinds=("style",), negatives=0)),
                       progress=False)
     assert s["per_edit"] == {"style": 4}

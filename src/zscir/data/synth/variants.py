@@ -321,12 +321,13 @@ class VariantCollector:
             yield from self.family_rows(fam, items)
 
     def rows(self, cap: int | None = None) -> list[dict]:
-        """`iter_rows` as a list; with ``cap`` a seeded sample of ``cap`` rows (kept in that order)."""
-        out = list(self.iter_rows())
-        if cap is not None and len(out) > cap:
-            keep = sorted(random.Random(f"{self.seed}:cap").sample(range(len(out)), cap))
-            out = [out[i] for i in keep]
-        return out
+        """`iter_rows` as a list; with ``cap`` a seeded sample of ``cap`` rows (kept in that order), drawn
+        by counting the rows first so that only the kept ones are ever held (a corpus gives 250K+)."""
+        if cap is None:
+            return list(self.iter_rows())
+        n = sum(self.count().values())
+        keep = set(random.Random(f"{self.seed}:cap").sample(range(n), cap)) if n > cap else None
+        return [r for i, r in enumerate(self.iter_rows()) if keep is None or i in keep]
 
     def count(self) -> dict[str, int]:
         """Rows per edit kind before the ``--max-per-generator`` cap (``--dry-run``); no row is kept."""
