@@ -68,6 +68,7 @@ ITEMS = dict([
     _emoji("heart-r", "red heart"), _emoji("heart-b", "blue heart"),
     # hostile: a family of one, no metadata, metadata without concept or variant
     _emoji("rocket", "rocket"), ("plain", None), ("junk", {"caption": "something", "foo": 1}),
+    ("orange", {"caption": "An orange.", "concept": "orange", "variant": {}}),  # no family name: colour word
 ])
 EXPECTED_KINDS = {"tone": 8 + 6 + 4, "style": 4, "gender": 12 + 2, "hair": 12, "tint": 6, "colour": 2}
 FAMILY_A = {("tu", "tu-l"), ("tu", "tu-d"), ("tu-l", "tu"), ("tu-l", "tu-d"), ("tu-d", "tu"), ("tu-d", "tu-l"),
@@ -147,9 +148,9 @@ def test_exact_triplets_per_kind_and_family(built):
     assert by_family["frog"] == FAMILY_E
     assert by_family["heart"] == {("heart-r", "heart-b"), ("heart-b", "heart-r")}
     assert "rocket" not in by_family
-    # skipped items are counted: no metadata (2), a duplicate variant, a family of one
-    assert summary["rejected"] == {"variants:no_metadata": 2, "variants:duplicate_variant": 1,
-                                   "variants:family_of_one": 1}
+    # skipped items are counted: no metadata (2), no family name, a duplicate variant, a family of one
+    assert summary["rejected"] == {"variants:no_metadata": 2, "variants:no_family": 1,
+                                   "variants:duplicate_variant": 1, "variants:family_of_one": 1}
     for r in rows:
         assert (out / r["reference"]).is_file() and (out / r["target"]).is_file()
         assert all((out / n).is_file() for n in r["hard_negatives"])
@@ -352,7 +353,7 @@ def test_collector_skips_items_without_usable_metadata(meta):
 
     c = VariantCollector(VariantConfig())
     c.add("k", "cap", record_metadata(meta))
-    assert c.rows() == [] and c.stats.skipped["no_metadata"] + c.stats.skipped["family_of_one"] == 1
+    assert c.rows() == [] and sum(c.stats.skipped.values()) == 1
 
 
 @pytest.mark.parametrize("attr,old,new", [

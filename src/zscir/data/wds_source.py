@@ -29,7 +29,8 @@ from zscir.data.records import DataError, Problem
 from zscir.data.source import PairSource, Partition, RawPair, file_fingerprint
 from zscir.data.spec import check_shard_commands, expand_shards
 
-__all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "sample_captions", "sample_json", "stated_size", "tar_end_problem"]
+__all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "sample_captions", "sample_json", "stated_size",
+           "tar_end_problem"]
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 #: fields of ``{key}.json`` that hold the caption, in order of preference (img2dataset writes ``caption``)

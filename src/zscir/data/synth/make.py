@@ -3,7 +3,8 @@
 Reads any pair spec through `zscir.data.get_pair_data`, runs the chosen generators — ``mine``
 (caption-pair mining, LQ, real target images), ``substitute`` (attribute substitution, text targets),
 ``llm`` (a local causal LM's edits, text targets), ``variants`` (exact edits between variants of one
-concept in a real corpus's metadata, HQ, with same-family hard negatives: `zscir.data.synth.variants`) — optionally renders HQ target images with diffusers
+concept in a real corpus's metadata, HQ, with same-family hard negatives: `zscir.data.synth.variants`) —
+optionally renders HQ target images with diffusers
 (`zscir.data.synth.hq`) and writes the canonical triplet manifest ``triplets.jsonl`` (docs/DATA.md) with
 provenance on every row: ``generator``, ``model``, ``seed``, ``scores``, ``quality``. The images the rows
 name are written into ``images/`` of the output folder, so the manifest is self-contained:
@@ -274,10 +275,12 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     summary = {"created_by": "zscir data make-triplets", "complete": True, "dirs": ["images"],
                "config": asdict(cfg), "pairs": len(keys), "triplets": len(rows), "per_generator": dict(per_gen),
                "per_quality": dict(per_q),
-               **({"per_edit": dict(sorted(per_edit.items()))} if per_edit else {}), "rejected": dict(rejected), "data_problems": data.problems.summary(),
+               **({"per_edit": dict(sorted(per_edit.items()))} if per_edit else {}), "rejected": dict(rejected),
+               "data_problems": data.problems.summary(),
                "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST]}
     rec.finish(summary, indent=1, ensure_ascii=False)
     return summary
 
 
-__all__ = ["MakeTripletsConfig", "make_triplets", "count_variant_triplets", "read_pairs", "check_generators", "embed_texts", "OutputFolderError", "GENERATORS"]
+__all__ = ["MakeTripletsConfig", "make_triplets", "count_variant_triplets", "read_pairs", "check_generators",
+           "embed_texts", "OutputFolderError", "GENERATORS"]

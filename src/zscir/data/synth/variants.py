@@ -125,9 +125,15 @@ def record_metadata(meta: Mapping[str, Any] | None) -> dict | None:
     return j if isinstance(j, dict) else None
 
 
+def has_metadata(meta: Mapping[str, Any] | None) -> bool:
+    """Whether an item carries corpus metadata at all (a ``concept`` or a ``variant``)."""
+    return isinstance(meta, Mapping) and bool(meta.get("concept") or meta.get("variant") is not None)
+
+
 def describe(key: str, caption: str, meta: Mapping[str, Any] | None) -> VariantItem | None:
-    """A `VariantItem` from an item's metadata, or None when it carries none the generator can use."""
-    if not isinstance(meta, Mapping) or not (meta.get("concept") or meta.get("variant") is not None):
+    """A `VariantItem` from an item's metadata, or None when it carries none the generator can use (no
+    metadata, or a concept whose family name is empty: `item_family` drops colour words, so "orange")."""
+    if not has_metadata(meta):
         return None
     caption = str(meta.get("caption") or caption or "")
     variant = meta.get("variant") if isinstance(meta.get("variant"), Mapping) else {}
@@ -233,7 +239,7 @@ class VariantCollector:
         self.stats.items += 1
         item = describe(key, caption, meta)
         if item is None:
-            self.stats.skipped["no_metadata"] += 1
+            self.stats.skipped["no_metadata" if not has_metadata(meta) else "no_family"] += 1
             return
         fam = self._families[item.family]
         sig = (item.base, item.attrs)
@@ -340,5 +346,5 @@ class VariantCollector:
         return dict(sorted(self.stats.per_kind.items()))
 
 __all__ = ["ATTRIBUTES", "PHRASES", "STYLE_WORDS", "GENDER_TEXT", "VariantConfig", "VariantItem",
-           "VariantCollector", "VariantStats", "describe", "edit_text", "record_metadata", "same_look", "style_words",
+           "VariantCollector", "VariantStats", "describe", "has_metadata", "edit_text", "record_metadata", "same_look", "style_words",
            "tone_change"]
