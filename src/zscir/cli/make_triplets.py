@@ -20,7 +20,7 @@ def make_triplets_cmd(
     data: str = typer.Argument(..., help="Pair dataset SPEC (WebDataset shards, manifest, hf:..., world)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (new, empty, or an earlier make-triplets run)."),
     generator: list[str] = typer.Option(["mine", "substitute"], "--generator", "-g",
-                                        help="mine | substitute | llm (repeat the option for several)."),
+                                        help="mine | substitute | llm | variants (repeat the option for several)."),
     seed: int = typer.Option(0),
     limit: int = typer.Option(None, help="Read only the first N pairs."),
     model: str = typer.Option("world-clip", help="Backbone whose text encoder embeds captions for mining."),
@@ -43,6 +43,13 @@ def make_triplets_cmd(
     min_clip_direction: float = typer.Option(None, help="HQ filter: edit-direction CLIP similarity."),
     min_clip_image_image: float = typer.Option(None, help="HQ filter: reference–target image CLIP similarity."),
     heldout: Path = HELDOUT, heldout_match: str = HELDOUT_MATCH,
+    variant_kinds: str = typer.Option("tone,gender,hair,colour,tint,style",
+                                      help="Variants: attributes an edit may change."),
+    variant_max_diff: int = typer.Option(1, help="Variants: attributes one edit may change at once."),
+    variant_per_reference: int = typer.Option(None, help="Variants: at most N triplets per reference."),
+    variant_negatives: int = typer.Option(8, help="Variants: same-family hard negatives listed per triplet."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Count the variants triplets per edit kind; write nothing."),
     device: str = typer.Option("cpu"),
     progress: bool = typer.Option(True),
     threads: int = THREADS,
@@ -50,8 +57,9 @@ def make_triplets_cmd(
     """Generate synthetic triplets from your own image–caption pairs (canonical triplet manifest)."""
     from zscir.data import DataError
     from zscir.data.outdir import OutputFolderError
-    from zscir.data.synth.make import MakeTripletsConfig, make_triplets
+    from zscir.data.synth.make import MakeTripletsConfig, count_variant_triplets, make_triplets
     from zscir.data.synth.templates import ATTRIBUTES, MiningConfig
+    from zscir.data.synth.variants import VariantConfig
 
     kinds = tuple(a.strip() for a in attributes.split(",") if a.strip())
     if any(a not in ATTRIBUTES for a in kinds):
@@ -62,7 +70,10 @@ def make_triplets_cmd(
                                                    min_similarity=min_similarity),
         attributes=kinds, llm=llm, max_per_generator=max_per_generator, image_size=image_size,
         image_root=str(image_root) if image_root else None, image_column=image_column, text_column=text_column,
-        heldout=str(heldout) if heldout else None, heldout_match=heldout_match)
+        heldout=str(heldout) if heldout else None, heldout_match=heldout_match,
+        variants=VariantConfig(kinds=tuple(a.strip() for a in variant_kinds.split(",") if a.strip()),
+                               max_diff=variant_max_diff, per_reference=variant_per_reference,
+                               negatives=variant_negatives))
     if hq and hq not in ("ip2p", "t2i"):
         fail(f"--hq must be ip2p or t2i, got {hq!r}")
     hq_targets = None
@@ -71,6 +82,12 @@ def make_triplets_cmd(
     use_threads("batch", threads)
     try:
         cfg.check()  # every numeric option, before a model is loaded
+        if dry_run:
+            c = count_variant_triplets(cfg, progress=progress)
+            typer.echo(f"variants: {c['total']} triplets ({c['after_cap']} after --max-per-generator) from "
+                       f"{c['pairs']} pairs in {c['families']} families; per edit kind: {c['per_kind'] or 'none'}; "
+                       f"skipped: {c['skipped'] or 'none'}")
+            return
         if hq:
             from zscir.data.synth.hq import HQConfig, HQTargets
 
@@ -81,6 +98,8 @@ def make_triplets_cmd(
         r = make_triplets(cfg, progress=progress, hq=hq_targets)
     except (DataError, OutputFolderError, FileNotFoundError) as e:
         fail(str(e))
+    if r.get("per_edit"):
+        typer.echo(f"variants per edit kind: {r['per_edit']}")
     typer.echo(f"wrote {r['triplets']} triplets {r['per_generator']} ({r['per_quality']}) from {r['pairs']} pairs "
                f"to {out / r['manifest']}; rejected: {r['rejected'] or 'none'}")
     if r["heldout"] is not None:

@@ -29,7 +29,8 @@ from zscir.data.records import DataError, Problem
 from zscir.data.source import PairSource, Partition, RawPair, file_fingerprint
 from zscir.data.spec import check_shard_commands, expand_shards
 
-__all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "sample_captions", "stated_size", "tar_end_problem"]
+__all__ = ["WebDatasetSource", "IMAGE_EXTS", "CAPTION_FIELDS", "sample_captions", "sample_json", "stated_size",
+           "tar_end_problem"]
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 #: fields of ``{key}.json`` that hold the caption, in order of preference (img2dataset writes ``caption``)
@@ -56,6 +57,17 @@ def sample_captions(sample: dict, text_key: str | None = None) -> tuple[str, ...
                 if meta.get(f) is not None and meta.get(f) != "":
                     return caption_variants(meta[f])
     return ()
+
+
+def sample_json(sample: dict) -> dict | None:
+    """A WebDataset sample's ``.json`` as a dict, or None when it has none (or it is no JSON object)."""
+    if "json" not in sample:
+        return None
+    try:
+        meta = parse_json(sample["json"])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _local(url: str) -> bool:
@@ -207,12 +219,7 @@ class WebDatasetSource(PairSource):
             return Problem(e.code, key, str(e))
         if not captions:
             return Problem("no_caption", key, "no .txt and no caption field in .json")
-        meta: dict[str, Any] = {"shard": sample.get("__url__")}
-        if "json" in sample:  # the record's metadata (names, keywords, style: caption augmentation reads it)
-            try:
-                parsed = parse_json(sample["json"])
-            except (ValueError, UnicodeDecodeError):
-                parsed = None
-            if isinstance(parsed, dict):
-                meta["json"] = parsed
+        meta = {"shard": sample.get("__url__")}
+        if (j := sample_json(sample)) is not None:
+            meta["json"] = j  # the item's metadata (concept, variant, style...: make-triplets -g variants)
         return RawPair(sample["__key__"], sample[ext], captions, meta)

@@ -2,7 +2,9 @@
 
 Reads any pair spec through `zscir.data.get_pair_data`, runs the chosen generators — ``mine``
 (caption-pair mining, LQ, real target images), ``substitute`` (attribute substitution, text targets),
-``llm`` (a local causal LM's edits, text targets) — optionally renders HQ target images with diffusers
+``llm`` (a local causal LM's edits, text targets), ``variants`` (exact edits between variants of one
+concept in a real corpus's metadata, HQ, with same-family hard negatives: `zscir.data.synth.variants`) —
+optionally renders HQ target images with diffusers
 (`zscir.data.synth.hq`) and writes the canonical triplet manifest ``triplets.jsonl`` (docs/DATA.md) with
 provenance on every row: ``generator``, ``model``, ``seed``, ``scores``, ``quality``. The images the rows
 name are written into ``images/`` of the output folder, so the manifest is self-contained:
@@ -27,12 +29,13 @@ from tqdm.auto import tqdm
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
 from zscir.data.real.check import lookup, metadata_by_key
 from zscir.data.synth.templates import ATTRIBUTES, MiningConfig, mine_pairs, substitute
+from zscir.data.synth.variants import VariantCollector, VariantConfig, record_metadata
 
 logger = logging.getLogger(__name__)
 
 MARKER = "make-triplets.json"
 MANIFEST = "triplets.jsonl"
-GENERATORS = ("mine", "substitute", "llm")
+GENERATORS = ("mine", "substitute", "llm", "variants")
 #: every name make-triplets writes into its folder (a rebuild deletes only recorded files of these names)
 PATTERNS = (MANIFEST, "images/*.png")
 #: ``--image-size`` bounds: below 16 px nothing is recognisable; images are decoded at most 512 px
@@ -63,6 +66,7 @@ class MakeTripletsConfig:
     text_column: str | None = None
     heldout: str | None = None  #: a held-out folder (`zscir.data.real.heldout`): its items are not used
     heldout_match: str = "concept"  #: "concept" or "ids" (see `zscir.data.real.heldout`)
+    variants: VariantConfig = field(default_factory=VariantConfig)
 
     def check(self) -> None:
         """`DataError` for any impossible option, before a pair is read or a model loaded (option names
@@ -80,6 +84,7 @@ class MakeTripletsConfig:
             wrong.append(f"--image-size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size}")
         if self.heldout_match not in ("concept", "ids"):
             wrong.append(f"--heldout-match must be concept or ids, got {self.heldout_match!r}")
+        wrong += self.variants.problems()
         if wrong:
             raise DataError("; ".join(wrong))
 
@@ -143,6 +148,60 @@ def _image_name(key: str, used: set[str]) -> str:
     return name
 
 
+def check_generators(cfg: MakeTripletsConfig) -> None:
+    """`DataError` for an impossible option or an unknown generator."""
+    from zscir.data import DataError
+
+    cfg.check()
+    bad = [g for g in cfg.generators if g not in GENERATORS]
+    if bad or not cfg.generators:
+        raise DataError(f"unknown generator(s) {bad or '(none)'}: expected some of {', '.join(GENERATORS)}")
+
+
+def read_pairs(cfg: MakeTripletsConfig, pair_data=None, progress: bool = True):
+    """First pass: (data, keys, captions, variant collector or None, (held-out lists or None, their removal
+    report)). Every source item a generator uses passes through this loop once, so the held-out filter here
+    keeps held-out items out of every generator (references, targets and hard negatives)."""
+    from zscir.data import get_pair_data
+
+    data = pair_data or get_pair_data(cfg.data, image_root=cfg.image_root, image_column=cfg.image_column,
+                                      text_column=cfg.text_column, limit=cfg.limit)
+    variants = VariantCollector(cfg.variants, cfg.seed) if "variants" in cfg.generators else None
+    lists, metas, removed = _heldout(cfg)
+    keys, captions = [], []
+    for r in tqdm(data.records(), desc="reading captions", disable=not progress):
+        if lists is not None:
+            own = r.meta.get("json") if isinstance(r.meta, dict) else None
+            meta = own if isinstance(own, dict) and own else lookup(metas, r.key, r.caption)
+            hit = lists.match(meta)
+            if hit is not None:  # a held-out concept: never a reference, a target or a negative
+                removed.add(hit, str(meta.get("source", "?")), r.key)
+                continue
+        keys.append(r.key)
+        captions.append(r.caption)
+        if variants is not None:
+            variants.add(r.key, r.caption, record_metadata(r.meta))
+    if lists is not None:
+        logger.info("make-triplets: left out %s", removed.summary())
+    return data, keys, captions, variants, (lists, removed)
+
+
+def count_variant_triplets(cfg: MakeTripletsConfig, pair_data=None, progress: bool = True) -> dict:
+    """``--dry-run``: how many ``variants`` triplets the data gives per edit kind; writes nothing."""
+    from zscir.data import DataError
+
+    check_generators(cfg)
+    if "variants" not in cfg.generators:
+        raise DataError("--dry-run counts the variants generator's triplets: add -g variants")
+    data, keys, _, variants, _ = read_pairs(cfg, pair_data, progress)
+    per_kind = variants.count()
+    total = sum(per_kind.values())
+    cap = cfg.max_per_generator
+    return {"pairs": len(keys), "families": variants.stats.families, "per_kind": per_kind, "total": total,
+            "after_cap": min(total, cap) if cap is not None else total, "skipped": dict(variants.stats.skipped),
+            "data_problems": data.problems.summary()}
+
+
 def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=None, hq=None,
                   pair_data=None) -> dict:
     """Run the generators and write ``triplets.jsonl`` + ``images/`` into ``cfg.out``; returns the summary.
@@ -151,32 +210,15 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     random models); otherwise they are loaded from ``cfg.llm`` / not used. ``pair_data`` overrides
     ``cfg.data`` with an already opened `PairData`.
     """
-    from zscir.data import DataError, get_pair_data
+    from zscir.data import DataError
     from zscir.data.real.corpus import fit_square, png_bytes
 
-    cfg.check()
-    bad = [g for g in cfg.generators if g not in GENERATORS]
-    if bad or not cfg.generators:
-        raise DataError(f"unknown generator(s) {bad or '(none)'}: expected some of {', '.join(GENERATORS)}")
+    check_generators(cfg)
     if "llm" in cfg.generators and llm_editor is None and not cfg.llm:
         raise DataError("the llm generator needs --llm MODEL_NAME (a local causal LM)")
     out = Path(cfg.out)
     check_out(out, MARKER, "zscir data make-triplets")
-    data = pair_data or get_pair_data(cfg.data, image_root=cfg.image_root, image_column=cfg.image_column,
-                                      text_column=cfg.text_column, limit=cfg.limit)
-    lists, metas, removed = _heldout(cfg)
-    keys, captions = [], []
-    for r in tqdm(data.records(), desc="reading captions", disable=not progress):
-        if lists is not None:
-            meta = lookup(metas, r.key, r.caption)
-            hit = lists.match(meta)
-            if hit is not None:  # a held-out concept: never a reference, never a target
-                removed.add(hit, str(meta.get("source", "?")), r.key)
-                continue
-        keys.append(r.key)
-        captions.append(r.caption)
-    if lists is not None:
-        logger.info("make-triplets: left out %s", removed.summary())
+    data, keys, captions, variants, (lists, removed) = read_pairs(cfg, pair_data, progress)
     if len(keys) < 2:
         raise DataError(f"{cfg.data}: {len(keys)} usable pairs; make-triplets needs at least 2"
                         + (f" (skipped: {data.problems.summary()})" if data.problems.total else ""))
@@ -225,6 +267,9 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
             rows.append({"reference": k, "modification": edit, "target": "", "reference_caption": c,
                          "target_caption": target, "quality": "lq", "source": "make-triplets", "generator": "llm",
                          "model": editor.name, **base, "scores": {}})
+    if variants is not None:
+        rows.extend(variants.rows(cap))
+        rejected.update({f"variants:{k}": v for k, v in variants.stats.skipped.items()})
     if hq is not None:
         rows = hq.run(rows, data, rejected, progress=progress)
 
@@ -242,6 +287,7 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
         rec.write_bytes(names[key], png_bytes(image))
 
     needed = {r["reference"] for r in rows} | {r["target"] for r in rows if r["target"] and not r.get("_generated")}
+    needed |= {k for r in rows for k in r.get("hard_negatives", ())}
     for r in tqdm(data.records(), desc="writing images", disable=not progress, total=len(keys)):
         if r.key in needed and r.key not in names:
             save(r.key, fit_square(r.image, cfg.image_size))
@@ -252,6 +298,9 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     if missing:  # an image that decoded in the first pass and not in the second (a changed file)
         rejected["image_vanished"] += sum(1 for r in rows if r["reference"] in missing or r["target"] in missing)
         rows = [r for r in rows if r["reference"] not in missing and r["target"] not in missing]
+    for r in rows:
+        if "hard_negatives" in r:  # ids of the written images (a vanished one is left out)
+            r["hard_negatives"] = [names[k] for k in r["hard_negatives"] if k in names]
     with open(rec.claim(MANIFEST), "w", encoding="utf-8") as f:
         for i, r in enumerate(rows):
             r = {k: v for k, v in r.items() if not k.startswith("_")}
@@ -261,9 +310,12 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     rec.done(MANIFEST)
     per_gen = Counter(r["generator"] for r in rows)
     per_q = Counter(r["quality"] for r in rows)
+    per_edit = Counter(r["edit"]["kind"] for r in rows if r["generator"] == "variants")
     summary = {"created_by": "zscir data make-triplets", "complete": True, "dirs": ["images"],
                "config": asdict(cfg), "pairs": len(keys), "triplets": len(rows), "per_generator": dict(per_gen),
-               "per_quality": dict(per_q), "rejected": dict(rejected), "data_problems": data.problems.summary(),
+               "per_quality": dict(per_q),
+               **({"per_edit": dict(sorted(per_edit.items()))} if per_edit else {}), "rejected": dict(rejected),
+               "data_problems": data.problems.summary(),
                "manifest": MANIFEST, "files": sorted(set(names.values())) + [MANIFEST],
                "heldout": None if lists is None else {**lists.describe(), **removed.as_dict(),
                                                       "summary": removed.summary()}}
@@ -271,4 +323,5 @@ def make_triplets(cfg: MakeTripletsConfig, progress: bool = True, llm_editor=Non
     return summary
 
 
-__all__ = ["MakeTripletsConfig", "make_triplets", "embed_texts", "OutputFolderError", "GENERATORS"]
+__all__ = ["MakeTripletsConfig", "make_triplets", "count_variant_triplets", "read_pairs", "check_generators",
+           "embed_texts", "OutputFolderError", "GENERATORS"]

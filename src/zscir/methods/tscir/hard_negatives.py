@@ -3,7 +3,8 @@
 Candidates (the *pool*, mined once): for each training triplet, the gallery images most similar to its
 target under the frozen image encoder — the look-alikes a composed query must learn to rule out — plus
 the targets of other triplets that share its reference (same image, different edit: exactly the
-confusion the modification text has to resolve). Images identical to the target (same scene) are never
+confusion the modification text has to resolve), after the negatives the manifest itself lists for the
+triplet (``hard_negatives``: e.g. the same concept in another tone, from make-triplets ``-g variants``). Images identical to the target (same scene) are never
 negatives.
 
 Refresh (every ``hn_refresh`` steps): the pool is re-ranked with the *current* query model and the
@@ -40,8 +41,9 @@ class HardNegativeMiner:
             sims[key_ids[tc][:, None] == key_ids[None, :]] = float("-inf")  # identical images (incl. itself)
             pools.append(sims.topk(cfg.hn_pool, dim=1).indices)
         pool = torch.cat(pools)
-        for i, t in enumerate(data.train):  # same-reference targets first, then the look-alikes
-            shared = [j for j in by_ref[t.reference.id] if key_ids[j] != key_ids[tgt[i]]]
+        given = getattr(data, "given_negatives", {})
+        for i, t in enumerate(data.train):  # listed ones, then same-reference targets, then the look-alikes
+            shared = [j for j in given.get(t.id, []) + by_ref[t.reference.id] if key_ids[j] != key_ids[tgt[i]]]
             if shared:
                 merged = list(dict.fromkeys(shared + pool[i].tolist()))[: cfg.hn_pool]
                 pool[i] = torch.as_tensor(merged)

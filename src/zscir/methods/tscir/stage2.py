@@ -61,6 +61,12 @@ class _Row(NamedTuple):
     target_id: str
 
 
+def given_negatives(meta: dict) -> list[str]:
+    """The image ids of a canonical manifest row's ``hard_negatives`` list (anything else: none)."""
+    v = meta.get("hard_negatives")
+    return [x for x in v if isinstance(x, str) and x] if isinstance(v, list) else []
+
+
 class TripletData:
     """Triplets with their images rendered and encoded once (references with patch tokens)."""
 
@@ -98,20 +104,23 @@ class TripletData:
         def load(spec: str):
             data = cfg.data.triplet_data(spec)
             data.require_target_images("TSCIR Stage II")
-            ids, imgs = data.images([i for r in data.rows for i in (r.reference_id, r.target_id)], size, progress)
+            ids, imgs = data.images([i for r in data.rows for i in (r.reference_id, r.target_id,
+                                                                    *given_negatives(r.meta))], size, progress)
+            usable = data.usable(set(ids))
             rows = [_Row(str(r.meta.get("id", n)), SimpleNamespace(id=r.reference_id), r.modification, r.target_id)
-                    for n, r in enumerate(data.usable(set(ids)))]
+                    for n, r in enumerate(usable)]
+            negs = {row.id: given_negatives(r.meta) for row, r in zip(rows, usable)}
             if data.problems.total:
                 logger.warning("%s: skipped %s", spec, data.problems.summary())
             if len(rows) < 2:
                 from zscir.data import DataError
 
                 raise DataError(f"{spec}: only {len(rows)} usable triplets{data.problem_note()}")
-            return rows, ids, imgs
+            return rows, ids, imgs, negs
 
-        rows, ids, imgs = load(cfg.data.data)
+        rows, ids, imgs, negs = load(cfg.data.data)
         if cfg.data.val_data:
-            val, vids, vimgs = load(cfg.data.val_data)
+            val, vids, vimgs, _ = load(cfg.data.val_data)
             val = [_Row(f"val:{r.id}", r.reference, r.text, r.target_id) for r in val[: cfg.n_val]]
             new = [k for k, i in enumerate(vids) if i not in set(ids)]
             ids, imgs = ids + [vids[k] for k in new], np.concatenate([imgs, vimgs[new]])
@@ -124,6 +133,11 @@ class TripletData:
             raise DataError(f"{cfg.data.data}: only {len(rows)} usable training triplets")
         self.train, self.val = rows[: cfg.max_triplets], val
         self.gallery = ImageTable(ids=list(ids), keys=list(ids), images=imgs, index={i: n for n, i in enumerate(ids)})
+        # the manifest's own hard negatives (``hard_negatives`` ids, e.g. make-triplets -g variants), in the gallery
+        self.given_negatives = {t.id: [self.gallery.index[n] for n in negs.get(t.id, ()) if n in self.gallery.index]
+                                for t in self.train}
+        if any(self.given_negatives.values()) and cfg.hard_negatives == 0:
+            logger.info("the training triplets list hard negatives; --hard-negatives K uses them (off now)")
         # references and gallery are the same images here: one pass of the frozen image encoder serves both
         # (with VSI the pass also keeps the patch tokens; the gallery needs only the global embeddings)
         self.ref_bank = FeatureBank.build(backbone, self.gallery, vsi, cfg.bf16, progress=progress,
