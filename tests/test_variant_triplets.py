@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from zscir.data.real.split import family_name
 from zscir.data.synth.make import MakeTripletsConfig, count_variant_triplets, make_triplets
 from zscir.data.synth.variants import (ATTRIBUTES, PHRASES, VariantCollector, VariantConfig, describe,
                                        edit_text, tone_change)
@@ -68,7 +69,8 @@ ITEMS = dict([
     _emoji("heart-r", "red heart"), _emoji("heart-b", "blue heart"),
     # hostile: a family of one, no metadata, metadata without concept or variant
     _emoji("rocket", "rocket"), ("plain", None), ("junk", {"caption": "something", "foo": 1}),
-    ("orange", {"caption": "An orange.", "concept": "orange", "variant": {}}),  # no family name: colour word
+    ("orange", {"caption": "An orange.", "concept": "orange", "variant": {}}),  # a colour word alone: its own family
+    ("blank", {"caption": "a thing", "concept": " ", "variant": {}}),  # no family name at all
 ])
 EXPECTED_KINDS = {"tone": 8 + 6 + 4, "style": 4, "gender": 12 + 2, "hair": 12, "tint": 6, "colour": 2}
 FAMILY_A = {("tu", "tu-l"), ("tu", "tu-d"), ("tu-l", "tu"), ("tu-l", "tu-d"), ("tu-d", "tu"), ("tu-d", "tu-l"),
@@ -144,13 +146,13 @@ def test_exact_triplets_per_kind_and_family(built):
     for r in rows:
         by_family.setdefault(r["family"], set()).add((_key(r["reference"]), _key(r["target"])))
     assert by_family["thumbs up"] == FAMILY_A
-    assert by_family["people holding hands"] == FAMILY_C
+    assert by_family[family_name("people holding hands")] == FAMILY_C  # the key owner names it ("holding hands")
     assert by_family["frog"] == FAMILY_E
     assert by_family["heart"] == {("heart-r", "heart-b"), ("heart-b", "heart-r")}
     assert "rocket" not in by_family
     # skipped items are counted: no metadata (2), no family name, a duplicate variant, a family of one
     assert summary["rejected"] == {"variants:no_metadata": 2, "variants:no_family": 1,
-                                   "variants:duplicate_variant": 1, "variants:family_of_one": 1}
+                                   "variants:duplicate_variant": 1, "variants:family_of_one": 2}
     for r in rows:
         assert (out / r["reference"]).is_file() and (out / r["target"]).is_file()
         assert all((out / n).is_file() for n in r["hard_negatives"])
