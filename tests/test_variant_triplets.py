@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 import re
 import tarfile
 from collections import Counter
@@ -437,3 +438,23 @@ def test_styles_that_look_alike_are_no_edit_and_no_negative():
             assert "g" not in r["hard_negatives"]
         if r["target"] == "g":
             assert "n" not in r["hard_negatives"]
+
+
+@pytest.mark.parametrize("match", ["ids", "concept"])
+def test_held_out_items_are_never_reference_target_or_negative(corpus, tmp_path, match):
+    """The held-out filter sits in the one reading loop, so it reaches every part of a variants row."""
+    held = tmp_path / "heldout"
+    held.mkdir()
+    (held / "emoji-ids.txt").write_text("1f44d\n")  # thumbs up (the twemoji items carry this id)
+    (held / "tuxpaint-stamps.txt").write_text("stamps/animals/frog.png\n")  # the frog stamp and its tints
+    out = tmp_path / "t"
+    summary = make_triplets(_cfg(corpus, out, heldout=str(held), heldout_match=match), progress=False)
+    rows = _rows(out)
+    named = {_key(n) for r in rows for n in [r["reference"], r["target"], *r.get("hard_negatives", [])]}
+    gone = {"tw-tu", "frog", "frog-red", "frog-blue"}
+    assert rows and not named & gone
+    assert summary["heldout"] is not None
+    from zscir.data.real.sources import RealSources
+
+    if match == "concept" and Path(RealSources().emoji_test).is_file():  # names from unicode-data: by name too: every thumbs-up and every frog picture, whatever its source
+        assert not any(k.startswith(("tu", "tw-tu", "oc-frog")) for k in named)
