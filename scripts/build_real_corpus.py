@@ -1,20 +1,25 @@
-"""Build a small real captioned corpus from installed Debian packages (logic: zscir.data.real.corpus).
+"""Build a real captioned corpus from installed Debian and npm packages (logic: zscir.data.real.corpus).
 
     python scripts/build_real_corpus.py --out data/real-corpus                      # 1000 per source, 224 px
     python scripts/build_real_corpus.py --out data/emoji --sources emoji --max-per-source 0 --image-size 128
+    python scripts/build_real_corpus.py --out data/real-all --max-per-source 0 --workers 2   # everything
 
 Writes ``shards/corpus-{00000..N}.tar`` (WebDataset: png + txt + json per key), ``manifest.csv``
 (``filepath,title`` + metadata columns, images in ``images/``), the packages' licence texts in
 ``licenses/`` and ``corpus.json`` (counts, skipped items, the file list). The output folder must be new,
 empty, or a corpus this script wrote before. Sources: emoji (fonts-noto-color-emoji + unicode-data),
-tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png); a missing package is skipped. Outside
-Debian's paths give the files with --emoji-font, --emoji-test, --tuxpaint-dir and --openclipart-dir.
+tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png), icons-<theme> (Debian icon themes under
+--icons-dir), and the npm picture packages under --npm-dir (.ci/install-real-npm.sh installs them):
+emoji-google, emoji-twitter, openmoji, twemoji, fluent-emoji, flags. A missing package is skipped.
+Pixel-identical pictures are written once (corpus.json counts the duplicates). Outside Debian's paths give
+the files with --emoji-font, --emoji-test, --tuxpaint-dir, --openclipart-dir and --icons-dir.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -36,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Concept split JSON (zscir data build-benchmark writes one): leave out its test and "
                          "val families.")
     ap.add_argument("--no-images", action="store_true", help="Shards only (the CSV then has no file paths).")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="Processes rendering pictures (default: the CPU count; the output does not depend on it).")
     ap.add_argument("--no-progress", action="store_true")
     defaults = RealSources()
     for field, (package, option) in PACKAGES.items():
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CorpusConfig(out=a.out, sources=tuple(s.strip() for s in a.sources.split(",") if s.strip()),
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
                        shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,
-                       exclude_split=a.exclude_split,
+                       exclude_split=a.exclude_split, workers=a.workers,
                        packages=RealSources.from_options(**{f: getattr(a, f) for f in PACKAGES}))
     try:
         r = build_corpus(cfg, progress=not a.no_progress)
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {r['written']} items {r['written_per_source']} to {a.out}: {r['shards']} + {r['manifest']}"
-          f" ({len(r['skipped'])} skipped)")
+          f" ({len(r['skipped'])} skipped, {r['duplicates']} pixel-identical duplicates not written)")
     return 0
 
 
