@@ -9,7 +9,7 @@ drawing (aliases). One theme gives one picture per drawing:
 * ``-symbolic`` icons (monochrome glyphs meant to be recoloured by the desktop) are left out: they are
   line art of the same names, drawn at 16 px, and mostly duplicate each other across themes;
 * names whose chosen files are one drawing (same resolved path) are one item, captioned by the shortest
-  name; the other names are kept as ``keywords``. Files linking outside the theme are skipped.
+  name of the file that is no link (else the shortest); the other names are kept as ``keywords``. Files linking outside the theme are skipped.
 
 Caption rule (`icon_caption`): the name's words, in the order English puts them, with the context:
 "folder-music" → "a music folder icon", "application-pdf" → "a pdf file icon", "text-x-python" → "a python
@@ -166,7 +166,7 @@ def read_icons(theme: str, icons_dir: str | Path = RealSources().icons_dir) -> I
         drawings.setdefault(real, []).append((context, stem, path))
     items = []
     for real, names in drawings.items():
-        names.sort(key=lambda n: (len(n[1]), n[1], n[0]))
+        names.sort(key=lambda n: (n[2].is_symlink(), len(n[1]), n[1], n[0]))  # the drawn file's own name first
         context, stem, path = names[0]
         caption = icon_caption(stem, context)
         if not caption or not re.search(r"[a-z]{2}", caption):

@@ -95,7 +95,8 @@ def emoji_slots(name: str) -> EmojiSlots:
 def item_family(meta: Mapping[str, Any]) -> str:
     """The family of a corpus item from its metadata (``source``, ``concept``, ``caption``)."""
     source = str(meta.get("source", ""))
-    if source == "fonts-noto-color-emoji" and meta.get("caption"):
+    # emoji in any art style (Noto, Twemoji, OpenMoji, flag-icons...: they carry an emoji_id) share one family
+    if (source == "fonts-noto-color-emoji" or meta.get("emoji_id")) and meta.get("caption"):
         return emoji_slots(str(meta["caption"])).family
     return family_name(str(meta.get("concept") or meta.get("caption") or ""))
 
