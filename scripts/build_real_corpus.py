@@ -2,13 +2,14 @@
 
     python scripts/build_real_corpus.py --out data/real-corpus                      # 1000 per source, 224 px
     python scripts/build_real_corpus.py --out data/emoji --sources emoji --max-per-source 0 --image-size 128
-    python scripts/build_real_corpus.py --out data/real-all --max-per-source 0 --workers 2   # everything
+    python scripts/build_real_corpus.py --out data/real-all --sources all --max-per-source 0   # everything
 
 Writes ``shards/corpus-{00000..N}.tar`` (WebDataset: png + txt + json per key), ``manifest.csv``
 (``filepath,title`` + metadata columns, images in ``images/``), the packages' licence texts in
 ``licenses/`` and ``corpus.json`` (counts, skipped items, the file list). The output folder must be new,
 empty, or a corpus this script wrote before. Sources: emoji (fonts-noto-color-emoji + unicode-data),
-tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png), icons-<theme> (Debian icon themes under
+tuxpaint (tuxpaint-stamps-default), openclipart (openclipart-png) by default; with --sources all also
+icons-<theme> (Debian icon themes under
 --icons-dir), and the npm picture packages under --npm-dir (.ci/install-real-npm.sh installs them):
 emoji-google, emoji-twitter, openmoji, twemoji, fluent-emoji, flags. A missing package is skipped.
 Pixel-identical pictures are written once (corpus.json counts the duplicates). Outside Debian's paths give
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="Output folder (new, empty, or an earlier corpus).")
-    ap.add_argument("--sources", default=",".join(READERS), help=f"Comma-separated, of: {', '.join(READERS)}.")
+    default_sources = ",".join(CorpusConfig.__dataclass_fields__["sources"].default)
+    ap.add_argument("--sources", default=default_sources,
+                    help=f"Comma-separated, of: {', '.join(READERS)}; 'all' = every one (default {default_sources}).")
     ap.add_argument("--max-per-source", type=int, default=1000, help="Seeded sample size per source; 0 = all.")
     ap.add_argument("--image-size", type=int, default=224, help="Side of the square images (white padding).")
     ap.add_argument("--seed", type=int, default=0)
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tints = None if a.tint_colours is None else tuple(c.strip() for c in a.tint_colours.split(",") if c.strip())
-    cfg = CorpusConfig(out=a.out, sources=tuple(s.strip() for s in a.sources.split(",") if s.strip()),
+    sources = tuple(READERS) if a.sources.strip() == "all" else tuple(s.strip() for s in a.sources.split(",") if s.strip())
+    cfg = CorpusConfig(out=a.out, sources=sources,
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
                        shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,
                        exclude_split=a.exclude_split, workers=a.workers,

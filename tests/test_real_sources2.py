@@ -224,8 +224,9 @@ def test_one_emoji_is_one_concept_in_every_style(pkgs):
     assert {(it.caption, it.concept) for it in ups} == {("thumbs up", "thumbs up")}
     japan = [it for it in everything if it.extra.get("emoji_id") == "1f1ef-1f1f5"]
     assert {it.extra["style"] for it in japan} == {"twemoji", "flag-icons"}
-    assert len({item_family(it.metadata()) for it in japan}) == 1
-    split = ConceptSplit(test={item_family(ups[0].metadata()), item_family(japan[0].metadata())})
+    noto = lambda caption: item_family({"source": "fonts-noto-color-emoji", "caption": caption})  # noqa: E731
+    assert {item_family(it.metadata()) for it in japan} == {noto("flag: Japan")} == {"flag: japan"}
+    split = ConceptSplit(test={noto("thumbs up: dark skin tone"), noto("flag: Japan")})  # as the benchmark holds out
     kept = [it for it in everything if not split.held_out(it.metadata())]
     assert kept and not any(it.extra.get("emoji_id", "").startswith(("1f44d", "1f1ef")) for it in kept)
     assert any(it.extra.get("emoji_id") == "2764" for it in kept)
@@ -535,3 +536,23 @@ def test_installed_icon_themes(theme):
     if theme == "papirus":
         music = [it for it in items if "folder-music" in it.extra["keywords"]]  # an alias of folder-blue-music
         assert len(music) == 1 and music[0].caption.endswith("music folder icon")
+
+
+def test_script_sources_all_reads_every_source_and_skips_missing_ones(pkgs, tmp_path, capsys):
+    import importlib.util
+
+    from zscir.data.real.corpus import READERS
+
+    spec = importlib.util.spec_from_file_location("brc", Path(__file__).resolve().parents[1] / "scripts/build_real_corpus.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    none = str(tmp_path / "none")
+    rc = mod.main(["--out", str(tmp_path / "out"), "--sources", "all", "--max-per-source", "2", "--image-size", "16",
+                   "--emoji-font", none, "--tuxpaint-dir", none, "--openclipart-dir", none, "--npm-dir", pkgs.npm_dir,
+                   "--icons-dir", pkgs.icons_dir, "--emoji-test", pkgs.emoji_test, "--workers", "2", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "out/corpus.json").read_text())
+    assert set(info["counts"]) == set(READERS)
+    assert "missing" in info["counts"]["tuxpaint"] and "missing" in info["counts"]["icons-breeze"]
+    assert info["counts"]["flags"]["selected"] == 2 and info["counts"]["icons-papirus"]["selected"] == 2
+    assert "pixel-identical duplicates" in capsys.readouterr().out
