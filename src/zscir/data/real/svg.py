@@ -132,6 +132,8 @@ def rasterise_svg(data: bytes | Path, limits: SvgLimits = SvgLimits()) -> Image.
         data = read_svg_bytes(data, limits)
     if len(data) > limits.max_bytes:
         raise SvgRejected(f"{len(data)} bytes, over the {limits.max_bytes}-byte SVG limit")
+    if not data.strip():  # cairosvg would read an empty input as "no input" and fall back to a URL
+        raise SvgRejected("an empty file")
     if _ENTITY.search(data[:65536]):
         raise SvgRejected("the SVG declares XML entities (refused: entity expansion)")
     try:
