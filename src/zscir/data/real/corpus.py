@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
+from zscir.data.real.icons import THEMES
 from zscir.data.real.item import RealItem, SourceMissing
 from zscir.data.real.render import render_items
 from zscir.data.real.sources import RealSources, requirement_text
@@ -89,23 +90,15 @@ def _icons(theme: str) -> Callable[[RealSources], Iterator[RealItem]]:
 NPM_PACKAGES = {"emoji-google": "emoji-datasource-google", "emoji-twitter": "emoji-datasource-twitter",
                 "openmoji": "openmoji", "twemoji": "@twemoji/svg", "fluent-emoji": "fluentui-emoji",
                 "flags": "flag-icons"}
-#: icon-theme source → Debian package (a copy of zscir.data.real.icons.THEMES, kept here so that listing the
-#: sources imports nothing heavy)
-ICON_THEMES = {"papirus": "papirus-icon-theme", "breeze": "breeze-icon-theme", "adwaita": "adwaita-icon-theme",
-               "oxygen": "oxygen-icon-theme", "elementary": "elementary-xfce-icon-theme",
-               "yaru": "yaru-theme-icon", "moka": "moka-icon-theme", "faba": "moka-icon-theme",
-               "paper": "paper-icon-theme", "gnome": "gnome-icon-theme", "tango": "tango-icon-theme",
-               "mate": "mate-icon-theme", "suru": "suru-icon-theme", "numix": "numix-icon-theme",
-               "deepin": "deepin-icon-theme"}
-for _name, _pkg in ICON_THEMES.items():
-    COPYRIGHT[f"icons-{_name}"] = [Path(f"/usr/share/doc/{_pkg}/copyright")]
+for _name, _theme in THEMES.items():
+    COPYRIGHT[f"icons-{_name}"] = [Path(f"/usr/share/doc/{_theme.package}/copyright")]
 
 #: source name → reader of the `RealSources` paths (one module per package or package family)
 READERS: dict[str, Callable[..., Iterator[RealItem]]] = {
     "emoji": _emoji, "tuxpaint": _tuxpaint, "openclipart": _openclipart,
     "emoji-google": _npm("datasource", "google"), "emoji-twitter": _npm("datasource", "twitter"),
     "openmoji": _npm("openmoji"), "twemoji": _npm("twemoji"), "fluent-emoji": _npm("fluent"),
-    "flags": _npm("flags"), **{f"icons-{t}": _icons(t) for t in ICON_THEMES},
+    "flags": _npm("flags"), **{f"icons-{t}": _icons(t) for t in THEMES},
 }
 
 
