@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tints = None if a.tint_colours is None else tuple(c.strip() for c in a.tint_colours.split(",") if c.strip())
-    sources = tuple(READERS) if a.sources.strip() == "all" else tuple(s.strip() for s in a.sources.split(",") if s.strip())
+    sources = (tuple(READERS) if a.sources.strip() == "all"
+               else tuple(s.strip() for s in a.sources.split(",") if s.strip()))
     cfg = CorpusConfig(out=a.out, sources=sources,
                        max_per_source=a.max_per_source, image_size=a.image_size, seed=a.seed,
                        shard_size=a.shard_size, tint_colours=tints, write_images=not a.no_images,

@@ -8,7 +8,6 @@ bounded, never a hang, never a fetch.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile

@@ -8,12 +8,15 @@ emoji concept is one family in every style, and the benchmark's held-out familie
 once. Files whose sequence emoji-test.txt does not list (newer than unicode-data, or a set's own extras)
 are skipped, except OpenMoji's extras, which carry their own annotation.
 
-| set (npm) | files | matched by | style(s) | licence of the images |
-|---|---|---|---|---|
-| emoji-datasource-google / -twitter | ``img/<vendor>/64/*.png`` | ``emoji.json`` ``unified`` + ``skin_variations`` (only ``has_img_<vendor>``: no fallback images) | google, twitter | Apache-2.0, CC-BY-4.0 |
-| openmoji | ``color/svg``, ``black/svg`` | ``data/openmoji.json`` ``hexcode`` (+ ``annotation``, ``tags``) | openmoji, openmoji-black | CC-BY-SA-4.0 |
-| @twemoji/svg | ``<code points>.svg`` | the file name | twemoji | CC-BY-4.0 |
-| fluentui-emoji | ``icons/{modern,flat,high-contrast}/<slug>.svg`` | the CLDR name as a slug, skin tone as suffix (``thumbs-up-dark``, ``-default``) | fluent-color, fluent-flat, fluent-high-contrast | MIT |
+* emoji-datasource-google / -twitter: ``img/<vendor>/64/*.png``, matched by ``emoji.json`` ``unified`` and
+  ``skin_variations`` (only ``has_img_<vendor>``: no fallback images); styles google, twitter; images
+  Apache-2.0 and CC-BY-4.0 (the package's LICENSE covers its code; docs/DATA.md);
+* openmoji: ``color/svg`` and ``black/svg``, matched by ``data/openmoji.json`` ``hexcode`` (``annotation``,
+  ``tags``); styles openmoji, openmoji-black; CC-BY-SA-4.0;
+* @twemoji/svg: ``<code points>.svg``, matched by the file name; style twemoji; CC-BY-4.0;
+* fluentui-emoji: ``icons/{modern,flat,high-contrast}/<slug>.svg``, matched by the CLDR name as a slug with
+  the skin tone as suffix (``thumbs-up-dark``, ``-default``); styles fluent-color, fluent-flat,
+  fluent-high-contrast; MIT.
 """
 
 from __future__ import annotations

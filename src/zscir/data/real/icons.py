@@ -9,7 +9,8 @@ drawing (aliases). One theme gives one picture per drawing:
 * ``-symbolic`` icons (monochrome glyphs meant to be recoloured by the desktop) are left out: they are
   line art of the same names, drawn at 16 px, and mostly duplicate each other across themes;
 * names whose chosen files are one drawing (same resolved path) are one item, captioned by the shortest
-  name of the file that is no link (else the shortest); the other names are kept as ``keywords``. Files linking outside the theme are skipped.
+  name of the file that is no link (else the shortest); the other names are kept as ``keywords``. Files
+  linking outside the icons folder are skipped.
 
 Caption rule (`icon_caption`): the name's words, in the order English puts them, with the context:
 "folder-music" → "a music folder icon", "application-pdf" → "a pdf file icon", "text-x-python" → "a python
