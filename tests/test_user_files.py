@@ -373,7 +373,7 @@ def _fake_items(n: int, source: str = "tuxpaint-stamps-default"):
         tint = colours[i % 3]
         yield RealItem(key=f"stamp{i // 3}-{tint}", caption=f"a {tint} stamp {i // 3}", source=source,
                        licence="CC0-1.0", concept=f"stamp{i // 3}",
-                       load=lambda i=i: Image.new("RGB", (20, 20), (60 * (i % 4), 80, 120)),
+                       load=lambda i=i: Image.new("RGB", (20, 20), (60 * (i % 4), 80 + i, 120)),  # all distinct
                        variant={"tint": tint}, extra={"file": f"stamp{i // 3}.png", "category": "things"})
 
 

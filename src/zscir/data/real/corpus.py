@@ -16,6 +16,7 @@ only the files its ``corpus.json`` lists): user files are never touched.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -29,7 +30,9 @@ from tqdm.auto import tqdm
 
 from zscir.data.outdir import OutputFolderError, check_out, prepare_out, start_marker
 from zscir.data.real.heldout import HeldoutError, HeldoutLists, RemovalReport, filter_items, load_heldout
+from zscir.data.real.icons import THEMES
 from zscir.data.real.item import RealItem, SourceMissing
+from zscir.data.real.render import render_items
 from zscir.data.real.sources import RealSources, requirement_text
 
 logger = logging.getLogger(__name__)
@@ -66,9 +69,50 @@ def _openclipart(sources: RealSources) -> Iterator[RealItem]:
     return read_openclipart(Path(sources.openclipart_dir))
 
 
-#: source name → reader of the `RealSources` paths (one module per Debian package)
-READERS: dict[str, Callable[..., Iterator[RealItem]]] = {"emoji": _emoji, "tuxpaint": _tuxpaint,
-                                                        "openclipart": _openclipart}
+def _npm(kind: str, *args) -> Callable[[RealSources], Iterator[RealItem]]:
+    def read(sources: RealSources) -> Iterator[RealItem]:
+        from zscir.data.real import emoji_sets, flags
+
+        fn = {"datasource": emoji_sets.read_datasource, "openmoji": emoji_sets.read_openmoji,
+              "twemoji": emoji_sets.read_twemoji, "fluent": emoji_sets.read_fluent, "flags": flags.read_flags}[kind]
+        return fn(*args, sources.npm_dir, sources.emoji_test)
+
+    return read
+
+
+def _icons(theme: str) -> Callable[[RealSources], Iterator[RealItem]]:
+    def read(sources: RealSources) -> Iterator[RealItem]:
+        from zscir.data.real.icons import read_icons
+
+        return read_icons(theme, sources.icons_dir)
+
+    return read
+
+
+#: npm source → its package (licence files are copied from the package folder)
+NPM_PACKAGES = {"emoji-google": "emoji-datasource-google", "emoji-twitter": "emoji-datasource-twitter",
+                "openmoji": "openmoji", "twemoji": "@twemoji/svg", "fluent-emoji": "fluentui-emoji",
+                "flags": "flag-icons"}
+for _name, _theme in THEMES.items():
+    COPYRIGHT[f"icons-{_name}"] = [Path(f"/usr/share/doc/{_theme.package}/copyright")]
+
+#: source name → reader of the `RealSources` paths (one module per package or package family)
+READERS: dict[str, Callable[..., Iterator[RealItem]]] = {
+    "emoji": _emoji, "tuxpaint": _tuxpaint, "openclipart": _openclipart,
+    "emoji-google": _npm("datasource", "google"), "emoji-twitter": _npm("datasource", "twitter"),
+    "openmoji": _npm("openmoji"), "twemoji": _npm("twemoji"), "fluent-emoji": _npm("fluent"),
+    "flags": _npm("flags"), **{f"icons-{t}": _icons(t) for t in THEMES},
+}
+
+
+def licence_files(name: str, sources: RealSources) -> list[tuple[str, Path]]:
+    """(name in ``licenses/``, file) of each licence text of a source's package."""
+    if name in NPM_PACKAGES:
+        from zscir.data.real.emoji_sets import licence_files as npm_licences
+
+        pkg = NPM_PACKAGES[name]
+        return [(f"{pkg.strip('@').replace('/', '-')}-{p.stem}", p) for p in npm_licences(sources.npm_dir, pkg)]
+    return [(p.parent.name, p) for p in COPYRIGHT.get(name, [])]
 
 
 class CorpusError(OutputFolderError):
@@ -86,6 +130,7 @@ class CorpusConfig:
     seed: int = 0
     shard_size: int = 1000
     tint_colours: tuple[str, ...] | None = None  #: Tux Paint tints (None: all of tuxpaint.TINT_COLOURS)
+    workers: int = 1  #: processes rendering pictures (the output does not depend on it)
     write_images: bool = True  #: also write images/<key>.png for the CSV manifest
     exclude_split: str | None = None  #: a concept split file: leave out its test and val families
     heldout: str | None = None  #: a held-out folder (`zscir.data.real.heldout`): its concepts never enter
@@ -190,6 +235,8 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     rec = start_marker(out, MARKER, CREATED_BY, dirs)  # before any file: an interrupted build is cleared next time
     files: list[str] = []
     skipped: list[dict] = []
+    duplicates: list[dict] = []  #: pixel-identical to an earlier written picture (not written again)
+    first_of: dict[str, str] = {}
     rows: list[dict] = []
     n_shards = -(-len(chosen) // cfg.shard_size)
     for i in range(n_shards):  # the writer opens them itself: each name is claimed (checked, recorded) first
@@ -197,12 +244,17 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     pattern = str(out / "shards" / "corpus-%05d.tar")
     done_shard = lambda path: rec.done(f"shards/{Path(path).name}")  # noqa: E731 - called as each shard closes
     with wds.ShardWriter(pattern, maxcount=cfg.shard_size, mtime=0.0, verbose=0, post=done_shard) as sink:
-        for item in tqdm(chosen, desc="corpus", disable=not progress):
-            try:
-                data = png_bytes(fit_square(item.load(), cfg.image_size))
-            except Exception as e:  # noqa: BLE001 - a broken package file must not stop the build
-                skipped.append({"key": item.key, "source": item.source, "reason": f"{type(e).__name__}: {e}"})
+        encode = lambda im: png_bytes(fit_square(im, cfg.image_size))  # noqa: E731 - run in the workers
+        for item, data, err in tqdm(render_items(chosen, encode, cfg.workers), total=len(chosen), desc="corpus",
+                                    disable=not progress):
+            if data is None:  # a broken package file or a refused SVG must not stop the build
+                skipped.append({"key": item.key, "source": item.source, "reason": err})
                 continue
+            digest = hashlib.sha1(data).hexdigest()  # PNG bytes are deterministic: same bytes = same pixels
+            if digest in first_of:
+                duplicates.append({"key": item.key, "source": item.source, "same_as": first_of[digest]})
+                continue
+            first_of[digest] = item.key
             meta = item.metadata()
             sink.write({"__key__": item.key, "png": data, "txt": item.caption.encode("utf-8"),
                         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")})
@@ -225,9 +277,9 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     rec.done(MANIFEST)
     files.append(MANIFEST)
     for name in cfg.sources:
-        for src in COPYRIGHT.get(name, []):
-            if counts.get(name, {}).get("selected") and src.exists():
-                dst = f"licenses/{src.parent.name}.copyright"
+        for stem, src in licence_files(name, cfg.packages):
+            dst = f"licenses/{stem}.copyright"
+            if counts.get(name, {}).get("selected") and src.exists() and dst not in files:
                 rec.write_bytes(dst, src.read_bytes())
                 files.append(dst)
     per_source: dict[str, int] = {}
@@ -236,6 +288,7 @@ def build_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     summary = {
         "created_by": CREATED_BY, "complete": True, "dirs": dirs, "config": asdict(cfg), "counts": counts,
         "written": len(rows), "written_per_source": per_source, "skipped": skipped,
+        "duplicates": len(duplicates), "duplicate_items": duplicates,
         "shards": f"shards/corpus-{{00000..{max(len(shards) - 1, 0):05d}}}.tar", "n_shards": len(shards),
         "manifest": MANIFEST, "files": files,
         "heldout": None if lists is None else {**lists.describe(), **removed.as_dict(), "summary": removed.summary()},

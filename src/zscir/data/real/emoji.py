@@ -64,6 +64,44 @@ class EmojiEntry:
         """The sequence without skin-tone modifiers (what the variants of one gesture share)."""
         return "".join(chr(c) for c in self.codepoints if c not in SKIN_TONES)
 
+    @property
+    def emoji_id(self) -> str:
+        return emoji_id(self.codepoints)
+
+    def variant(self) -> dict:
+        """``{"name": <after the colon>, "skin_tone": "dark"}`` (each only when present): every style's item
+        of this sequence carries the same variant."""
+        out: dict = {"name": self.variant_name} if self.variant_name else {}
+        if self.skin_tones:
+            out["skin_tone"] = "+".join(self.skin_tones)
+        return out
+
+    def extra(self, style: str) -> dict:
+        """The metadata every style's item of this sequence shares (``emoji_id``, ``style``, group...)."""
+        return {"base_emoji": self.base, "emoji": self.text, "group": self.group, "subgroup": self.subgroup,
+                "emoji_version": self.version, "emoji_id": self.emoji_id, "style": style}
+
+
+def emoji_id(codepoints) -> str:
+    """The one id of an emoji sequence in every art style: lower-case hex code points joined by ``-``, every
+    FE0F (variation selector 16) dropped ("1f44c-1f3fb"); packages disagree on where they write FE0F."""
+    return "-".join(f"{c:x}" for c in codepoints if c != 0xFE0F)
+
+
+def parse_emoji_id(text: str) -> str:
+    """`emoji_id` of a file or metadata spelling ("1F44D-1F3FB", "1f44d_1f3fb", "2764-fe0f"); ValueError if
+    it is not hexadecimal code points."""
+    parts = [p for p in text.replace("_", "-").replace(" ", "-").split("-") if p]
+    if not parts:
+        raise ValueError(f"not an emoji code point sequence: {text!r}")
+    return emoji_id(int(p, 16) for p in parts)
+
+
+@lru_cache(maxsize=4)
+def emoji_index(path: Path = EMOJI_TEST) -> dict[str, "EmojiEntry"]:
+    """`emoji_id` → fully-qualified entry of an emoji-test.txt (how the other styles get CLDR names)."""
+    return {e.emoji_id: e for e in parse_emoji_test(Path(path))}
+
 
 def parse_emoji_test(path: Path = EMOJI_TEST) -> list[EmojiEntry]:
     """Fully-qualified entries of an emoji-test.txt, in file order."""
@@ -114,9 +152,6 @@ def read_emoji(font_path: Path = FONT_PATH, test_path: Path = EMOJI_TEST) -> Ite
             raise SourceMissing(missing_message(field, p))
     font_path, test_path = Path(font_path), Path(test_path)
     for e in parse_emoji_test(test_path):
-        variant = {"name": e.variant_name} if e.variant_name else {}
-        if e.skin_tones:
-            variant["skin_tone"] = "+".join(e.skin_tones)
 
         def load(text=e.text) -> Image.Image:
             im = render_emoji(text, font_path)
@@ -126,7 +161,5 @@ def read_emoji(font_path: Path = FONT_PATH, test_path: Path = EMOJI_TEST) -> Ite
 
         yield RealItem(
             key=make_key("emoji", *(f"{c:x}" for c in e.codepoints)), caption=e.name, source=PACKAGE,
-            licence=LICENCE, concept=e.concept, load=load, variant=variant,
-            extra={"base_emoji": e.base, "emoji": e.text, "group": e.group, "subgroup": e.subgroup,
-                   "emoji_version": e.version},
+            licence=LICENCE, concept=e.concept, load=load, variant=e.variant(), extra=e.extra("noto"),
         )
