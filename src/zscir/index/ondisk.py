@@ -139,8 +139,9 @@ def choose_plan(n: int, d: int, kind: str = "ivfpq-ondisk", memory_budget: int =
       gives fewer, larger cells: slower queries, not lower recall at the tuned nprobe.
     * **Codes**: ``ivfpq-ondisk``: ``PQ{d/8}x8`` (d/8 bytes, e.g. 64 B at 512-d); ``ivfsq8-ondisk``: one
       byte per dimension. Plus 8 bytes of id per vector in the ``.ivfdata``.
-    * **Partition size**: the rest of the budget after one fp32 add block and the quantizer, divided by
-      twice the bytes per vector (inverted lists grow by doubling).
+    * **Partition size**: the rest of the budget after one add block (its fp32 copy and ~2 copies of
+      faiss temporaries) and the quantizer, divided by twice the bytes per
+      vector (inverted lists grow by doubling).
 
     ``n_train`` / ``nlist`` override the rules (the benchmark uses them where the machine is too slow
     for the chosen nlist); the ``>= 39 points per cell`` bound still applies.
@@ -161,20 +162,24 @@ def choose_plan(n: int, d: int, kind: str = "ivfpq-ondisk", memory_budget: int =
         code, codec = d, "SQ8"
     per_vec = code + 8
     block = min(n, ADD_BLOCK)
-    need = min(n, MIN_TRAIN) * d * 4 + block * d * 4 + 2 * block * per_vec
+    want_nlist = _pow2_round(4 * math.sqrt(n)) if nlist is None else int(nlist)
+    # one add block costs its fp32 copy plus faiss' temporaries (residuals / encoding buffers, about two
+    # more copies): measured at 5M x 512 (SQ8), reserving the fp32 copy alone let the add phase reach
+    # 1.8 GB beyond the interpreter on a 1.5 GB budget
+    block_cost = 3 * block * d * 4
+    need = min(n, MIN_TRAIN) * d * 4 + block_cost + 2 * block * per_vec
     if memory_budget < need:
         raise MemoryBudgetError(
             f"memory budget {memory_budget / 2**20:.0f} MB is too small for {n} {d}-d vectors ({kind}): it "
             f"needs at least {math.ceil(need / 2**20)} MB (a {min(n, MIN_TRAIN)}-vector training sample, one "
             f"{block}-vector add block and its codes)")
-    want_nlist = _pow2_round(4 * math.sqrt(n)) if nlist is None else int(nlist)
     cap_train = max(min(n, MIN_TRAIN), memory_budget // (d * 4))
     if n_train is None:
         n_train = min(n, TRAIN_POINTS_PER_CELL * want_nlist, cap_train)
     n_train = int(min(n, max(1, n_train)))
     nlist = max(1, min(want_nlist, _pow2_floor(n_train / MIN_POINTS_PER_CELL)))
     quantizer = nlist * d * 4 + (256 * d * 4 if kind == "ivfpq-ondisk" else 2 * d * 4)
-    rest = memory_budget - block * d * 4 - quantizer
+    rest = memory_budget - block_cost - quantizer
     partition_rows = int(max(block, min(n, rest // (2 * per_vec))))
     return OndiskPlan(kind=kind, n=n, d=d, factory=f"IVF{nlist},{codec}", nlist=nlist, n_train=n_train,
                       code_size=code, partition_rows=partition_rows, memory_budget=memory_budget,
