@@ -81,14 +81,14 @@ def register(app: typer.Typer) -> None:
         """
         check_output_file(report, "run report (--report)")  # before the index is written, not after
         from zscir.backbones import DEFAULT_MODEL
-        from zscir.index.ann import AnnConfig
+        from zscir.index.ann import ANN_KINDS, AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
                                        check_up_to_date, make_request)
         from zscir.index.store import StoreError
 
         # ANN options given on the command line override the index's recorded settings (or the defaults)
         ann_given = {"factory": factory, "train_sample": train_sample, "nprobe": nprobe, "k_factor": k_factor,
-                     "rerank": rerank, "min_items": min_items, "kind": ann_kind or ann,
+                     "rerank": rerank, "min_items": min_items, "kind": ann_kind or (ann if ann in ANN_KINDS else None),
                      "memory_budget": memory_budget}
         try:
             AnnConfig.merged(None, ann_given)  # validate before any work
@@ -107,10 +107,9 @@ def register(app: typer.Typer) -> None:
             fail(f"unexpected extra arguments {[str(t) for t in targets]} (only `zscir index ann` takes several)")
         if out is None:
             fail("missing option --out / -o: the index folder to write")
-        from zscir.index.ann import ANN_KINDS
-
         if ann not in (None, *ANN_KINDS):
-            fail(f"--ann {ann!r}: the kinds are {', '.join(ANN_KINDS)} (another faiss factory: --factory)")
+            fail(f"--ann {ann!r}: the only kind is `ivfpq` in RAM (another faiss factory: --factory); on disk: "
+                 f"{', '.join(k for k in ANN_KINDS if k != 'ivfpq')}")
         if ann is None and any(v is not None for v in ann_given.values()):
             fail("the ANN options (--factory, --nprobe, ...) need --ann ivfpq (or `zscir index ann IDX`)")
         if str(folder) == "merge" and not folder.is_dir():
