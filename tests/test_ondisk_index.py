@@ -392,3 +392,39 @@ def test_cli_builds_the_ondisk_kind(tmp_path, toy):
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert m["ann_config"]["kind"] == "ivfsq8-ondisk" and m["ann_config"]["memory_budget"] == 64 * 2**20
     assert m["ann"][KEY]["factory"].endswith(",SQ8")
+
+
+def test_open_prints_nothing_on_stdout(built, capfd):
+    """faiss printf's "resizing ..." / "updating ondisk filename ..." would corrupt `zscir search --json`."""
+    folder, entry, g = built
+    capfd.readouterr()
+    open_ondisk(folder, entry, count=len(g), dim=g.shape[1])
+    out = capfd.readouterr().out
+    assert "ondisk" not in out and "resizing" not in out
+
+
+def test_cli_index_search_round_trip_with_the_ondisk_kind(tmp_path, capfd):
+    from tests.test_indexer import make_photos
+    from zscir.cli import app
+
+    photos, idx = tmp_path / "photos", tmp_path / "idx"
+    ids = make_photos(photos, n=70)
+    run = CliRunner().invoke
+    res = run(app, ["index", str(photos), "-o", str(idx), "--model", "tiny-clip-test", "--batch-size", "32",
+                    "--ann", "ivfsq8-ondisk", "--min-items", "64"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((idx / "manifest.json").read_text())
+    (entry,) = m["ann"].values()
+    assert entry["kind"] == "ivfsq8-ondisk" and (idx / entry["ivfdata"]).is_file()
+    capfd.readouterr()
+
+    def search(*extra):
+        r = run(app, ["search", str(idx), "--image", ids[1], "--text", "darker", "-k", "5", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return [h["id"] for h in json.loads(r.output)]
+
+    assert search("--ann") == search("--exact")  # one cell, exact re-rank: the same ranking
+    assert "resizing" not in capfd.readouterr().out
+    (idx / entry["ivfdata"]).write_bytes(b"")  # truncated: --ann refuses in one line, the default falls back
+    r = run(app, ["search", str(idx), "--image", ids[1], "--text", "darker", "--ann"])
+    assert r.exit_code == 2 and "truncated" in r.output and "Traceback" not in r.output

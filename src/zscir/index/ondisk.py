@@ -34,10 +34,13 @@ list is read (a truncated ``.ivfdata`` would otherwise be a SIGBUS on the first 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -186,6 +189,29 @@ def choose_plan(n: int, d: int, kind: str = "ivfpq-ondisk", memory_budget: int =
                       disk_bytes=n * per_vec + nlist * d * 4)
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Keep faiss' C-level ``printf`` lines ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR: updating ondisk
+    filename ...") off stdout: `zscir search --json` writes its results there. fd 1 goes to /dev/null and
+    libc's buffer is flushed before it comes back (a pipe's buffer would otherwise leak them later)."""
+    try:
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # no real fd 1 (embedded interpreters): nothing to hide
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 # ------------------------------------------------------------------------------------------ building
 def train_empty(sample: np.ndarray, plan: OndiskPlan) -> Any:
     """The trained, empty index of ``plan`` (inner-product metric), trained on ``sample``."""
@@ -262,7 +288,8 @@ def merge_partitions(trained: Any, folder: Path, part_names: list[str], index_na
     from faiss.contrib.ondisk import merge_ondisk
 
     merged = faiss.clone_index(trained)
-    merge_ondisk(merged, [os.fspath(folder / p) for p in part_names], os.fspath(folder / ivfdata_name))
+    with _quiet_stdout():
+        merge_ondisk(merged, [os.fspath(folder / p) for p in part_names], os.fspath(folder / ivfdata_name))
     faiss.write_index(merged, os.fspath(folder / index_name))
     return merged
 
@@ -322,7 +349,8 @@ def open_ondisk(folder: str | os.PathLike, entry: Mapping[str, Any], *, count: i
         raise StoreError(f"{dpath}: {size} bytes, the manifest recorded {entry['ivfdata_bytes']} (truncated or "
                          f"replaced); rebuild it with `zscir index ann {where} --rebuild`")
     try:
-        index = faiss.read_index(os.fspath(ipath), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+        with _quiet_stdout():
+            index = faiss.read_index(os.fspath(ipath), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:
         raise StoreError(f"{ipath}: not a readable faiss index ({(str(e).strip().splitlines() or ['?'])[-1]})") \
             from None
