@@ -293,7 +293,8 @@ def _table(res: dict[str, Any], a: argparse.Namespace, base: dict[str, Any]) -> 
     for p in ("train", "add", "merge", "search"):
         row(f"peak RSS {p} (MB; anonymous)", lambda r, p=p: f"{r[p]['peak_rss'] / mb:.0f}; "
             f"{r[p]['peak_anon_sampled'] / mb:.0f}")
-    row("train peak beyond sample + interpreter (MB)", lambda r: f"{(r['train']['peak_rss'] - r['train']['sample_bytes'] - base['peak_rss']) / mb:.0f}")
+    row("train peak beyond sample + interpreter (MB)",
+        lambda r: f"{(r['train']['peak_rss'] - r['train']['sample_bytes'] - base['peak_rss']) / mb:.0f}")
     row("add / merge peak beyond interpreter (MB)", lambda r: f"{(r['add']['peak_rss'] - base['peak_rss']) / mb:.0f} / "
         f"{(r['merge']['peak_rss'] - base['peak_rss']) / mb:.0f}")
     row("disk: .ivfdata + index (MB)", lambda r: f"{r['merge']['ivfdata_bytes'] / mb:.0f} + "
