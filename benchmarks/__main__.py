@@ -1,6 +1,7 @@
 """``python -m benchmarks [items...] [--large] [--tiny] [--out DIR] [--threads N] [--repeats N]``.
 
 ``python -m benchmarks gpu [--dry-run]`` runs the GPU check (`benchmarks.gpu`) instead of the suite.
+``python -m benchmarks ondisk [--n 5000000] [--d 512]`` measures the on-disk IVF index (`benchmarks.ondisk`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import gpu
 
         return gpu.main(args[1:])
+    if args[:1] == ["ondisk"]:  # the on-disk IVF index at millions of vectors: long, never a default item
+        from benchmarks import ondisk
+
+        return ondisk.main(args[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("items", nargs="*", default=list(ITEMS), help=f"items to run (default: all of {', '.join(ITEMS)})")
     p.add_argument("--large", action="store_true", help="add N=1M to exact search and run FAISS at N=1M")

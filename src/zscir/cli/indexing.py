@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
         rerank: str = typer.Option(None, help="ANN: `store` (exact re-rank from the memory-mapped embeddings, "
                                    "default) or `none` (PQ scores only)."),
         min_items: int = typer.Option(None, min=0, help="ANN: smaller galleries keep exact search [default: 1000]."),
+        ann_kind: str = typer.Option(None, "--kind", help="ANN: `ivfpq` (in RAM, default), `ivfpq-ondisk` or "
+                                     "`ivfsq8-ondisk` (lists merged on disk and memory-mapped; docs/SCALING.md)."),
+        memory_budget: str = typer.Option(None, "--memory-budget", help="ANN on-disk kinds: RAM bound of the "
+                                          "build, e.g. 1.5GB [default: 1.5GB]."),
         remove: bool = typer.Option(False, "--remove", help="With FOLDER=ann: delete the ANN indexes."),
         layout: str = typer.Option(None, "--layout", help="With FOLDER=export: `clip-retrieval` (the only one)."),
         partition_size: int = typer.Option(None, "--partition-size", min=1,
@@ -101,14 +105,15 @@ def register(app: typer.Typer) -> None:
         check_output_file(report, "run report (--report)")  # before the index is written, not after
         src, folder = folder, Path(folder)  # the spec as typed (Path would fold s3:// into s3:/)
         from zscir.backbones import DEFAULT_MODEL
-        from zscir.index.ann import AnnConfig
+        from zscir.index.ann import ANN_KINDS, AnnConfig
         from zscir.index.build import (ImageLimits, IndexConfig, IndexLockedError, build_index, check_destination,
                                        check_up_to_date, make_request)
         from zscir.index.store import StoreError
 
         # ANN options given on the command line override the index's recorded settings (or the defaults)
         ann_given = {"factory": factory, "train_sample": train_sample, "nprobe": nprobe, "k_factor": k_factor,
-                     "rerank": rerank, "min_items": min_items}
+                     "rerank": rerank, "min_items": min_items, "kind": ann_kind or (ann if ann in ANN_KINDS else None),
+                     "memory_budget": memory_budget}
         try:
             AnnConfig.merged(None, ann_given)  # validate before any work
         except ValueError as e:
@@ -126,8 +131,9 @@ def register(app: typer.Typer) -> None:
             fail(f"unexpected extra arguments {[str(t) for t in targets]} (only `zscir index ann` takes several)")
         if out is None:
             fail("missing option --out / -o: the index folder to write")
-        if ann not in (None, "ivfpq"):
-            fail(f"--ann {ann!r}: the only kind is `ivfpq` (choose another faiss factory with --factory)")
+        if ann not in (None, *ANN_KINDS):
+            fail(f"--ann {ann!r}: the only kind is `ivfpq` in RAM (another faiss factory: --factory); on disk: "
+                 f"{', '.join(k for k in ANN_KINDS if k != 'ivfpq')}")
         if ann is None and any(v is not None for v in ann_given.values()):
             fail("the ANN options (--factory, --nprobe, ...) need --ann ivfpq (or `zscir index ann IDX`)")
         if str(folder) == "merge" and not folder.is_dir():

@@ -55,6 +55,7 @@ from zscir.index.atomic import atomic_open
 from zscir.index.faiss_search import (RERANK_MODES, AnnSearcher, FaissSearcher, check_finite_rows, import_faiss,
                                      ivf_of, make_faiss_index)
 from zscir.index.folder import IndexFolder, open_index_folder, read_manifest
+from zscir.index.ondisk import DEFAULT_MEMORY_BUDGET, ONDISK_KINDS, build_from_matrix, open_ondisk, parse_size
 from zscir.index.searcher import ArrayLike, release_pages
 from zscir.index.store import StoreError
 
@@ -65,7 +66,7 @@ __all__ = ["AnnConfig", "AnnSearcher", "auto_nprobe", "FaissSearcher", "build_an
            "ann_fallback_note"]
 
 #: the one ANN kind `zscir index --ann` offers (the measured default; other factories via AnnConfig.factory)
-ANN_KINDS = ("ivfpq",)
+ANN_KINDS = ("ivfpq",) + ONDISK_KINDS
 #: below this many vectors a trained quantiser makes no sense (PQ 4-bit needs 16 training points per code)
 HARD_MIN_ITEMS = 64
 
@@ -94,8 +95,21 @@ class AnnConfig:
     seed: int = 0
     min_items: int = 1000
     add_chunk: int = 65_536
+    #: ``ivfpq`` (in RAM, the default) or an on-disk kind of :mod:`zscir.index.ondisk`
+    kind: str = "ivfpq"
+    #: on-disk kinds: RAM bound of the build in bytes (0: 1.5 GB); a string such as "800MB" is parsed
+    memory_budget: int = 0
 
     def __post_init__(self) -> None:
+        if self.kind not in ANN_KINDS:
+            raise ValueError(f"ANN kind must be one of {ANN_KINDS}, got {self.kind!r}")
+        if isinstance(self.memory_budget, str):
+            self.memory_budget = parse_size(self.memory_budget)
+        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int) or self.memory_budget < 0:
+            raise ValueError(f"memory_budget must be a size in bytes, got {self.memory_budget!r}")
+        if self.kind in ONDISK_KINDS and self.factory:
+            raise ValueError(f"--factory does not apply to the on-disk kind {self.kind!r} (its parameters are "
+                             f"chosen from N, d and --memory-budget)")
         if self.rerank not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {RERANK_MODES}, got {self.rerank!r}")
         for name in ("train_sample", "nprobe", "k_factor", "add_chunk", "min_items"):
@@ -127,7 +141,10 @@ class AnnConfig:
 
     def build_key(self) -> dict[str, Any]:
         """The settings that change the built index (the others apply at search time)."""
-        return {"factory": self.factory, "train_sample": self.train_sample, "seed": self.seed}
+        key = {"factory": self.factory, "train_sample": self.train_sample, "seed": self.seed}
+        if self.kind != "ivfpq":  # only then: indexes built before the kinds existed stay up to date
+            key.update(kind=self.kind, memory_budget=self.memory_budget or DEFAULT_MEMORY_BUDGET)
+        return key
 
 
 def auto_nprobe(nlist: int | None) -> int:
@@ -195,6 +212,8 @@ def stale_reason(folder: str | os.PathLike, manifest: Mapping[str, Any], key: st
         return f"it holds {entry.get('count')} vectors but the index has {manifest.get('count')} items"
     if not (Path(folder) / entry["file"]).is_file():
         return f"its file {entry['file']} is missing"
+    if entry.get("ivfdata") and not (Path(folder) / str(entry["ivfdata"])).is_file():
+        return f"its list file {entry['ivfdata']} is missing"
     return None
 
 
@@ -268,6 +287,8 @@ def _build_one(ix: IndexFolder, manifest: Mapping[str, Any], key: str, cfg: AnnC
     src = gallery_files(manifest)[key]
     emb = np.load(folder / src, mmap_mode="r", allow_pickle=False)
     n, d = int(emb.shape[0]), int(emb.shape[1])
+    if cfg.kind in ONDISK_KINDS:
+        return _build_ondisk(ix, emb, key, src, cfg, progress)
     factory, n_train = training_plan(cfg, n, d)
     t0 = time.perf_counter()
     try:
@@ -290,6 +311,24 @@ def _build_one(ix: IndexFolder, manifest: Mapping[str, Any], key: str, cfg: AnnC
     logger.info("ANN index for %s: %s, %d vectors, %.1f MB, %.1f s", key, factory, n, entry["bytes"] / 2**20,
                 entry["build_s"])
     return entry
+
+
+def _build_ondisk(ix: IndexFolder, emb: np.ndarray, key: str, src: str, cfg: AnnConfig, progress: bool) -> dict:
+    """The on-disk kinds (:mod:`zscir.index.ondisk`): partition files recorded first, deleted after the merge."""
+    n = int(emb.shape[0])
+    bar = tqdm(total=n, desc=f"ann {key[:24]}", unit="vec", disable=not progress, dynamic_ncols=True)
+    try:
+        entry = build_from_matrix(emb, ix.path, f"ann-{_key_slug(key)}-{uuid.uuid4().hex[:8]}", cfg.kind,
+                                  memory_budget=cfg.memory_budget or DEFAULT_MEMORY_BUDGET, seed=cfg.seed,
+                                  nprobe=cfg.nprobe, record=ix.record, progress=bar.update)
+    except ValueError as e:  # NaN rows, a budget too small: name the gallery file
+        raise ValueError(f"{ix.path / src}: {e}") from None
+    finally:
+        bar.close()
+    logger.info("on-disk ANN index for %s: %s, %d vectors, %.1f MB, %.1f s", key, entry["factory"], n,
+                entry["ivfdata_bytes"] / 2**20, entry["build_s"])
+    return {**entry, "source_file": src, "k_factor": cfg.k_factor, "rerank": cfg.rerank, "build": cfg.build_key(),
+            "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def refresh_ann_locked(ix: IndexFolder, config: AnnConfig | None = None, *, progress: bool = True,
@@ -316,7 +355,8 @@ def refresh_ann_locked(ix: IndexFolder, config: AnnConfig | None = None, *, prog
             continue
         e = entries.get(key)
         if e and not rebuild and stale_reason(out, manifest, key) is None and e.get("build") == cfg.build_key():
-            entries[key] = {**e, "nprobe": cfg.nprobe or auto_nprobe(e.get("nlist")), "k_factor": cfg.k_factor,
+            tuned = e.get("nprobe") if e.get("ivfdata") else auto_nprobe(e.get("nlist"))  # on-disk: tuned at build
+            entries[key] = {**e, "nprobe": cfg.nprobe or tuned, "k_factor": cfg.k_factor,
                             "rerank": cfg.rerank}
             status[key] = "up to date"
             continue
@@ -401,11 +441,17 @@ def open_ann_searcher(folder: str | os.PathLike, manifest: Mapping[str, Any], ke
     why = stale_reason(where, manifest, key)
     if why is None:
         try:
-            return AnnSearcher(where / entry["file"], embeddings,
+            index = where / entry["file"]
+            if entry.get("ivfdata"):  # on-disk kinds: validated against the manifest, lists memory-mapped
+                dim = int(embeddings.shape[1]) if embeddings is not None else int(entry.get("dim", -1))
+                index = open_ondisk(where, entry, count=int(manifest.get("count", -1)), dim=dim)
+            return AnnSearcher(index, embeddings,
                                nprobe=int(nprobe or entry.get("nprobe") or auto_nprobe(entry.get("nlist"))),
                                k_factor=int(k_factor or entry.get("k_factor", 16)),
                                rerank=rerank or entry.get("rerank", "store"))
         except ImportError as e:
+            why = str(e)
+        except StoreError as e:  # an on-disk index that does not match the manifest
             why = str(e)
         except (RuntimeError, OSError) as e:  # unreadable faiss file
             why = f"its file {entry['file']} cannot be read ({str(e).splitlines()[-1] if str(e) else e})"

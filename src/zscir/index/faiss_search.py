@@ -221,6 +221,9 @@ class AnnSearcher(Searcher):
         k_short = min(self._n, k_want * self.k_factor) if self.rerank == "store" else k_want
         dist, idx = self._index.search(q, k_short)
         idx = idx.astype(np.int64)
+        if idx.size and int(idx.max()) >= self._n:  # ids come from a file: a corrupt one must not index past N
+            raise ValueError(f"the ANN index returned row {int(idx.max())} of a {self._n}-item gallery (its "
+                             f"file is corrupt); rebuild it with `zscir index ann --rebuild`")
         if self.rerank == "store":
             dist = self._exact_scores(q, idx)
         dist, idx = _sort_best_first(dist, idx)

@@ -98,6 +98,7 @@ def live_files(manifest: Mapping[str, Any] | None) -> set[str]:
     live = {MANIFEST_FILE, manifest.get("embeddings_file", "embeddings.npy"), manifest.get("items_file", "items.jsonl")}
     live |= {g.get("file") for g in (manifest.get("galleries") or {}).values() if isinstance(g, Mapping)}
     live |= {a.get("file") for a in (manifest.get("ann") or {}).values() if isinstance(a, Mapping)}
+    live |= {a.get("ivfdata") for a in (manifest.get("ann") or {}).values() if isinstance(a, Mapping)}
     live |= {f"{SEGMENT_DIR}/{s}" for s in (manifest.get("build") or {}).get("segments", [])}
     return {f for f in live if isinstance(f, str) and f}
 
