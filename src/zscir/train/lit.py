@@ -485,7 +485,7 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
     data = {"pairs": int(len(feats.pair_image)), "images": int(len(feats.images)), "texts": int(len(feats.text_strings)),
             "train_images": int(len(train_rows)), "val_images": int(len(val_rows))}
     if feats.text_hidden is not None:
-        data["text_cache_mb"] = round(feats.text_cache_bytes / 1e6, 2)
+        data["text_cache_bytes"] = int(feats.text_cache_bytes)
     if cfg.caption_augment != "none":
         data["augmented_phrasings"] = int(sum(len(a) for a in feats.image_aug.values()))
     log = {"config": asdict(cfg), "data": data, "history": history, "metrics": metrics,

@@ -39,12 +39,12 @@ _FORMAT = "lit-text-cut-v1"
 class TextCutCache:
     """Cached hidden states (T_i, W) float16 by caption hash, for one text tower and one cut."""
 
-    def __init__(self, cache_dir: str | Path | None, backbone, k: int, cap_bytes: int = TEXT_CACHE_CAP_BYTES):
+    def __init__(self, cache_dir: str | Path | None, backbone, k: int, cap_bytes: int | None = None):
         self.backbone, self.k = backbone, k
         self.cut = text_layer_count(backbone.text_model) - k
         self.max_len = int(backbone.cfg.max_text_len)
         self.width = int(backbone.text_model.config.hidden_size)
-        self.cap_bytes = cap_bytes
+        self.cap_bytes = cap_bytes or TEXT_CACHE_CAP_BYTES
         key = [_FORMAT, module_digest(backbone.text_model), backbone.tokenizer_signature(), self.cut, self.max_len]
         fp = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / f"lit-text-{fp}-cut{self.cut}.pt" if cache_dir else None
@@ -86,8 +86,8 @@ class TextCutCache:
         lengths = tok["attention_mask"].sum(1).tolist()
         total = self.nbytes + sum(lengths) * self.width * 2
         if total > self.cap_bytes:
-            raise ValueError(f"the text cut cache would exceed {self.cap_bytes / 2**30:.1f} GiB ({len(self.data) + len(items)} "
-                             "distinct captions so far); use fewer phrasings (--caption-augment none or less data)")
+            raise ValueError(f"the text cut cache would exceed {self.cap_bytes / 2**30:.2g} GiB ({len(self.data) + len(items)} "
+                             "distinct captions so far); use fewer phrasings (--caption-augment none) or less data")
         hidden = text_front(bb.text_model, tok["input_ids"].to(bb.device), tok["attention_mask"].to(bb.device), self.k)
         for (key, _), h, n in zip(items, hidden, lengths):
             self.data[key] = h[:n].to(torch.float16).cpu().clone()
