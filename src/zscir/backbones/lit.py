@@ -41,8 +41,8 @@ from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.folder_refs import model_ref_in_folder, resolve_in_folder
 from zscir.backbones.hooks import TextHookMixin
-from zscir.backbones.lit_tuning import (check_text_layers, check_unlocked_blocks, load_tuned_towers, module_digest,  # noqa: F401
-                                        save_tuned_towers)
+from zscir.backbones.lit_tuning import (check_text_layers, check_unlocked_blocks, load_tuned_towers,  # noqa: F401
+                                        module_digest, save_tuned_towers)
 from zscir.backbones.tensor_files import load_safetensors
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
 from zscir.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str, config_source,

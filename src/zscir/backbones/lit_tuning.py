@@ -42,7 +42,8 @@ from zscir.config_check import ModelConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["text_layer_count", "check_text_layers", "text_tail_modules", "text_tail_state", "text_front", "text_tail_pooled",
+__all__ = ["text_layer_count", "check_text_layers", "text_tail_modules", "text_tail_state", "text_front",
+           "text_tail_pooled",
            "LORA_FILE", "TEXT_TOWER_FILE", "IMAGE_BLOCKS_FILE", "TUNED_FILES", "module_digest", "lora_targets",
            "add_lora", "lora_state", "unload_lora", "merge_lora", "image_block_count", "check_unlocked_blocks",
            "image_tail_modules", "image_tail_state", "save_tuned_towers", "load_tuned_towers"]

@@ -86,7 +86,8 @@ class TextCutCache:
         lengths = tok["attention_mask"].sum(1).tolist()
         total = self.nbytes + sum(lengths) * self.width * 2
         if total > self.cap_bytes:
-            raise ValueError(f"the text cut cache would exceed {self.cap_bytes / 2**30:.2g} GiB ({len(self.data) + len(items)} "
+            n = len(self.data) + len(items)
+            raise ValueError(f"the text cut cache would exceed {self.cap_bytes / 2**30:.2g} GiB ({n} "
                              "distinct captions so far); use fewer phrasings (--caption-augment none) or less data")
         hidden = text_front(bb.text_model, tok["input_ids"].to(bb.device), tok["attention_mask"].to(bb.device), self.k)
         for (key, _), h, n in zip(items, hidden, lengths):
