@@ -41,8 +41,8 @@ from zscir.backbones.assets import shipped_model_dir
 from zscir.backbones.base import Backbone, TextHookContext
 from zscir.backbones.folder_refs import model_ref_in_folder, resolve_in_folder
 from zscir.backbones.hooks import TextHookMixin
-from zscir.backbones.lit_tuning import (check_unlocked_blocks, load_tuned_towers, module_digest,  # noqa: F401
-                                        save_tuned_towers)
+from zscir.backbones.lit_tuning import (check_text_layers, check_unlocked_blocks, load_tuned_towers,  # noqa: F401
+                                        module_digest, save_tuned_towers)
 from zscir.backbones.tensor_files import load_safetensors
 from zscir.backbones.text_towers import MINILM, TextTower, load_text_tower, single_token_id
 from zscir.config_check import (ModelConfigError, check_choice, check_int, check_number, check_str, config_source,
@@ -72,7 +72,7 @@ TEXT_TUNINGS = ("locked", "lora", "full")
 LORA_RANK_BOUNDS = (1, 1024)
 #: the tuning fields and their defaults (left out of config.json at these values: `LiTConfig.to_dict`)
 TUNING_DEFAULTS: dict[str, Any] = {"text_tuning": "locked", "lora_rank": 8, "lora_alpha": 16.0,
-                                   "image_unlocked_blocks": 0, "version": ""}
+                                   "image_unlocked_blocks": 0, "text_unlocked_layers": 0, "version": ""}
 
 
 @dataclass
@@ -94,6 +94,7 @@ class LiTConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     image_unlocked_blocks: int = 0  # > 0: + image_blocks.safetensors (the last K blocks and the head conv)
+    text_unlocked_layers: int = 0  # > 0: only the last K text layers were tuned (0: the whole tower)
     version: str = ""  # a label for people (`zscir list models`, /health), e.g. "lit-clipart-1"
 
     def __post_init__(self):
@@ -114,6 +115,10 @@ class LiTConfig:
         self.lora_alpha = check_number(self.lora_alpha, "lora_alpha", 0.0, 1e4, lo_open=True)
         # the image tower's own block count is checked when it loads (`lit_tuning.check_unlocked_blocks`)
         self.image_unlocked_blocks = check_int(self.image_unlocked_blocks, "image_unlocked_blocks", 0, 1024)
+        self.text_unlocked_layers = check_int(self.text_unlocked_layers, "text_unlocked_layers", 0, 1024)
+        if self.text_unlocked_layers and self.text_tuning == "locked":
+            raise ModelConfigError(f"text_unlocked_layers {self.text_unlocked_layers} needs text_tuning lora or "
+                                   "full (--text-tower), the text tower is locked")
         check_str(self.version, "version", nonempty=False, max_len=64)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +213,7 @@ class LiTBackbone(TextHookMixin, Backbone):
             raise ModelConfigError(f"max_text_len {cfg.max_text_len} exceeds the {limit} positions of text tower "
                                    f"{text.name!r}")
         check_unlocked_blocks(image.model, cfg.image_unlocked_blocks, image.name)
+        check_text_layers(text.model, cfg.text_unlocked_layers, cfg.text_tuning, cfg.text_tower)
         self.image_head = ProjectionHead(image.width, cfg.embed_dim, cfg.head_hidden)
         self.text_head = ProjectionHead(text.width, cfg.embed_dim, cfg.head_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -281,6 +287,8 @@ class LiTBackbone(TextHookMixin, Backbone):
             out["version"] = self.cfg.version
         if self.cfg.text_tuning != "locked" or self.cfg.image_unlocked_blocks:
             out["towers"] = {"text": self.cfg.text_tuning, "image_unlocked_blocks": self.cfg.image_unlocked_blocks}
+            if self.cfg.text_unlocked_layers:
+                out["towers"]["text_unlocked_layers"] = self.cfg.text_unlocked_layers
         return out
 
     def head_parameters(self) -> list[nn.Parameter]:

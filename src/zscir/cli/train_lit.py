@@ -38,6 +38,9 @@ def register_train(train_app: typer.Typer) -> None:
                                                  "5e-4 for lora, 5e-5 for full)."),
         image_unlock_blocks: int = typer.Option(0, help="Train the image tower's last K blocks (and its head "
                                                         "conv) too; the cache keeps the input of the first."),
+        text_unlock_layers: int = typer.Option(None, help="With --text-tower lora/full: train only the text "
+                                                          "tower's last K layers; the frozen first layers run "
+                                                          "once per caption (cached). Default: all layers."),
         image_lr: float = typer.Option(None, help="Learning rate of the unlocked image blocks (default 1e-4)."),
         caption_augment: str = typer.Option("none", help="none, or metadata: more phrasings per picture "
                                                          "from its metadata (names, keywords, style)."),
@@ -66,11 +69,16 @@ def register_train(train_app: typer.Typer) -> None:
                  "name is given with --text-model)")
         if text_tower != "lora" and (lora_rank is not None or lora_alpha is not None):
             fail("--lora-rank and --lora-alpha need --text-tower lora")
+        if text_unlock_layers is not None and text_tower == "locked":
+            fail("--text-unlock-layers needs --text-tower lora or full (the text tower is locked)")
+        if text_unlock_layers is not None and text_unlock_layers < 1:
+            fail(f"--text-unlock-layers must be at least 1 (the last K layers train), got {text_unlock_layers}")
         try:
             model = replace(LiTConfig(), **{k: v for k, v in dict(
                 image_size=image_size, embed_dim=embed_dim, head_hidden=head_hidden, text_tower=text_model,
                 image_tower=image_tower, text_tuning=text_tower, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                image_unlocked_blocks=image_unlock_blocks, version=version).items() if v is not None})
+                image_unlocked_blocks=image_unlock_blocks, text_unlocked_layers=text_unlock_layers,
+                version=version).items() if v is not None})
             cfg = replace(LiTTrainConfig(seed=seed, threads=threads, device=device, model=model), **{
                 k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, text_lr=text_lr, image_lr=image_lr,
                                       caption_augment=caption_augment).items() if v is not None})

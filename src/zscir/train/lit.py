@@ -14,7 +14,9 @@ text→image R@1/R@5, reported with the chance level.
 Tuned towers (`--text-tower {lora,full}`, `--image-unlock-blocks K`; files in `zscir.backbones.lit_tuning`):
 the cache then keeps only what stays frozen. A tuned text tower runs every step on the batch's captions
 (tokenised to ``train_text_len`` tokens; no text features are cached or computed up front), with its own,
-lower learning rate (``text_lr``). With the last K image blocks unlocked the cache holds each picture's
+lower learning rate (``text_lr``); with ``--text-unlock-layers K`` only its last K layers train and run each
+step, on hidden states of the frozen first layers cached once per distinct caption
+(`zscir.train.lit_text_cut`). With the last K image blocks unlocked the cache holds each picture's
 activations at the input of the first unlocked block, in float16 (4,800 values = 9.6 kB per picture at
 160 px for K ≤ 4, 11,200 = 22 kB for K = 5..7; docs/DESIGN-CHOICES.md lists every K; the pooled features
 are 1,280 values), and the unlocked
@@ -44,11 +46,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from zscir.backbones.lit import LiTBackbone, LiTConfig
-from zscir.backbones.lit_tuning import (TUNED_FILES, add_lora, check_unlocked_blocks, image_block_count,
-                                        image_tail_modules, lora_state, merge_lora, unload_lora)
+from zscir.backbones.lit_tuning import (TUNED_FILES, add_lora, check_text_layers, check_unlocked_blocks,
+                                        image_block_count, image_tail_modules, lora_state, merge_lora,
+                                        text_tail_modules, text_tail_pooled, unload_lora)
 from zscir.backbones.tensor_files import TensorFileError, load_torch_tensors, save_torch_tensors
 from zscir.train.common import cosine_lr, fit_batch, retrieval_recalls, seed_everything, set_threads, write_json
 from zscir.train.lit_captions import AUGMENTS, metadata_phrasings, record_metadata
+from zscir.train.lit_text_cut import TextCutCache, pad_hidden
 from zscir.train.run_folder import MODEL_FILES, open_run
 
 #: what `zscir train lit` writes into its folder (the tuned-tower files only when towers are tuned)
@@ -154,18 +158,23 @@ class PairFeatures:
     pair_text: np.ndarray  # (N_pairs,) row into texts
     text_strings: list[str] = field(default_factory=list)  # (N_txt,) the caption of each text row
     image_aug: dict[int, list[int]] = field(default_factory=dict)
+    text_hidden: list[torch.Tensor] | None = None  # (N_txt,) cached (T_i, W) states (`--text-unlock-layers`)
+    text_cache_bytes: int = 0
 
 
 @torch.no_grad()
 def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_dir: str | Path | None = None,
                           batch_size: int = 64, progress: bool = True, text_features: bool = True,
-                          image_cut: int | None = None) -> PairFeatures:
+                          image_cut: int | None = None, text_layers: int = 0) -> PairFeatures:
     """Stream ``pairs`` once; run each distinct new picture/caption through its frozen tower in batches.
 
     A pair is ``(image, caption)`` or ``(image, caption, phrasings)`` with augmented phrasings of the
     picture. ``text_features=False`` (a tuned text tower) computes and caches no text feature;
     ``image_cut`` (not None) caches the activations at the input of image block ``image_cut`` instead of
-    pooled features (the blocks from there on are trained)."""
+    pooled features (the blocks from there on are trained); ``text_layers`` K > 0 (with ``text_features``
+    False) caches each caption's hidden states at the input of the text tower's last K layers
+    (`zscir.train.lit_text_cut`)."""
+    tcache = TextCutCache(cache_dir, backbone, text_layers) if text_layers else None
     cache = FeatureCache(cache_dir, backbone.towers_fingerprint(), "" if image_cut is None else f"cut{image_cut}")
     img_rows: dict[str, int] = {}
     txt_rows: dict[str, int] = {}
@@ -190,6 +199,9 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_d
             pending_img.clear()
 
     def flush_texts() -> None:
+        if pending_txt and tcache is not None:
+            tcache.add(pending_txt)
+            pending_txt.clear()
         if pending_txt:
             feats = backbone.text_features([t for _, t in pending_txt]).float().cpu()
             cache.data["text"].update({k: f.clone() for (k, _), f in zip(pending_txt, feats)})
@@ -201,7 +213,9 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_d
         if tk not in txt_rows:
             txt_rows[tk] = len(txt_rows)
             strings.append(text)
-            if text_features and tk not in cache.data["text"]:
+            if tcache is not None and tk not in tcache.data:
+                pending_txt.append((tk, text))
+            elif text_features and tk not in cache.data["text"]:
                 pending_txt.append((tk, text))
         return txt_rows[tk]
 
@@ -227,11 +241,18 @@ def extract_pair_features(backbone: LiTBackbone, pairs: Iterable[tuple], cache_d
     flush_images()
     flush_texts()
     cache.save()
+    if tcache is not None:
+        tcache.save()
     if not pair_image:
         raise ValueError("the pair data is empty")
     images = torch.stack([cache.data["image"][k] for k in img_rows])
     texts = torch.stack([cache.data["text"][k] for k in txt_rows]) if text_features else None
-    return PairFeatures(images, texts, np.asarray(pair_image), np.asarray(pair_text), strings, image_aug)
+    hidden = [tcache.data[k] for k in txt_rows] if tcache is not None else None
+    nbytes = sum(h.numel() * 2 for h in hidden) if hidden is not None else 0
+    if hidden is not None:
+        logger.info("text cut cache: %d distinct captions, %.1f MB", len(hidden), nbytes / 1e6)
+    return PairFeatures(images, texts, np.asarray(pair_image), np.asarray(pair_text), strings, image_aug,
+                        hidden, nbytes)
 
 
 @dataclass
@@ -314,6 +335,11 @@ class TowerTraining:
     def text_inputs(self, rows, max_len: int | None = None) -> torch.Tensor:
         if not self.text_tuned:
             return self.feats.texts[rows]
+        if self.feats.text_hidden is not None:  # the last K layers on cached states (at max_text_len)
+            model = self.backbone.text_model
+            h, mask = pad_hidden([self.feats.text_hidden[int(r)] for r in rows],
+                                 next(model.parameters()).dtype, self.backbone.device)
+            return text_tail_pooled(model, h, mask, self.backbone.cfg.text_unlocked_layers)
         tok = self.backbone.tokenizer([self.feats.text_strings[int(r)] for r in rows], padding=True, truncation=True,
                                       max_length=max_len or self.text_len, return_tensors="pt")
         return self.backbone.text_features({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
@@ -338,9 +364,15 @@ def tower_param_groups(backbone: LiTBackbone, cfg: LiTTrainConfig) -> list[dict]
     m = cfg.model
     groups: list[tuple[list[torch.nn.Parameter], float]] = []
     if m.text_tuning == "lora":
-        add_lora(backbone.text_model, m.lora_rank, m.lora_alpha)  # only the adapters require grad
+        add_lora(backbone.text_model, m.lora_rank, m.lora_alpha, m.text_unlocked_layers)  # only adapters train
         groups.append(([p for p in backbone.text_model.parameters() if p.requires_grad],
                        cfg.text_lr or DEFAULT_TEXT_LR["lora"]))
+    elif m.text_tuning == "full" and m.text_unlocked_layers:
+        params = [p for mod in text_tail_modules(backbone.text_model, m.text_unlocked_layers).values()
+                  for p in mod.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        groups.append((params, cfg.text_lr or DEFAULT_TEXT_LR["full"]))
     elif m.text_tuning == "full":
         frozen = backbone.text_model.get_input_embeddings().weight
         params = [p for p in backbone.text_model.parameters() if p is not frozen]
@@ -367,7 +399,7 @@ def finish_towers(backbone: LiTBackbone, cfg: LiTConfig) -> None:
         tm = backbone.text_model
         delta = lora_state(tm)
         unload_lora(tm)
-        merge_lora(tm, delta, cfg.lora_rank, cfg.lora_alpha, "the trained LoRA delta")
+        merge_lora(tm, delta, cfg.lora_rank, cfg.lora_alpha, "the trained LoRA delta", cfg.text_unlocked_layers)
         tm.zscir_lora_delta = delta  # type: ignore[assignment]  # what save_pretrained writes
     for p in list(backbone.text_model.parameters()) + list(backbone.image_model.parameters()):
         p.requires_grad_(False)
@@ -390,10 +422,12 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
         backbone.cfg = cfg.model  # the tuning fields decide what trains and what is saved
     n_blocks = cfg.model.image_unlocked_blocks
     check_unlocked_blocks(backbone.image_model, n_blocks, cfg.model.image_tower)
+    check_text_layers(backbone.text_model, cfg.model.text_unlocked_layers, cfg.model.text_tuning, cfg.model.text_tower)
     cut = image_block_count(backbone.image_model) - n_blocks if n_blocks else None
     t0 = time.time()
     feats = extract_pair_features(backbone, pairs, cache_dir, cfg.feature_batch_size, progress,
-                                  text_features=not cfg.text_tuned, image_cut=cut)
+                                  text_features=not cfg.text_tuned, image_cut=cut,
+                                  text_layers=cfg.model.text_unlocked_layers if cfg.text_tuned else 0)
     t_feat = time.time() - t0
     split = split_by_image(feats, cfg.val_fraction, cfg.max_val, cfg.seed)
     train_rows, train_caps, val_rows, val_text = split.train_rows, split.train_captions, split.val_rows, split.val_text
@@ -450,6 +484,8 @@ def train_lit(pairs: Iterable[tuple], out_dir: str | Path, cfg: LiTTrainConfig |
     out = backbone.save_pretrained(out_dir)
     data = {"pairs": int(len(feats.pair_image)), "images": int(len(feats.images)), "texts": int(len(feats.text_strings)),
             "train_images": int(len(train_rows)), "val_images": int(len(val_rows))}
+    if feats.text_hidden is not None:
+        data["text_cache_bytes"] = int(feats.text_cache_bytes)
     if cfg.caption_augment != "none":
         data["augmented_phrasings"] = int(sum(len(a) for a in feats.image_aug.values()))
     log = {"config": asdict(cfg), "data": data, "history": history, "metrics": metrics,
