@@ -87,3 +87,18 @@ def test_a_pipe_shard_spec_needs_allow_pipe_and_never_runs_without_it(tmp_path):
     assert_one_error_line(res, "--allow-pipe")
     assert not marker.exists()
     assert not (tmp_path / "idx").exists()
+
+
+def test_kinds_are_tried_in_source_modules_order_not_import_order(tmp_path, monkeypatch):
+    """A folder named like a shard or a table is judged by that kind (and refused), even when the folder
+    source module was imported first (as another test module or a user's import may do)."""
+    import zscir.index.sources as sources
+
+    sources.open_index_source(str(tmp_path))  # every kind registered
+    kinds = dict(sources.SOURCE_KINDS)
+    monkeypatch.setattr(sources, "SOURCE_KINDS",
+                        {"folder": kinds["folder"], **{k: v for k, v in kinds.items() if k != "folder"}})
+    for name in ("looks.tar", "looks.csv"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(sources.SourceError):
+            sources.open_index_source(str(tmp_path / name))

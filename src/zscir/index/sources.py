@@ -82,7 +82,11 @@ def open_index_source(spec: str, **options: Any) -> IndexSource:
 
     for module in SOURCE_MODULES:
         importlib.import_module(module)
-    for kind, (matches, opener) in SOURCE_KINDS.items():
+    # in SOURCE_MODULES order, whatever order the modules were first imported in (a folder named like a
+    # table or a shard must be judged by the table/shard kind first); kinds from elsewhere come last
+    rank = {m: i for i, m in enumerate(SOURCE_MODULES)}
+    ordered = sorted(SOURCE_KINDS.items(), key=lambda kv: rank.get(kv[1][1].__module__, len(rank)))
+    for kind, (matches, opener) in ordered:
         if matches(spec):
             return opener(spec, **options)
     raise SourceError(f"{spec}: not a source zscir can index (known kinds: {', '.join(SOURCE_KINDS) or 'none'})")
