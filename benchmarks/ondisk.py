@@ -132,8 +132,23 @@ def phase_add(a: argparse.Namespace, work: Path, kind: str) -> dict[str, Any]:
     trained = faiss.read_index(str(work / f"{kind}.trained.faiss"))
     _, _, parts = ondisk_file_names(kind, plan.partitions)
     t0 = time.perf_counter()
-    written = fill_partitions(trained, Synth(a.d, a.clusters, a.seed).base(a.n), plan, work, parts)
-    return {"add_s": time.perf_counter() - t0, "partitions": written}
+    written = fill_partitions(trained, stored_blocks(work / "gallery-f16.npy"), plan, work, parts)
+    return {"add_s": time.perf_counter() - t0, "partitions": written, "source": "gallery-f16.npy (memory-mapped)"}
+
+
+def stored_blocks(path: Path) -> Iterator[np.ndarray]:
+    """The gallery as the add phase of a real index reads it: fp16 rows of a memory-mapped store, one fp32
+    block at a time (what `zscir index ann` does with an index folder). Generating the vectors in this
+    process instead would add the generator's temporaries (several 128 MB arrays per block) to the add
+    phase's peak, which is not the index's memory. Pages already read are dropped from the page cache."""
+    mm = np.load(path, mmap_mode="r")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for s in range(0, len(mm), BLOCK):
+            yield np.asarray(mm[s:s + BLOCK], dtype=np.float32)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def phase_merge(a: argparse.Namespace, work: Path, kind: str) -> dict[str, Any]:
