@@ -8,7 +8,7 @@ import typer
 
 from zscir.cli.common import fail
 from zscir.cli.data import data_app
-from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, TUXPAINT_DIR
+from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, NPM_DIR, TUXPAINT_DIR, real_sources
 from zscir.data.real.benchmark import BENCHMARK_SOURCES, DEFAULT_SOURCES
 
 
@@ -29,9 +29,8 @@ def build_benchmark_cmd(
     families: int = typer.Option(0, help="Test size: only the first N families (alphabetical) of the gallery "
                                          "(0: all)."),
     workers: int = typer.Option(1, min=1, help="Processes rendering the gallery (same files for any number)."),
-    npm_dir: Path = typer.Option(None, "--npm-dir", help="node_modules folder of the npm emoji packages "
-                                                         "(.ci/install-real-npm.sh)."),
-    emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST, tuxpaint_dir: Path = TUXPAINT_DIR,
+    npm_dir: Path = NPM_DIR, emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST,
+    tuxpaint_dir: Path = TUXPAINT_DIR,
 ) -> None:
     """Render the real benchmark (emoji variants, Tux Paint tints) from Debian packages; print its split file.
 
@@ -44,13 +43,11 @@ def build_benchmark_cmd(
 
     from zscir.data.outdir import OutputFolderError
     from zscir.data.real.benchmark import RealBenchmarkConfig, gallery_items, select_families
-    from zscir.data.real.sources import RealSources
     from zscir.eval.real import ensure_real_benchmark
 
     started = time.monotonic()
     try:
-        paths = RealSources.from_options(emoji_font=emoji_font, emoji_test=emoji_test, tuxpaint_dir=tuxpaint_dir,
-                                         npm_dir=npm_dir)
+        paths = real_sources(emoji_font, emoji_test, tuxpaint_dir, npm_dir)
         names = tuple(s.strip() for s in sources.split(",") if s.strip())
         cfg = RealBenchmarkConfig(seed=seed, test=test, val=val, per_family=per_family,
                                   per_family_style=per_family_style, sources=names, workers=workers)
