@@ -54,9 +54,10 @@ def _svg(path: Path, n: int) -> None:
     path.write_text(SVG.format(x=2 + n % 9, c=f"{(37 * n) % 256:02x}{(91 * n) % 256:02x}{(53 * n) % 256:02x}"))
 
 
-def _packages(root: Path, same_abacus: bool = False) -> RealSources:
+def _packages(root: Path, same_abacus: bool = False, one_outline: bool = False) -> RealSources:
     """Fake @twemoji/svg, openmoji and fluentui-emoji (six emoji in five styles: 30 pictures, all distinct,
-    unless ``same_abacus``: then Twemoji's and OpenMoji's abacus are the same file)."""
+    unless ``same_abacus``: then Twemoji's and OpenMoji's abacus are the same file, or ``one_outline``: then
+    OpenMoji's black line art is one picture for all six)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "emoji-test.txt").write_text(EMOJI_TEST, encoding="utf-8")
     npm = root / "node_modules"
@@ -66,7 +67,7 @@ def _packages(root: Path, same_abacus: bool = False) -> RealSources:
         hexcode = eid.upper()
         rows.append({"hexcode": hexcode, "annotation": "x", "group": "people-body", "tags": "", "openmoji_tags": ""})
         _svg(npm / "openmoji/color/svg" / f"{hexcode}.svg", 10 + i if same_abacus and eid == "1f9ee" else 20 + i)
-        _svg(npm / "openmoji/black/svg" / f"{hexcode}.svg", 30 + i)
+        _svg(npm / "openmoji/black/svg" / f"{hexcode}.svg", 30 if one_outline else 30 + i)
         _svg(npm / "fluentui-emoji/icons/modern" / f"{fluent}.svg", 40 + i)
         _svg(npm / "fluentui-emoji/icons/flat" / f"{fluent}.svg", 50 + i)
     (npm / "openmoji/data").mkdir(parents=True)
@@ -205,6 +206,34 @@ def test_pixel_identical_pictures_across_styles_are_merged(tmp_path):
     # abacus style queries: twemoji→openmoji and openmoji→twemoji are gone (the same picture); the
     # openmoji references become twemoji ones: 120 - 2 exact style queries
     assert info["queries"]["test"]["kinds"]["style"] == 118
+
+
+def test_a_picture_shared_by_three_families_is_in_no_query(tmp_path):
+    """OpenMoji's black line art draws every flag as one outline: such a picture (here: one for all six emoji
+    of three families) identifies no family, so it is in no query and ties no families into one split."""
+    src = _packages(tmp_path / "pkgs", one_outline=True)
+    info = build_benchmark(tmp_path / "b", RealBenchmarkConfig(image_size=32, test=1.0, val=0.0, sources=SOURCES,
+                                                               **BIG), progress=False, sources=src)
+    assert info["n_gallery"] == 25 and len(info["generic"]) == 1 and len(info["generic"][0]) == 6
+    caps = json.loads((tmp_path / "b/test/captions/cap.rc2.val.json").read_text())
+    assert caps and not any("openmoji-black" in c["reference"] + c["target_hard"] for c in caps)
+    # four styles left: tone 4, any_tone 1, gender 2 each; style 6 emoji × 4 styles × 3 others, any_style 6 × 4
+    assert info["queries"]["test"]["kinds"] == {"tone": 16, "any_tone": 4, "gender": 8, "style": 72,
+                                                 "any_style": 24}
+    # the three families are not tied: with a split, each goes where its own hash says
+    sp, _ = plan(RealBenchmarkConfig(test=0.34, val=0.33, seed=4, sources=SOURCES), _items(src), info["generic"])
+    want = {f: sp.split_of(f) for f in ("thumbs up", "person", "abacus")}
+    free, _ = plan(RealBenchmarkConfig(test=0.34, val=0.33, seed=4, sources=SOURCES), _items(src))
+    assert want == {f: free.split_of(f) for f in want}
+
+
+@pytest.mark.parametrize("n_families,generic", [(1, False), (2, False), (3, True), (6, True)])
+def test_generic_group_threshold(n_families, generic):
+    from zscir.data.real.benchmark import generic_groups
+
+    group = [f"k{i}" for i in range(6)]
+    family = {k: f"fam{i % n_families}" for i, k in enumerate(group)}
+    assert (generic_groups([group], family) == [group]) is generic
 
 
 def test_phrasing_disjoint_from_make_triplets():
