@@ -7,11 +7,20 @@ has one right answer, known by construction, on real drawn pictures:
 
 * emoji edits (`zscir.data.real.split.emoji_slots`): skin tone, gender, hair, colour — the target differs
   from the reference in exactly that attribute;
-* stamp tints: a stamp (or one of its tints) → the same stamp in another tint colour.
+* stamp tints: a stamp (or one of its tints) → the same stamp in another tint colour;
+* style (real-v3): an emoji → the same emoji (``emoji_id``) drawn in another art style ("as black line art",
+  "in a flat style"); attribute edits stay within one style (reference and target drawn alike).
 
-The gallery is every emoji glyph of the font plus every stamp and tint (~5.9K pictures, flattened onto
-white). Queries come only from *test* or *val* families of the concept split (`zscir.data.real.split`),
-which the real training corpus leaves out (``build_real_corpus.py --exclude-split``). Modification
+The gallery is every picture of the chosen sources (`RealBenchmarkConfig.sources`; default: Noto, Twemoji,
+OpenMoji colour and black, Fluent colour, flat and high-contrast, and every stamp and tint: ~23K pictures,
+flattened onto white; ``("emoji", "tuxpaint")`` is the Noto-only real-v2 gallery of ~5.9K). An emoji
+concept is one family in every style (`zscir.data.real.split.item_family` reads every style's CLDR name),
+so the split by family is a split across styles. Per-family caps (``per_family`` per attribute edit kind,
+``per_family_style`` for the style kinds) keep a concept with 25 tone combinations in 7 styles from
+outweighing one with a single picture per style.
+
+Queries come only from *test* or *val* families of the concept split (`zscir.data.real.split`), which
+the real training corpus leaves out (``build_real_corpus.py --exclude-split``). Modification
 phrasings are written here and share no template with ``zscir data make-triplets`` (checked by a test).
 
 Layout, per split (``test``, ``val``), in the formats the protocol code reads:
@@ -19,14 +28,16 @@ Layout, per split (``test``, ``val``), in the formats the protocol code reads:
 * ``<split>/captions/cap.rc2.val.json`` + ``<split>/image_splits/split.rc2.val.json`` + ``<split>/dev/`` —
   CIRR (one exact target; ``img_set.members`` = the reference and the other values of the edited attribute);
 * ``<split>/annotations/val.json`` + ``<split>/unlabeled2017/`` — CIRCO (several valid targets: "in a
-  different skin tone", "as a different gender", "in a different colour");
+  different skin tone", "as a different gender", "in a different colour", "in any other art style");
 * ``<split>/meta.json`` — the edit kind of each query (for per-kind breakdowns).
 
 Pixel-identical pictures (a few glyphs the font draws the same — skin tones of the snowboarder, some
 flags —, a tint that does not change a stamp) are found by a hash of the rendered pixels: each group keeps
 its first picture in listing order, the others leave the gallery, queries are rewritten onto the kept
 picture (a query whose target becomes its reference is dropped; several-target queries lose duplicates),
-and the families of one group go into one split (two flags drawn alike are never test and train). Dropping rather than listing every copy as
+and the families of one group go into one split (two flags drawn alike are never test and train) — unless the
+group spans `GENERIC_FAMILIES` or more families (OpenMoji's black line art draws every flag as one
+outline): such a picture is in no query and ties no families. Dropping rather than listing every copy as
 a correct target keeps one exact target per CIRR query and keeps R@K comparable; the groups are listed in
 ``benchmark.json`` (``identical``).
 
