@@ -122,6 +122,7 @@ def test_real_benchmark_from_package_files_given_as_options(tmp_path):
     out = tmp_path / "r.json"
     r = _invoke(["eval", "--benchmark", "real", "-m", "image", "--model", "tiny-clip-test", "--no-progress",
                  "--emoji-font", str(tmp_path / "none.ttf"), "--tuxpaint-dir", str(stamps), "--threads", "1",
+                 "--npm-dir", str(tmp_path / "no-npm"),
                  "-o", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
@@ -132,9 +133,11 @@ def test_a_build_from_other_package_files_is_rebuilt(tmp_path):
     from zscir.data.real.benchmark import RealBenchmarkConfig, build_benchmark, is_built
     from zscir.data.real.sources import RealSources
 
-    a = RealSources.from_options(tuxpaint_dir=fake_stamps(tmp_path / "a"), emoji_font=tmp_path / "none")
+    a = RealSources.from_options(tuxpaint_dir=fake_stamps(tmp_path / "a"), emoji_font=tmp_path / "none",
+                                 npm_dir=tmp_path / "no-npm")
     b = RealSources.from_options(tuxpaint_dir=fake_stamps(tmp_path / "b", names=("cloud", "dog", "kite")),
-                                 emoji_font=tmp_path / "none")
+                                 emoji_font=tmp_path / "none",
+                                 npm_dir=tmp_path / "no-npm")
     root, cfg, seen = tmp_path / "root", RealBenchmarkConfig(), []
     for sources in (a, b, b):
         if not is_built(root, cfg, sources):
@@ -158,7 +161,8 @@ def test_demo_and_demo_real_write_to_their_own_folders(tmp_path, monkeypatch, sm
     first = (tmp_path / "zscir-demo" / "results.png").read_bytes()
     stamps = fake_stamps(tmp_path / "stamps")
     r = _invoke(["demo", "--real", "--queries", "1", "--model", "tiny-clip-test", "--method", "sum",
-                 "--tuxpaint-dir", str(stamps), "--emoji-font", str(tmp_path / "none.ttf")])
+                 "--tuxpaint-dir", str(stamps), "--emoji-font", str(tmp_path / "none.ttf"),
+                 "--npm-dir", str(tmp_path / "no-npm")])
     assert r.exit_code == 0, r.output
     assert "zscir-demo-real/results.png" in r.output
     assert (tmp_path / "zscir-demo-real" / "results.html").is_file()

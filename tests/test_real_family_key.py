@@ -115,7 +115,7 @@ def test_slots_still_carry_the_gender_edit():
 
 
 def test_versions_bumped():
-    assert BENCHMARK_VERSION == "real-v2" and SPLIT_VERSION == 2
+    assert BENCHMARK_VERSION == "real-v3" and SPLIT_VERSION == 2  # v3: every emoji style (issue 22 §3)
     assert ConceptSplit().to_json()["version"] == 2
 
 

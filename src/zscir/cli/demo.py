@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, OUT, THREADS, TUXPAINT_DIR, real_sources
+from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, NPM_DIR, OUT, THREADS, TUXPAINT_DIR, real_sources
 
 #: each demo has its own default output folder, so `zscir demo --real` and `zscir demo` keep each other's results
 DEFAULT_OUT = {False: Path("zscir-demo"), True: Path("zscir-demo-real")}
@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
                                   "tuxpaint-stamps-default (or the paths given below), the shipped lit-clipart "
                                   "model (the [real] extra)."),
         emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST, tuxpaint_dir: Path = TUXPAINT_DIR,
+        npm_dir: Path = NPM_DIR,
         threads: int = THREADS,
     ) -> None:
         """Build the world gallery, run composed queries, print results and write a result grid."""
@@ -42,7 +43,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("zscir demo: preparing the world gallery and the model (first run writes the world "
                        "benchmark to the cache) ...")
         r = run_demo(out, method=method, model=model, n_queries=queries, k=k, world_seed=world_seed, real=real,
-                     sources=real_sources(emoji_font, emoji_test, tuxpaint_dir) if real else None, progress=True)
+                     sources=real_sources(emoji_font, emoji_test, tuxpaint_dir, npm_dir) if real else None,
+                     progress=True)
         typer.echo(f"method: {r['method']}   gallery: {r['gallery_size']} images\n")
         for i, q in enumerate(r["queries"], 1):
             found = f"target found at rank {q.target_rank}" if q.target_rank and q.target_rank <= k else (

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from zscir.cli.common import check_output_file, fail, make_composer, parse_options, write_output
-from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, OPTION, OUT, THREADS, TUXPAINT_DIR, check_out_path, real_sources
+from zscir.cli.options import (EMOJI_FONT, EMOJI_TEST, NPM_DIR, OPTION, OUT, THREADS, TUXPAINT_DIR, check_out_path,
+                               real_sources)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +50,7 @@ def register(app: typer.Typer) -> None:
                                                                     "per query, with its interval and difference."),
         threads: int = THREADS,
         emoji_font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST, tuxpaint_dir: Path = TUXPAINT_DIR,
+        npm_dir: Path = NPM_DIR,
     ) -> None:
         """Evaluate one or more methods and print the standard table.
 
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
         if benchmark == "real":  # missing packages are reported before any model loads
             from zscir.eval.real import ensure_real_benchmark
 
-            ensure_real_benchmark(None, 0, progress, real_sources(emoji_font, emoji_test, tuxpaint_dir),
+            ensure_real_benchmark(None, 0, progress, real_sources(emoji_font, emoji_test, tuxpaint_dir, npm_dir),
                                   check_only=True)
         def evaluate(m: str, on_split: str | None) -> dict:
             name, _, spec = m.partition(":")
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
                 try:
                     r = evaluate_real(composer, split=on_split or "test", batch_size=batch_size, cache_dir=cache_dir,
                                       progress=progress, limit=limit,
-                                      sources=real_sources(emoji_font, emoji_test, tuxpaint_dir),
+                                      sources=real_sources(emoji_font, emoji_test, tuxpaint_dir, npm_dir),
                                       bootstrap=bootstrap, resample=resample)
                 except (OutputFolderError, ValueError) as e:
                     fail(str(e))

@@ -38,12 +38,18 @@ EMOJI_TEST = typer.Option(None, "--emoji-test", help="emoji-test.txt (Debian pac
 TUXPAINT_DIR = typer.Option(None, "--tuxpaint-dir", help="Tux Paint stamps folder (Debian package "
                             "tuxpaint-stamps-default; default /usr/share/tuxpaint/stamps).")
 
+NPM_DIR = typer.Option(None, "--npm-dir", help="node_modules folder of the npm emoji packages (@twemoji/svg, "
+                       "openmoji, fluentui-emoji; .ci/install-real-npm.sh; default ~/.local/share/zscir/npm/"
+                       "node_modules); a missing one leaves those styles out of the real benchmark.")
 
-def real_sources(emoji_font: Path | None, emoji_test: Path | None, tuxpaint_dir: Path | None):
-    """The `RealSources` of the three options above (None = Debian's path)."""
+
+def real_sources(emoji_font: Path | None, emoji_test: Path | None, tuxpaint_dir: Path | None,
+                 npm_dir: Path | None = None):
+    """The `RealSources` of the options above (None = Debian's path, zscir's npm folder)."""
     from zscir.data.real.sources import RealSources
 
-    return RealSources.from_options(emoji_font=emoji_font, emoji_test=emoji_test, tuxpaint_dir=tuxpaint_dir)
+    return RealSources.from_options(emoji_font=emoji_font, emoji_test=emoji_test, tuxpaint_dir=tuxpaint_dir,
+                                    npm_dir=npm_dir)
 
 _KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 

@@ -37,10 +37,12 @@ RESAMPLE_UNITS = ("family", "query")
 
 
 def ensure_real_benchmark(root: str | Path | None = None, seed: int = 0, progress: bool = True,
-                          sources: RealSources | None = None, check_only: bool = False) -> Path:
+                          sources: RealSources | None = None, check_only: bool = False,
+                          cfg: Any = None) -> Path:
     """Build (once) the real benchmark and return its root; raises `BenchmarkBuildError` without packages.
 
-    ``sources``: where the Debian packages' files are (default: Debian's paths). An explicit ``root`` that
+    ``sources``: where the packages' files are (default: Debian's paths and the npm folder); ``cfg``: a
+    `RealBenchmarkConfig` (default: every style, ``seed``; the cache folder is versioned, real-v3). An explicit ``root`` that
     already holds a complete build (of any configuration, e.g. a small one made with
     `RealBenchmarkConfig.families`) is used as it is. ``check_only``: build nothing, only raise now (before
     a model loads) when a build is needed and the packages are missing.
@@ -49,13 +51,13 @@ def ensure_real_benchmark(root: str | Path | None = None, seed: int = 0, progres
                                            is_built, is_complete)
     from zscir.eval.world import default_cache_dir
 
-    if root is not None and is_complete(Path(root)):
+    if root is not None and cfg is None and is_complete(Path(root)):
         return Path(root)
-    cfg = RealBenchmarkConfig(seed=seed)
+    cfg = cfg or RealBenchmarkConfig(seed=seed)
     root = Path(root) if root else default_cache_dir() / "real" / f"{BENCHMARK_VERSION}-seed{seed}"
     if check_only:
         if not is_built(root, cfg, sources):
-            gallery_items(sources, warn=False)  # lists the packages' files (no rendering): raises when none is there
+            gallery_items(sources, warn=False, names=cfg.sources)  # lists the packages' files (no rendering): raises when none is there
         return root
     if not is_built(root, cfg, sources):
         logger.info("building the real benchmark (seed %d) in %s", seed, root)
