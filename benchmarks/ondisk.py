@@ -140,15 +140,26 @@ def stored_blocks(path: Path) -> Iterator[np.ndarray]:
     """The gallery as the add phase of a real index reads it: fp16 rows of a memory-mapped store, one fp32
     block at a time (what `zscir index ann` does with an index folder). Generating the vectors in this
     process instead would add the generator's temporaries (several 128 MB arrays per block) to the add
-    phase's peak, which is not the index's memory. Pages already read are dropped from the page cache."""
+    phase's peak, which is not the index's memory. The rows are read with plain reads into one buffer, not
+    through a mapping: mapped pages would stay in this process's RSS (clean page cache, but counted), and
+    pages already read are dropped from the page cache."""
     mm = np.load(path, mmap_mode="r")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for s in range(0, len(mm), BLOCK):
-            yield np.asarray(mm[s:s + BLOCK], dtype=np.float32)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    n, d, offset = mm.shape[0], mm.shape[1], mm.offset
+    del mm
+    buf = np.empty((BLOCK, d), dtype=np.float16)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        for s in range(0, n, BLOCK):
+            rows = min(BLOCK, n - s)
+            view = memoryview(buf[:rows]).cast("B")
+            got = 0
+            while got < len(view):
+                k = f.readinto(view[got:])
+                if not k:
+                    raise ValueError(f"{path}: ends at row {s + got // (2 * d)} of {n}")
+                got += k
+            yield buf[:rows].astype(np.float32)
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def phase_merge(a: argparse.Namespace, work: Path, kind: str) -> dict[str, Any]:
