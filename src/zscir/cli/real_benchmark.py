@@ -9,12 +9,13 @@ import typer
 from zscir.cli.common import fail
 from zscir.cli.data import data_app
 from zscir.cli.options import EMOJI_FONT, EMOJI_TEST, NPM_DIR, TUXPAINT_DIR, real_sources
-from zscir.data.real.benchmark import BENCHMARK_SOURCES, DEFAULT_SOURCES
+from zscir.data.real.sources import BENCHMARK_SOURCES
+from zscir.data.real.sources import DEFAULT_BENCHMARK_SOURCES as DEFAULT_SOURCES
 
 
 @data_app.command("build-benchmark")
 def build_benchmark_cmd(
-    out: Path = typer.Option(None, help="Output folder (default: the zscir cache root, where "
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the zscir cache root, where "
                                         "`zscir eval --benchmark real` looks)."),
     seed: int = typer.Option(0, help="Seed of the concept split and the query sample."),
     progress: bool = typer.Option(True, help="Show progress bars."),

@@ -13,7 +13,17 @@
 * `corpus` — `build_corpus`: WebDataset shards + CSV manifest (``scripts/build_real_corpus.py``).
 """
 
-from zscir.data.real.corpus import CorpusConfig, CorpusError, build_corpus
-from zscir.data.real.item import RealItem, SourceMissing
+from importlib import import_module
+from typing import Any
 
 __all__ = ["CorpusConfig", "CorpusError", "RealItem", "SourceMissing", "build_corpus"]
+#: names of this package's interface -> the module that owns them; imported on first use, so that importing
+#: a light submodule (the package paths in `sources`, for the CLI's help texts) does not load Pillow
+_OWNERS = {"CorpusConfig": "corpus", "CorpusError": "corpus", "build_corpus": "corpus", "RealItem": "item",
+           "SourceMissing": "item"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OWNERS:
+        return getattr(import_module(f"zscir.data.real.{_OWNERS[name]}"), name)
+    raise AttributeError(f"module 'zscir.data.real' has no attribute {name!r}")

@@ -66,7 +66,7 @@ from zscir.data.outdir import OutputFolderError, Recorder, prepare_out, start_ma
 from zscir.data.real.corpus import fit_square, png_bytes
 from zscir.data.real.item import RealItem, SourceMissing
 from zscir.data.real.render import render_items
-from zscir.data.real.sources import RealSources
+from zscir.data.real.sources import BENCHMARK_SOURCES, DEFAULT_BENCHMARK_SOURCES, V2_SOURCES, RealSources
 from zscir.data.real.split import TONES, ConceptSplit, emoji_slots, item_family, write_split
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,7 @@ SAME_LOOK = {"google": "noto", "twitter": "twemoji"}
 #: `zscir.data.real.corpus.READERS` names the benchmark may take (``--sources``); the default leaves out
 #: emoji-google / emoji-twitter (the Noto and Twemoji artworks again, rasterised differently: near-copies in
 #: the gallery would make every exact target ambiguous)
-BENCHMARK_SOURCES = ("emoji", "twemoji", "openmoji", "fluent-emoji", "emoji-google", "emoji-twitter", "tuxpaint")
-DEFAULT_SOURCES = ("emoji", "twemoji", "openmoji", "fluent-emoji", "tuxpaint")
-#: the Noto-only benchmark of real-v2 (for comparison with older numbers)
-V2_SOURCES = ("emoji", "tuxpaint")
+DEFAULT_SOURCES = DEFAULT_BENCHMARK_SOURCES  #: (owned by `zscir.data.real.sources`)
 GENDER_WORDS = {"person": "gender-neutral person", "man": "man", "woman": "woman"}
 
 

@@ -68,3 +68,11 @@ def missing_message(field: str, path: str | Path) -> str:
 def requirement_text(which: tuple[str, ...] = BENCHMARK_FIELDS) -> str:
     """One line naming the packages and options of ``which`` (help texts, errors)."""
     return ", ".join(f"{PACKAGES[f][0]} ({PACKAGES[f][1]})" for f in which)
+
+
+#: the sources `zscir data build-benchmark` can draw on (the emoji styles and Tux Paint), its default (every
+#: emoji style whose drawings are its own: emoji-google / emoji-twitter repeat Noto's and Twemoji's), and
+#: the Noto-only set of real-v2. Here, not in `benchmark`, so that the CLI's help needs no image library.
+BENCHMARK_SOURCES = ("emoji", "twemoji", "openmoji", "fluent-emoji", "emoji-google", "emoji-twitter", "tuxpaint")
+DEFAULT_BENCHMARK_SOURCES = ("emoji", "twemoji", "openmoji", "fluent-emoji", "tuxpaint")
+V2_SOURCES = ("emoji", "tuxpaint")
