@@ -71,5 +71,9 @@ def test_demo_real_shows_held_out_real_pictures(tmp_path, monkeypatch):
     assert r["method"] == BEST_METHOD["lit-clipart"] == "sum"
     assert r["gallery_size"] >= 100 and len(r["queries"]) == 6
     assert {q.kind for q in r["queries"]} >= {"tint", "tone"}
-    assert r["hits"] >= 4, [(q.text, q.target_rank) for q in r["queries"]]  # measured 7 of 8 in the top 5
+    # far above chance, not one draw's count: by chance a query's target is in the top 5 with p = 5 / gallery
+    # (< 0.05), so 2 of 6 has probability < 0.03. Measured: 3 of 6 with the family key v2 split (7 of 8 with
+    # the v1 split, whose families had near-identical siblings in lit-clipart's training data)
+    chance = 5 / r["gallery_size"]
+    assert chance < 0.05 and r["hits"] >= 2, [(q.text, q.target_rank) for q in r["queries"]]
     assert r["png"].exists() and "lit-clipart" in r["html"].read_text()

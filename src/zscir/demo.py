@@ -95,13 +95,17 @@ def real_demo_gallery(n_families: int = REAL_DEMO_FAMILIES, progress: bool = Fal
     from zscir.data.real.benchmark import (BENCHMARK_VERSION, RealBenchmarkConfig, build_benchmark, built_from,
                                            gallery_items, is_complete, plan)
 
-    cfg = RealBenchmarkConfig()
+    from zscir.data.real.sources import V2_SOURCES
+
+    # the Debian packages only (Noto emoji + Tux Paint), as the demo always read: the same gallery on every
+    # machine, whatever npm emoji sets are installed, and the edit kinds lit-clipart was built for
+    cfg = RealBenchmarkConfig(sources=V2_SOURCES)
     root = cache_dir("real") / f"demo-{BENCHMARK_VERSION}-{n_families}"
     if not (is_complete(root) and built_from(root, sources)):
         _, queries = plan(cfg, gallery_items(sources))
         test = sorted({q.family for q in queries["test"]})  # held-out families that have edit queries
         step = max(1, len(test) // n_families)
-        cfg = RealBenchmarkConfig(families=tuple(test[::step][:n_families]))
+        cfg = RealBenchmarkConfig(families=tuple(test[::step][:n_families]), sources=V2_SOURCES)
         build_benchmark(root, cfg, progress=progress, sources=sources)
     return root
 
