@@ -75,7 +75,8 @@ def test_ray_index_equals_the_single_process_index(cluster, pictures, tmp_path):
 
 
 def test_a_worker_killed_mid_run_loses_and_doubles_nothing(cluster, pictures, tmp_path):
-    """SIGKILL one actor's process while it embeds; Ray restarts it and retries its partition."""
+    """SIGKILL one actor's process while it embeds; Ray retries its partition (on a restarted actor or the
+    other one) and nothing is lost or doubled."""
     folder, single = pictures
     out = tmp_path / "out"
     killed: list[int] = []
@@ -98,7 +99,8 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(cluster, pictures, tm
     t.join(5)
     assert killed, "no actor was killed"
     assert rep.complete and sorted(rep.embedded + rep.already_done) == list(range(N_PARTITIONS))
-    assert len(list(tmp_path.glob("actor-*.pid"))) >= 3  # the killed actor was restarted
+    with pytest.raises(ProcessLookupError):  # the kill took effect; whether Ray restarts that actor or hands
+        os.kill(killed[0], 0)  # its partition to the other one is Ray's choice (both seen), not asserted here
     assert_equals_single(out, single)
 
 
