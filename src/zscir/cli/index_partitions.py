@@ -34,6 +34,18 @@ class PartitionOptions:
                 or self.partition is not None or self.jobs is not None or self.ray_address is not None)
 
 
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``--shard I/N`` as ``(I, N)``; one error line unless 0 <= I < N (the incremental and the partitioned
+    indexer read it alike)."""
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
 def refuse_mixed(opts: PartitionOptions, *, shard: str | None, ann: str | None, hash_content: bool,
                  overwrite: bool) -> None:
     """Options of the incremental folder indexer that a partitioned run does not take: one error line.
@@ -46,12 +58,7 @@ def refuse_mixed(opts: PartitionOptions, *, shard: str | None, ann: str | None, 
     if opts.ray_address is not None and opts.engine != "ray":
         fail("--ray-address is for --engine ray")
     if shard is not None:  # the same partition ids: --shard I/N is --partition I --partitions N
-        try:
-            i, n = (int(x) for x in shard.split("/"))
-            if not 0 <= i < n:
-                raise ValueError
-        except ValueError:
-            fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+        i, n = parse_shard(shard)
         if opts.partition is not None or (opts.partitions is not None and opts.partitions != n):
             fail(f"--shard {shard} names partition {i} of {n}; give either --shard or --partition/--partitions")
         opts.partition, opts.partitions = str(i), n

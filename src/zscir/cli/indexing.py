@@ -150,7 +150,8 @@ def register(app: typer.Typer) -> None:
             if ann:
                 _index_ann([out], ann_given, remove=False, rebuild=False, threads=threads)
             return
-        from zscir.cli.index_partitions import PartitionOptions, is_collection_spec, refuse_mixed, run_partitioned
+        from zscir.cli.index_partitions import (PartitionOptions, is_collection_spec, parse_shard, refuse_mixed,
+                                                run_partitioned)
 
         popts = PartitionOptions(engine, partitions, partition, jobs, ray_address)
         source_options = {"allow_pipe": allow_pipe, "allow_remote": allow_remote, "image_column": image_column,
@@ -186,15 +187,7 @@ def register(app: typer.Typer) -> None:
                 ann_cfg = AnnConfig.merged((read_manifest(out.resolve()) or {}).get("ann_config"), ann_given)
             except (StoreError, ImportError) as e:
                 fail(str(e))
-        shard_spec = None
-        if shard:
-            try:
-                i, n = (int(x) for x in shard.split("/"))
-                if not 0 <= i < n:
-                    raise ValueError
-            except ValueError:
-                fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
-            shard_spec = (i, n)
+        shard_spec = parse_shard(shard) if shard else None
 
         methods, model_name = choice.methods, choice.model
         cfg = IndexConfig(batch_size=batch_size, fp16=fp16, hash_content=hash_content, workers=workers,
